@@ -1,0 +1,1 @@
+//! The T4K-compatible API (see lib docs once written).

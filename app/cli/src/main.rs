@@ -1,0 +1,3 @@
+//! kubectl-tvk.
+
+fn main() {}

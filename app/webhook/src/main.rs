@@ -1,0 +1,3 @@
+//! Admission webhook.
+
+fn main() {}

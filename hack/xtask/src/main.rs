@@ -1,0 +1,144 @@
+//! `cargo xtask`: the one command that regenerates every generated file in the repository, and
+//! the drift check CI runs. Each generator is a function returning the files it owns (path
+//! relative to the repository root, and content); `generate` writes them, removes stale files in
+//! the folders generators own, and `check-generated` fails naming every file that differs.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+mod generators;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Generators and dev tooling for this repository"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Regenerate every generated file (CRDs, bundle, catalog, ...).
+    Generate,
+    /// Fail if any committed generated file differs from a fresh generation (CI runs this).
+    CheckGenerated,
+    /// Regenerate only the application CRDs in templates/crds/.
+    Crds,
+}
+
+/// Generated files keyed by path relative to the repository root.
+pub type Files = BTreeMap<PathBuf, String>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = repo_root();
+    let result = match cli.command {
+        Command::Generate => generators::all().and_then(|files| write(&root, &files)),
+        Command::Crds => generators::crds().and_then(|files| write(&root, &files)),
+        Command::CheckGenerated => generators::all().and_then(|files| check(&root, &files)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    // hack/xtask/Cargo.toml -> repository root
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .components()
+        .collect()
+}
+
+fn write(root: &Path, files: &Files) -> Result<(), String> {
+    for dir in generators::OWNED_DIRS {
+        remove_stale(root, Path::new(dir), files)?;
+    }
+    for (path, content) in files {
+        let full = root.join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+        }
+        if std::fs::read_to_string(&full).ok().as_deref() != Some(content.as_str()) {
+            std::fs::write(&full, content)
+                .map_err(|e| format!("failed to write {}: {e}", full.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Deletes files in a generator-owned folder that no generator produces any more
+/// (files whose name starts with `README` are hand-written and kept).
+fn remove_stale(root: &Path, dir: &Path, files: &Files) -> Result<(), String> {
+    for path in list(root, dir)? {
+        if !files.contains_key(&path) {
+            std::fs::remove_file(root.join(&path))
+                .map_err(|e| format!("failed to remove {}: {e}", path.display()))?;
+            println!("removed {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn list(root: &Path, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+        return Ok(out);
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("failed to list {}: {e}", dir.display()))?;
+        let rel = dir.join(entry.file_name());
+        if entry.path().is_dir() {
+            out.extend(list(root, &rel)?);
+        } else if !entry.file_name().to_string_lossy().starts_with("README") {
+            out.push(rel);
+        }
+    }
+    Ok(out)
+}
+
+fn check(root: &Path, files: &Files) -> Result<(), String> {
+    let mut drift = Vec::new();
+    for (path, content) in files {
+        match std::fs::read_to_string(root.join(path)) {
+            Ok(existing) if existing == *content => {}
+            Ok(_) => drift.push(format!(
+                "{} differs from a fresh generation",
+                path.display()
+            )),
+            Err(_) => drift.push(format!("{} is missing", path.display())),
+        }
+    }
+    for dir in generators::OWNED_DIRS {
+        for path in list(root, Path::new(dir))? {
+            if !files.contains_key(&path) {
+                drift.push(format!(
+                    "{} is not produced by any generator (stale)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if drift.is_empty() {
+        println!("all {} generated files are up to date", files.len());
+        Ok(())
+    } else {
+        Err(format!(
+            "generated files drifted; run `cargo xtask generate` and commit:\n  {}",
+            drift.join("\n  ")
+        ))
+    }
+}
