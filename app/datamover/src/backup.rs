@@ -1,0 +1,248 @@
+//! Full and incremental backup of one volume into an image + digest index.
+//!
+//! Pipeline: reader thread (sparse reads) → this thread (zero detection and BLAKE3 of each
+//! cluster on all cores with rayon; per-cluster decision against the parent's index) →
+//! sink thread (sequential writes or multipart parts). An incremental never reads old images:
+//! it compares with the parent's index, which describes the parent's whole volume.
+
+use std::{io::Read, path::Path};
+
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use crate::{
+    error::{Error, Result},
+    index::{ClusterState, IndexReader, IndexSummary, IndexWriter},
+    object_io::ObjectSink,
+    progress::Progress,
+    qcow2::writer::{ImageOptions, ImageSummary, Qcow2Writer},
+    volume::{ByteRange, Piece, SourceVolume, cluster_ranges, is_zero},
+};
+
+/// The parent backup an incremental builds on.
+pub struct ParentIndex {
+    /// Name for errors.
+    pub name: String,
+    /// The parent's index, streamed.
+    pub reader: Box<dyn Read + Send>,
+    /// Backing file name to store in the overlay (relative to the new image).
+    pub backing_name: String,
+}
+
+impl std::fmt::Debug for ParentIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParentIndex")
+            .field("name", &self.name)
+            .field("backing_name", &self.backing_name)
+            .finish()
+    }
+}
+
+/// What to back up and where.
+pub struct BackupJob<'a> {
+    /// Source volume (file or block device).
+    pub source: &'a Path,
+    /// `None` = full backup.
+    pub parent: Option<ParentIndex>,
+    /// Changed-block list: with a parent, only these byte ranges are read.
+    pub changed_blocks: Option<Vec<ByteRange>>,
+    /// Where the image goes (head reserved: one cluster).
+    pub image_sink: Box<dyn ObjectSink>,
+    /// Where the index goes (no head).
+    pub index_sink: Box<dyn ObjectSink>,
+    /// log2 cluster size.
+    pub cluster_bits: u32,
+    /// Progress reporting.
+    pub progress: &'a dyn Progress,
+}
+
+/// What a backup produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// Volume size in bytes.
+    pub virtual_size: u64,
+    /// The image.
+    pub image: ImageSummary,
+    /// The index.
+    pub index: IndexSummary,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+}
+
+/// Runs a backup. On error nothing is completed: partial objects are aborted.
+pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
+    let volume = SourceVolume::open(job.source)?;
+    let size = volume.size();
+    let cs = 1u64 << job.cluster_bits;
+    let opts = ImageOptions {
+        virtual_size: size,
+        cluster_bits: job.cluster_bits,
+        backing_file: job.parent.as_ref().map(|p| p.backing_name.clone()),
+    };
+    let mut writer = Qcow2Writer::new(job.image_sink, opts)?;
+    let mut index = IndexWriter::new(job.index_sink, job.cluster_bits, size);
+    let mut parent = match job.parent {
+        Some(p) => {
+            let r = IndexReader::new(&p.name, p.reader)?;
+            if r.header().cluster_bits != job.cluster_bits {
+                writer.abort();
+                index.abort();
+                return Err(Error::index(
+                    &p.name,
+                    "parent index has a different cluster size; take a full backup",
+                ));
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let examine = match (&parent, &job.changed_blocks) {
+        (Some(_), Some(ranges)) => Some(cluster_ranges(ranges, job.cluster_bits, size)),
+        _ => None,
+    };
+    let (rx, reader_thread) = volume.stream(job.cluster_bits, examine);
+    let mut engine = Engine {
+        writer: &mut writer,
+        index: &mut index,
+        parent: parent.as_mut(),
+        cs,
+        bytes_read: 0,
+        progress: job.progress,
+        size,
+    };
+    let mut result = Ok(());
+    for piece in rx.iter() {
+        let r = piece.and_then(|p| engine.handle(p));
+        if let Err(e) = r {
+            result = Err(e);
+            break;
+        }
+    }
+    let bytes_read = engine.bytes_read;
+    drop(rx);
+    let _ = reader_thread.join();
+    if let Err(e) = result {
+        writer.abort();
+        index.abort();
+        return Err(e);
+    }
+    // The parent index must be intact to the last byte before we rely on it for a commit.
+    if let Some(p) = parent
+        && let Err(e) = p.finish()
+    {
+        writer.abort();
+        index.abort();
+        return Err(e);
+    }
+    let image = match writer.finish() {
+        Ok(s) => s,
+        Err(e) => {
+            index.abort();
+            return Err(e);
+        }
+    };
+    let index = index.finish()?;
+    job.progress.update(size, size);
+    Ok(BackupSummary {
+        virtual_size: size,
+        image,
+        index,
+        bytes_read,
+    })
+}
+
+struct Engine<'a, 'p> {
+    writer: &'a mut Qcow2Writer,
+    index: &'a mut IndexWriter,
+    parent: Option<&'a mut IndexReader<Box<dyn Read + Send + 'p>>>,
+    cs: u64,
+    bytes_read: u64,
+    progress: &'a dyn Progress,
+    size: u64,
+}
+
+impl Engine<'_, '_> {
+    fn parent_state(&mut self) -> Result<Option<ClusterState>> {
+        match self.parent.as_mut() {
+            // Past the parent's end (volume grew): the chain reads zeros there.
+            Some(p) => Ok(Some(p.next_cluster()?.unwrap_or(ClusterState::Unallocated))),
+            None => Ok(None),
+        }
+    }
+
+    fn handle(&mut self, piece: Piece) -> Result<()> {
+        match piece {
+            Piece::Hole { first, count } => {
+                if self.parent.is_none() {
+                    self.index.push_many(ClusterState::Unallocated, count)?;
+                } else {
+                    for c in first..first + count {
+                        let p = self.parent_state()?;
+                        if p.is_some_and(|p| !p.reads_zero()) {
+                            self.writer.put_zero(c)?;
+                        }
+                        self.index.push(ClusterState::Unallocated)?;
+                    }
+                }
+                self.report(first + count);
+            }
+            Piece::Unchanged { first, count } => {
+                for _ in 0..count {
+                    let p = self.parent_state()?.ok_or_else(|| {
+                        Error::Usage("internal error: unchanged clusters without a parent".into())
+                    })?;
+                    self.index.push(p)?;
+                }
+                self.report(first + count);
+            }
+            Piece::Data { first, data } => {
+                let cs = self.cs as usize;
+                let n = data.len() / cs;
+                self.bytes_read += data.len() as u64;
+                let states: Vec<ClusterState> = data
+                    .par_chunks(cs)
+                    .map(|c| {
+                        if is_zero(c) {
+                            ClusterState::Zero
+                        } else {
+                            ClusterState::Data(*blake3::hash(c).as_bytes())
+                        }
+                    })
+                    .collect();
+                let data = Bytes::from(data);
+                // Runs of clusters to store, flushed as one slice each (no copies).
+                let mut run_start: Option<usize> = None;
+                for (i, state) in states.iter().enumerate() {
+                    let parent = self.parent_state()?;
+                    let store = match (state, parent) {
+                        (ClusterState::Data(_), None) => true,
+                        (ClusterState::Data(h), Some(ClusterState::Data(ph))) => *h != ph,
+                        (ClusterState::Data(_), Some(_)) => true,
+                        _ => false,
+                    };
+                    if !store && let Some(s) = run_start.take() {
+                        self.writer
+                            .put_data(first + s as u64, data.slice(s * cs..i * cs))?;
+                    }
+                    if store {
+                        run_start.get_or_insert(i);
+                    } else if state.reads_zero() && parent.is_some_and(|p| !p.reads_zero()) {
+                        self.writer.put_zero(first + i as u64)?;
+                    }
+                    self.index.push(*state)?;
+                }
+                if let Some(s) = run_start {
+                    self.writer
+                        .put_data(first + s as u64, data.slice(s * cs..n * cs))?;
+                }
+                self.report(first + n as u64);
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, next_cluster: u64) {
+        self.progress
+            .update((next_cluster * self.cs).min(self.size), self.size);
+    }
+}

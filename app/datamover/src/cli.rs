@@ -1,0 +1,332 @@
+//! Command line: `image …` (local image-level commands, used by the benchmark harness).
+//! Exit codes: 0 ok, 1 fatal (bad input, corruption), 75 (EX_TEMPFAIL) retryable.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use tvk_datamover::{
+    Error, Result,
+    backup::{BackupJob, ParentIndex, run_backup},
+    flatten::flatten_chain,
+    index::IndexReader,
+    object_io::{LocalFileSink, LocalObject, RandomRead},
+    progress::{BarProgress, JsonProgress, NoProgress, Progress},
+    qcow2::{DEFAULT_CLUSTER_BITS, reader::Qcow2Image},
+    restore::{Chain, Destination, RestoreJob, run_restore},
+    volume::read_changed_blocks,
+};
+
+/// Exit code of a retryable failure (sysexits EX_TEMPFAIL).
+const EXIT_RETRYABLE: u8 = 75;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tvk-datamover",
+    version,
+    about = "QCOW2 volume backups: backup, restore, coalesce, verify"
+)]
+struct Cli {
+    /// Progress output: auto (bar on a terminal, JSON lines otherwise), json, bar, none.
+    #[arg(long, global = true, default_value = "auto")]
+    progress: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Image-level operations on local files (benchmarks, debugging).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Full backup of SRC into the qcow2 image OUT, with its digest index.
+    Full {
+        /// Source volume (file or block device).
+        src: PathBuf,
+        /// Output image.
+        out: PathBuf,
+        /// Digest index path (default OUT.index).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// log2 of the cluster size.
+        #[arg(long, default_value_t = DEFAULT_CLUSTER_BITS)]
+        cluster_bits: u32,
+        /// Skip fsync (scratch output only).
+        #[arg(long)]
+        no_sync: bool,
+    },
+    /// Incremental backup of SRC into OUT, backed by PREV; STATE/index is the parent's index
+    /// and is replaced by the new one.
+    Incremental {
+        /// Source volume.
+        src: PathBuf,
+        /// Previous image (the overlay's backing file; must be in OUT's directory).
+        prev: PathBuf,
+        /// Output image.
+        out: PathBuf,
+        /// State directory holding `index`.
+        state: PathBuf,
+        /// Changed-block list (JSON `[{"offset":..,"length":..}]`): read only these ranges.
+        #[arg(long)]
+        changed_blocks: Option<PathBuf>,
+        /// Skip fsync.
+        #[arg(long)]
+        no_sync: bool,
+    },
+    /// Restore the chain ending at TOP into OUT (a file, sparse, or a block device).
+    /// Backing files are followed only as plain names in TOP's own directory.
+    Restore {
+        /// Top image.
+        top: PathBuf,
+        /// Output file or block device.
+        out: PathBuf,
+        /// Digest index of the top backup: every cluster is verified against it.
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Skip fsync.
+        #[arg(long)]
+        no_sync: bool,
+    },
+    /// Flatten overlay SRC on its base PREV into the standalone image OUT.
+    Squash {
+        /// Overlay.
+        src: PathBuf,
+        /// Its base image.
+        prev: PathBuf,
+        /// Output image.
+        out: PathBuf,
+        /// Skip fsync.
+        #[arg(long)]
+        no_sync: bool,
+    },
+}
+
+/// Runs the CLI and maps errors to exit codes, printing a final JSON result line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress: Box<dyn Progress> = match cli.progress.as_str() {
+        "none" => Box::new(NoProgress),
+        "json" => Box::new(JsonProgress::new(Duration::from_secs(2))),
+        "bar" => Box::new(BarProgress::new("working")),
+        _ if std::io::stderr().is_terminal() => Box::new(BarProgress::new("working")),
+        _ => Box::new(JsonProgress::new(Duration::from_secs(2))),
+    };
+    match run(cli.command, progress.as_ref()) {
+        Ok(result) => {
+            println!(
+                "{}",
+                serde_json::json!({"event": "result", "ok": true, "result": result})
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let retryable = e.is_retryable();
+            println!(
+                "{}",
+                serde_json::json!({"event": "result", "ok": false, "error": e.to_string(),
+                    "category": e.category(), "retryable": retryable})
+            );
+            eprintln!("error: {e}");
+            if retryable {
+                ExitCode::from(EXIT_RETRYABLE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
+    match command {
+        Command::Image(c) => run_image(c, progress),
+    }
+}
+
+fn open_image(path: &Path) -> Result<Qcow2Image> {
+    let obj: Arc<dyn RandomRead> = Arc::new(LocalObject::open(path)?);
+    Qcow2Image::open(obj)
+}
+
+fn open_index(path: &Path) -> Result<IndexReader<std::fs::File>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io("open index", path.display(), e))?;
+    IndexReader::new(&path.display().to_string(), f)
+}
+
+/// Stored backing name for `prev` as seen from `out`: `prev`'s file name, which must live in
+/// the same directory (chains on a target always use relative names).
+fn sibling_name(prev: &Path, out: &Path) -> Result<String> {
+    let dir = |p: &Path| {
+        std::fs::canonicalize(
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+        .map_err(|e| Error::io("resolve directory of", p.display(), e))
+    };
+    if dir(prev)? != dir(out)? {
+        return Err(Error::Usage(format!(
+            "{} must be in the same directory as {} (backing names are stored relative)",
+            prev.display(),
+            out.display()
+        )));
+    }
+    prev.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::Usage(format!("{} has no usable file name", prev.display())))
+}
+
+fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Value> {
+    match c {
+        ImageCommand::Full {
+            src,
+            out,
+            index,
+            cluster_bits,
+            no_sync,
+        } => {
+            let index = index.unwrap_or_else(|| with_suffix(&out, ".index"));
+            let cs = 1usize << cluster_bits;
+            let s = run_backup(BackupJob {
+                source: &src,
+                parent: None,
+                changed_blocks: None,
+                image_sink: Box::new(LocalFileSink::create(&out, cs, !no_sync)?),
+                index_sink: Box::new(LocalFileSink::create(&index, 0, !no_sync)?),
+                cluster_bits,
+                progress,
+            })?;
+            Ok(summary_json(&s))
+        }
+        ImageCommand::Incremental {
+            src,
+            prev,
+            out,
+            state,
+            changed_blocks,
+            no_sync,
+        } => {
+            let index_path = state.join("index");
+            let parent_file = std::fs::File::open(&index_path)
+                .map_err(|e| Error::io("open parent index", index_path.display(), e))?;
+            let backing_name = sibling_name(&prev, &out)?;
+            let prev_image = open_image(&prev)?;
+            let cluster_bits = prev_image.header().cluster_bits;
+            let changed = changed_blocks
+                .as_deref()
+                .map(read_changed_blocks)
+                .transpose()?;
+            let s = run_backup(BackupJob {
+                source: &src,
+                parent: Some(ParentIndex {
+                    name: index_path.display().to_string(),
+                    reader: Box::new(parent_file),
+                    backing_name,
+                }),
+                changed_blocks: changed,
+                image_sink: Box::new(LocalFileSink::create(&out, 1 << cluster_bits, !no_sync)?),
+                index_sink: Box::new(LocalFileSink::create(&index_path, 0, !no_sync)?),
+                cluster_bits,
+                progress,
+            })?;
+            Ok(summary_json(&s))
+        }
+        ImageCommand::Restore {
+            top,
+            out,
+            index,
+            no_sync,
+        } => {
+            let chain = local_chain(&top)?;
+            let dest = Destination::open(&out, chain.virtual_size())?;
+            let index = index.as_deref().map(open_index).transpose()?;
+            let s = run_restore(
+                RestoreJob {
+                    chain: &chain,
+                    index,
+                    backup_id: &top.display().to_string(),
+                    progress,
+                    durable: !no_sync,
+                },
+                &dest,
+            )?;
+            Ok(serde_json::json!({"virtualSize": s.virtual_size, "bytesWritten": s.bytes_written}))
+        }
+        ImageCommand::Squash {
+            src,
+            prev,
+            out,
+            no_sync,
+        } => {
+            let chain = Chain::new(vec![open_image(&prev)?, open_image(&src)?])?;
+            let cs = chain.cluster_size() as usize;
+            let s = flatten_chain::<std::fs::File>(
+                &chain,
+                None,
+                &src.display().to_string(),
+                Box::new(LocalFileSink::create(&out, cs, !no_sync)?),
+                progress,
+            )?;
+            Ok(serde_json::json!({"imageBytes": s.image_len, "dataClusters": s.data_clusters}))
+        }
+    }
+}
+
+/// Opens TOP and its backing files, following only plain names in TOP's directory.
+fn local_chain(top: &Path) -> Result<Chain> {
+    let dir = top.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut layers = vec![open_image(top)?];
+    while let Some(name) = layers.last().and_then(|l| l.header().backing_file.clone()) {
+        if layers.len() >= 256 {
+            return Err(Error::Usage("backing chain deeper than 256 images".into()));
+        }
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::image(
+                top.display(),
+                format!(
+                    "backing file name {name:?} is not a plain file name in the same directory; refusing to follow it"
+                ),
+            ));
+        }
+        if let Some(fmt) = layers
+            .last()
+            .and_then(|l| l.header().backing_format.clone())
+            && fmt != "qcow2"
+        {
+            return Err(Error::image(
+                top.display(),
+                format!("backing format {fmt:?} is not qcow2"),
+            ));
+        }
+        layers.push(open_image(&dir.join(name))?);
+    }
+    layers.reverse();
+    Chain::new(layers)
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn summary_json(s: &tvk_datamover::backup::BackupSummary) -> serde_json::Value {
+    serde_json::json!({
+        "virtualSize": s.virtual_size,
+        "imageBytes": s.image.image_len,
+        "dataClusters": s.image.data_clusters,
+        "zeroClusters": s.image.zero_clusters,
+        "indexBytes": s.index.len,
+        "indexBlake3": s.index.blake3,
+        "bytesRead": s.bytes_read,
+    })
+}

@@ -1,0 +1,159 @@
+//! The datamover's error type. Every variant says what was wrong and, where the user can act,
+//! what to do; [`Error::is_retryable`] decides the process exit code (75 = retry later).
+
+use std::io;
+
+/// Errors of the datamover.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A local read or write failed.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What we were doing ("read", "write", "open", …).
+        action: &'static str,
+        /// The file or object concerned.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A QCOW2 image failed validation (hostile or corrupt input).
+    #[error("invalid qcow2 image {image}: {reason}")]
+    InvalidImage {
+        /// The image name (object or file).
+        image: String,
+        /// The specific check that failed, e.g. "invalid L1 table offset".
+        reason: String,
+    },
+    /// A digest index failed validation.
+    #[error("invalid digest index {index}: {reason}")]
+    InvalidIndex {
+        /// The index name.
+        index: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Stored data does not match the digest recorded at backup time.
+    #[error(
+        "digest mismatch in backup {backup}, image {image}, at guest offset {offset}: {detail}; the stored backup is damaged, restore from another backup"
+    )]
+    DigestMismatch {
+        /// Backup id.
+        backup: String,
+        /// The image object holding the bad cluster (or the index, when it is the index that
+        /// disagrees with the chain).
+        image: String,
+        /// Guest (virtual disk) byte offset of the cluster.
+        offset: u64,
+        /// What disagreed.
+        detail: String,
+    },
+    /// A manifest was malformed, named a forbidden path or was inconsistent.
+    #[error("invalid manifest {name}: {reason}")]
+    InvalidManifest {
+        /// Object name of the manifest.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An object a committed backup needs is missing from the target.
+    #[error(
+        "object {object} needed by backup {backup} is missing from the target; this backup and every later one in its chain cannot be restored"
+    )]
+    MissingObject {
+        /// The backup that needs it.
+        backup: String,
+        /// The object name.
+        object: String,
+    },
+    /// The target (S3 or filesystem) failed in a way worth retrying later.
+    #[error("target unavailable while trying to {action} {object}: {message}; retry later")]
+    TargetUnavailable {
+        /// What we were doing.
+        action: &'static str,
+        /// The object concerned.
+        object: String,
+        /// The (credential-redacted) error.
+        message: String,
+    },
+    /// The target refused an operation for a reason retrying will not fix.
+    #[error("target refused to {action} {object}: {message}")]
+    Target {
+        /// What we were doing.
+        action: &'static str,
+        /// The object concerned.
+        object: String,
+        /// The (credential-redacted) error.
+        message: String,
+    },
+    /// A create-only write found the object already present.
+    #[error("{object} already exists on the target; a committed object is never overwritten")]
+    AlreadyExists {
+        /// The object name.
+        object: String,
+    },
+    /// Bad command-line or API input.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Whether retrying the whole operation later may succeed (network, target unavailable).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::TargetUnavailable { .. } => true,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::TimedOut
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::Interrupted
+            ),
+            _ => false,
+        }
+    }
+
+    /// A short category name for metrics, Events and the JSON result line.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "Io",
+            Error::InvalidImage { .. } => "InvalidImage",
+            Error::InvalidIndex { .. } => "InvalidIndex",
+            Error::DigestMismatch { .. } => "DigestMismatch",
+            Error::InvalidManifest { .. } => "InvalidManifest",
+            Error::MissingObject { .. } => "MissingObject",
+            Error::TargetUnavailable { .. } => "TargetUnavailable",
+            Error::Target { .. } => "Target",
+            Error::AlreadyExists { .. } => "AlreadyExists",
+            Error::Usage(_) => "Usage",
+        }
+    }
+
+    /// An I/O error on `path` while doing `action`.
+    pub fn io(action: &'static str, path: impl std::fmt::Display, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// An image validation error.
+    pub fn image(image: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::InvalidImage {
+            image: image.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An index validation error.
+    pub fn index(index: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::InvalidIndex {
+            index: index.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

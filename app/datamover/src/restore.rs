@@ -1,0 +1,383 @@
+//! Restore: hydrate a chain of images into a file or block device.
+//!
+//! The chain's L2 maps are merged one 512 MiB range at a time (newest layer wins per
+//! cluster); only allocated clusters are read, each checked against the top backup's digest
+//! index BEFORE it is written. Holes stay holes on a fresh file; on a block device every
+//! zero cluster is written as zeros. A mismatch stops the restore naming backup, image and
+//! guest offset; nothing unverified reaches the destination.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Read,
+    os::unix::fs::{FileExt, FileTypeExt},
+    path::Path,
+};
+
+use rayon::prelude::*;
+
+use crate::{
+    error::{Error, Result},
+    index::{ClusterState, IndexReader},
+    progress::Progress,
+    qcow2::reader::{ClusterMapping, Qcow2Image},
+    volume::is_zero,
+};
+
+/// Largest run of clusters read and verified as one piece.
+const RUN_BYTES: u64 = 4 << 20;
+
+/// Where one guest cluster comes from after merging the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// Reads zeros.
+    Zero,
+    /// Data in layer `layer` at `host`; bytes from `valid` on read as zeros (the cluster
+    /// straddles the end of that layer's virtual size).
+    Data {
+        /// Layer index (0 = base).
+        layer: usize,
+        /// Host offset.
+        host: u64,
+        /// Valid bytes of the cluster.
+        valid: u64,
+    },
+}
+
+/// A chain of images, base first, top last.
+#[derive(Debug)]
+pub struct Chain {
+    layers: Vec<Qcow2Image>,
+    cluster_bits: u32,
+}
+
+impl Chain {
+    /// Builds a chain from members the manifest named (base first). All layers must share the
+    /// cluster size. Backing names stored in the images are NOT followed.
+    pub fn new(layers: Vec<Qcow2Image>) -> Result<Self> {
+        let Some(top) = layers.last() else {
+            return Err(Error::Usage("empty chain".into()));
+        };
+        let cluster_bits = top.header().cluster_bits;
+        for l in &layers {
+            if l.header().cluster_bits != cluster_bits {
+                return Err(Error::image(
+                    l.name(),
+                    "cluster size differs from the rest of the chain",
+                ));
+            }
+        }
+        Ok(Self {
+            layers,
+            cluster_bits,
+        })
+    }
+
+    /// The layers, base first.
+    pub fn layers(&self) -> &[Qcow2Image] {
+        &self.layers
+    }
+
+    /// Guest size (the top image's).
+    pub fn virtual_size(&self) -> u64 {
+        self.layers.last().map_or(0, |t| t.header().size)
+    }
+
+    /// Cluster size.
+    pub fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+
+    /// Guest clusters per L2 range.
+    pub fn range_clusters(&self) -> u64 {
+        self.cluster_size() / 8
+    }
+
+    /// Number of L2 ranges of the guest.
+    pub fn ranges(&self) -> u64 {
+        self.virtual_size()
+            .div_ceil(self.cluster_size())
+            .div_ceil(self.range_clusters())
+    }
+
+    /// Merged mapping of the guest clusters of L2 range `k` (truncated at the guest end).
+    pub fn resolve_range(&self, k: u64) -> Result<Vec<Resolved>> {
+        let cs = self.cluster_size();
+        let per = self.range_clusters();
+        let first = k * per;
+        let guest_clusters = self.virtual_size().div_ceil(cs);
+        let n = per.min(guest_clusters.saturating_sub(first)) as usize;
+        let mut out: Vec<Option<Resolved>> = vec![None; n];
+        // Top down; below a layer whose size ends before a cluster, that cluster reads zeros.
+        for (li, layer) in self.layers.iter().enumerate().rev() {
+            if out.iter().all(Option::is_some) {
+                break;
+            }
+            let size = layer.header().size;
+            let maps = if k < layer.l1_ranges() {
+                layer.l2_mappings(k)?
+            } else {
+                Vec::new()
+            };
+            for (i, slot) in out.iter_mut().enumerate() {
+                if slot.is_some() {
+                    continue;
+                }
+                let g = first + i as u64;
+                if g * cs >= size {
+                    *slot = Some(Resolved::Zero);
+                    continue;
+                }
+                match maps.get(i).copied().unwrap_or(ClusterMapping::Unallocated) {
+                    ClusterMapping::Unallocated => {}
+                    ClusterMapping::Zero => *slot = Some(Resolved::Zero),
+                    ClusterMapping::Data(host) => {
+                        *slot = Some(Resolved::Data {
+                            layer: li,
+                            host,
+                            valid: (size - g * cs).min(cs),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Resolved::Zero))
+            .collect())
+    }
+}
+
+/// The destination of a restore.
+#[derive(Debug)]
+pub struct Destination {
+    file: File,
+    name: String,
+    /// Zero clusters must be written (block device, or an existing file we do not truncate).
+    zero_fill: bool,
+}
+
+impl Destination {
+    /// Opens `path`: a block device is written in place (zeros written where needed); a
+    /// regular file is created or truncated and sized, so holes stay holes.
+    pub fn open(path: &Path, size: u64) -> Result<Self> {
+        let name = path.display().to_string();
+        let is_block = std::fs::metadata(path)
+            .map(|m| m.file_type().is_block_device())
+            .unwrap_or(false);
+        let file = if is_block {
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("open destination", &name, e))?
+        } else {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| Error::io("create destination", &name, e))?;
+            f.set_len(size)
+                .map_err(|e| Error::io("size destination", &name, e))?;
+            f
+        };
+        Ok(Self {
+            file,
+            name,
+            zero_fill: is_block,
+        })
+    }
+}
+
+/// A restore request.
+pub struct RestoreJob<'a, R: Read> {
+    /// The chain (members from the manifest).
+    pub chain: &'a Chain,
+    /// The top backup's index; `None` only for images made by other tools (no verification).
+    pub index: Option<IndexReader<R>>,
+    /// Backup id for error messages.
+    pub backup_id: &'a str,
+    /// Progress.
+    pub progress: &'a dyn Progress,
+    /// fsync the destination at the end.
+    pub durable: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreSummary {
+    /// Guest size.
+    pub virtual_size: u64,
+    /// Bytes of data written.
+    pub bytes_written: u64,
+}
+
+struct Run {
+    first: u64,
+    count: u64,
+    layer: usize,
+    host: u64,
+}
+
+/// Restores `job.chain` into `dest`.
+pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Result<RestoreSummary> {
+    let chain = job.chain;
+    let cs = chain.cluster_size();
+    let size = chain.virtual_size();
+    let mut index = job.index;
+    if let Some(ix) = &index {
+        let h = ix.header();
+        if h.virtual_size != size || h.cluster_bits != chain.cluster_bits {
+            return Err(Error::DigestMismatch {
+                backup: job.backup_id.to_string(),
+                image: "index".into(),
+                offset: 0,
+                detail: format!(
+                    "index describes a {} byte volume with 2^{} byte clusters, the image {} bytes with 2^{}",
+                    h.virtual_size, h.cluster_bits, size, chain.cluster_bits
+                ),
+            });
+        }
+    }
+    let mut written = 0u64;
+    let mismatch = |offset: u64, image: &str, detail: String| Error::DigestMismatch {
+        backup: job.backup_id.to_string(),
+        image: image.to_string(),
+        offset,
+        detail,
+    };
+    for k in 0..chain.ranges() {
+        let resolved = chain.resolve_range(k)?;
+        let first = k * chain.range_clusters();
+        let mut expected: Vec<Option<ClusterState>> = Vec::with_capacity(resolved.len());
+        if let Some(ix) = index.as_mut() {
+            for _ in 0..resolved.len() {
+                expected.push(ix.next_cluster()?);
+            }
+        }
+        // Runs of clusters that are contiguous in one layer.
+        let mut runs: Vec<Run> = Vec::new();
+        let mut zero_runs: Vec<(u64, u64)> = Vec::new();
+        for (i, r) in resolved.iter().enumerate() {
+            let g = first + i as u64;
+            match *r {
+                Resolved::Zero => {
+                    if let Some(Some(ClusterState::Data(_))) = expected.get(i) {
+                        return Err(mismatch(
+                            g * cs,
+                            chain.layers.last().map_or("", |l| l.name()),
+                            "the index records data but the chain has none (an image is missing clusters)".into(),
+                        ));
+                    }
+                    match zero_runs.last_mut() {
+                        Some((s, n)) if *s + *n == g => *n += 1,
+                        _ => zero_runs.push((g, 1)),
+                    }
+                }
+                Resolved::Data { layer, host, .. } => match runs.last_mut() {
+                    Some(run)
+                        if run.layer == layer
+                            && run.first + run.count == g
+                            && run.host + run.count * cs == host
+                            && (run.count + 1) * cs <= RUN_BYTES =>
+                    {
+                        run.count += 1
+                    }
+                    _ => runs.push(Run {
+                        first: g,
+                        count: 1,
+                        layer,
+                        host,
+                    }),
+                },
+            }
+        }
+        let bytes: Result<Vec<u64>> = runs
+            .par_iter()
+            .map(|run| {
+                let layer = &chain.layers[run.layer];
+                let mut buf = vec![0u8; (run.count * cs) as usize];
+                layer.read_host(run.host, &mut buf)?;
+                for c in 0..run.count {
+                    let g = run.first + c;
+                    let i = (g - first) as usize;
+                    let cluster = &mut buf[(c * cs) as usize..((c + 1) * cs) as usize];
+                    if let Resolved::Data { valid, .. } = resolved[i]
+                        && valid < cs
+                    {
+                        cluster[valid as usize..].fill(0);
+                    }
+                    match expected.get(i).copied().flatten() {
+                        Some(ClusterState::Data(h)) => {
+                            if *blake3::hash(cluster).as_bytes() != h {
+                                return Err(mismatch(
+                                    g * cs,
+                                    layer.name(),
+                                    format!(
+                                        "cluster at host offset {:#x} does not match its recorded BLAKE3 digest",
+                                        run.host + c * cs
+                                    ),
+                                ));
+                            }
+                        }
+                        Some(_) => {
+                            if !is_zero(cluster) {
+                                return Err(mismatch(
+                                    g * cs,
+                                    layer.name(),
+                                    format!(
+                                        "cluster at host offset {:#x} holds data where the index records zeros",
+                                        run.host + c * cs
+                                    ),
+                                ));
+                            }
+                        }
+                        None if index_present(&expected) => {
+                            return Err(mismatch(g * cs, "index", "index ended early".into()));
+                        }
+                        None => {}
+                    }
+                }
+                // Clip the last cluster at the guest end.
+                let start = run.first * cs;
+                let len = ((run.count * cs).min(size - start)) as usize;
+                dest.file
+                    .write_all_at(&buf[..len], start)
+                    .map_err(|e| Error::io("write", &dest.name, e))?;
+                Ok(len as u64)
+            })
+            .collect();
+        written += bytes?.iter().sum::<u64>();
+        if dest.zero_fill {
+            let zeros = vec![0u8; RUN_BYTES as usize];
+            for (s, n) in zero_runs {
+                let mut off = s * cs;
+                let end = ((s + n) * cs).min(size);
+                while off < end {
+                    let len = (end - off).min(RUN_BYTES) as usize;
+                    dest.file
+                        .write_all_at(&zeros[..len], off)
+                        .map_err(|e| Error::io("write zeros to", &dest.name, e))?;
+                    off += len as u64;
+                }
+            }
+        }
+        job.progress
+            .update(((first + resolved.len() as u64) * cs).min(size), size);
+    }
+    if let Some(ix) = index {
+        ix.finish()?;
+    }
+    if job.durable {
+        dest.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &dest.name, e))?;
+    }
+    Ok(RestoreSummary {
+        virtual_size: size,
+        bytes_written: written,
+    })
+}
+
+fn index_present(expected: &[Option<ClusterState>]) -> bool {
+    !expected.is_empty()
+}
