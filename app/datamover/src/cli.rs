@@ -247,7 +247,7 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
             no_sync,
         } => {
             let chain = local_chain(&top)?;
-            let dest = Destination::open(&out, chain.virtual_size())?;
+            let dest = Destination::open(&out)?;
             let index = index.as_deref().map(open_index).transpose()?;
             let s = run_restore(
                 RestoreJob {

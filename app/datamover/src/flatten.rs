@@ -31,7 +31,10 @@ pub fn flatten_chain<R: Read>(
     sink: Box<dyn ObjectSink>,
     progress: &dyn Progress,
 ) -> Result<ImageSummary> {
-    let size = chain.virtual_size();
+    // The index keeps the exact size; image headers round it up to 512 bytes.
+    let size = index
+        .as_ref()
+        .map_or(chain.virtual_size(), |ix| ix.header().virtual_size);
     let cs = chain.cluster_size();
     let cluster_bits = cs.trailing_zeros();
     let mut writer = Qcow2Writer::new(

@@ -158,33 +158,42 @@ pub struct Destination {
 
 impl Destination {
     /// Opens `path`: a block device is written in place (zeros written where needed); a
-    /// regular file is created or truncated and sized, so holes stay holes.
-    pub fn open(path: &Path, size: u64) -> Result<Self> {
+    /// regular file is created or truncated (and sized by the restore), so holes stay holes.
+    pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
         let is_block = std::fs::metadata(path)
             .map(|m| m.file_type().is_block_device())
             .unwrap_or(false);
-        let file = if is_block {
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::io("open destination", &name, e))?
-        } else {
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
-                .map_err(|e| Error::io("create destination", &name, e))?;
-            f.set_len(size)
-                .map_err(|e| Error::io("size destination", &name, e))?;
-            f
-        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(!is_block)
+            .truncate(!is_block)
+            .open(path)
+            .map_err(|e| Error::io("open destination", &name, e))?;
         Ok(Self {
             file,
             name,
             zero_fill: is_block,
         })
+    }
+
+    fn prepare(&self, size: u64) -> Result<()> {
+        if self.zero_fill {
+            let mut f = &self.file;
+            let len = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+                .map_err(|e| Error::io("size destination", &self.name, e))?;
+            if len < size {
+                return Err(Error::Usage(format!(
+                    "destination {} holds {len} bytes, the volume needs {size}",
+                    self.name
+                )));
+            }
+            Ok(())
+        } else {
+            self.file
+                .set_len(size)
+                .map_err(|e| Error::io("size destination", &self.name, e))
+        }
     }
 }
 
@@ -222,11 +231,12 @@ struct Run {
 pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Result<RestoreSummary> {
     let chain = job.chain;
     let cs = chain.cluster_size();
-    let size = chain.virtual_size();
+    let mut size = chain.virtual_size();
     let mut index = job.index;
     if let Some(ix) = &index {
         let h = ix.header();
-        if h.virtual_size != size || h.cluster_bits != chain.cluster_bits {
+        // The image header rounds the size up to 512 bytes (for qemu); the index is exact.
+        if h.virtual_size.next_multiple_of(512) != size || h.cluster_bits != chain.cluster_bits {
             return Err(Error::DigestMismatch {
                 backup: job.backup_id.to_string(),
                 image: "index".into(),
@@ -237,7 +247,9 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                 ),
             });
         }
+        size = h.virtual_size;
     }
+    dest.prepare(size)?;
     let mut written = 0u64;
     let mismatch = |offset: u64, image: &str, detail: String| Error::DigestMismatch {
         backup: job.backup_id.to_string(),

@@ -303,7 +303,9 @@ impl Qcow2Writer {
         h.put_u64(backing_offset);
         h.put_u32(backing.len() as u32);
         h.put_u32(self.opts.cluster_bits);
-        h.put_u64(self.opts.virtual_size);
+        // qemu counts the size in 512-byte sectors and rounds DOWN; round up so it sees every
+        // byte (the digest index and manifest keep the exact size for restore).
+        h.put_u64(self.opts.virtual_size.next_multiple_of(512));
         h.put_u32(0); // crypt_method
         h.put_u32(self.l1.len() as u32);
         h.put_u64(l1_offset);

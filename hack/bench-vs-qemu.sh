@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of tvk-datamover against qemu-img on generated volumes.
+# Builds the release binary and runs ../shared/bench/run_baseline.sh with our image-level
+# commands plugged in as OURS_*. The harness's own variables pass straight through:
+#   SIZE (4G) FILL (0.10) CHANGE (0.01) SEED (1) DATA_DIR RUNS (10) — and VARIANTS, PHYS, KEEP.
+# Example: SIZE=512M RUNS=3 VARIANTS=0 PHYS=0 hack/bench-vs-qemu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+harness=${BENCH_HARNESS:-$root/../shared/bench/run_baseline.sh}
+[[ -f $harness ]] || { echo "benchmark harness not found at $harness (set BENCH_HARNESS)" >&2; exit 1; }
+command -v hyperfine >/dev/null || { echo "need hyperfine (apt-get install hyperfine)" >&2; exit 1; }
+command -v qemu-img >/dev/null || { echo "need qemu-img (apt-get install qemu-utils)" >&2; exit 1; }
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+cargo build --release -q -p tvk-datamover
+bin=$CARGO_TARGET_DIR/release/tvk-datamover
+
+export OURS_NAME=${OURS_NAME:-tvk-datamover}
+export OURS_FULL="$bin --progress none image full {src} {out} --index {state}/index"
+export OURS_INC="$bin --progress none image incremental {src} {prev} {out} {state}"
+export OURS_RESTORE="$bin --progress none image restore {src} {out} --index {state}/index"
+export OURS_SQUASH="$bin --progress none image squash {src} {prev} {out}"
+export SIZE=${SIZE:-4G} FILL=${FILL:-0.10} CHANGE=${CHANGE:-0.01} SEED=${SEED:-1} RUNS=${RUNS:-10}
+[[ -n ${DATA_DIR:-} ]] && export DATA_DIR
+exec bash "$harness"
