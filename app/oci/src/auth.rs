@@ -324,10 +324,7 @@ mod tests {
         );
         assert!(store.lookup("helper.io", "x").is_none());
         assert!(store.lookup("ghcr.io", "x").is_none());
-        assert_eq!(
-            format!("{:?}", store.lookup("quay.io", "x")).contains("orgpass"),
-            false
-        );
+        assert!(!format!("{:?}", store.lookup("quay.io", "x")).contains("orgpass"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -461,16 +461,24 @@ async fn find_in_index(layout: &OciLayout, digest: &Digest) -> Result<Descriptor
         })
 }
 
-/// Hashes and counts a blob stream; at its end, yields an error instead of finishing when the
-/// digest or size is wrong (and records the error in `verdict` for the caller).
+/// Hashes and counts a blob stream and checks it the moment the last expected byte arrives:
+/// a wrong digest or size turns into an error *instead of* the final chunk (a consumer that
+/// stops polling after `size` bytes, like an HTTP body with a Content-Length, still never sees
+/// the last byte of bad content). The error is also recorded in `verdict` for the caller.
 pub struct VerifyingStream<S> {
     inner: S,
-    hasher: Option<Sha256>,
+    state: VerifyState,
     expected: Digest,
     size: u64,
     seen: u64,
     what: String,
     verdict: Arc<Mutex<Option<OciError>>>,
+}
+
+enum VerifyState {
+    Streaming(Sha256),
+    Verified,
+    Failed,
 }
 
 impl<S> VerifyingStream<S> {
@@ -484,7 +492,7 @@ impl<S> VerifyingStream<S> {
     ) -> Self {
         Self {
             inner,
-            hasher: Some(Sha256::new()),
+            state: VerifyState::Streaming(Sha256::new()),
             expected,
             size,
             seen: 0,
@@ -494,7 +502,7 @@ impl<S> VerifyingStream<S> {
     }
 
     fn fail(&mut self, error: OciError) -> Poll<Option<Result<Bytes, OciError>>> {
-        self.hasher = None;
+        self.state = VerifyState::Failed;
         let message = OciError::Status {
             registry: String::new(),
             status: 0,
@@ -503,6 +511,14 @@ impl<S> VerifyingStream<S> {
         };
         *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         Poll::Ready(Some(Err(message)))
+    }
+
+    fn size_error(&self) -> OciError {
+        OciError::SizeMismatch {
+            what: self.what.clone(),
+            expected: self.size,
+            actual: self.seen,
+        }
     }
 }
 
@@ -514,50 +530,46 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.hasher.is_none() {
+        if matches!(this.state, VerifyState::Failed) {
             return Poll::Ready(None);
         }
         match this.inner.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(error))) => this.fail(error),
+            Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => Poll::Ready(Some(Ok(chunk))),
             Poll::Ready(Some(Ok(chunk))) => {
                 this.seen += chunk.len() as u64;
                 if this.seen > this.size {
-                    let error = OciError::SizeMismatch {
-                        what: this.what.clone(),
-                        expected: this.size,
-                        actual: this.seen,
-                    };
+                    let error = this.size_error();
                     return this.fail(error);
                 }
-                if let Some(h) = this.hasher.as_mut() {
-                    h.update(&chunk);
+                let VerifyState::Streaming(hasher) = &mut this.state else {
+                    return Poll::Ready(None);
+                };
+                hasher.update(&chunk);
+                if this.seen == this.size {
+                    let finished = std::mem::replace(&mut this.state, VerifyState::Verified);
+                    if let VerifyState::Streaming(hasher) = finished {
+                        let actual = Digest::from_hasher(hasher);
+                        if actual != this.expected {
+                            let error = OciError::DigestMismatch {
+                                what: this.what.clone(),
+                                expected: this.expected.to_string(),
+                                actual: actual.to_string(),
+                            };
+                            return this.fail(error);
+                        }
+                    }
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(error))) => this.fail(error),
-            Poll::Ready(None) => {
-                let Some(hasher) = this.hasher.take() else {
-                    return Poll::Ready(None);
-                };
-                if this.seen != this.size {
-                    let error = OciError::SizeMismatch {
-                        what: this.what.clone(),
-                        expected: this.size,
-                        actual: this.seen,
-                    };
-                    return this.fail(error);
+            Poll::Ready(None) => match this.state {
+                VerifyState::Verified => Poll::Ready(None),
+                _ => {
+                    let error = this.size_error();
+                    this.fail(error)
                 }
-                let actual = Digest::from_hasher(hasher);
-                if actual != this.expected {
-                    let error = OciError::DigestMismatch {
-                        what: this.what.clone(),
-                        expected: this.expected.to_string(),
-                        actual: actual.to_string(),
-                    };
-                    return this.fail(error);
-                }
-                Poll::Ready(None)
-            }
+            },
         }
     }
 }
