@@ -678,3 +678,38 @@ async fn image_set_configuration_selects_per_channel_ranges_and_additional_image
     .to_string();
     assert!(err.contains("v2alpha1"), "{err}");
 }
+
+#[tokio::test]
+async fn transient_registry_errors_are_retried_and_a_dead_registry_fails_after_the_budget() {
+    let world = World::new().await;
+    let flaky = start_proxy(world.src.addr(), ProxyMode::Flaky { every: 3 }).await;
+    let catalog = world.catalog_dir_via(&flaky.addr_string());
+    let dst = private_registry().unwrap();
+    let d = dst.addr().to_string();
+    let mut o = options(
+        MirrorSource::CatalogDir(catalog.path().to_owned()),
+        &format!("docker://{d}/m"),
+    );
+    o.selection.channels = vec!["fast".into()];
+    o.retry.base_delay = std::time::Duration::from_millis(5);
+    let summary = mirror(o.clone()).await.unwrap();
+    assert_eq!(summary.images, 4, "{summary:?}");
+    assert!(
+        flaky.injected_failures() >= 3,
+        "the proxy injected {} failures",
+        flaky.injected_failures()
+    );
+    assert_image_at(&d, "m/tvk/controller", &world.related_200).await;
+
+    let dead = start_proxy(world.src.addr(), ProxyMode::Flaky { every: 1 }).await;
+    let catalog = world.catalog_dir_via(&dead.addr_string());
+    o.source = MirrorSource::CatalogDir(catalog.path().to_owned());
+    o.retry.max_attempts = 3;
+    let (failures, summary) = incomplete(mirror(o).await);
+    assert!(summary.mirrored.is_empty());
+    assert_eq!(failures.len(), 4);
+    for f in &failures {
+        assert!(f.image.contains(&dead.addr_string()), "{}", f.image);
+        assert!(f.error.is_transient(), "{}", f.error);
+    }
+}

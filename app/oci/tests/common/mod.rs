@@ -365,6 +365,9 @@ pub enum ProxyMode {
     FlipBlobBytes,
     /// Demand bearer tokens issued by its `/token` endpoint for `user`/`password`.
     BearerToken { user: String, password: String },
+    /// Answer every `every`-th request with 503 or 429 (`Retry-After: 0`) instead of
+    /// forwarding it; `every == 1` fails every request.
+    Flaky { every: u64 },
 }
 
 struct ProxyState {
@@ -373,6 +376,8 @@ struct ProxyState {
     mode: ProxyMode,
     http: reqwest::Client,
     tokens_issued: AtomicU64,
+    requests: AtomicU64,
+    injected_failures: AtomicU64,
     /// Scopes of every token request, for assertions.
     scopes: Mutex<Vec<String>>,
 }
@@ -389,6 +394,9 @@ impl Proxy {
     }
     pub fn tokens_issued(&self) -> u64 {
         self.state.tokens_issued.load(Ordering::SeqCst)
+    }
+    pub fn injected_failures(&self) -> u64 {
+        self.state.injected_failures.load(Ordering::SeqCst)
     }
     pub fn scopes(&self) -> Vec<String> {
         self.state.scopes.lock().unwrap().clone()
@@ -407,6 +415,8 @@ pub async fn start_proxy(upstream: SocketAddr, mode: ProxyMode) -> Proxy {
             .build()
             .unwrap(),
         tokens_issued: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        injected_failures: AtomicU64::new(0),
         scopes: Mutex::new(Vec::new()),
     });
     let app = Router::new()
@@ -470,6 +480,21 @@ async fn proxy_handler(State(state): State<Arc<ProxyState>>, request: Request) -
             .is_some_and(|v| v.starts_with("Bearer test-token-"));
         if !authorized {
             return unauthorized(&state);
+        }
+    }
+    if let ProxyMode::Flaky { every } = &state.mode {
+        let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if n % every == 0 {
+            let failures = state.injected_failures.fetch_add(1, Ordering::SeqCst);
+            let mut r = Response::new(Body::from("try again"));
+            if failures % 2 == 0 {
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            } else {
+                *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("0"));
+            }
+            return r;
         }
     }
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
