@@ -356,6 +356,58 @@ impl Progress for NoProgress {
     fn event(&self, _event: ProgressEvent<'_>) {}
 }
 
+/// Plain progress lines (for a log or a non-terminal stderr): one per image, one per copied
+/// blob. A terminal front end renders a bar from the same events instead.
+pub struct LineProgress<W> {
+    out: std::sync::Mutex<W>,
+}
+
+impl<W> LineProgress<W> {
+    /// Writes lines to `out`.
+    pub fn new(out: W) -> Self {
+        Self {
+            out: std::sync::Mutex::new(out),
+        }
+    }
+}
+
+impl<W> std::fmt::Debug for LineProgress<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineProgress")
+    }
+}
+
+impl<W: std::io::Write + Send> Progress for LineProgress<W> {
+    fn event(&self, event: ProgressEvent<'_>) {
+        let line = match event {
+            ProgressEvent::Planned { images } => format!("mirroring {images} images"),
+            ProgressEvent::Blob {
+                digest,
+                size,
+                outcome: BlobOutcome::Copied,
+            } => format!("copied blob {digest} ({size} bytes)"),
+            ProgressEvent::Blob { .. } => return,
+            ProgressEvent::ImageDone {
+                image,
+                already_present,
+            } => format!(
+                "{} {} -> {}",
+                if already_present {
+                    "present"
+                } else {
+                    "mirrored"
+                },
+                image.source,
+                image.destination
+            ),
+            ProgressEvent::ImageFailed { source, error } => format!("FAILED {source}: {error}"),
+        };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // Progress output is best effort: a closed pipe must not fail the mirror.
+        let _ = writeln!(out, "{line}");
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct MirrorSummary {
@@ -379,6 +431,22 @@ pub struct MirrorSummary {
     pub mirrored: Vec<MirroredImage>,
     /// Files written to the output directory.
     pub resources: Vec<PathBuf>,
+}
+
+impl std::fmt::Display for MirrorSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} images ({} already present); blobs: {} copied, {} skipped, {} mounted; {} bytes copied; {:.2?}",
+            self.images,
+            self.images_already_present,
+            self.blobs_copied,
+            self.blobs_skipped,
+            self.blobs_mounted,
+            self.bytes_copied,
+            self.elapsed
+        )
+    }
 }
 
 /// One image that could not be mirrored.
