@@ -1,4 +1,5 @@
-//! Command line: `image …` (local image-level commands, used by the benchmark harness).
+//! Command line: `backup`, `restore`, `verify`, `info`, `coalesce` against a target, and
+//! `image …` (local image-level commands, used by the benchmark harness).
 //! Exit codes: 0 ok, 1 fatal (bad input, corruption), 75 (EX_TEMPFAIL) retryable.
 
 use std::{
@@ -13,12 +14,18 @@ use clap::{Parser, Subcommand};
 use tvk_datamover::{
     Error, Result,
     backup::{BackupJob, ParentIndex, run_backup},
+    coalesce::{CoalesceState, coalesce},
     flatten::flatten_chain,
     index::IndexReader,
     object_io::{LocalFileSink, LocalObject, RandomRead},
     progress::{BarProgress, JsonProgress, NoProgress, Progress},
     qcow2::{DEFAULT_CLUSTER_BITS, reader::Qcow2Image},
+    repository::{
+        VolumeBackupId, VolumeBackupRequest, backup_volume, load_manifest, restore_volume,
+        verify_volume,
+    },
     restore::{Chain, Destination, RestoreJob, run_restore},
+    target::{S3Config, Target},
     volume::read_changed_blocks,
 };
 
@@ -41,9 +48,145 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Back up a volume to the target (full, or incremental with --parent).
+    Backup {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        id: IdArgs,
+        /// Source volume: block device or file.
+        #[arg(long)]
+        source: PathBuf,
+        /// Parent backup id (same plan and volume): take an incremental.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Changed-block list from CSI SnapshotMetadata (JSON `[{"offset":..,"length":..}]`).
+        #[arg(long, requires = "parent")]
+        changed_blocks: Option<PathBuf>,
+    },
+    /// Restore a committed backup into a file or block device.
+    Restore {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        id: IdArgs,
+        /// Destination file or block device.
+        #[arg(long)]
+        dest: PathBuf,
+    },
+    /// Check a backup's structure; with --read-data[=PERCENT] also read and check data.
+    Verify {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        id: IdArgs,
+        /// Percentage of data clusters to read and check (bare flag = 100, all, plus whole
+        /// object digests).
+        #[arg(long, num_args = 0..=1, default_missing_value = "100", value_parser = clap::value_parser!(u8).range(0..=100))]
+        read_data: Option<u8>,
+    },
+    /// Show a backup's manifest and chain.
+    Info {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        id: IdArgs,
+    },
+    /// Remove expired backups of a plan's volume, folding them into their successors.
+    Coalesce {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Backup plan.
+        #[arg(long)]
+        plan: String,
+        /// Volume id.
+        #[arg(long)]
+        volume: String,
+        /// Backup ids to remove (repeat).
+        #[arg(long, required = true)]
+        expire: Vec<String>,
+    },
     /// Image-level operations on local files (benchmarks, debugging).
     #[command(subcommand)]
     Image(ImageCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct IdArgs {
+    /// Backup plan.
+    #[arg(long)]
+    plan: String,
+    /// Backup id.
+    #[arg(long)]
+    backup: String,
+    /// Volume id (e.g. the PVC's UID or name).
+    #[arg(long)]
+    volume: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct TargetArgs {
+    /// `/path` (a mounted NFS share) or `s3://bucket[/prefix]`.
+    #[arg(long)]
+    target: String,
+    /// S3 endpoint URL (S3-compatible stores).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, default_value = "us-east-1")]
+    s3_region: String,
+    /// Accept any TLS certificate (test endpoints only).
+    #[arg(long)]
+    s3_skip_tls_verify: bool,
+    /// PEM CA bundle to trust.
+    #[arg(long)]
+    s3_ca_file: Option<PathBuf>,
+    /// Secret-mounted credentials file (else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long)]
+    s3_credentials_file: Option<PathBuf>,
+    /// Retry budget per request, seconds.
+    #[arg(long, default_value_t = 180)]
+    s3_retry_timeout_secs: u64,
+    /// Retry budget per request, attempts.
+    #[arg(long, default_value_t = 10)]
+    s3_max_retries: usize,
+}
+
+impl TargetArgs {
+    fn open(&self, handle: tokio::runtime::Handle) -> Result<Target> {
+        if let Some(rest) = self.target.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Usage("--target s3:// needs a bucket".into()));
+            }
+            let mut cfg = S3Config {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                skip_tls_verify: self.s3_skip_tls_verify,
+                ca_file: self.s3_ca_file.clone(),
+                retry_timeout: Duration::from_secs(self.s3_retry_timeout_secs),
+                max_retries: self.s3_max_retries,
+                ..Default::default()
+            };
+            cfg.load_credentials(self.s3_credentials_file.as_deref())?;
+            Target::s3(&cfg, handle)
+        } else if self.target.starts_with('/') {
+            Target::filesystem(Path::new(&self.target))
+        } else {
+            Err(Error::Usage(format!(
+                "--target {:?} must be an absolute path or s3://bucket/prefix",
+                self.target
+            )))
+        }
+    }
+}
+
+impl IdArgs {
+    fn id(&self) -> Result<VolumeBackupId> {
+        VolumeBackupId::new(&self.plan, &self.backup, &self.volume)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,8 +289,83 @@ pub fn main() -> ExitCode {
 }
 
 fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start", "async runtime", e))?;
+    let handle = runtime.handle().clone();
     match command {
         Command::Image(c) => run_image(c, progress),
+        Command::Backup {
+            target,
+            id,
+            source,
+            parent,
+            changed_blocks,
+        } => {
+            let target = target.open(handle)?;
+            let changed = changed_blocks
+                .as_deref()
+                .map(read_changed_blocks)
+                .transpose()?;
+            let out = backup_volume(
+                &target,
+                VolumeBackupRequest {
+                    id: id.id()?,
+                    parent,
+                    source: &source,
+                    changed_blocks: changed,
+                    progress,
+                },
+            )?;
+            Ok(serde_json::json!({
+                "alreadyCommitted": out.already_committed,
+                "bytesRead": out.bytes_read,
+                "manifest": out.manifest,
+            }))
+        }
+        Command::Restore { target, id, dest } => {
+            let target = target.open(handle)?;
+            let s = restore_volume(&target, &id.id()?, &dest, progress)?;
+            Ok(serde_json::json!({"virtualSize": s.virtual_size, "bytesWritten": s.bytes_written}))
+        }
+        Command::Verify {
+            target,
+            id,
+            read_data,
+        } => {
+            let target = target.open(handle)?;
+            let r = verify_volume(&target, &id.id()?, read_data.unwrap_or(0), progress)?;
+            serde_json::to_value(r).map_err(|e| Error::Usage(e.to_string()))
+        }
+        Command::Info { target, id } => {
+            let target = target.open(handle)?;
+            let id = id.id()?;
+            let m = load_manifest(&target, &id)?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "backup {} is not committed on the target",
+                    id.backup
+                ))
+            })?;
+            Ok(serde_json::json!({"manifest": m}))
+        }
+        Command::Coalesce {
+            target,
+            plan,
+            volume,
+            expire,
+        } => {
+            let target = target.open(handle)?;
+            let on_state = |state: CoalesceState| {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "coalesce", "coalesceInfo": {"state": state}})
+                );
+            };
+            let r = coalesce(&target, &plan, &volume, &expire, progress, &on_state)?;
+            serde_json::to_value(r).map_err(|e| Error::Usage(e.to_string()))
+        }
     }
 }
 

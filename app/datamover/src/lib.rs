@@ -18,13 +18,17 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod coalesce;
 pub mod error;
 pub mod flatten;
 pub mod index;
+pub mod manifest;
 pub mod object_io;
 pub mod progress;
 pub mod qcow2;
+pub mod repository;
 pub mod restore;
+pub mod target;
 pub mod volume;
 
 pub use error::{Error, Result};
