@@ -206,9 +206,16 @@ impl RegistryClient {
                 let https = self.ping("https").await;
                 let (url, response) = match https {
                     Ok(ok) => ok,
-                    Err(e) if self.allows_plain_http() => {
-                        tracing::debug!(registry = %self.registry, error = %e, "https failed, trying plain http");
-                        self.ping("http").await?
+                    Err(https_error) if self.allows_plain_http() => {
+                        tracing::debug!(registry = %self.registry, error = %https_error, "https failed, trying plain http");
+                        // When plain http fails too, the https error (a certificate problem,
+                        // say) is the one that tells the user what to fix.
+                        match self.ping("http").await {
+                            // Only a registry's own answer counts: an HTTPS server's "400 plain
+                            // HTTP request sent to HTTPS port" must not pick plain http.
+                            Ok((url, r)) if r.status().is_success() || r.status() == StatusCode::UNAUTHORIZED => (url, r),
+                            _ => return Err(https_error),
+                        }
                     }
                     Err(e) => return Err(e),
                 };
