@@ -185,8 +185,18 @@ fn commit_generation(target: &Target, m: &Manifest, chain: Vec<ChainMember>) -> 
     let key = manifest_key(&m.backup_plan, &m.backup_id, &m.volume_id, next.generation);
     match target.put_create_only(&key, Bytes::from(next.to_bytes()?)) {
         Ok(()) => Ok(()),
-        // A concurrent or earlier run committed this generation first: it is the truth.
-        Err(Error::AlreadyExists { .. }) => Ok(()),
+        // A concurrent or earlier run committed this generation first: it is the truth, if
+        // it really is a readable manifest of that generation.
+        Err(Error::AlreadyExists { .. }) => {
+            let id = VolumeBackupId::new(&m.backup_plan, &m.backup_id, &m.volume_id)?;
+            match load_manifest(target, &id)? {
+                Some(cur) if cur.generation >= next.generation => Ok(()),
+                _ => Err(Error::InvalidManifest {
+                    name: key,
+                    reason: "exists but is not a readable manifest; remove it and rerun".into(),
+                }),
+            }
+        }
         Err(e) => Err(e),
     }
 }
@@ -198,6 +208,17 @@ fn delete_phase(
     expire: &[String],
     report: &mut CoalesceReport,
 ) -> Result<()> {
+    // 0. Never delete anything while a remaining backup still needs an expired one.
+    for m in list_backups(target, plan, volume)? {
+        if !expire.contains(&m.backup_id)
+            && let Some(c) = m.chain.iter().find(|c| expire.contains(&c.backup_id))
+        {
+            return Err(Error::Usage(format!(
+                "backup {} still uses {} of expired backup {}; rerun the coalesce",
+                m.backup_id, c.image.name, c.backup_id
+            )));
+        }
+    }
     // 1. Expired backups' manifests, oldest generation first, so whatever is still visible
     //    after a crash references objects that still exist.
     for b in expire {

@@ -7,6 +7,8 @@
 //! A missing server binary is a test *failure* with a message saying what to install, never a
 //! silent skip.
 
+pub mod fault_proxy;
+
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
