@@ -8,6 +8,12 @@
 //! [`layout`] (OCI image layouts on disk), [`copy`] (streaming, verifying, resumable copies of
 //! whole images), and on top [`catalog`] / [`image_set`] (what to mirror), [`resources`] (what
 //! the cluster needs afterwards) and [`mirror`] (the whole run).
+//!
+//! The CLI flattens [`mirror::MirrorArgs`] into its `mirror` subcommand, converts them with
+//! `MirrorOptions::try_from`, calls [`mirror::run`] with a [`mirror::Progress`] of its own (or
+//! [`mirror::LineProgress`]) and prints the [`mirror::MirrorSummary`]; `examples/mirror.rs` is
+//! exactly that layer. Image backup uses [`copy::CopyEngine::copy_image`] directly between
+//! [`registry::RegistryClient`]s and [`layout::OciLayout`]s (or a future target blob store).
 
 #![forbid(unsafe_code)]
 

@@ -920,3 +920,86 @@ pub fn select<'a>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MirrorArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<MirrorOptions, String> {
+        let cli = Cli::try_parse_from(std::iter::once("mirror").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        MirrorOptions::try_from(cli.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn destinations_parse_and_map_keeping_the_repository_path() {
+        let dest: Destination = "docker://mirror.local:5000/air/gap".parse().unwrap();
+        let source = ImageReference::parse(
+            "quay.io/trilio/tvk@sha256:0000000000000000000000000000000000000000000000000000000000000001",
+        )
+        .unwrap();
+        assert_eq!(
+            dest.map(&source).to_string(),
+            "mirror.local:5000/air/gap/trilio/tvk@sha256:0000000000000000000000000000000000000000000000000000000000000001"
+        );
+        let bare: Destination = "docker://mirror.local".parse().unwrap();
+        assert_eq!(bare.map(&source).repository, "trilio/tvk");
+        assert_eq!(
+            "dir:/tmp/x".parse::<Destination>().unwrap(),
+            Destination::Layout(PathBuf::from("/tmp/x"))
+        );
+        for bad in ["quay.io/x", "docker://", "dir:", "docker://h/UP"] {
+            assert!(bad.parse::<Destination>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_flags_become_options() {
+        let o = parse(&[
+            "--catalog",
+            "docker://quay.io/trilio/catalog:v1",
+            "--channel",
+            "stable",
+            "--channel",
+            "fast",
+            "--min-version",
+            "1.2.0",
+            "--heads-only",
+            "--src-tls-verify=false",
+            "--parallel",
+            "8",
+            "docker://mirror.local/ns",
+        ])
+        .unwrap();
+        assert!(
+            matches!(o.source, MirrorSource::CatalogImage(ref r) if r.tag.as_deref() == Some("v1"))
+        );
+        assert_eq!(o.selection.channels, ["stable", "fast"]);
+        assert_eq!(o.selection.min_version, Some(Version::new(1, 2, 0)));
+        assert!(o.selection.heads_only && !o.source_tls.verify && o.destination_tls.verify);
+        assert_eq!(o.parallelism, 8);
+
+        let o = parse(&["--from", "dir:/media/disk", "docker://m.local/ns"]).unwrap();
+        assert_eq!(o.source, MirrorSource::Layout(PathBuf::from("/media/disk")));
+        assert!(
+            parse(&["docker://m.local/ns"])
+                .unwrap_err()
+                .contains("exactly one")
+        );
+        assert!(parse(&["--config", "a.yaml", "--from", "dir:/x", "docker://m/ns"]).is_err());
+        assert!(
+            parse(&["--from", "/x", "docker://m/ns"])
+                .unwrap_err()
+                .contains("dir:PATH")
+        );
+        assert!(parse(&["--catalog", "x", "--min-version", "one", "docker://m/ns"]).is_err());
+    }
+}
