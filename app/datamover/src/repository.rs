@@ -65,7 +65,7 @@ impl VolumeBackupId {
 struct DigestingSink {
     inner: Box<dyn ObjectSink>,
     body: blake3::Hasher,
-    result: Arc<std::sync::Mutex<Option<(String, Option<String>)>>>,
+    result: DigestSlot,
 }
 
 impl ObjectSink for DigestingSink {

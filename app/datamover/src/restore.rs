@@ -318,35 +318,22 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                     {
                         cluster[valid as usize..].fill(0);
                     }
-                    match expected.get(i).copied().flatten() {
-                        Some(ClusterState::Data(h)) => {
-                            if *blake3::hash(cluster).as_bytes() != h {
-                                return Err(mismatch(
-                                    g * cs,
-                                    layer.name(),
-                                    format!(
-                                        "cluster at host offset {:#x} does not match its recorded BLAKE3 digest",
-                                        run.host + c * cs
-                                    ),
-                                ));
-                            }
-                        }
-                        Some(_) => {
-                            if !is_zero(cluster) {
-                                return Err(mismatch(
-                                    g * cs,
-                                    layer.name(),
-                                    format!(
-                                        "cluster at host offset {:#x} holds data where the index records zeros",
-                                        run.host + c * cs
-                                    ),
-                                ));
-                            }
-                        }
+                    let bad = match expected.get(i).copied().flatten() {
+                        Some(ClusterState::Data(h)) => (*blake3::hash(cluster).as_bytes() != h)
+                            .then_some("does not match its recorded BLAKE3 digest"),
+                        Some(_) => (!is_zero(cluster))
+                            .then_some("holds data where the index records zeros"),
                         None if index_present(&expected) => {
                             return Err(mismatch(g * cs, "index", "index ended early".into()));
                         }
-                        None => {}
+                        None => None,
+                    };
+                    if let Some(what) = bad {
+                        return Err(mismatch(
+                            g * cs,
+                            layer.name(),
+                            format!("cluster at host offset {:#x} {what}", run.host + c * cs),
+                        ));
                     }
                 }
                 // Clip the last cluster at the guest end.

@@ -25,7 +25,7 @@ fn full_roundtrip(name: &str, size: u64, fill: impl Fn(&Volume, &mut Rng)) {
     assert_check_clean(&img);
     assert_same(&vol.path, &img);
     let out = d.join("restored.raw");
-    restore(&[img.clone()], Some(&ix), &out).unwrap();
+    restore(std::slice::from_ref(&img), Some(&ix), &out).unwrap();
     assert_files_equal(&vol.path, &out);
 }
 
@@ -324,7 +324,7 @@ fn reads_images_qemu_img_wrote() {
         o.to_str().unwrap(),
     ]);
     let out = d.join("r.raw");
-    restore(&[q.clone()], None, &out).unwrap();
+    restore(std::slice::from_ref(&q), None, &out).unwrap();
     assert_files_equal(&vol.path, &out);
     // Change the overlay (data + a zeroed cluster) and the raw volume the same way.
     for (fmt, path) in [("qcow2", &o), ("raw", &vol.path)] {

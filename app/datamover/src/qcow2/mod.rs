@@ -379,7 +379,7 @@ impl Header {
 /// Whether a table of `bytes` at `offset` is cluster-aligned and inside the file.
 fn table_fits(offset: u64, bytes: u64, cluster_size: u64, file_len: u64) -> bool {
     offset != 0
-        && offset % cluster_size == 0
+        && offset.is_multiple_of(cluster_size)
         && offset.checked_add(bytes).is_some_and(|end| end <= file_len)
 }
 

@@ -93,7 +93,7 @@ impl Qcow2Image {
             if block == 0 {
                 continue;
             }
-            if block % cs != 0 || block.checked_add(cs).is_none_or(|e| e > file_len) {
+            if !block.is_multiple_of(cs) || block.checked_add(cs).is_none_or(|e| e > file_len) {
                 return Err(Error::image(
                     &name,
                     format!(
@@ -108,7 +108,7 @@ impl Qcow2Image {
             if l2 == 0 {
                 continue;
             }
-            if l2 % cs != 0 || l2.checked_add(cs).is_none_or(|end| end > file_len) {
+            if !l2.is_multiple_of(cs) || l2.checked_add(cs).is_none_or(|end| end > file_len) {
                 return Err(Error::image(
                     &name,
                     format!(
@@ -212,7 +212,7 @@ impl Qcow2Image {
             if host == 0 {
                 continue;
             }
-            if host % cs != 0 {
+            if !host.is_multiple_of(cs) {
                 return Err(Error::image(
                     self.name(),
                     format!(

@@ -168,7 +168,7 @@ impl Qcow2Writer {
     /// with zeros) as the guest clusters starting at `guest`.
     pub fn put_data(&mut self, guest: u64, data: Bytes) -> Result<()> {
         let cs = self.cs as usize;
-        if data.len() % cs != 0 {
+        if !data.len().is_multiple_of(cs) {
             return Err(Error::Usage(format!(
                 "internal error: data of {} bytes is not whole clusters",
                 data.len()
