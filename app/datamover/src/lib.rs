@@ -29,6 +29,7 @@ pub mod qcow2;
 pub mod repository;
 pub mod restore;
 pub mod target;
+pub mod untrusted_input;
 pub mod volume;
 
 pub use error::{Error, Result};

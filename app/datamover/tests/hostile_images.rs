@@ -202,3 +202,104 @@ fn random_corruption_never_panics() {
         let _ = open(v);
     }
 }
+
+mod untrusted {
+    use tvk_datamover::untrusted_input::{parse_manifest, read_index, walk_image};
+
+    fn mutate(base: &[u8], seed: u64, rounds: usize, f: impl Fn(&[u8])) {
+        let mut state = seed;
+        for _ in 0..rounds {
+            let mut v = base.to_vec();
+            for _ in 0..3 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if v.is_empty() {
+                    break;
+                }
+                let pos = (state as usize >> 8) % v.len();
+                v[pos] = (state >> 40) as u8;
+            }
+            if state % 7 == 0 {
+                v.truncate((state as usize >> 20) % (v.len() + 1));
+            }
+            f(&v);
+        }
+    }
+
+    fn sample_index() -> Vec<u8> {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = tvk_datamover::object_io::MemorySink {
+            reserved: 0,
+            chunks: vec![],
+            out: out.clone(),
+        };
+        let mut w = tvk_datamover::index::IndexWriter::new(Box::new(sink), 16, 40 * 65536 + 5);
+        use tvk_datamover::index::ClusterState::*;
+        w.push_many(Unallocated, 10).unwrap();
+        w.push(Data([7; 32])).unwrap();
+        w.push(Data([8; 32])).unwrap();
+        w.push_many(Zero, 20).unwrap();
+        w.push_many(Unallocated, 9).unwrap();
+        w.finish().unwrap();
+        out.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn index_reader_refuses_damage() {
+        let good = sample_index();
+        assert_eq!(read_index(&good).unwrap(), 41);
+        let mut flipped = good.clone();
+        flipped[40] ^= 1;
+        assert!(
+            read_index(&flipped).is_err(),
+            "any flipped byte fails the checksum or the structure"
+        );
+        assert!(read_index(&good[..good.len() - 1]).is_err());
+        let mut extra = good.clone();
+        extra.push(0);
+        assert!(read_index(&extra).is_err());
+        mutate(&good, 77, 3000, |v| {
+            let _ = read_index(v);
+        });
+    }
+
+    const MANIFEST: &str = r#"{"formatVersion":1,"generation":1,"backupPlan":"p","backupId":"b2","volumeId":"v",
+        "parentBackup":"b1","chain":[{"backupId":"b1","image":{"name":"p/b1/v/data.qcow2","size":1,"blake3":"x"}},
+        {"backupId":"b2","image":{"name":"p/b2/v/data.qcow2","size":1,"blake3":"x"}}],
+        "virtualSize":1048576,"clusterSize":65536,"index":{"name":"p/b2/v/index","size":1,"blake3":"x"},
+        "createdAt":"2026-01-01T00:00:00Z","toolVersion":"0"}"#;
+
+    #[test]
+    fn manifest_names_are_confined_to_the_plan_and_volume() {
+        parse_manifest(MANIFEST.as_bytes()).unwrap();
+        for (from, to) in [
+            ("p/b1/v/data.qcow2", "../../etc/shadow/x"),
+            ("p/b1/v/data.qcow2", "/etc/shadow"),
+            ("p/b1/v/data.qcow2", "p/b1/v/../../../x"),
+            ("p/b1/v/data.qcow2", "p//v/data.qcow2"),
+            ("p/b1/v/data.qcow2", "q/b1/v/data.qcow2"),
+            ("p/b1/v/data.qcow2", "p/b1/other/data.qcow2"),
+            ("p/b1/v/data.qcow2", "p/b2/v/data.qcow2"),
+            ("p/b1/v/data.qcow2", "p/b1/v/secret.txt"),
+            ("\"backupPlan\":\"p\"", "\"backupPlan\":\"..\""),
+            ("\"formatVersion\":1", "\"formatVersion\":9"),
+        ] {
+            let bad = MANIFEST.replace(from, to);
+            let err = parse_manifest(bad.as_bytes()).expect_err(&bad);
+            assert!(err.to_string().contains("input/manifest.json"), "{err}");
+        }
+        mutate(MANIFEST.as_bytes(), 99, 3000, |v| {
+            let _ = parse_manifest(v);
+        });
+    }
+
+    #[test]
+    fn image_walk_survives_mutation() {
+        let img = super::valid_image(Some("../../b1/v/data.qcow2"));
+        assert_eq!(walk_image(&img).unwrap(), 2);
+        mutate(&img[..4 * 65536], 5, 2000, |v| {
+            let _ = walk_image(v);
+        });
+    }
+}
