@@ -220,7 +220,7 @@ mod untrusted {
                 let pos = (state as usize >> 8) % v.len();
                 v[pos] = (state >> 40) as u8;
             }
-            if state % 7 == 0 {
+            if state.is_multiple_of(7) {
                 v.truncate((state as usize >> 20) % (v.len() + 1));
             }
             f(&v);
