@@ -1,20 +1,41 @@
 //! The data plane of the backup system: turns a volume (a block device or file, seen through a
 //! PVC created from a CSI snapshot) into QCOW2 images on a backup target and back.
 //!
-//! Controllers run the `tvk-datamover` binary in Kubernetes Jobs; this library is everything
-//! behind it:
+//! Controllers run the `tvk-datamover` binary in Kubernetes Jobs (`backup`, `restore`,
+//! `verify`, `info`, `coalesce`; JSON progress lines on stdout; exit 0 ok, 1 fatal, 75 retry
+//! later). This library is everything behind it:
 //! - [`qcow2`]: our own QCOW2 v3 streaming writer and validating reader.
 //! - [`index`]: the per-cluster BLAKE3 digest index beside every image (the whole volume's
 //!   state at that backup), so incrementals never read old images and restore/verify check
 //!   every cluster.
 //! - [`volume`] + [`backup`]: sparse pipelined reading of the source, full and incremental
 //!   backups (overlay on the parent, zero-flag clusters for discarded/zeroed data, optional
-//!   changed-block list).
+//!   changed-block list shaped like CSI SnapshotMetadata's `GetMetadataDelta` ranges).
 //! - [`restore`]: hydrating a chain into a file (sparse) or block device (zeros written).
+//! - [`flatten`] + [`coalesce`]: retention without modifying committed objects.
+//! - [`manifest`] + [`repository`] + [`target`]: the commit protocol and object layout on a
+//!   filesystem path (NFS) or S3.
 //!
-//! Decisions (see each module for details): 64 KiB clusters; images are written as one
-//! sequential stream with the header cluster supplied last (S3 multipart friendly);
-//! memory is bounded by a few 4 MiB chunks plus one L2 table whatever the volume size.
+//! Decisions:
+//! - 64 KiB clusters, refcount order 4, features all 0. Images are one sequential stream; the
+//!   header cluster is supplied last (S3 multipart part 1 is uploaded last, a file gets a
+//!   positioned write). Each 512 MiB range's L2 table follows its data, refcounts and L1 come
+//!   last — so memory is one L2 table plus a few 4 MiB read chunks whatever the volume size
+//!   (restore reads the L2 tables one range read each rather than all metadata in one read:
+//!   the price of bounded writer memory).
+//! - The image header rounds the virtual size up to 512 bytes (qemu counts sectors and would
+//!   otherwise cut the tail); the manifest and index keep the exact size, and restore writes
+//!   exactly that many bytes.
+//! - Integrity: BLAKE3 per cluster in the index (checked before any byte reaches a restore
+//!   destination), the index's own trailer checksum, and per object in the manifest (index:
+//!   whole object; image: header cluster and body separately, because the header is written
+//!   last). `verify --read-data` checks all of them.
+//! - Commit: data objects first (files: `.partial` + fsync + rename), then the manifest
+//!   create-only (`If-None-Match: *` on S3 — moto honours it, see the target tests — and
+//!   `link(2)` on a filesystem). Backing names in images are relative and informative only:
+//!   chain members always come from the manifest.
+//! - Block devices are zeroed by writing zeros (no `BLKZEROOUT` ioctl: it would need `unsafe`
+//!   and no measurement showed the need yet).
 #![forbid(unsafe_code)]
 
 pub mod backup;
