@@ -197,9 +197,10 @@ impl Engine<'_, '_> {
             }
             Piece::Data { first, data } => {
                 let cs = self.cs as usize;
-                let n = data.len() / cs;
-                self.bytes_read += data.len() as u64;
+                let n = data.as_ref().len() / cs;
+                self.bytes_read += data.as_ref().len() as u64;
                 let states: Vec<ClusterState> = data
+                    .as_ref()
                     .par_chunks(cs)
                     .map(|c| {
                         if is_zero(c) {
@@ -209,7 +210,7 @@ impl Engine<'_, '_> {
                         }
                     })
                     .collect();
-                let data = Bytes::from(data);
+                let data = Bytes::from_owner(data);
                 // Runs of clusters to store, flushed as one slice each (no copies).
                 let mut run_start: Option<usize> = None;
                 for (i, state) in states.iter().enumerate() {

@@ -145,7 +145,7 @@ impl LocalFileSink {
             File::create(&partial).map_err(|e| Error::io("create", partial.display(), e))?;
         file.seek(SeekFrom::Start(reserved as u64))
             .map_err(|e| Error::io("seek", partial.display(), e))?;
-        let (tx, rx): (SyncSender<WriterMessage>, Receiver<WriterMessage>) = sync_channel(32);
+        let (tx, rx): (SyncSender<WriterMessage>, Receiver<WriterMessage>) = sync_channel(8);
         let writer = std::thread::Builder::new()
             .name("tvk-writer".into())
             .spawn(move || {

@@ -9,7 +9,10 @@ use std::{
     fs::File,
     os::unix::fs::FileExt,
     path::Path,
-    sync::mpsc::{Receiver, sync_channel},
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, sync_channel},
+    },
     thread::JoinHandle,
 };
 
@@ -31,6 +34,64 @@ pub struct ByteRange {
     pub offset: u64,
     /// Length, in bytes.
     pub length: u64,
+}
+
+/// Recycles chunk buffers: fresh 4 MiB allocations cost a page fault and a clear per 4 KiB
+/// page, which profiling showed as a quarter of a full backup's CPU time.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept for reuse (bounds the pool's memory to 16 × [`CHUNK_BYTES`]).
+const POOL_KEEP: usize = 16;
+
+impl BufferPool {
+    /// A buffer of exactly `len` bytes with unspecified contents.
+    pub fn take(self: &Arc<Self>, len: usize) -> ChunkBuffer {
+        let mut data = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.pop())
+            .unwrap_or_default();
+        data.resize(len, 0);
+        ChunkBuffer {
+            data,
+            pool: Some(self.clone()),
+        }
+    }
+}
+
+/// A chunk of volume data; returns to its pool when the last reference is dropped.
+#[derive(Debug)]
+pub struct ChunkBuffer {
+    data: Vec<u8>,
+    pool: Option<Arc<BufferPool>>,
+}
+
+impl ChunkBuffer {
+    /// The bytes, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+}
+
+impl AsRef<[u8]> for ChunkBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for ChunkBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take()
+            && let Ok(mut free) = pool.free.lock()
+            && free.len() < POOL_KEEP
+        {
+            free.push(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 /// Reads a changed-block list (JSON array of [`ByteRange`]).
@@ -66,7 +127,7 @@ pub enum Piece {
         /// First cluster.
         first: u64,
         /// The bytes.
-        data: Vec<u8>,
+        data: ChunkBuffer,
     },
 }
 
@@ -105,8 +166,9 @@ impl SourceVolume {
         examine: Option<Vec<(u64, u64)>>,
     ) -> (Receiver<Result<Piece>>, JoinHandle<()>) {
         let (tx, rx) = sync_channel(QUEUE);
+        let pool = Arc::new(BufferPool::default());
         let handle = std::thread::spawn(move || {
-            let r = self.produce(cluster_bits, examine, &tx);
+            let r = self.produce(cluster_bits, examine, &tx, &pool);
             if let Err(e) = r {
                 let _ = tx.send(Err(e));
             }
@@ -119,6 +181,7 @@ impl SourceVolume {
         cluster_bits: u32,
         examine: Option<Vec<(u64, u64)>>,
         tx: &std::sync::mpsc::SyncSender<Result<Piece>>,
+        pool: &Arc<BufferPool>,
     ) -> Result<()> {
         let cs = 1u64 << cluster_bits;
         let clusters = self.size.div_ceil(cs);
@@ -156,12 +219,14 @@ impl SourceVolume {
                 let mut c = first;
                 while c < last {
                     let n = (CHUNK_BYTES / cs).max(1).min(last - c);
-                    let mut data = vec![0u8; (n * cs) as usize];
+                    let mut data = pool.take((n * cs) as usize);
                     let off = c * cs;
                     let avail = self.size.saturating_sub(off).min(n * cs) as usize;
+                    let buf = data.as_mut_slice();
                     self.file
-                        .read_exact_at(&mut data[..avail], off)
+                        .read_exact_at(&mut buf[..avail], off)
                         .map_err(|e| Error::io("read source volume", &self.name, e))?;
+                    buf[avail..].fill(0);
                     send(Piece::Data { first: c, data })?;
                     c += n;
                 }
