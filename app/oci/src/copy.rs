@@ -92,6 +92,7 @@ pub struct CopiedImage {
 /// Copies images with bounded parallelism, skipping, mounting and de-duplicating blobs.
 pub struct CopyEngine {
     blob_permits: Arc<Semaphore>,
+    retry: crate::retry::RetryPolicy,
     stats: Arc<CopyStats>,
     observer: Option<Arc<dyn BlobObserver>>,
     /// One in-flight or finished transfer per destination blob: two images sharing a layer
@@ -114,11 +115,19 @@ impl CopyEngine {
     pub fn new(parallelism: usize) -> Self {
         Self {
             blob_permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            retry: crate::retry::RetryPolicy::default(),
             stats: Arc::new(CopyStats::default()),
             observer: None,
             inflight: Mutex::new(HashMap::new()),
             known_at_destination: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Retries whole blob transfers (a stream cut mid-way cannot be resumed by the request
+    /// layer) under `retry`.
+    pub fn with_retry(mut self, retry: crate::retry::RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Reports every finished blob to `observer`.
@@ -384,7 +393,7 @@ impl CopyEngine {
         }
         let what = format!("blob {digest} of {name}");
         let max_attempts = match &source.endpoint {
-            Endpoint::Registry(_) => 3,
+            Endpoint::Registry(_) => self.retry.max_attempts.clamp(1, 3),
             Endpoint::Layout(_) => 1,
         };
         let mut attempt = 0;
@@ -393,8 +402,7 @@ impl CopyEngine {
             match result {
                 Err(e) if e.is_transient() && attempt + 1 < max_attempts => {
                     tracing::debug!(blob = %digest, error = %e, "retrying a blob transfer");
-                    tokio::time::sleep(crate::retry::RetryPolicy::default().delay(attempt, None))
-                        .await;
+                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
                     attempt += 1;
                 }
                 other => return other.map(|()| BlobOutcome::Copied),

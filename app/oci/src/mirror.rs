@@ -552,6 +552,7 @@ pub async fn run(
         )),
     };
     let engine = CopyEngine::new(options.parallelism)
+        .with_retry(options.retry)
         .with_observer(Arc::new(ObserverAdapter(progress.clone())));
 
     let results: Vec<Result<(MirroredImage, bool), ImageFailure>> =

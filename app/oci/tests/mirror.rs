@@ -34,7 +34,7 @@ impl World {
             bundle_110: push_docker_image(&a, "tvk/bundle").await,
             bundle_200: push_docker_image(&a, "tvk/bundle").await,
             related_100: push_index_image(&a, "tvk/manager", Some("1.0.0")).await,
-            related_110: push_index_image(&a, "tvk/manager", None).await,
+            related_110: push_docker_list_image(&a, "tvk/manager").await,
             related_200: push_index_image(&a, "tvk/controller", None).await,
             src,
         }
@@ -507,6 +507,15 @@ async fn token_auth_registries_on_both_sides_are_handled_and_bad_credentials_fai
         )
         .unwrap();
     };
+    // Capture every log line (debug level) of both runs: no credential or token may appear.
+    let logs = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || LogSink(sink.clone()))
+        .finish();
+    let _log_guard = tracing::subscriber::set_default(subscriber);
     write_auth("s3cret-pass");
     let mut o = options(
         MirrorSource::CatalogDir(catalog.path().to_owned()),
@@ -551,6 +560,29 @@ async fn token_auth_registries_on_both_sides_are_handled_and_bad_credentials_fai
             !text.contains("wrong-pass") && !text.contains("test-token"),
             "{text}"
         );
+    }
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("DEBUG"),
+        "the log capture saw nothing: {logs}"
+    );
+    for secret in ["s3cret-pass", "wrong-pass", "test-token", "bWlycm9yLXVzZXI"] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the logs:\n{logs}"
+        );
+    }
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

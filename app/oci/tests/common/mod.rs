@@ -131,6 +131,28 @@ async fn push_single(
 
 /// Pushes a two-platform OCI index (amd64, arm64), each with two random gzip layers.
 pub async fn push_index_image(addr: &str, repo: &str, tag: Option<&str>) -> TestImage {
+    push_multi_platform(addr, repo, tag, manifest::OCI_INDEX, manifest::OCI_MANIFEST).await
+}
+
+/// Pushes a two-platform Docker v2 schema 2 manifest list.
+pub async fn push_docker_list_image(addr: &str, repo: &str) -> TestImage {
+    push_multi_platform(
+        addr,
+        repo,
+        None,
+        manifest::DOCKER_MANIFEST_LIST,
+        manifest::DOCKER_MANIFEST,
+    )
+    .await
+}
+
+async fn push_multi_platform(
+    addr: &str,
+    repo: &str,
+    tag: Option<&str>,
+    index_type: &str,
+    manifest_type: &str,
+) -> TestImage {
     let client = client(addr);
     let mut children = Vec::new();
     let mut manifests = Vec::new();
@@ -139,7 +161,7 @@ pub async fn push_index_image(addr: &str, repo: &str, tag: Option<&str>) -> Test
         let (m, b) = push_single(
             &client,
             repo,
-            manifest::OCI_MANIFEST,
+            manifest_type,
             arch,
             &[50_000, 3_000],
             &[],
@@ -147,13 +169,14 @@ pub async fn push_index_image(addr: &str, repo: &str, tag: Option<&str>) -> Test
         )
         .await;
         children.push(serde_json::json!({
-            "mediaType": manifest::OCI_MANIFEST, "digest": m.digest.to_string(), "size": m.bytes.len(),
+            "mediaType": manifest_type, "digest": m.digest.to_string(), "size": m.bytes.len(),
             "platform": {"architecture": arch, "os": "linux"},
         }));
         manifests.push(m.digest.clone());
         blobs.extend(b);
     }
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": children});
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": index_type, "manifests": children});
     let index = Manifest::parse(
         Bytes::from(serde_json::to_vec(&index).unwrap()),
         None,
