@@ -216,3 +216,89 @@ impl OperatorCatalog {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FBC: &str = "
+schema: olm.package
+name: a
+defaultChannel: stable
+---
+schema: olm.channel
+name: stable
+package: a
+entries: [{name: a.v1}, {name: a.v2, replaces: a.v1}]
+---
+schema: olm.channel
+name: fast
+package: a
+entries: [{name: a.v3}]
+---
+{schema: olm.bundle, name: a.v1, package: a, image: x.io/a/b:1, properties: [{type: olm.package, value: {packageName: a, version: 1.0.0}}]}
+---
+{schema: olm.bundle, name: a.v2, package: a, image: x.io/a/b:2, properties: [{type: olm.package, value: {packageName: a, version: 2.0.0}}]}
+---
+{schema: olm.bundle, name: a.v3, package: a, image: x.io/a/b:3, properties: [{type: olm.package, value: {packageName: a, version: 3.0.0}}]}
+";
+
+    fn names(bundles: Vec<&Bundle>) -> Vec<&str> {
+        bundles.iter().map(|b| b.name.as_str()).collect()
+    }
+
+    fn operator(yaml: &str) -> OperatorCatalog {
+        crate::yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn selection_follows_oc_mirror_rules() {
+        let mut catalog = Catalog::default();
+        catalog.add_file("c.yaml", FBC.as_bytes()).unwrap();
+        // No packages: heads of every channel; full: everything.
+        assert_eq!(
+            names(operator("catalog: x").select(&catalog).unwrap()),
+            ["a.v3", "a.v2"]
+        );
+        assert_eq!(
+            names(
+                operator("{catalog: x, full: true}")
+                    .select(&catalog)
+                    .unwrap()
+            ),
+            ["a.v3", "a.v1", "a.v2"]
+        );
+        // A package without channels: the default channel's head, or the package-level range.
+        assert_eq!(
+            names(
+                operator("{catalog: x, packages: [{name: a}]}")
+                    .select(&catalog)
+                    .unwrap()
+            ),
+            ["a.v2"]
+        );
+        assert_eq!(
+            names(
+                operator("{catalog: x, packages: [{name: a, minVersion: 1.0.0}]}")
+                    .select(&catalog)
+                    .unwrap()
+            ),
+            ["a.v1", "a.v2"]
+        );
+        // A channel with a range.
+        let o = operator(
+            "{catalog: x, packages: [{name: a, channels: [{name: stable, maxVersion: 1.5.0}, {name: fast}]}]}",
+        );
+        assert_eq!(names(o.select(&catalog).unwrap()), ["a.v1", "a.v3"]);
+        let o = operator("{catalog: x, packages: [{name: a, channels: [{name: beta}]}]}");
+        assert!(matches!(
+            o.select(&catalog),
+            Err(CatalogError::UnknownChannel { .. })
+        ));
+        let o = operator("{catalog: x, packages: [{name: a, minVersion: 9.0.0}]}");
+        assert!(matches!(
+            o.select(&catalog),
+            Err(CatalogError::EmptySelection)
+        ));
+    }
+}

@@ -322,9 +322,32 @@ async fn interrupted_run_to_dir_resumes_without_recopying_finished_blobs() {
 
     let summary = mirror(o).await.unwrap();
     assert_eq!(summary.images, 6, "{summary:?}");
+    // Every config/layer blob finished before the interruption (except the one replaced by
+    // garbage) is skipped, not copied again. (Manifests are not counted as blobs.)
+    let all_blobs: Vec<String> = [
+        &world.bundle_100,
+        &world.bundle_110,
+        &world.bundle_200,
+        &world.related_100,
+        &world.related_110,
+        &world.related_200,
+    ]
+    .iter()
+    .flat_map(|i| i.blobs.iter().map(|d| d.hex().to_owned()))
+    .collect();
+    let finished_blobs = finished
+        .iter()
+        .filter(|f| all_blobs.contains(f) && **f != victim.hex())
+        .count();
+    assert!(finished_blobs >= 2, "{finished:?}");
     assert!(
-        summary.blobs_skipped as usize >= finished.len() - 1,
+        summary.blobs_skipped as usize >= finished_blobs,
         "{summary:?} after {finished:?}"
+    );
+    assert_eq!(
+        summary.blobs_copied as usize + summary.blobs_skipped as usize,
+        all_blobs.len(),
+        "{summary:?}"
     );
     for image in [
         &world.bundle_100,
