@@ -885,3 +885,163 @@ async fn custom_ca_file_is_trusted_and_an_unknown_certificate_is_refused() {
     assert_eq!(summary.images, 1);
     assert_image_at(&d, "m/secure/app", &image).await;
 }
+
+#[tokio::test]
+async fn truncated_blobs_are_refused_as_truncated() {
+    let world = World::new().await;
+    let proxy = start_proxy(world.src.addr(), ProxyMode::TruncateBlobs).await;
+    let catalog = world.catalog_dir_via(&proxy.addr_string());
+    let dst = private_registry().unwrap();
+    let d = dst.addr().to_string();
+    let mut o = options(
+        MirrorSource::CatalogDir(catalog.path().to_owned()),
+        &format!("docker://{d}/m"),
+    );
+    o.selection.min_version = Some(Version::new(2, 0, 0));
+    o.retry.max_attempts = 2;
+    o.retry.base_delay = std::time::Duration::from_millis(5);
+    let (failures, summary) = incomplete(mirror(o).await);
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for f in &failures {
+        assert!(
+            matches!(f.error, OciError::SizeMismatch { .. }),
+            "{}: {}",
+            f.image,
+            f.error
+        );
+        assert!(f.error.to_string().contains("truncated"), "{}", f.error);
+    }
+    assert!(summary.mirrored.is_empty());
+    assert!(!skopeo_has_manifest(
+        &d,
+        "m/tvk/controller",
+        &world.related_200.digest
+    ));
+}
+
+#[tokio::test]
+async fn basic_auth_registry_is_handled() {
+    let world = World::new().await;
+    let proxy = start_proxy(
+        world.src.addr(),
+        ProxyMode::Basic {
+            user: "reader".into(),
+            password: "basic-pass".into(),
+        },
+    )
+    .await;
+    let catalog = world.catalog_dir_via(&proxy.addr_string());
+    let auth_dir = TempDir::new("auth").unwrap();
+    let authfile = auth_dir.path().join("config.json");
+    std::fs::write(
+        &authfile,
+        format!(
+            r#"{{"auths":{{"http://{}/v1/":{{"username":"reader","password":"basic-pass"}}}}}}"#,
+            proxy.addr_string()
+        ),
+    )
+    .unwrap();
+    let dst = private_registry().unwrap();
+    let d = dst.addr().to_string();
+    let mut o = options(
+        MirrorSource::CatalogDir(catalog.path().to_owned()),
+        &format!("docker://{d}/m"),
+    );
+    o.selection.min_version = Some(Version::new(2, 0, 0));
+    let (failures, _) = incomplete(mirror(o.clone()).await);
+    assert!(
+        failures
+            .iter()
+            .all(|f| matches!(f.error, OciError::Unauthorized { .. })),
+        "{failures:?}"
+    );
+    o.authfile = Some(authfile);
+    let summary = mirror(o).await.unwrap();
+    assert_eq!(summary.images, 2);
+    assert_image_at(&d, "m/tvk/controller", &world.related_200).await;
+}
+
+/// Writes a layout whose only image is `manifest` (named like a mirrored image).
+fn hostile_layout(manifest: &[u8], media_type: &str) -> (TempDir, Digest) {
+    let dir = TempDir::new("hostile").unwrap();
+    let blobs = dir.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let digest = Digest::of(manifest);
+    std::fs::write(blobs.join(digest.hex()), manifest).unwrap();
+    std::fs::write(
+        dir.path().join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{media_type}","digest":"{digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"quay.io/evil/app@{digest}"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    (dir, digest)
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_manifests_in_a_layout_are_refused_by_name() {
+    let dst = private_registry().unwrap();
+    let d = dst.addr().to_string();
+    let (layout, _) = hostile_layout(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#, tvk_oci::manifest::OCI_MANIFEST);
+    let (failures, _) = incomplete(
+        mirror(options(
+            MirrorSource::Layout(layout.path().to_owned()),
+            &format!("docker://{d}/m"),
+        ))
+        .await,
+    );
+    assert!(
+        matches!(failures[0].error, OciError::MalformedManifest { .. }),
+        "{}",
+        failures[0].error
+    );
+    assert!(
+        failures[0].error.to_string().contains("quay.io/evil/app"),
+        "{}",
+        failures[0].error
+    );
+
+    let (layout, _) = hostile_layout(
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.example.thing+json"}"#,
+        "application/vnd.example.thing+json",
+    );
+    let (failures, _) = incomplete(
+        mirror(options(
+            MirrorSource::Layout(layout.path().to_owned()),
+            &format!("docker://{d}/m"),
+        ))
+        .await,
+    );
+    assert!(
+        matches!(failures[0].error, OciError::UnsupportedMediaType { .. }),
+        "{}",
+        failures[0].error
+    );
+    assert!(
+        failures[0]
+            .error
+            .to_string()
+            .contains("application/vnd.example.thing+json")
+    );
+
+    let (layout, digest) = hostile_layout(b"{not json", tvk_oci::manifest::OCI_MANIFEST);
+    let (failures, _) = incomplete(
+        mirror(options(
+            MirrorSource::Layout(layout.path().to_owned()),
+            &format!("docker://{d}/m"),
+        ))
+        .await,
+    );
+    assert!(
+        matches!(failures[0].error, OciError::MalformedManifest { .. }),
+        "{}",
+        failures[0].error
+    );
+    assert!(!skopeo_has_manifest(&d, "m/evil/app", &digest));
+}

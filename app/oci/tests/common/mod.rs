@@ -391,6 +391,10 @@ pub enum ProxyMode {
     /// Answer every `every`-th request with 503 or 429 (`Retry-After: 0`) instead of
     /// forwarding it; `every == 1` fails every request.
     Flaky { every: u64 },
+    /// Serve only the first half of every blob body (a truncated transfer).
+    TruncateBlobs,
+    /// Demand HTTP Basic auth (`WWW-Authenticate: Basic`) for `user`/`password`.
+    Basic { user: String, password: String },
 }
 
 struct ProxyState {
@@ -505,6 +509,22 @@ async fn proxy_handler(State(state): State<Arc<ProxyState>>, request: Request) -
             return unauthorized(&state);
         }
     }
+    if let ProxyMode::Basic { user, password } = &state.mode {
+        let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+        let given = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            let mut r = Response::new(Body::from("authentication required"));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            r.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static(r#"Basic realm="test""#),
+            );
+            return r;
+        }
+    }
     if let ProxyMode::Flaky { every } = &state.mode {
         let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
         if n % every == 0 {
@@ -545,6 +565,9 @@ async fn proxy_handler(State(state): State<Arc<ProxyState>>, request: Request) -
     let mut bytes = upstream.bytes().await.unwrap().to_vec();
     let is_blob_get =
         parts.method == axum::http::Method::GET && parts.uri.path().contains("/blobs/sha256:");
+    if matches!(state.mode, ProxyMode::TruncateBlobs) && is_blob_get && status.is_success() {
+        bytes.truncate(bytes.len() / 2);
+    }
     if matches!(state.mode, ProxyMode::FlipBlobBytes)
         && is_blob_get
         && status.is_success()
