@@ -11,6 +11,7 @@ use std::{
     io::Read,
     os::unix::fs::{FileExt, FileTypeExt},
     path::Path,
+    sync::{Arc, mpsc::sync_channel},
 };
 
 use rayon::prelude::*;
@@ -20,7 +21,7 @@ use crate::{
     index::{ClusterState, IndexReader},
     progress::Progress,
     qcow2::reader::{ClusterMapping, Qcow2Image},
-    volume::is_zero,
+    volume::{BufferPool, ChunkBuffer, is_zero},
 };
 
 /// Largest run of clusters read and verified as one piece.
@@ -250,121 +251,150 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
         size = h.virtual_size;
     }
     dest.prepare(size)?;
-    let mut written = 0u64;
-    let mismatch = |offset: u64, image: &str, detail: String| Error::DigestMismatch {
-        backup: job.backup_id.to_string(),
-        image: image.to_string(),
-        offset,
-        detail,
-    };
-    for k in 0..chain.ranges() {
-        let resolved = chain.resolve_range(k)?;
-        let first = k * chain.range_clusters();
-        let mut expected: Vec<Option<ClusterState>> = Vec::with_capacity(resolved.len());
-        if let Some(ix) = index.as_mut() {
-            for _ in 0..resolved.len() {
-                expected.push(ix.next_cluster()?);
+    // Workers read and verify; one writer thread writes (concurrent pwrite to one file
+    // contends on the inode lock). Buffers are pooled.
+    let pool = Arc::new(BufferPool::default());
+    let written = std::thread::scope(|scope| -> Result<u64> {
+        let (tx, rx) = sync_channel::<(u64, ChunkBuffer, usize)>(8);
+        let writer = scope.spawn(move || -> Result<u64> {
+            let mut n = 0u64;
+            for (off, buf, len) in rx {
+                dest.file
+                    .write_all_at(&buf.as_ref()[..len], off)
+                    .map_err(|e| Error::io("write", &dest.name, e))?;
+                n += len as u64;
             }
-        }
-        // Runs of clusters that are contiguous in one layer.
-        let mut runs: Vec<Run> = Vec::new();
-        let mut zero_runs: Vec<(u64, u64)> = Vec::new();
-        for (i, r) in resolved.iter().enumerate() {
-            let g = first + i as u64;
-            match *r {
-                Resolved::Zero => {
-                    if let Some(Some(ClusterState::Data(_))) = expected.get(i) {
-                        return Err(mismatch(
+            Ok(n)
+        });
+        let stopped = || Error::Usage("restore writer stopped".into());
+        let result = (|| -> Result<()> {
+            let mismatch = |offset: u64, image: &str, detail: String| Error::DigestMismatch {
+                backup: job.backup_id.to_string(),
+                image: image.to_string(),
+                offset,
+                detail,
+            };
+            for k in 0..chain.ranges() {
+                let resolved = chain.resolve_range(k)?;
+                let first = k * chain.range_clusters();
+                let mut expected: Vec<Option<ClusterState>> = Vec::with_capacity(resolved.len());
+                if let Some(ix) = index.as_mut() {
+                    for _ in 0..resolved.len() {
+                        expected.push(ix.next_cluster()?);
+                    }
+                }
+                // Runs of clusters that are contiguous in one layer.
+                let mut runs: Vec<Run> = Vec::new();
+                let mut zero_runs: Vec<(u64, u64)> = Vec::new();
+                for (i, r) in resolved.iter().enumerate() {
+                    let g = first + i as u64;
+                    match *r {
+                        Resolved::Zero => {
+                            if let Some(Some(ClusterState::Data(_))) = expected.get(i) {
+                                return Err(mismatch(
                             g * cs,
                             chain.layers.last().map_or("", |l| l.name()),
                             "the index records data but the chain has none (an image is missing clusters)".into(),
                         ));
-                    }
-                    match zero_runs.last_mut() {
-                        Some((s, n)) if *s + *n == g => *n += 1,
-                        _ => zero_runs.push((g, 1)),
-                    }
-                }
-                Resolved::Data { layer, host, .. } => match runs.last_mut() {
-                    Some(run)
-                        if run.layer == layer
-                            && run.first + run.count == g
-                            && run.host + run.count * cs == host
-                            && (run.count + 1) * cs <= RUN_BYTES =>
-                    {
-                        run.count += 1
-                    }
-                    _ => runs.push(Run {
-                        first: g,
-                        count: 1,
-                        layer,
-                        host,
-                    }),
-                },
-            }
-        }
-        let bytes: Result<Vec<u64>> = runs
-            .par_iter()
-            // One reused buffer per worker: fresh buffers cost a page fault per 4 KiB.
-            .map_init(Vec::new, |buf: &mut Vec<u8>, run| {
-                let layer = &chain.layers[run.layer];
-                buf.resize((run.count * cs) as usize, 0);
-                let buf = &mut buf[..(run.count * cs) as usize];
-                layer.read_host(run.host, buf)?;
-                for c in 0..run.count {
-                    let g = run.first + c;
-                    let i = (g - first) as usize;
-                    let cluster = &mut buf[(c * cs) as usize..((c + 1) * cs) as usize];
-                    if let Resolved::Data { valid, .. } = resolved[i]
-                        && valid < cs
-                    {
-                        cluster[valid as usize..].fill(0);
-                    }
-                    let bad = match expected.get(i).copied().flatten() {
-                        Some(ClusterState::Data(h)) => (*blake3::hash(cluster).as_bytes() != h)
-                            .then_some("does not match its recorded BLAKE3 digest"),
-                        Some(_) => (!is_zero(cluster))
-                            .then_some("holds data where the index records zeros"),
-                        None if index_present(&expected) => {
-                            return Err(mismatch(g * cs, "index", "index ended early".into()));
+                            }
+                            match zero_runs.last_mut() {
+                                Some((s, n)) if *s + *n == g => *n += 1,
+                                _ => zero_runs.push((g, 1)),
+                            }
                         }
-                        None => None,
-                    };
-                    if let Some(what) = bad {
-                        return Err(mismatch(
-                            g * cs,
-                            layer.name(),
-                            format!("cluster at host offset {:#x} {what}", run.host + c * cs),
-                        ));
+                        Resolved::Data { layer, host, .. } => match runs.last_mut() {
+                            Some(run)
+                                if run.layer == layer
+                                    && run.first + run.count == g
+                                    && run.host + run.count * cs == host
+                                    && (run.count + 1) * cs <= RUN_BYTES =>
+                            {
+                                run.count += 1
+                            }
+                            _ => runs.push(Run {
+                                first: g,
+                                count: 1,
+                                layer,
+                                host,
+                            }),
+                        },
                     }
                 }
-                // Clip the last cluster at the guest end.
-                let start = run.first * cs;
-                let len = ((run.count * cs).min(size - start)) as usize;
-                dest.file
-                    .write_all_at(&buf[..len], start)
-                    .map_err(|e| Error::io("write", &dest.name, e))?;
-                Ok(len as u64)
-            })
-            .collect();
-        written += bytes?.iter().sum::<u64>();
-        if dest.zero_fill {
-            let zeros = vec![0u8; RUN_BYTES as usize];
-            for (s, n) in zero_runs {
-                let mut off = s * cs;
-                let end = ((s + n) * cs).min(size);
-                while off < end {
-                    let len = (end - off).min(RUN_BYTES) as usize;
-                    dest.file
-                        .write_all_at(&zeros[..len], off)
-                        .map_err(|e| Error::io("write zeros to", &dest.name, e))?;
-                    off += len as u64;
+                runs.par_iter()
+                    .try_for_each_with(tx.clone(), |tx, run| -> Result<()> {
+                        let layer = &chain.layers[run.layer];
+                        let mut chunk = pool.take((run.count * cs) as usize);
+                        let buf = chunk.as_mut_slice();
+                        layer.read_host(run.host, buf)?;
+                        for c in 0..run.count {
+                            let g = run.first + c;
+                            let i = (g - first) as usize;
+                            let cluster = &mut buf[(c * cs) as usize..((c + 1) * cs) as usize];
+                            if let Resolved::Data { valid, .. } = resolved[i]
+                                && valid < cs
+                            {
+                                cluster[valid as usize..].fill(0);
+                            }
+                            let bad = match expected.get(i).copied().flatten() {
+                                Some(ClusterState::Data(h)) => (*blake3::hash(cluster).as_bytes()
+                                    != h)
+                                    .then_some("does not match its recorded BLAKE3 digest"),
+                                Some(_) => (!is_zero(cluster))
+                                    .then_some("holds data where the index records zeros"),
+                                None if index_present(&expected) => {
+                                    return Err(mismatch(
+                                        g * cs,
+                                        "index",
+                                        "index ended early".into(),
+                                    ));
+                                }
+                                None => None,
+                            };
+                            if let Some(what) = bad {
+                                return Err(mismatch(
+                                    g * cs,
+                                    layer.name(),
+                                    format!(
+                                        "cluster at host offset {:#x} {what}",
+                                        run.host + c * cs
+                                    ),
+                                ));
+                            }
+                        }
+                        // Clip the last cluster at the guest end.
+                        let start = run.first * cs;
+                        let len = ((run.count * cs).min(size - start)) as usize;
+                        tx.send((start, chunk, len)).map_err(|_| stopped())
+                    })?;
+                if dest.zero_fill {
+                    for (s, n) in zero_runs {
+                        let mut off = s * cs;
+                        let end = ((s + n) * cs).min(size);
+                        while off < end {
+                            let len = (end - off).min(RUN_BYTES) as usize;
+                            let mut zeros = pool.take(len);
+                            zeros.as_mut_slice().fill(0);
+                            tx.send((off, zeros, len)).map_err(|_| stopped())?;
+                            off += len as u64;
+                        }
+                    }
                 }
+                job.progress
+                    .update(((first + resolved.len() as u64) * cs).min(size), size);
             }
+            Ok(())
+        })();
+        drop(tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("restore writer panicked".into())));
+        // The writer's own error explains a "writer stopped" in the workers.
+        match (result, written) {
+            (_, Err(e)) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(n)) => Ok(n),
         }
-        job.progress
-            .update(((first + resolved.len() as u64) * cs).min(size), size);
-    }
+    })?;
     if let Some(ix) = index {
         ix.finish()?;
     }

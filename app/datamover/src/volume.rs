@@ -47,7 +47,8 @@ pub struct BufferPool {
 const POOL_KEEP: usize = 16;
 
 impl BufferPool {
-    /// A buffer of exactly `len` bytes with unspecified contents.
+    /// A buffer of exactly `len` bytes with unspecified contents. Pooled vectors keep their
+    /// full length, so reuse never zero-fills again.
     pub fn take(self: &Arc<Self>, len: usize) -> ChunkBuffer {
         let mut data = self
             .free
@@ -55,9 +56,12 @@ impl BufferPool {
             .ok()
             .and_then(|mut f| f.pop())
             .unwrap_or_default();
-        data.resize(len, 0);
+        if data.len() < len {
+            data.resize(len.max(CHUNK_BYTES as usize), 0);
+        }
         ChunkBuffer {
             data,
+            len,
             pool: Some(self.clone()),
         }
     }
@@ -67,19 +71,20 @@ impl BufferPool {
 #[derive(Debug)]
 pub struct ChunkBuffer {
     data: Vec<u8>,
+    len: usize,
     pool: Option<Arc<BufferPool>>,
 }
 
 impl ChunkBuffer {
     /// The bytes, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.data
+        &mut self.data[..self.len]
     }
 }
 
 impl AsRef<[u8]> for ChunkBuffer {
     fn as_ref(&self) -> &[u8] {
-        &self.data
+        &self.data[..self.len]
     }
 }
 
