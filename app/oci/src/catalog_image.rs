@@ -111,7 +111,12 @@ pub async fn read(
         extract_catalog_files(&layer_files, &configs_dir, &image_name)
     })
     .await
-    .map_err(|e| MirrorError::Options(format!("catalog extraction task failed: {e}")))??;
+    .map_err(|e| {
+        oci(OciError::Aborted {
+            what: "reading the catalog layers".into(),
+            reason: e.to_string(),
+        })
+    })??;
     drop(temp);
     let mut catalog = Catalog::default();
     for (path, bytes) in files {

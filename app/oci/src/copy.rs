@@ -313,11 +313,9 @@ impl CopyEngine {
                     .blob_permits
                     .acquire()
                     .await
-                    .map_err(|_| OciError::Status {
-                        registry: String::new(),
-                        status: 0,
+                    .map_err(|_| OciError::Aborted {
                         what: name.to_owned(),
-                        detail: ": the copy engine was shut down".into(),
+                        reason: "the copy engine was shut down".into(),
                     })?;
                 let outcome = self.transfer_blob(name, source, destination, blob).await?;
                 if let Endpoint::Registry(_) = &destination.endpoint {
@@ -511,11 +509,9 @@ impl<S> VerifyingStream<S> {
 
     fn fail(&mut self, error: OciError) -> Poll<Option<Result<Bytes, OciError>>> {
         self.state = VerifyState::Failed;
-        let message = OciError::Status {
-            registry: String::new(),
-            status: 0,
+        let message = OciError::Aborted {
             what: self.what.clone(),
-            detail: format!(": {error}"),
+            reason: error.to_string(),
         };
         *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         Poll::Ready(Some(Err(message)))

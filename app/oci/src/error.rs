@@ -154,6 +154,14 @@ pub enum OciError {
         /// What went wrong (never the credential or token).
         reason: String,
     },
+    /// A transfer was stopped on purpose (its content failed verification, or the run ended).
+    #[error("transfer of {what} was aborted: {reason}")]
+    Aborted {
+        /// The blob or image.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// The TLS settings (CA file) are unusable.
     #[error("invalid TLS configuration: {0}")]
     Tls(String),
@@ -189,6 +197,7 @@ impl OciError {
             Self::Transport { .. } => "RegistryUnreachable",
             Self::Io { .. } | Self::InvalidLayout { .. } => "LayoutError",
             Self::AuthFile { .. } | Self::Tls(_) => "Configuration",
+            Self::Aborted { .. } => "Aborted",
         }
     }
 

@@ -694,11 +694,9 @@ impl RegistryClient {
                 what: "blob upload".into(),
                 detail: ": no Location header in the answer".into(),
             })?;
-        let base = self.base.get().cloned().ok_or_else(|| OciError::Status {
-            registry: self.registry.clone(),
-            status: 0,
-            what: "blob upload".into(),
-            detail: ": registry not pinged".into(),
+        let base = self.base.get().cloned().ok_or_else(|| OciError::Aborted {
+            what: format!("blob upload to {}", self.registry),
+            reason: "the registry was not contacted before the upload".into(),
         })?;
         Self::url(&base, location)
     }
@@ -747,11 +745,9 @@ impl RegistryClient {
         let mut body = Some(body);
         let result = self
             .send(&access, &what, 1, |http, _| {
-                let body = body.take().ok_or_else(|| OciError::Status {
-                    registry: self.registry.clone(),
-                    status: 0,
+                let body = body.take().ok_or_else(|| OciError::Aborted {
                     what: what.clone(),
-                    detail: ": the upload body cannot be replayed".into(),
+                    reason: "the streamed upload body cannot be sent twice".into(),
                 })?;
                 Ok(http
                     .put(put_url.clone())
