@@ -585,3 +585,24 @@ async fn proxy_handler(State(state): State<Arc<ProxyState>>, request: Request) -
     }
     response
 }
+
+/// `skopeo inspect --raw oci:LAYOUT:NAME` (skopeo reads our layout by its ref name); asserts
+/// the bytes hash to `digest`.
+pub fn assert_layout_manifest_via_skopeo(layout: &Path, name: &str, digest: &Digest) {
+    tvk_testkit::require_tool("skopeo", "apt-get install skopeo").unwrap();
+    let reference = format!("oci:{}:{name}", layout.display());
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", &reference])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        &Digest::of(&out.stdout),
+        digest,
+        "skopeo returned other bytes for {reference}"
+    );
+}
