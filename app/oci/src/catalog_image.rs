@@ -165,15 +165,7 @@ async fn download(
         });
     }
     let response = client.get_blob(repo, &blob.digest).await?;
-    let registry = client.registry().to_owned();
-    let transport_what = what.clone();
-    let raw = response.bytes_stream().map(move |r| {
-        r.map_err(|e| OciError::Transport {
-            registry: registry.clone(),
-            what: transport_what.clone(),
-            source: e.without_url(),
-        })
-    });
+    let raw = crate::registry::blob_body(response, client.registry(), &what);
     let verdict = Arc::new(Mutex::new(None));
     let mut stream = VerifyingStream::new(
         Box::pin(raw),

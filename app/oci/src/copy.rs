@@ -420,15 +420,11 @@ impl CopyEngine {
         {
             Endpoint::Registry(client) => {
                 let response = client.get_blob(&source.repository, &blob.digest).await?;
-                let registry = client.registry().to_owned();
-                let what = what.to_owned();
-                Box::pin(response.bytes_stream().map(move |r| {
-                    r.map_err(|e| OciError::Transport {
-                        registry: registry.clone(),
-                        what: what.clone(),
-                        source: e.without_url(),
-                    })
-                }))
+                Box::pin(crate::registry::blob_body(
+                    response,
+                    client.registry(),
+                    what,
+                ))
             }
             Endpoint::Layout(layout) => Box::pin(layout.read_blob_unverified(&blob.digest).await?),
         };

@@ -119,6 +119,16 @@ pub enum OciError {
         #[source]
         source: reqwest::Error,
     },
+    /// A blob download delivered no byte for too long.
+    #[error("blob download of {what} from {registry} stalled: no data for {seconds} s")]
+    Stalled {
+        /// The registry host.
+        registry: String,
+        /// The blob.
+        what: String,
+        /// The idle time allowed.
+        seconds: u64,
+    },
     /// A file-system operation on an OCI layout or auth file failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
@@ -172,6 +182,7 @@ impl OciError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Status { status, .. } => *status == 429 || *status >= 500,
+            Self::Stalled { .. } => true,
             Self::Transport { source, .. } => {
                 source.is_timeout()
                     || source.is_connect()
@@ -194,7 +205,7 @@ impl OciError {
             Self::MalformedManifest { .. } | Self::ManifestTooLarge { .. } => "MalformedManifest",
             Self::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             Self::Status { .. } => "RegistryError",
-            Self::Transport { .. } => "RegistryUnreachable",
+            Self::Transport { .. } | Self::Stalled { .. } => "RegistryUnreachable",
             Self::Io { .. } | Self::InvalidLayout { .. } => "LayoutError",
             Self::AuthFile { .. } | Self::Tls(_) => "Configuration",
             Self::Aborted { .. } => "Aborted",

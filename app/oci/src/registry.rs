@@ -69,8 +69,9 @@ impl RegistryPool {
     pub fn new(config: RegistryConfig) -> Result<Self, OciError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("tvk-oci/", env!("CARGO_PKG_VERSION")))
+            // No client-wide read timeout: reqwest applies it to the whole wait for response
+            // headers, which for an upload includes sending the body. Per-request bounds below.
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
             .danger_accept_invalid_certs(!config.tls_verify);
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path).map_err(|e| OciError::io("read CA file", path, e))?;
@@ -167,6 +168,18 @@ pub struct RegistryClient {
 
 type BodyResult = Result<Response, OciError>;
 
+/// Bound on a request whose body is small (manifests, HEADs, upload sessions, tokens).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Longest a streamed blob body may go without delivering a byte before it counts as stalled.
+pub const BLOB_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Bound on one blob upload: generous (5 min plus 256 KiB/s), since it only has to catch a
+/// destination that stopped reading; a stalled *source* is caught by [`BLOB_STALL_TIMEOUT`].
+fn upload_timeout(size: u64) -> Duration {
+    Duration::from_secs(300 + size / (256 * 1024))
+}
+
 impl RegistryClient {
     fn new(registry: &str, http: reqwest::Client, config: RegistryConfig) -> Self {
         let api_host = if registry == DOCKER_HUB {
@@ -240,7 +253,13 @@ impl RegistryClient {
         })?;
         let mut attempt = 0;
         loop {
-            match self.http.get(v2.clone()).send().await {
+            match self
+                .http
+                .get(v2.clone())
+                .timeout(REQUEST_TIMEOUT)
+                .send()
+                .await
+            {
                 Ok(r)
                     if (r.status().is_server_error()
                         || r.status() == StatusCode::TOO_MANY_REQUESTS)
@@ -352,7 +371,7 @@ impl RegistryClient {
         if let Some(basic) = basic {
             request = request.header(AUTHORIZATION, basic);
         }
-        let response = request.send().await.map_err(|e| {
+        let response = request.timeout(REQUEST_TIMEOUT).send().await.map_err(|e| {
             token_error(format!(
                 "the token server is unreachable: {}",
                 e.without_url()
@@ -393,6 +412,7 @@ impl RegistryClient {
         access: &Access,
         what: &str,
         max_attempts: u32,
+        timeout: Option<Duration>,
         mut build: impl FnMut(&reqwest::Client, &Url) -> Result<RequestBuilder, OciError>,
     ) -> BodyResult {
         let base = self.base().await?.clone();
@@ -400,6 +420,9 @@ impl RegistryClient {
         let mut reauthenticated = false;
         loop {
             let mut request = build(&self.http, &base)?;
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
             if let Some(header) = self.authorization(access).await? {
                 request = request.header(AUTHORIZATION, header);
             }
@@ -497,6 +520,7 @@ impl RegistryClient {
                 &Access::pull(repository),
                 &what,
                 self.config.retry.max_attempts,
+                Some(REQUEST_TIMEOUT),
                 |http, base| Ok(http.head(Self::url(base, &path)?)),
             )
             .await?;
@@ -516,6 +540,8 @@ impl RegistryClient {
                 &Access::pull(repository),
                 &what,
                 self.config.retry.max_attempts,
+                // A blob body may take long; a stalled one is caught chunk by chunk instead.
+                None,
                 |http, base| Ok(http.get(Self::url(base, &path)?)),
             )
             .await?;
@@ -541,6 +567,7 @@ impl RegistryClient {
                 &Access::pull(repository),
                 &what,
                 self.config.retry.max_attempts,
+                Some(REQUEST_TIMEOUT),
                 |http, base| {
                     Ok(http
                         .get(Self::url(base, &path)?)
@@ -589,6 +616,7 @@ impl RegistryClient {
                 &Access::pull(repository),
                 &what,
                 self.config.retry.max_attempts,
+                Some(REQUEST_TIMEOUT),
                 |http, base| {
                     Ok(http
                         .head(Self::url(base, &path)?)
@@ -629,6 +657,7 @@ impl RegistryClient {
                 &Access::push(repository),
                 &what,
                 self.config.retry.max_attempts,
+                Some(REQUEST_TIMEOUT),
                 |http, base| {
                     Ok(http
                         .put(Self::url(base, &path)?)
@@ -661,6 +690,7 @@ impl RegistryClient {
                 &Access::mount(repository, from),
                 &what,
                 self.config.retry.max_attempts,
+                Some(REQUEST_TIMEOUT),
                 |http, base| {
                     let mut url = Self::url(base, &path)?;
                     url.query_pairs_mut()
@@ -703,9 +733,13 @@ impl RegistryClient {
 
     async fn cancel_upload(&self, repository: &str, location: Url) {
         let result = self
-            .send(&Access::push(repository), "cancel upload", 1, |http, _| {
-                Ok(http.request(Method::DELETE, location.clone()))
-            })
+            .send(
+                &Access::push(repository),
+                "cancel upload",
+                1,
+                Some(REQUEST_TIMEOUT),
+                |http, _| Ok(http.request(Method::DELETE, location.clone())),
+            )
             .await;
         if let Err(e) = result {
             tracing::debug!(registry = %self.registry, error = %e, "failed to cancel an upload session");
@@ -731,6 +765,7 @@ impl RegistryClient {
                 &access,
                 &what,
                 self.config.retry.max_attempts,
+                Some(REQUEST_TIMEOUT),
                 |http, base| Ok(http.post(Self::url(base, &path)?).header(CONTENT_LENGTH, 0)),
             )
             .await?;
@@ -744,7 +779,7 @@ impl RegistryClient {
             .append_pair("digest", &digest.to_string());
         let mut body = Some(body);
         let result = self
-            .send(&access, &what, 1, |http, _| {
+            .send(&access, &what, 1, Some(upload_timeout(size)), |http, _| {
                 let body = body.take().ok_or_else(|| OciError::Aborted {
                     what: what.clone(),
                     reason: "the streamed upload body cannot be sent twice".into(),
@@ -778,6 +813,49 @@ impl RegistryClient {
             .await?;
         Ok(digest)
     }
+}
+
+/// The body of a blob response as a stream of chunks, with transport errors named and a
+/// stall (no byte for [`BLOB_STALL_TIMEOUT`]) turned into a transient error.
+pub fn blob_body(
+    response: Response,
+    registry: &str,
+    what: &str,
+) -> impl futures::Stream<Item = Result<Bytes, OciError>> + Send + 'static {
+    let registry = registry.to_owned();
+    let what = what.to_owned();
+    futures::stream::unfold(
+        (Box::pin(response.bytes_stream()), false),
+        move |(mut inner, finished)| {
+            let registry = registry.clone();
+            let what = what.clone();
+            async move {
+                if finished {
+                    return None;
+                }
+                match tokio::time::timeout(BLOB_STALL_TIMEOUT, inner.next()).await {
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), (inner, false))),
+                    Ok(Some(Err(e))) => Some((
+                        Err(OciError::Transport {
+                            registry,
+                            what,
+                            source: e.without_url(),
+                        }),
+                        (inner, true),
+                    )),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(OciError::Stalled {
+                            registry,
+                            what,
+                            seconds: BLOB_STALL_TIMEOUT.as_secs(),
+                        }),
+                        (inner, true),
+                    )),
+                }
+            }
+        },
+    )
 }
 
 enum CappedReadError {
