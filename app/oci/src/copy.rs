@@ -230,7 +230,8 @@ impl CopyEngine {
         Box::pin(async move {
             match &manifest.content {
                 ManifestContent::Image { config, layers } => {
-                    let blobs = std::iter::once(config).chain(layers.iter());
+                    let blobs = std::iter::once(config)
+                        .chain(layers.iter().filter(|layer| !layer.is_foreign_layer()));
                     try_join_all(blobs.map(|blob| self.copy_blob(name, source, destination, blob)))
                         .await?;
                 }

@@ -51,6 +51,20 @@ pub struct Descriptor {
     /// Annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Where a non-distributable (foreign) layer is downloaded from instead of the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+}
+
+impl Descriptor {
+    /// A non-distributable ("foreign", e.g. Windows base) layer: registries do not hold it and
+    /// accept manifests referencing it without the blob, so a mirror copies the reference only
+    /// (as skopeo does by default).
+    pub fn is_foreign_layer(&self) -> bool {
+        self.urls.as_ref().is_some_and(|u| !u.is_empty())
+            && (self.media_type.contains(".foreign.")
+                || self.media_type.contains(".nondistributable."))
+    }
 }
 
 /// The platform of an index entry.
@@ -207,6 +221,7 @@ impl Manifest {
             size: self.bytes.len() as u64,
             platform: None,
             annotations: None,
+            urls: None,
         }
     }
 }
@@ -266,6 +281,26 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"x","digest":"sha256:../../etc","size":1}}}}"#
         ));
         assert!(Manifest::parse(bad_digest, None, None, "img").is_err());
+    }
+
+    #[test]
+    fn foreign_layers_are_recognised() {
+        let d: Descriptor = serde_json::from_str(&format!(
+            r#"{{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"{}","size":5,"urls":["https://mcr.microsoft.com/l"]}}"#,
+            Digest::of(b"x")
+        ))
+        .unwrap();
+        assert!(d.is_foreign_layer());
+        let plain = Descriptor {
+            urls: None,
+            ..d.clone()
+        };
+        assert!(!plain.is_foreign_layer());
+        let ordinary = Descriptor {
+            media_type: OCI_LAYER_GZIP.into(),
+            ..d
+        };
+        assert!(!ordinary.is_foreign_layer());
     }
 
     #[test]
