@@ -28,6 +28,8 @@ use crate::{
 const LAYOUT_FILE: &str = "oci-layout";
 const INDEX_FILE: &str = "index.json";
 const PARTIAL_SUFFIX: &str = ".partial";
+/// Largest `index.json` read (a layout from outside is hostile input).
+const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// `index.json` of a layout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,6 +261,16 @@ impl OciLayout {
     /// Reads `index.json`.
     pub async fn read_index(&self) -> Result<LayoutIndex, OciError> {
         let path = self.root.join(INDEX_FILE);
+        let size = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| OciError::io("read", &path, e))?
+            .len();
+        if size > MAX_INDEX_BYTES {
+            return Err(OciError::InvalidLayout {
+                path: self.root.clone(),
+                reason: format!("{INDEX_FILE} is larger than {MAX_INDEX_BYTES} bytes"),
+            });
+        }
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| OciError::io("read", &path, e))?;
