@@ -3,7 +3,7 @@
 //! It sits below the user CLI (`kubectl-tvk mirror`, a thin layer over [`mirror::run`]) and,
 //! later, below image backup and restore (issue 9), which reuse the same client and copy engine
 //! with a backup target as one more [`copy::Endpoint`] kind. Layers, bottom up:
-//! [`reference`] and [`manifest`] (validated names, digests and manifests), [`auth`] and
+//! [`reference`](mod@reference) and [`manifest`] (validated names, digests and manifests), [`auth`] and
 //! [`registry`] (distribution spec v2 over reqwest/rustls with token auth and retries),
 //! [`layout`] (OCI image layouts on disk), [`copy`] (streaming, verifying, resumable copies of
 //! whole images), and on top [`catalog`] / [`image_set`] (what to mirror), [`resources`] (what

@@ -198,7 +198,7 @@ impl MirrorOptions {
 /// `kubectl-tvk mirror` flags (flatten into the CLI's command with `#[command(flatten)]`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct MirrorArgs {
-    /// Destination: docker://HOST[:PORT]/NAMESPACE or dir:PATH (an OCI layout to carry across
+    /// Destination: docker://HOST(:PORT)/NAMESPACE or dir:PATH (an OCI layout to carry across
     /// the air gap).
     #[arg(value_name = "DESTINATION")]
     pub destination: String,
