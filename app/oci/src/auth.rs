@@ -86,11 +86,6 @@ impl CredentialStore {
     /// that names a registry wins). Missing default files are fine; a given or present file
     /// that cannot be parsed is an error.
     pub fn load(authfile: Option<&Path>) -> Result<Self, OciError> {
-        let mut store = Self::default();
-        if let Some(path) = authfile {
-            store.merge_file(path, true)?;
-            return Ok(store);
-        }
         let mut defaults: Vec<PathBuf> = Vec::new();
         if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
             defaults.push(PathBuf::from(runtime).join("containers/auth.json"));
@@ -98,8 +93,19 @@ impl CredentialStore {
         if let Some(home) = std::env::var_os("HOME") {
             defaults.push(PathBuf::from(home).join(".docker/config.json"));
         }
+        Self::load_from(authfile, &defaults)
+    }
+
+    /// [`Self::load`] with the default files given: `authfile` alone when set, else each of
+    /// `defaults` that exists, earlier files winning for the same key.
+    pub fn load_from(authfile: Option<&Path>, defaults: &[PathBuf]) -> Result<Self, OciError> {
+        let mut store = Self::default();
+        if let Some(path) = authfile {
+            store.merge_file(path, true)?;
+            return Ok(store);
+        }
         for path in defaults {
-            store.merge_file(&path, false)?;
+            store.merge_file(path, false)?;
         }
         Ok(store)
     }
@@ -325,6 +331,36 @@ mod tests {
         assert!(store.lookup("helper.io", "x").is_none());
         assert!(store.lookup("ghcr.io", "x").is_none());
         assert!(!format!("{:?}", store.lookup("quay.io", "x")).contains("orgpass"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_files_are_merged_in_order_and_missing_ones_are_fine() {
+        let dir =
+            std::env::temp_dir().join(format!("tvk-oci-auth-defaults-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("containers")).unwrap();
+        std::fs::create_dir_all(dir.join(".docker")).unwrap();
+        let podman = dir.join("containers/auth.json");
+        let docker = dir.join(".docker/config.json");
+        std::fs::write(
+            &podman,
+            r#"{"auths":{"quay.io":{"username":"podman","password":"p"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &docker,
+            r#"{"auths":{"quay.io":{"username":"docker","password":"d"},"ghcr.io":{"username":"gh","password":"g"}}}"#,
+        )
+        .unwrap();
+        let missing = dir.join("nope/auth.json");
+        let store =
+            CredentialStore::load_from(None, &[missing, podman.clone(), docker.clone()]).unwrap();
+        assert_eq!(store.lookup("quay.io", "a/b").unwrap().username, "podman");
+        assert_eq!(store.lookup("ghcr.io", "a").unwrap().username, "gh");
+        // --authfile replaces the defaults entirely.
+        let only = CredentialStore::load_from(Some(&docker), &[podman]).unwrap();
+        assert_eq!(only.lookup("quay.io", "a/b").unwrap().username, "docker");
+        assert!(CredentialStore::load_from(Some(&dir.join("missing.json")), &[]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
