@@ -86,6 +86,17 @@ pub enum Error {
         /// The (credential-redacted) error.
         message: String,
     },
+    /// The S3 endpoint refused requests because this node's clock is off
+    /// (`RequestTimeTooSkewed`). Not retried blindly: time synchronisation must be fixed.
+    #[error(
+        "the clock of this node differs too much from the S3 endpoint's (RequestTimeTooSkewed) while trying to {action} {object}; fix time synchronisation (NTP) and retry"
+    )]
+    ClockSkew {
+        /// What we were doing.
+        action: &'static str,
+        /// The object concerned.
+        object: String,
+    },
     /// A create-only write found the object already present.
     #[error("{object} already exists on the target; a committed object is never overwritten")]
     AlreadyExists {
@@ -124,6 +135,7 @@ impl Error {
             Error::MissingObject { .. } => "MissingObject",
             Error::TargetUnavailable { .. } => "TargetUnavailable",
             Error::Target { .. } => "Target",
+            Error::ClockSkew { .. } => "ClockSkew",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::Usage(_) => "Usage",
         }

@@ -130,6 +130,12 @@ pub fn redact(message: &str, secrets: &[&str]) -> String {
     let mut cleaned = String::with_capacity(out.len());
     let mut rest = out.as_str();
     while let Some(i) = rest.find('?') {
+        // `<?xml` and `?>` in error bodies are not query strings.
+        if rest[..i].ends_with('<') || rest[i + 1..].starts_with('>') {
+            cleaned.push_str(&rest[..=i]);
+            rest = &rest[i + 1..];
+            continue;
+        }
         cleaned.push_str(&rest[..i]);
         cleaned.push_str("?<redacted>");
         let tail = &rest[i..];
@@ -502,7 +508,14 @@ impl Target {
 
 fn s3_error(action: &'static str, key: &str, e: object_store::Error, secrets: &[String]) -> Error {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let message = redact(&e.to_string(), &refs);
+    let raw = e.to_string();
+    let message = redact(&raw, &refs);
+    if raw.contains("RequestTimeTooSkewed") {
+        return Error::ClockSkew {
+            action,
+            object: key.to_string(),
+        };
+    }
     match e {
         object_store::Error::NotFound { .. } => Error::MissingObject {
             backup: String::new(),
@@ -774,5 +787,24 @@ impl ObjectSink for S3Sink {
 
     fn abort(mut self: Box<Self>) {
         self.abort_upload();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_secrets_query_strings_and_signatures() {
+        let m = redact(
+            "GET http://h/b/k?X-Amz-Signature=abc123&X-Amz-Credential=AKIDEXAMPLE failed: key AKIDEXAMPLE \
+             secret s3cr3tvalue; Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/2026, \
+             Signature=deadbeef body <?xml version=\"1.0\"?><Error/>",
+            &["AKIDEXAMPLE", "s3cr3tvalue"],
+        );
+        for secret in ["AKIDEXAMPLE", "s3cr3tvalue", "deadbeef", "abc123"] {
+            assert!(!m.contains(secret), "{secret} leaked: {m}");
+        }
+        assert!(m.contains("<?xml version"), "XML bodies stay readable: {m}");
     }
 }

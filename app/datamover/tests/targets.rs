@@ -24,7 +24,9 @@ use tvk_datamover::{
     target::{S3Config, Target},
 };
 use tvk_testkit::{
-    S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, TempDir, fault_proxy::FaultProxy, unique_name,
+    S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, TempDir,
+    fault_proxy::{FaultPlan, FaultProxy},
+    unique_name,
 };
 
 fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
@@ -429,4 +431,83 @@ fn coalesce_interrupted_after_commit_leaves_every_backup_restorable() {
     assert!(load_manifest(&target, &id("b1")).unwrap().is_none());
     restore_ok(&target, "b2", &s2, d);
     restore_ok(&target, "b3", &vol.path, d);
+}
+
+/// Raw unsigned GET against moto (it does not check signatures).
+fn moto_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+#[test]
+fn failed_multipart_upload_is_aborted_and_nothing_is_committed() {
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = unique_name("dm-abort");
+    create_bucket(moto.addr(), &bucket);
+    // Part 3 of any upload always fails (object_store part index 2).
+    let plan = FaultPlan {
+        percent: 100,
+        methods: vec!["PUT"],
+        request_contains: Some("partNumber=3&".into()),
+        status: 500,
+        code: "InternalError",
+    };
+    let proxy = FaultProxy::start_plan(moto.addr(), plan, 1).unwrap();
+    let rt = runtime();
+    let target = s3_target(&rt, &proxy.url(), &bucket, 2, Duration::from_secs(5));
+    let dir = TempDir::new("s3abort").unwrap();
+    let vol = volume(dir.path(), "vol.raw", 96 << 20, 72 << 20, 15);
+    let err = backup(&target, "b1", None, &vol.path).unwrap_err();
+    assert!(
+        proxy.injected.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the fault was hit: {err}"
+    );
+    assert!(load_manifest(&target, &id("b1")).unwrap().is_none());
+    let uploads = moto_get(moto.addr(), &format!("/{bucket}?uploads"));
+    assert!(uploads.starts_with("HTTP/1.1 200"), "{uploads}");
+    assert!(
+        !uploads.contains("<UploadId>"),
+        "a multipart upload was left behind: {uploads}"
+    );
+}
+
+#[test]
+fn clock_skew_is_reported_as_such_and_retention_deletes_nothing() {
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = unique_name("dm-skew");
+    create_bucket(moto.addr(), &bucket);
+    let rt = runtime();
+    let good = s3_target(&rt, &moto.url(), &bucket, 2, Duration::from_secs(10));
+    let dir = TempDir::new("s3skew").unwrap();
+    let vol = volume(dir.path(), "vol.raw", 4 << 20, 1 << 20, 16);
+    backup(&good, "b1", None, &vol.path).unwrap();
+    backup(&good, "b2", Some("b1"), &vol.path).unwrap();
+    let before = good.list("plan-a").unwrap();
+    let proxy = FaultProxy::start_plan(moto.addr(), FaultPlan::clock_skew(), 2).unwrap();
+    let skewed = s3_target(&rt, &proxy.url(), &bucket, 2, Duration::from_secs(10));
+    let err = backup(&skewed, "b3", Some("b2"), &vol.path).unwrap_err();
+    assert!(matches!(err, Error::ClockSkew { .. }), "{err}");
+    assert!(err.to_string().contains("RequestTimeTooSkewed"));
+    let err = coalesce(
+        &skewed,
+        "plan-a",
+        "pvc-1",
+        &["b1".into()],
+        &NoProgress,
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::ClockSkew { .. }), "{err}");
+    assert_eq!(
+        good.list("plan-a").unwrap(),
+        before,
+        "retention deleted nothing"
+    );
 }

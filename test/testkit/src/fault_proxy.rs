@@ -1,8 +1,10 @@
-//! A small fault-injecting HTTP/1.1 proxy for S3 tests (RELIABILITY.md items 4 and 5).
+//! A small fault-injecting HTTP/1.1 proxy for S3 tests (RELIABILITY.md items 4–6).
 //!
-//! It sits on 127.0.0.1 in front of a real server (moto) and, for a chosen share of write
-//! requests (PUT/POST), answers `503 SlowDown` itself instead of forwarding — the way S3
-//! throttles. Everything else is forwarded unchanged. One request per connection
+//! It sits on 127.0.0.1 in front of a real server (moto) and, for a chosen share of matching
+//! requests, answers an S3 error itself instead of forwarding: `503 SlowDown` on writes (the
+//! way S3 throttles) by default, or any status and error code (`403 RequestTimeTooSkewed`
+//! for clock skew) on requests whose request line contains a given text (e.g. one multipart
+//! part number). Everything else is forwarded unchanged. One request per connection
 //! (`Connection: close`), which every HTTP client handles; the proxy stops when dropped.
 
 use std::{
@@ -15,6 +17,45 @@ use std::{
     thread::JoinHandle,
     time::Duration,
 };
+
+/// Which requests fail, and how.
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    /// Share of matching requests that fail, in percent.
+    pub percent: u32,
+    /// Only these methods match (empty = all).
+    pub methods: Vec<&'static str>,
+    /// Only request lines containing this text match.
+    pub request_contains: Option<String>,
+    /// HTTP status of the injected answer.
+    pub status: u16,
+    /// S3 error code in the injected body.
+    pub code: &'static str,
+}
+
+impl FaultPlan {
+    /// `503 SlowDown` on `percent`% of PUT/POST requests.
+    pub fn slowdown(percent: u32) -> Self {
+        Self {
+            percent,
+            methods: vec!["PUT", "POST"],
+            request_contains: None,
+            status: 503,
+            code: "SlowDown",
+        }
+    }
+
+    /// `403 RequestTimeTooSkewed` on every request (this node's clock is off).
+    pub fn clock_skew() -> Self {
+        Self {
+            percent: 100,
+            methods: Vec::new(),
+            request_contains: None,
+            status: 403,
+            code: "RequestTimeTooSkewed",
+        }
+    }
+}
 
 /// A running proxy.
 #[derive(Debug)]
@@ -32,6 +73,11 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` failing `fail_percent`% of PUT/POST requests
     /// (deterministic sequence from `seed`).
     pub fn start(upstream: SocketAddr, fail_percent: u32, seed: u64) -> Result<Self, String> {
+        Self::start_plan(upstream, FaultPlan::slowdown(fail_percent), seed)
+    }
+
+    /// Starts a proxy to `upstream` injecting faults per `plan`.
+    pub fn start_plan(upstream: SocketAddr, plan: FaultPlan, seed: u64) -> Result<Self, String> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .map_err(|e| format!("failed to bind the fault proxy: {e}"))?;
         let addr = listener
@@ -49,9 +95,9 @@ impl FaultProxy {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (i, f, rng) = (i.clone(), f.clone(), rng.clone());
+                        let (i, f, rng, plan) = (i.clone(), f.clone(), rng.clone(), plan.clone());
                         std::thread::spawn(move || {
-                            let _ = handle(conn, upstream, fail_percent, &rng, &i, &f);
+                            let _ = handle(conn, upstream, &plan, &rng, &i, &f);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -95,7 +141,7 @@ fn next_percent(rng: &AtomicU64) -> u32 {
 fn handle(
     conn: TcpStream,
     upstream: SocketAddr,
-    fail_percent: u32,
+    plan: &FaultPlan,
     rng: &AtomicU64,
     injected: &AtomicU64,
     forwarded: &AtomicU64,
@@ -107,6 +153,7 @@ fn handle(
     let mut content_length = 0usize;
     let mut chunked = false;
     let mut method = String::new();
+    let mut request_line = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -114,6 +161,7 @@ fn handle(
         }
         if method.is_empty() {
             method = line.split(' ').next().unwrap_or("").to_string();
+            request_line = line.clone();
         }
         let lower = line.to_ascii_lowercase();
         if let Some(v) = lower.strip_prefix("content-length:") {
@@ -151,12 +199,22 @@ fn handle(
         reader.read_exact(&mut body)?;
     }
     let mut client = conn;
-    if (method == "PUT" || method == "POST") && next_percent(rng) < fail_percent {
+    let matches = (plan.methods.is_empty() || plan.methods.contains(&method.as_str()))
+        && plan
+            .request_contains
+            .as_deref()
+            .is_none_or(|t| request_line.contains(t));
+    if matches && next_percent(rng) < plan.percent {
         injected.fetch_add(1, Ordering::Relaxed);
-        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>injected by the test fault proxy</Message></Error>",
+            plan.code
+        );
         write!(
             client,
-            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+            "HTTP/1.1 {} {}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+            plan.status,
+            plan.code,
             xml.len()
         )?;
         client.flush()?;
