@@ -151,25 +151,30 @@ impl CopyEngine {
         digest: &Digest,
         tag: Option<&str>,
     ) -> Result<CopiedImage, OciError> {
-        let top = self.fetch_manifest(source, digest, None, name).await?;
-        let descriptor = top.descriptor();
         if let Endpoint::Registry(dest) = &destination.endpoint
-            && dest
-                .resolve_manifest(&destination.repository, &digest.to_string())
+            && let Some(present) = dest
+                .head_manifest(&destination.repository, &digest.to_string())
                 .await?
-                .is_some()
+            && present.digest == *digest
         {
             // A registry accepts a manifest only when everything it references is present, so
-            // a present top-level manifest means the whole image is.
-            if let Some(tag) = tag {
-                self.tag_if_needed(dest, &destination.repository, tag, &top)
+            // a present top-level manifest means the whole image is: nothing is read from the
+            // source (a no-change re-run costs one HEAD per image).
+            if let Some(tag) = tag
+                && dest.resolve_manifest(&destination.repository, tag).await?
+                    != Some(digest.clone())
+            {
+                let top = self.fetch_manifest(source, digest, None, name).await?;
+                dest.put_manifest(&destination.repository, tag, &top)
                     .await?;
             }
             return Ok(CopiedImage {
-                descriptor,
+                descriptor: present,
                 already_present: true,
             });
         }
+        let top = self.fetch_manifest(source, digest, None, name).await?;
+        let descriptor = top.descriptor();
         self.copy_manifest_tree(name, source, destination, &top, 0)
             .await?;
         if let (Some(tag), Endpoint::Registry(dest)) = (tag, &destination.endpoint) {

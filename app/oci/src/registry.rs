@@ -27,7 +27,7 @@ use url::Url;
 use crate::{
     auth::{Challenge, CredentialStore, Secret, TokenResponse},
     error::OciError,
-    manifest::{MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Manifest},
+    manifest::{Descriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Manifest},
     reference::{DOCKER_HUB, Digest},
     retry::{RetryPolicy, parse_retry_after},
 };
@@ -609,6 +609,20 @@ impl RegistryClient {
         repository: &str,
         reference: &str,
     ) -> Result<Option<Digest>, OciError> {
+        Ok(self
+            .head_manifest(repository, reference)
+            .await?
+            .map(|d| d.digest))
+    }
+
+    /// The descriptor (digest, media type, size) of a tag or digest from a `HEAD`, or `None`
+    /// when the registry does not have it. Falls back to a `GET` when the registry leaves out
+    /// the headers (the manifest's own hash is authoritative).
+    pub async fn head_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<Descriptor>, OciError> {
         let what = format!("image {}/{repository}:{reference}", self.registry);
         let path = format!("v2/{repository}/manifests/{reference}");
         let response = self
@@ -629,16 +643,30 @@ impl RegistryClient {
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(self.status_error(response, &what).await),
         }
-        let header = response
-            .headers()
+        let headers = response.headers();
+        let digest = headers
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v).ok());
-        match header {
-            Some(digest) => Ok(Some(digest)),
-            // Registries need not send the header; the manifest's own hash is authoritative.
-            None => Ok(Some(
-                self.get_manifest(repository, reference, None).await?.digest,
+        let media_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
+            .filter(|m| crate::manifest::is_manifest_media_type(m));
+        let size = response.content_length().filter(|s| *s > 0);
+        match (digest, media_type, size) {
+            (Some(digest), Some(media_type), Some(size)) => Ok(Some(Descriptor {
+                media_type,
+                digest,
+                size,
+                platform: None,
+                annotations: None,
+                urls: None,
+            })),
+            _ => Ok(Some(
+                self.get_manifest(repository, reference, None)
+                    .await?
+                    .descriptor(),
             )),
         }
     }
