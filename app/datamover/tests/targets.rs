@@ -511,3 +511,37 @@ fn clock_skew_is_reported_as_such_and_retention_deletes_nothing() {
         "retention deleted nothing"
     );
 }
+
+#[test]
+fn truncated_or_empty_objects_are_flagged_by_verify_and_restore() {
+    let dir = TempDir::new("trunc").unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("target")).unwrap();
+    let target = Target::filesystem(&d.join("target")).unwrap();
+    let vol = volume(d, "vol.raw", 4 << 20, 2 << 20, 17);
+    backup(&target, "b1", None, &vol.path).unwrap();
+    let img = d.join("target/plan-a/b1/pvc-1/data.qcow2");
+    let len = std::fs::metadata(&img).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(len - 4096)
+        .unwrap();
+    for err in [
+        verify_volume(&target, &id("b1"), 0, &NoProgress).unwrap_err(),
+        restore_volume(&target, &id("b1"), &d.join("r.raw"), &NoProgress).unwrap_err(),
+    ] {
+        let msg = err.to_string();
+        assert!(
+            msg.contains("plan-a/b1/pvc-1/data.qcow2") && msg.contains("b1"),
+            "{msg}"
+        );
+    }
+    std::fs::write(&img, b"").unwrap();
+    let err = verify_volume(&target, &id("b1"), 0, &NoProgress).unwrap_err();
+    assert!(
+        err.to_string().contains("plan-a/b1/pvc-1/data.qcow2"),
+        "{err}"
+    );
+}
