@@ -21,7 +21,7 @@ use tvk_datamover::{
     progress::{BarProgress, JsonProgress, NoProgress, Progress},
     qcow2::{DEFAULT_CLUSTER_BITS, reader::Qcow2Image},
     repository::{
-        VolumeBackupId, VolumeBackupRequest, backup_volume, load_manifest, restore_volume,
+        VolumeBackupId, VolumeBackupRequest, backup_volume, load_manifest, restore_volume_to,
         verify_volume,
     },
     restore::{Chain, Destination, RestoreJob, run_restore},
@@ -73,6 +73,10 @@ enum Command {
         /// Destination file or block device.
         #[arg(long)]
         dest: PathBuf,
+        /// Overwrite an existing file in place (zeros written where needed) instead of
+        /// recreating it sparse. Block devices are always written in place.
+        #[arg(long)]
+        in_place: bool,
     },
     /// Check a backup's structure; with --read-data[=PERCENT] also read and check data.
     Verify {
@@ -325,9 +329,19 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
                 "manifest": out.manifest,
             }))
         }
-        Command::Restore { target, id, dest } => {
+        Command::Restore {
+            target,
+            id,
+            dest,
+            in_place,
+        } => {
             let target = target.open(handle)?;
-            let s = restore_volume(&target, &id.id()?, &dest, progress)?;
+            let out = if in_place {
+                Destination::open_in_place(&dest)?
+            } else {
+                Destination::open(&dest)?
+            };
+            let s = restore_volume_to(&target, &id.id()?, out, progress)?;
             Ok(serde_json::json!({"virtualSize": s.virtual_size, "bytesWritten": s.bytes_written}))
         }
         Command::Verify {

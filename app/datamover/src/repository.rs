@@ -308,6 +308,17 @@ pub fn restore_volume(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
+    restore_volume_to(target, id, Destination::open(dest)?, progress)
+}
+
+/// [`restore_volume`] into an already opened destination (e.g.
+/// [`Destination::open_in_place`]).
+pub fn restore_volume_to(
+    target: &Target,
+    id: &VolumeBackupId,
+    out: Destination,
+    progress: &dyn Progress,
+) -> Result<RestoreSummary> {
     let m = load_manifest(target, id)?.ok_or_else(|| {
         Error::Usage(format!(
             "backup {} of volume {} in plan {} is not committed on the target",
@@ -318,7 +329,6 @@ pub fn restore_volume(
     // Checks presence and size of the index before streaming it.
     open_member(target, &m.backup_id, &m.index)?;
     let index = IndexReader::new(&m.index.name, target.open_stream(&m.index.name)?)?;
-    let out = Destination::open(dest)?;
     run_restore(
         RestoreJob {
             chain: &chain,

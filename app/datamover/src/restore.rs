@@ -155,6 +155,8 @@ pub struct Destination {
     name: String,
     /// Zero clusters must be written (block device, or an existing file we do not truncate).
     zero_fill: bool,
+    /// A block device (sized by the device, never resized).
+    is_block: bool,
 }
 
 impl Destination {
@@ -175,11 +177,32 @@ impl Destination {
             file,
             name,
             zero_fill: is_block,
+            is_block,
+        })
+    }
+
+    /// Opens an existing file or block device to be overwritten in place: nothing is
+    /// truncated, and every cluster that must read as zeros is written with zeros (what a
+    /// pre-used volume needs).
+    pub fn open_in_place(path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
+        let is_block = std::fs::metadata(path)
+            .map(|m| m.file_type().is_block_device())
+            .map_err(|e| Error::io("open destination", &name, e))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open destination", &name, e))?;
+        Ok(Self {
+            file,
+            name,
+            zero_fill: true,
+            is_block,
         })
     }
 
     fn prepare(&self, size: u64) -> Result<()> {
-        if self.zero_fill {
+        if self.is_block {
             let mut f = &self.file;
             let len = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
                 .map_err(|e| Error::io("size destination", &self.name, e))?;

@@ -545,3 +545,22 @@ fn truncated_or_empty_objects_are_flagged_by_verify_and_restore() {
         "{err}"
     );
 }
+
+#[test]
+fn restore_in_place_overwrites_old_content_with_zeros_where_needed() {
+    let dir = TempDir::new("inplace").unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("target")).unwrap();
+    let target = Target::filesystem(&d.join("target")).unwrap();
+    let vol = Volume::create(&d.join("vol.raw"), 6 << 20);
+    let mut rng = Rng(31);
+    vol.write_random(&mut rng, CS, 2 * CS);
+    vol.write_random(&mut rng, 5 << 20, CS);
+    backup(&target, "b1", None, &vol.path).unwrap();
+    // A used "device": random garbage everywhere, longer than the volume.
+    let dev = Volume::create(&d.join("device.img"), 7 << 20);
+    dev.write_random(&mut Rng(32), 0, 7 << 20);
+    let out = tvk_datamover::restore::Destination::open_in_place(&dev.path).unwrap();
+    tvk_datamover::repository::restore_volume_to(&target, &id("b1"), out, &NoProgress).unwrap();
+    assert_files_equal(&vol.path, &dev.path);
+}
