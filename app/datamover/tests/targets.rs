@@ -564,3 +564,45 @@ fn restore_in_place_overwrites_old_content_with_zeros_where_needed() {
     tvk_datamover::repository::restore_volume_to(&target, &id("b1"), out, &NoProgress).unwrap();
     assert_files_equal(&vol.path, &dev.path);
 }
+
+#[test]
+fn s3_coalesce_keeps_remaining_backups_bit_exact() {
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = unique_name("dm-coalesce");
+    create_bucket(moto.addr(), &bucket);
+    let rt = runtime();
+    let target = s3_target(&rt, &moto.url(), &bucket, 3, Duration::from_secs(30));
+    let dir = TempDir::new("s3coalesce").unwrap();
+    let d = dir.path();
+    let vol = volume(d, "vol.raw", 24 << 20, 20 << 20, 41);
+    backup(&target, "b1", None, &vol.path).unwrap();
+    let mut rng = Rng(42);
+    vol.write_random(&mut rng, 21 << 20, CS);
+    backup(&target, "b2", Some("b1"), &vol.path).unwrap();
+    let s2 = snapshot(&vol, d, "s2.raw");
+    vol.punch(CS, CS);
+    backup(&target, "b3", Some("b2"), &vol.path).unwrap();
+    let report = coalesce(
+        &target,
+        "plan-a",
+        "pvc-1",
+        &["b1".into()],
+        &NoProgress,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(report.flattened, vec!["b2".to_string()]);
+    assert_eq!(report.rewritten, vec!["b3".to_string()]);
+    let keys = target.list("plan-a").unwrap();
+    assert!(
+        keys.iter().all(|k| !k.starts_with("plan-a/b1/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"plan-a/b2/pvc-1/data.g2.qcow2".to_string()),
+        "{keys:?}"
+    );
+    restore_ok(&target, "b2", &s2, d);
+    restore_ok(&target, "b3", &vol.path, d);
+    verify_volume(&target, &id("b3"), 100, &NoProgress).unwrap();
+}
