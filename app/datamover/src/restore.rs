@@ -14,8 +14,6 @@ use std::{
     sync::{Arc, mpsc::sync_channel},
 };
 
-use rayon::prelude::*;
-
 use crate::{
     error::{Error, Result},
     index::{ClusterState, IndexReader},
@@ -244,11 +242,57 @@ pub struct RestoreSummary {
     pub bytes_written: u64,
 }
 
-struct Run {
-    first: u64,
-    count: u64,
+/// Clusters contiguous in one layer, read and verified as one piece.
+struct RunJob {
     layer: usize,
     host: u64,
+    first: u64,
+    /// Per cluster: the index's state (None without an index) and the valid byte count.
+    checks: Vec<(Option<ClusterState>, u64)>,
+}
+
+fn stopped() -> Error {
+    Error::Usage("restore pipeline stopped".into())
+}
+
+/// Reads a run and checks every cluster against the index; returns what to write.
+fn verify_run(
+    chain: &Chain,
+    job: &RunJob,
+    pool: &Arc<BufferPool>,
+    size: u64,
+    mismatch: &dyn Fn(u64, &str, String) -> Error,
+) -> Result<(u64, ChunkBuffer, usize)> {
+    let cs = chain.cluster_size();
+    let layer = &chain.layers[job.layer];
+    let count = job.checks.len() as u64;
+    let mut chunk = pool.take((count * cs) as usize);
+    let buf = chunk.as_mut_slice();
+    layer.read_host(job.host, buf)?;
+    for (c, (want, valid)) in job.checks.iter().enumerate() {
+        let c = c as u64;
+        let cluster = &mut buf[(c * cs) as usize..((c + 1) * cs) as usize];
+        if *valid < cs {
+            cluster[*valid as usize..].fill(0);
+        }
+        let bad = match want {
+            Some(ClusterState::Data(h)) => (*blake3::hash(cluster).as_bytes() != *h)
+                .then_some("does not match its recorded BLAKE3 digest"),
+            Some(_) => (!is_zero(cluster)).then_some("holds data where the index records zeros"),
+            None => None,
+        };
+        if let Some(what) = bad {
+            return Err(mismatch(
+                (job.first + c) * cs,
+                layer.name(),
+                format!("cluster at host offset {:#x} {what}", job.host + c * cs),
+            ));
+        }
+    }
+    // Clip the last cluster at the guest end.
+    let start = job.first * cs;
+    let len = ((count * cs).min(size - start)) as usize;
+    Ok((start, chunk, len))
 }
 
 /// Restores `job.chain` into `dest`.
@@ -274,121 +318,144 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
         size = h.virtual_size;
     }
     dest.prepare(size)?;
-    // Workers read and verify; one writer thread writes (concurrent pwrite to one file
-    // contends on the inode lock). Buffers are pooled.
+    // Pipeline without per-range barriers: this thread merges the L2 maps and reads the
+    // index, sending runs to reader/verifier workers; one writer thread writes (parallel
+    // pwrite to one file contends on the inode lock). Buffers are pooled; every queue is
+    // bounded, so memory is too.
     let pool = Arc::new(BufferPool::default());
-    let written = std::thread::scope(|scope| -> Result<u64> {
-        let (tx, rx) = sync_channel::<(u64, ChunkBuffer, usize)>(8);
-        let writer = scope.spawn(move || -> Result<u64> {
-            let mut n = 0u64;
-            for (off, buf, len) in rx {
-                dest.file
-                    .write_all_at(&buf.as_ref()[..len], off)
-                    .map_err(|e| Error::io("write", &dest.name, e))?;
-                n += len as u64;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let first_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    let fail = |e: Error| {
+        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut slot) = first_error.lock()
+            && slot.is_none()
+        {
+            *slot = Some(e);
+        }
+    };
+    let mismatch = |offset: u64, image: &str, detail: String| Error::DigestMismatch {
+        backup: job.backup_id.to_string(),
+        image: image.to_string(),
+        offset,
+        detail,
+    };
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let (wtx, wrx) = sync_channel::<(u64, ChunkBuffer, usize)>(8);
+    let (jtx, jrx) = sync_channel::<RunJob>(workers * 2);
+    let jrx = std::sync::Mutex::new(jrx);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (off, buf, len) in wrx {
+                if let Err(e) = dest.file.write_all_at(&buf.as_ref()[..len], off) {
+                    fail(Error::io("write", &dest.name, e));
+                    return;
+                }
+                written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
             }
-            Ok(n)
         });
-        let stopped = || Error::Usage("restore writer stopped".into());
-        let result = (|| -> Result<()> {
-            let mismatch = |offset: u64, image: &str, detail: String| Error::DigestMismatch {
-                backup: job.backup_id.to_string(),
-                image: image.to_string(),
-                offset,
-                detail,
-            };
+        for _ in 0..workers {
+            let wtx = wtx.clone();
+            let (jrx, pool, fail, mismatch, failed) = (&jrx, &pool, &fail, &mismatch, &failed);
+            scope.spawn(move || {
+                loop {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let job = match jrx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    match verify_run(chain, &job, pool, size, mismatch) {
+                        Ok((off, buf, len)) => {
+                            if wtx.send((off, buf, len)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            fail(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        // Sends a run, giving up when the pipeline has failed (workers may all have exited
+        // while the queue is full).
+        let send_job = |mut j: RunJob| -> Result<()> {
+            loop {
+                match jtx.try_send(j) {
+                    Ok(()) => return Ok(()),
+                    Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(stopped());
+                        }
+                        j = back;
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+                }
+            }
+        };
+        let mut produce = || -> Result<()> {
             for k in 0..chain.ranges() {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(());
+                }
                 let resolved = chain.resolve_range(k)?;
                 let first = k * chain.range_clusters();
                 let mut expected: Vec<Option<ClusterState>> = Vec::with_capacity(resolved.len());
                 if let Some(ix) = index.as_mut() {
                     for _ in 0..resolved.len() {
-                        expected.push(ix.next_cluster()?);
+                        expected.push(Some(ix.next_cluster()?.ok_or_else(|| {
+                            mismatch(first * cs, "index", "index ended early".into())
+                        })?));
                     }
                 }
-                // Runs of clusters that are contiguous in one layer.
-                let mut runs: Vec<Run> = Vec::new();
+                let mut run: Option<RunJob> = None;
                 let mut zero_runs: Vec<(u64, u64)> = Vec::new();
                 for (i, r) in resolved.iter().enumerate() {
                     let g = first + i as u64;
+                    let want = expected.get(i).copied().flatten();
                     match *r {
                         Resolved::Zero => {
-                            if let Some(Some(ClusterState::Data(_))) = expected.get(i) {
+                            if let Some(ClusterState::Data(_)) = want {
                                 return Err(mismatch(
-                            g * cs,
-                            chain.layers.last().map_or("", |l| l.name()),
-                            "the index records data but the chain has none (an image is missing clusters)".into(),
-                        ));
+                                    g * cs,
+                                    chain.layers.last().map_or("", |l| l.name()),
+                                    "the index records data but the chain has none (an image is missing clusters)".into(),
+                                ));
                             }
                             match zero_runs.last_mut() {
                                 Some((s, n)) if *s + *n == g => *n += 1,
                                 _ => zero_runs.push((g, 1)),
                             }
                         }
-                        Resolved::Data { layer, host, .. } => match runs.last_mut() {
-                            Some(run)
-                                if run.layer == layer
-                                    && run.first + run.count == g
-                                    && run.host + run.count * cs == host
-                                    && (run.count + 1) * cs <= RUN_BYTES =>
-                            {
-                                run.count += 1
+                        Resolved::Data { layer, host, valid } => {
+                            let extends = run.as_ref().is_some_and(|j| {
+                                j.layer == layer
+                                    && j.first + j.checks.len() as u64 == g
+                                    && j.host + j.checks.len() as u64 * cs == host
+                                    && (j.checks.len() as u64 + 1) * cs <= RUN_BYTES
+                            });
+                            if !extends && let Some(j) = run.take() {
+                                send_job(j)?;
                             }
-                            _ => runs.push(Run {
-                                first: g,
-                                count: 1,
+                            run.get_or_insert_with(|| RunJob {
                                 layer,
                                 host,
-                            }),
-                        },
+                                first: g,
+                                checks: Vec::new(),
+                            })
+                            .checks
+                            .push((want, valid));
+                        }
                     }
                 }
-                runs.par_iter()
-                    .try_for_each_with(tx.clone(), |tx, run| -> Result<()> {
-                        let layer = &chain.layers[run.layer];
-                        let mut chunk = pool.take((run.count * cs) as usize);
-                        let buf = chunk.as_mut_slice();
-                        layer.read_host(run.host, buf)?;
-                        for c in 0..run.count {
-                            let g = run.first + c;
-                            let i = (g - first) as usize;
-                            let cluster = &mut buf[(c * cs) as usize..((c + 1) * cs) as usize];
-                            if let Resolved::Data { valid, .. } = resolved[i]
-                                && valid < cs
-                            {
-                                cluster[valid as usize..].fill(0);
-                            }
-                            let bad = match expected.get(i).copied().flatten() {
-                                Some(ClusterState::Data(h)) => (*blake3::hash(cluster).as_bytes()
-                                    != h)
-                                    .then_some("does not match its recorded BLAKE3 digest"),
-                                Some(_) => (!is_zero(cluster))
-                                    .then_some("holds data where the index records zeros"),
-                                None if index_present(&expected) => {
-                                    return Err(mismatch(
-                                        g * cs,
-                                        "index",
-                                        "index ended early".into(),
-                                    ));
-                                }
-                                None => None,
-                            };
-                            if let Some(what) = bad {
-                                return Err(mismatch(
-                                    g * cs,
-                                    layer.name(),
-                                    format!(
-                                        "cluster at host offset {:#x} {what}",
-                                        run.host + c * cs
-                                    ),
-                                ));
-                            }
-                        }
-                        // Clip the last cluster at the guest end.
-                        let start = run.first * cs;
-                        let len = ((run.count * cs).min(size - start)) as usize;
-                        tx.send((start, chunk, len)).map_err(|_| stopped())
-                    })?;
+                if let Some(j) = run.take() {
+                    send_job(j)?;
+                }
                 if dest.zero_fill {
                     for (s, n) in zero_runs {
                         let mut off = s * cs;
@@ -397,7 +464,7 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                             let len = (end - off).min(RUN_BYTES) as usize;
                             let mut zeros = pool.take(len);
                             zeros.as_mut_slice().fill(0);
-                            tx.send((off, zeros, len)).map_err(|_| stopped())?;
+                            wtx.send((off, zeros, len)).map_err(|_| stopped())?;
                             off += len as u64;
                         }
                     }
@@ -406,18 +473,17 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                     .update(((first + resolved.len() as u64) * cs).min(size), size);
             }
             Ok(())
-        })();
-        drop(tx);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(Error::Usage("restore writer panicked".into())));
-        // The writer's own error explains a "writer stopped" in the workers.
-        match (result, written) {
-            (_, Err(e)) => Err(e),
-            (Err(e), _) => Err(e),
-            (Ok(()), Ok(n)) => Ok(n),
+        };
+        if let Err(e) = produce() {
+            fail(e);
         }
-    })?;
+        drop(jtx);
+        drop(wtx);
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let written = written.into_inner();
     if let Some(ix) = index {
         ix.finish()?;
     }
@@ -430,8 +496,4 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
         virtual_size: size,
         bytes_written: written,
     })
-}
-
-fn index_present(expected: &[Option<ClusterState>]) -> bool {
-    !expected.is_empty()
 }
