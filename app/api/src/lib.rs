@@ -6,6 +6,16 @@
 //! workspace.
 
 #![forbid(unsafe_code)]
+// `#[kube(printcolumn(name = …, type_ = …), printcolumn(…))]` repeats keys by design.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod admission;
+pub mod backup;
+pub mod backup_plan;
+pub mod common;
+pub mod crd;
+pub mod hook;
+pub mod policy;
+pub mod restore;
+pub mod target;
 pub mod yaml;
