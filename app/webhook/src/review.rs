@@ -1,0 +1,415 @@
+//! From an AdmissionReview body to an AdmissionReview answer: the pure core of the webhook.
+//!
+//! No I/O here, so every decision (allowed, denied with field errors, patched, malformed input)
+//! is tested without a server. The HTTP layer ([`crate::router`]) only adds the body-size cap,
+//! metrics and logs. Whatever the body holds, the answer is an AdmissionReview: the API server
+//! shows its message to the user, and a webhook that fails closed must say *why*.
+
+use kube::core::{
+    DynamicObject,
+    admission::{
+        AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as ReviewOperation,
+    },
+    response::{StatusCause, StatusDetails, StatusSummary},
+};
+use serde_json::Value;
+use tvk_api::admission::{
+    AdmissionRegistry, FieldError, GroupVersionKind, KindAdmission, Operation, Request,
+};
+
+use crate::paths::WebhookKind;
+
+/// The `apiVersion` of the only AdmissionReview version served.
+pub const ADMISSION_REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// How a review ended, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed without changes.
+    Allowed,
+    /// Allowed with a JSON patch of defaults.
+    Patched,
+    /// Denied: the object breaks a rule of its kind, or the kind is not served here.
+    Denied,
+    /// Denied because the body is not a usable AdmissionReview.
+    Malformed,
+}
+
+impl Verdict {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Patched => "patched",
+            Self::Denied => "denied",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+/// The answer to one AdmissionReview, with what the logs and metrics need to know about it.
+#[derive(Debug)]
+pub struct ReviewOutcome {
+    /// The AdmissionReview to send back (always HTTP 200: the API server reads `allowed`).
+    pub review: AdmissionReview<DynamicObject>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The kind of the reviewed object, when it is one this registry serves (bounded metric label).
+    pub kind: Option<String>,
+    /// `CREATE`, `UPDATE`, `DELETE` or `CONNECT`, when the request could be read.
+    pub operation: Option<&'static str>,
+    /// The request uid, when one could be read.
+    pub uid: Option<String>,
+    /// `namespace/name` of the object, when known.
+    pub object: Option<String>,
+    /// Why the request was denied (the message sent back), empty when allowed.
+    pub message: String,
+}
+
+impl ReviewOutcome {
+    fn malformed(uid: Option<String>, message: String) -> Self {
+        let mut response = AdmissionResponse::invalid(&message);
+        response.uid = uid.clone().unwrap_or_default();
+        response.result = response.result.with_code(400);
+        Self {
+            review: response.into_review(),
+            verdict: Verdict::Malformed,
+            kind: None,
+            operation: None,
+            uid,
+            object: None,
+            message,
+        }
+    }
+}
+
+/// Reviews one AdmissionReview `body` sent to the `webhook` endpoint of `served`.
+///
+/// `served` is the kind the endpoint's path was built for; a request for another kind is denied
+/// (the webhook configuration points the wrong rule at this path).
+pub fn review(
+    registry: &AdmissionRegistry,
+    webhook: WebhookKind,
+    served: &GroupVersionKind,
+    body: &[u8],
+) -> ReviewOutcome {
+    // serde_json bounds nesting (128 levels), so hostile depth is an error, never a stack overflow.
+    let mut value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(err) => {
+            return ReviewOutcome::malformed(
+                None,
+                format!(
+                    "failed to parse the request body as JSON ({err}); expected an \
+                     {ADMISSION_REVIEW_API_VERSION} AdmissionReview"
+                ),
+            );
+        }
+    };
+    let uid = value
+        .pointer("/request/uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let review_kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if api_version != ADMISSION_REVIEW_API_VERSION || review_kind != "AdmissionReview" {
+        return ReviewOutcome::malformed(
+            uid,
+            format!(
+                "expected an {ADMISSION_REVIEW_API_VERSION} AdmissionReview, got apiVersion \
+                 {api_version:?} kind {review_kind:?}; set admissionReviewVersions: [v1] in the \
+                 webhook configuration"
+            ),
+        );
+    }
+    // The objects are kept as raw JSON: validators see exactly what the user sent, and the
+    // defaulting patch is computed against that same document.
+    let object = take_object(&mut value, "/request/object");
+    let old_object = take_object(&mut value, "/request/oldObject");
+    let request: AdmissionRequest<DynamicObject> =
+        match serde_json::from_value::<AdmissionReview<DynamicObject>>(value)
+            .map_err(|err| err.to_string())
+            .and_then(|review| {
+                review
+                    .try_into()
+                    .map_err(|_| "it has no request".to_owned())
+            }) {
+            Ok(request) => request,
+            Err(err) => {
+                return ReviewOutcome::malformed(
+                    uid,
+                    format!("failed to read the AdmissionReview: {err}"),
+                );
+            }
+        };
+    decide(
+        registry,
+        webhook,
+        served,
+        &request,
+        object.as_ref(),
+        old_object.as_ref(),
+    )
+}
+
+fn take_object(value: &mut Value, pointer: &str) -> Option<Value> {
+    value
+        .pointer_mut(pointer)
+        .map(Value::take)
+        .filter(|object| !object.is_null())
+}
+
+fn decide(
+    registry: &AdmissionRegistry,
+    webhook: WebhookKind,
+    served: &GroupVersionKind,
+    request: &AdmissionRequest<DynamicObject>,
+    object: Option<&Value>,
+    old_object: Option<&Value>,
+) -> ReviewOutcome {
+    let operation = match request.operation {
+        ReviewOperation::Create => "CREATE",
+        ReviewOperation::Update => "UPDATE",
+        ReviewOperation::Delete => "DELETE",
+        ReviewOperation::Connect => "CONNECT",
+    };
+    let requested = &request.kind;
+    let requested_api_version = if requested.group.is_empty() {
+        requested.version.clone()
+    } else {
+        format!("{}/{}", requested.group, requested.version)
+    };
+    let mut outcome = ReviewOutcome {
+        review: AdmissionResponse::from(request).into_review(),
+        verdict: Verdict::Allowed,
+        kind: None,
+        operation: Some(operation),
+        uid: Some(request.uid.clone()),
+        object: Some(match &request.namespace {
+            Some(namespace) => format!("{namespace}/{}", request.name),
+            None => request.name.clone(),
+        }),
+        message: String::new(),
+    };
+    let response = AdmissionResponse::from(request);
+
+    let Some(admission) = registry.find(&requested.group, &requested.kind) else {
+        let served_kinds: Vec<String> = registry
+            .iter()
+            .map(|kind| {
+                let gvk = kind.gvk();
+                format!("{} ({})", gvk.kind, gvk.api_version())
+            })
+            .collect();
+        let message = format!(
+            "this webhook has no admission rules for kind {} ({requested_api_version}); it \
+             serves {}",
+            requested.kind,
+            if served_kinds.is_empty() {
+                "no kinds".to_owned()
+            } else {
+                served_kinds.join(", ")
+            }
+        );
+        return finish(
+            outcome,
+            deny(response, 400, "BadRequest", &message, &[]),
+            Verdict::Denied,
+            message,
+        );
+    };
+    let gvk = admission.gvk();
+    outcome.kind = Some(gvk.kind.clone());
+    if gvk.group != served.group || gvk.kind != served.kind {
+        let message = format!(
+            "a {} request was sent to the {} endpoint of {}; the webhook configuration must send \
+             each kind to its own path",
+            requested.kind,
+            webhook.as_str(),
+            served.kind
+        );
+        return finish(
+            outcome,
+            deny(response, 400, "BadRequest", &message, &[]),
+            Verdict::Denied,
+            message,
+        );
+    }
+    if gvk.version != requested.version {
+        let message = format!(
+            "{} {requested_api_version} is not served by this webhook; it serves {}",
+            requested.kind,
+            gvk.api_version()
+        );
+        return finish(
+            outcome,
+            deny(response, 400, "BadRequest", &message, &[]),
+            Verdict::Denied,
+            message,
+        );
+    }
+
+    let operation = match request.operation {
+        ReviewOperation::Create => Operation::Create,
+        ReviewOperation::Update => Operation::Update,
+        // Deleting is always allowed (cleanup is the controllers' job), and CONNECT does not
+        // apply to our kinds.
+        ReviewOperation::Delete | ReviewOperation::Connect => {
+            return finish(outcome, response, Verdict::Allowed, String::new());
+        }
+    };
+    let Some(object) = object else {
+        let message = format!(
+            "the {} request for {} carries no object",
+            outcome.operation.unwrap_or(""),
+            gvk.kind
+        );
+        return finish(
+            outcome,
+            deny(response, 400, "BadRequest", &message, &[]),
+            Verdict::Denied,
+            message,
+        );
+    };
+    if operation == Operation::Update && old_object.is_none() {
+        let message = format!("the UPDATE request for {} carries no oldObject", gvk.kind);
+        return finish(
+            outcome,
+            deny(response, 400, "BadRequest", &message, &[]),
+            Verdict::Denied,
+            message,
+        );
+    }
+
+    match webhook {
+        WebhookKind::Validate => {
+            validate(outcome, response, admission, operation, object, old_object)
+        }
+        WebhookKind::Mutate => mutate(outcome, response, admission, object),
+    }
+}
+
+fn validate(
+    outcome: ReviewOutcome,
+    response: AdmissionResponse,
+    admission: &dyn KindAdmission,
+    operation: Operation,
+    object: &Value,
+    old_object: Option<&Value>,
+) -> ReviewOutcome {
+    let request = Request {
+        operation,
+        object,
+        old_object,
+    };
+    match admission.validate(&request) {
+        Ok(warnings) => {
+            let mut response = response;
+            if !warnings.is_empty() {
+                response.warnings = Some(warnings);
+            }
+            finish(outcome, response, Verdict::Allowed, String::new())
+        }
+        Err(errors) => {
+            let message = field_errors_message(&errors);
+            let response = deny(response, 422, "Invalid", &message, &errors);
+            finish(outcome, response, Verdict::Denied, message)
+        }
+    }
+}
+
+fn mutate(
+    outcome: ReviewOutcome,
+    response: AdmissionResponse,
+    admission: &dyn KindAdmission,
+    object: &Value,
+) -> ReviewOutcome {
+    let patch = match admission.default_patch(object) {
+        Ok(patch) => patch,
+        Err(errors) => {
+            let message = field_errors_message(&errors);
+            let response = deny(response, 422, "Invalid", &message, &errors);
+            return finish(outcome, response, Verdict::Denied, message);
+        }
+    };
+    if patch.0.is_empty() {
+        return finish(outcome, response, Verdict::Allowed, String::new());
+    }
+    // A patch that does not apply would be rejected by the API server with an opaque error;
+    // checking it here names the kind and the failing operation instead.
+    let mut patched = object.clone();
+    if let Err(err) = json_patch::patch(&mut patched, &patch) {
+        let message = format!(
+            "failed to apply the defaults of {} to the object ({err}); this is a defect of the \
+             webhook, please report it",
+            admission.gvk().kind
+        );
+        let response = deny(response, 500, "InternalError", &message, &[]);
+        return finish(outcome, response, Verdict::Denied, message);
+    }
+    match response.clone().with_patch(patch) {
+        Ok(response) => finish(outcome, response, Verdict::Patched, String::new()),
+        Err(err) => {
+            let message = format!("failed to serialize the defaulting patch: {err}");
+            let response = deny(response, 500, "InternalError", &message, &[]);
+            finish(outcome, response, Verdict::Denied, message)
+        }
+    }
+}
+
+/// `spec.x: …; spec.y: …` — every problem, in the validator's order.
+pub fn field_errors_message(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn deny(
+    response: AdmissionResponse,
+    code: u16,
+    reason: &str,
+    message: &str,
+    errors: &[FieldError],
+) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    response.result.status = Some(StatusSummary::Failure);
+    response.result.code = code;
+    response.result.reason = reason.to_owned();
+    if !errors.is_empty() {
+        // Causes let clients (kubectl, UIs) point at each field, as the API server's own
+        // validation does.
+        response.result.details = Some(StatusDetails {
+            name: String::new(),
+            group: String::new(),
+            kind: String::new(),
+            uid: String::new(),
+            causes: errors
+                .iter()
+                .map(|error| StatusCause {
+                    reason: "FieldValueInvalid".to_owned(),
+                    message: error.message.clone(),
+                    field: error.path.clone(),
+                })
+                .collect(),
+            retry_after_seconds: 0,
+        });
+    }
+    response
+}
+
+fn finish(
+    mut outcome: ReviewOutcome,
+    response: AdmissionResponse,
+    verdict: Verdict,
+    message: String,
+) -> ReviewOutcome {
+    outcome.review = response.into_review();
+    outcome.verdict = verdict;
+    outcome.message = message;
+    outcome
+}
