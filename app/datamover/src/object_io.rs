@@ -152,9 +152,17 @@ impl LocalFileSink {
                 let mut written = reserved as u64;
                 let mut file = file;
                 for WriterMessage::Data(data) in rx {
-                    file.write_all(&data)?;
+                    // Zero tails (mostly of metadata clusters) are skipped, leaving holes,
+                    // as qemu does: the image then occupies no more disk than qemu's.
+                    let keep = nonzero_prefix(&data);
+                    file.write_all(&data[..keep])?;
+                    if keep < data.len() {
+                        file.seek(SeekFrom::Current((data.len() - keep) as i64))?;
+                    }
                     written += data.len() as u64;
                 }
+                // A hole at the very end still counts towards the length.
+                file.set_len(written)?;
                 Ok((file, written))
             })
             .map_err(|e| Error::io("start writer thread for", partial.display(), e))?;
@@ -182,6 +190,20 @@ impl LocalFileSink {
             )),
         }
     }
+}
+
+/// Length of `data` without its trailing all-zero 4 KiB blocks (counted from the start).
+fn nonzero_prefix(data: &[u8]) -> usize {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    let mut end = data.len();
+    while end > 0 {
+        let start = (end - 1) / 4096 * 4096;
+        if data[start..end] != ZEROS[..end - start] {
+            break;
+        }
+        end = start;
+    }
+    end
 }
 
 /// `<path>.partial`: where an object is written before it is complete.
@@ -221,7 +243,7 @@ impl ObjectSink for LocalFileSink {
                 self.reserved
             )));
         }
-        file.write_all_at(&head, 0)
+        file.write_all_at(&head[..nonzero_prefix(&head)], 0)
             .map_err(|e| Error::io("write", self.partial.display(), e))?;
         if self.durable {
             file.sync_all()
