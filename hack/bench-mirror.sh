@@ -32,7 +32,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_registry() { # name -> prints host:port
+# Starts a registry and sets $registry to its host:port. (Not used as $(…): a subshell would
+# lose the pid, and cleanup could not stop the server.)
+start_registry() { # name
   local name=$1 port
   port=$(free_port)
   mkdir -p "$work/$name"
@@ -40,12 +42,12 @@ start_registry() { # name -> prints host:port
   docker-registry serve "$work/$name.yml" >"$work/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null && break; sleep 0.1; done
-  echo "127.0.0.1:$port"
+  registry="127.0.0.1:$port"
 }
-src=$(start_registry src)
-ours_dst=$(start_registry ours)
-skopeo_dst=$(start_registry skopeo)
-skopeo_par_dst=$(start_registry skopeo-par)
+start_registry src; src=$registry
+start_registry ours; ours_dst=$registry
+start_registry skopeo; skopeo_dst=$registry
+start_registry skopeo-par; skopeo_par_dst=$registry
 
 echo "=== generating $images two-platform images (${layer_mib} MiB + 2 MiB + 256 KiB random layers per platform)"
 python3 - "$work/layout" "$images" "$layer_mib" <<'PY'
