@@ -164,6 +164,7 @@ pub struct RegistryClient {
     base: tokio::sync::OnceCell<Url>,
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, (Secret, Instant)>>,
+    token_fetch: tokio::sync::Mutex<()>,
 }
 
 type BodyResult = Result<Response, OciError>;
@@ -195,6 +196,7 @@ impl RegistryClient {
             base: tokio::sync::OnceCell::new(),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
+            token_fetch: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -318,14 +320,22 @@ impl RegistryClient {
             Some(Challenge::Basic) => Ok(credentials.map(|c| c.basic_header())),
             Some(Challenge::Bearer { realm, service }) => {
                 let key = access.key();
-                if let Some((token, expiry)) = self
-                    .tokens
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&key)
-                    && *expiry > Instant::now()
-                {
-                    return Ok(Some(format!("Bearer {}", token.expose())));
+                let cached = || {
+                    self.tokens
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&key)
+                        .filter(|(_, expiry)| *expiry > Instant::now())
+                        .map(|(token, _)| format!("Bearer {}", token.expose()))
+                };
+                if let Some(header) = cached() {
+                    return Ok(Some(header));
+                }
+                // One token request at a time per registry: parallel first requests for the
+                // same scope wait for it instead of each asking the auth server.
+                let _fetching = self.token_fetch.lock().await;
+                if let Some(header) = cached() {
+                    return Ok(Some(header));
                 }
                 let token = self
                     .fetch_token(
