@@ -140,3 +140,25 @@ impl AdmissionRegistry {
         self.kinds.iter().map(|k| k.as_ref())
     }
 }
+
+/// Every app kind of this API (Target, Policy, Hook, BackupPlan, ClusterBackupPlan, Backup,
+/// ClusterBackup, Restore, ClusterRestore) with its validation and defaulting; see
+/// `tvk_api::validation` for the rules.
+pub fn app_admission() -> AdmissionRegistry {
+    use crate::validation::{
+        BackupAdmission, BackupPlanAdmission, ClusterBackupAdmission, ClusterBackupPlanAdmission,
+        ClusterRestoreAdmission, HookAdmission, PolicyAdmission, RestoreAdmission, TargetAdmission,
+    };
+    AdmissionRegistry::new()
+        .with(Box::new(TargetAdmission))
+        .with(Box::new(PolicyAdmission))
+        .with(Box::new(HookAdmission))
+        .with(Box::new(BackupPlanAdmission))
+        .with(Box::new(ClusterBackupPlanAdmission))
+        .with(Box::new(BackupAdmission))
+        .with(Box::new(ClusterBackupAdmission))
+        .with(Box::new(RestoreAdmission))
+        .with(Box::new(ClusterRestoreAdmission))
+}
+
+pub use crate::validation::identify;

@@ -1,9 +1,15 @@
 //! The T4K-compatible API every other crate builds on (group `triliovault.trilio.io`, `v1`).
 //!
-//! `admission` is the contract between the pure validation/defaulting of each kind and the
-//! places that run it: the admission webhook (`tvk-webhook`), the offline `kubectl-tvk validate`
-//! and the manager's own TrilioVaultManager webhook. `yaml` is the one YAML reader/writer of the
-//! workspace.
+//! - the kinds, one module per group: [`target`], [`policy`], [`hook`], [`backup_plan`],
+//!   [`backup`], [`restore`], with shared types in [`common`]; re-exported at the root;
+//! - [`crd`]: the CRDs generated from them (`cargo xtask crds` writes `templates/crds/`) and the
+//!   structural-schema check;
+//! - [`admission`]: the contract between the pure validation/defaulting of each kind
+//!   ([`validation`]) and the places that run it — the admission webhook (`tvk-webhook`), the
+//!   offline `kubectl-tvk validate` and the manager;
+//! - [`yaml`]: the one YAML reader/writer of the workspace, hardened for hostile input.
+//!
+//! No network, no async runtime: every binary links this crate.
 
 #![forbid(unsafe_code)]
 // `#[kube(printcolumn(name = …, type_ = …), printcolumn(…))]` repeats keys by design.
@@ -18,4 +24,14 @@ pub mod hook;
 pub mod policy;
 pub mod restore;
 pub mod target;
+pub mod validation;
 pub mod yaml;
+
+pub use backup::{Backup, BackupSpec, BackupStatus, ClusterBackup, ClusterBackupSpec};
+pub use backup_plan::{
+    BackupPlan, BackupPlanSpec, BackupPlanStatus, ClusterBackupPlan, ClusterBackupPlanSpec,
+};
+pub use hook::{Hook, HookSpec};
+pub use policy::{Policy, PolicySpec};
+pub use restore::{ClusterRestore, ClusterRestoreSpec, Restore, RestoreSpec, RestoreStatus};
+pub use target::{Target, TargetSpec, TargetStatus};
