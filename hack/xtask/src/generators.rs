@@ -9,7 +9,14 @@ pub const OWNED_DIRS: &[&str] = &["templates/crds"];
 pub fn all() -> Result<Files, String> {
     let mut files = Files::new();
     files.extend(crds()?);
+    files.extend(tvm_crd()?);
     Ok(files)
+}
+
+/// The TrilioVaultManager CRD of the operator bundle, from `tvk_manager::crd`.
+pub fn tvm_crd() -> Result<Files, String> {
+    let yaml = tvk_manager::crd::tvm_crd_yaml().map_err(|e| e.to_string())?;
+    Ok(Files::from([(tvk_manager::crd::BUNDLE_PATH.into(), yaml)]))
 }
 
 /// The application CRDs, `templates/crds/<plural>.<group>.yaml`, from `tvk_api::crd::all()`.
