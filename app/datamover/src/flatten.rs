@@ -142,7 +142,22 @@ fn copy_clusters<R: Read>(
                 })
                 .collect();
             for (g0, data) in datas? {
-                writer.put_data(g0, data)?;
+                // Clusters that are data but all zeros (other tools store zeroed clusters
+                // that way) need no space in a base image: there they read as zeros anyway.
+                let cs = cs as usize;
+                let n = data.len() / cs;
+                let mut start: Option<usize> = None;
+                for i in 0..=n {
+                    let keep = i < n && !is_zero(&data[i * cs..(i + 1) * cs]);
+                    match (keep, start) {
+                        (true, None) => start = Some(i),
+                        (false, Some(s)) => {
+                            writer.put_data(g0 + s as u64, data.slice(s * cs..i * cs))?;
+                            start = None;
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         progress.update(((first + resolved.len() as u64) * cs).min(size), size);
