@@ -459,6 +459,7 @@ impl Check {
             Ok(_) => true,
             Err(e) => {
                 let message = e.to_string().replace('\n', " ");
+                let message = message.trim_end_matches('.');
                 self.error(
                     join(parent_path, key),
                     format!("invalid regular expression: {message}"),

@@ -725,7 +725,10 @@ fn cron(expression: &str, path: &str, check: &mut Check) {
     if let Err(e) = parser.parse(expression) {
         check.error(
             path,
-            format!("{expression:?} is not a valid cron expression: {e}"),
+            format!(
+                "{expression:?} is not a valid cron expression: {}",
+                e.to_string().trim_end_matches('.')
+            ),
         );
     }
 }
