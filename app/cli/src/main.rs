@@ -1,3 +1,52 @@
-//! kubectl-tvk.
+//! `kubectl-tvk`: the user CLI of the TrilioVault application, in kubectl-plugin form
+//! (`kubectl tvk …` runs it when it is on the PATH).
+//!
+//! Subcommands so far: `validate` (offline validation of manifests with the admission webhook's
+//! own rules).
 
-fn main() {}
+#![forbid(unsafe_code)]
+
+mod validate;
+
+use std::{io, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// TrilioVault for Kubernetes, from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-tvk", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate manifests offline with the admission webhook's rules.
+    Validate(validate::ValidateArgs),
+}
+
+fn main() -> ExitCode {
+    // clap exits with status 2 on a usage error, as `validate` documents.
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => {
+            let registry = validate::admission_registry();
+            let report = validate::validate(&args, &registry, &mut io::stdin().lock());
+            let printed = validate::print_report(
+                &report,
+                args.output,
+                &mut io::stdout().lock(),
+                &mut io::stderr().lock(),
+            );
+            if let Err(err) = printed {
+                // A closed pipe (`| head`) is not worth a second error message.
+                if err.kind() != io::ErrorKind::BrokenPipe {
+                    eprintln!("kubectl-tvk: failed to write the results: {err}");
+                }
+                return ExitCode::from(validate::EXIT_USAGE);
+            }
+            ExitCode::from(report.summary.exit_status())
+        }
+    }
+}
