@@ -142,6 +142,20 @@ impl KindAdmission for TvmAdmission {
     }
 }
 
+/// The cluster-state rules that need a client (one TVM per namespace, one `Cluster`-scoped TVM
+/// per cluster, unique `tvkInstanceName`): lists every TVM and returns what conflicts with
+/// `tvm` (empty when it may proceed). The oldest TVM keeps its place; see
+/// [`crate::reconcile::cluster_conflicts`].
+pub async fn check_cluster_state(
+    client: kube::Client,
+    tvm: &crate::tvm::TrilioVaultManager,
+) -> Result<Vec<String>, kube::Error> {
+    let all = kube::Api::<crate::tvm::TrilioVaultManager>::all(client)
+        .list(&Default::default())
+        .await?;
+    Ok(crate::reconcile::cluster_conflicts(tvm, &all.items))
+}
+
 #[derive(Default)]
 struct Check {
     errors: Vec<FieldError>,

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod apply;
 pub mod crd;
+pub mod leader;
 pub mod operations;
 pub mod reconcile;
 pub mod render;

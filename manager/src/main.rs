@@ -37,6 +37,15 @@ struct RunArgs {
     /// Seconds between periodic resyncs of a healthy TVM (drift correction).
     #[arg(long, env = "TVK_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Elect one active replica through a Lease (disable only for a single out-of-cluster run).
+    #[arg(long, env = "TVK_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (the manager's own namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Identity of this replica in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     /// Log as JSON lines (filter with RUST_LOG).
     #[arg(long, env = "TVK_LOG_JSON")]
     log_json: bool,
@@ -209,8 +218,21 @@ fn run_manager(args: RunArgs) -> anyhow::Result<()> {
             crd_timeout: std::time::Duration::from_secs(60),
             metrics,
         });
+        let election = if args.leader_elect {
+            let Some(lease_namespace) = &args.leader_election_namespace else {
+                bail!("leader election needs the manager's namespace: set POD_NAMESPACE or --leader-election-namespace (or pass --leader-elect false for a single replica)");
+            };
+            let identity = args
+                .pod_name
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("tvk-manager-{}", std::process::id()));
+            Some(tvk_manager::leader::LeaderElector::new(ctx.client.clone(), lease_namespace, "tvk-manager-leader", &identity))
+        } else {
+            None
+        };
         tracing::info!(version = tvk_manager::render::APP_VERSION, namespace = ?args.namespace, "starting the manager");
-        tvk_manager::reconcile::run(ctx, args.namespace).await;
+        tvk_manager::reconcile::run(ctx, args.namespace, election).await;
         server.abort();
         tracing::info!("stopped");
         Ok(())

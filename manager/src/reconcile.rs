@@ -556,14 +556,13 @@ pub async fn apply_tvm(tvm: Arc<TrilioVaultManager>, ctx: Arc<Context>) -> Resul
         Ok(_) => Vec::new(),
         Err(errors) => errors.iter().map(ToString::to_string).collect(),
     };
-    let all = Api::<TrilioVaultManager>::all(ctx.client.clone())
-        .list(&Default::default())
+    let conflicts = crate::admission::check_cluster_state(ctx.client.clone(), &tvm)
         .await
         .map_err(|source| Error::Kube {
             action: "list TrilioVaultManagers",
             source: Box::new(source),
         })?;
-    problems.extend(cluster_conflicts(&tvm, &all.items));
+    problems.extend(conflicts);
     // Stage 2: upgrade policy.
     let installed = tvm
         .status
@@ -790,9 +789,50 @@ fn owning_tvm(object: &DynamicObject) -> Option<ControllerRef<TrilioVaultManager
     Some(ControllerRef::new(name).within(namespace))
 }
 
-/// Runs the controller until SIGTERM/SIGINT: TVMs in `namespace` (or all), plus label-filtered
-/// watches of every installed kind so deleted or edited objects are healed.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the controller until SIGTERM/SIGINT (or, with `election`, until the leader lease is
+/// lost): TVMs in `namespace` (or all), plus label-filtered watches of every installed kind so
+/// deleted or edited objects are healed. In-flight reconciles finish before it returns.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    election: Option<crate::leader::LeaderElector>,
+) {
+    if let Some(elector) = &election {
+        elector.acquire().await;
+        tracing::info!("acquired the leader lease");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let lost = async move {
+            match election {
+                Some(elector) => elector.hold().await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("shutting down on signal"),
+            _ = lost => tracing::warn!("lost the leader lease; stopping"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    let stopped = async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.changed().await;
+    };
     let client = ctx.client.clone();
     let tvms: Api<TrilioVaultManager> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -822,7 +862,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     }
     ctx.metrics.set_ready();
     controller
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stopped)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {

@@ -399,7 +399,8 @@ pub struct Renderer {
     registry: Handlebars<'static>,
     templates: Vec<String>,
     defaults: Value,
-    crds: Vec<DynamicObject>,
+    /// Generated CRDs with the digest of their content (hashed once: they are large).
+    crds: Vec<(DynamicObject, String)>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -442,7 +443,9 @@ impl Renderer {
                     .into_iter()
                     .enumerate()
                 {
-                    crds.push(to_object(path, index + 1, document.value)?);
+                    let crd = to_object(path, index + 1, document.value)?;
+                    let content_hash = object_hash(&crd);
+                    crds.push((crd, content_hash));
                 }
             } else if path == "values.yaml" {
                 defaults = Some(yaml::parse_single(text, &limits).map_err(RenderError::Defaults)?);
@@ -542,9 +545,9 @@ impl Renderer {
             "Version": APP_VERSION,
         });
         let limits = Limits::default();
-        let mut ranked: Vec<(usize, String, DynamicObject)> = Vec::new();
-        for crd in &self.crds {
-            ranked.push((0, "crds".into(), crd.clone()));
+        let mut ranked: Vec<(usize, String, DynamicObject, Option<&str>)> = Vec::new();
+        for (crd, content_hash) in &self.crds {
+            ranked.push((0, "crds".into(), crd.clone(), Some(content_hash.as_str())));
         }
         for template in &self.templates {
             let text =
@@ -594,14 +597,14 @@ impl Renderer {
                 } else {
                     object.metadata.namespace = None;
                 }
-                ranked.push((rank, template.clone(), object));
+                ranked.push((rank, template.clone(), object, None));
             }
         }
-        ranked.sort_by_key(|(rank, _, _)| *rank);
+        ranked.sort_by_key(|(rank, _, _, _)| *rank);
         let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
         let mut objects = Vec::with_capacity(ranked.len());
         let mut digest = blake3::Hasher::new();
-        for (_, template, mut object) in ranked {
+        for (_, template, mut object, content_hash) in ranked {
             let kind = object
                 .types
                 .as_ref()
@@ -631,7 +634,18 @@ impl Renderer {
                     .get_or_insert_with(BTreeMap::new)
                     .insert(ANNOTATION_OWNER_NAMESPACE.into(), namespace.clone());
             }
-            let hash = object_hash(&object);
+            // A CRD's content was hashed once when the templates were loaded; only what this
+            // render adds (labels, annotations) is hashed here.
+            let hash = match content_hash {
+                Some(content) => {
+                    let added = format!(
+                        "{content}|{:?}|{:?}",
+                        object.metadata.labels, object.metadata.annotations
+                    );
+                    blake3::hash(added.as_bytes()).to_hex()[..16].to_string()
+                }
+                None => object_hash(&object),
+            };
             digest.update(hash.as_bytes());
             object
                 .metadata

@@ -484,3 +484,117 @@ async fn uninstall_deletes_what_was_installed_but_keeps_crds_unless_asked() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn an_upgrade_from_the_previous_template_set_applies_the_new_one_and_prunes_the_old() {
+    // "Previous release": the same templates plus an object the current release dropped.
+    let legacy = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tvk-legacy-settings\n  namespace: {{Release.namespace}}\ndata: {mode: old}\n";
+    let previous = TemplateSource::embedded()
+        .without_crds()
+        .with_file("legacy.yaml.hbs", legacy);
+    let (client, old_ctx, recorder) = setup(tvm(cluster_spec()), previous).await;
+    reconcile::apply_tvm(current(&client).await, old_ctx)
+        .await
+        .unwrap();
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), NS);
+    assert!(
+        configmaps
+            .get_opt("tvk-legacy-settings")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The previous manager recorded an older version.
+    Api::<TrilioVaultManager>::namespaced(client.clone(), NS)
+        .patch_status(
+            "triliovault-manager",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"releaseVersion": "0.0.9"}})),
+        )
+        .await
+        .unwrap();
+    recorder.take();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        renderer: Arc::new(Renderer::new(&TemplateSource::embedded().without_crds()).unwrap()),
+        related_images: vec![],
+        resync: Duration::from_secs(300),
+        crd_timeout: Duration::from_secs(2),
+        recorder: None,
+        metrics: Arc::new(Metrics::default()),
+    });
+    reconcile::apply_tvm(current(&client).await, ctx)
+        .await
+        .unwrap();
+    let writes = recorder.take();
+    let deleted: Vec<&str> = writes
+        .iter()
+        .filter(|w| w.verb == "delete")
+        .map(|w| w.name.as_str())
+        .collect();
+    assert_eq!(deleted, ["tvk-legacy-settings"]);
+    // Prune comes after every apply, and the status is written last.
+    let first_delete = writes.iter().position(|w| w.verb == "delete").unwrap();
+    assert!(writes[..first_delete].iter().all(|w| w.verb == "patch"));
+    assert_eq!(writes.last().unwrap().verb, "patch-status");
+    assert!(
+        configmaps
+            .get_opt("tvk-legacy-settings")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let status = current(&client).await.status.clone().unwrap();
+    assert_eq!(
+        status.release_version.as_deref(),
+        Some(tvk_manager::render::APP_VERSION)
+    );
+    assert_eq!(status.helm_revision, Some(2));
+    let updated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::Updated)
+        .unwrap();
+    assert_eq!(format!("{:?}", updated.reason), "Some(UpdateSuccessful)");
+}
+
+#[tokio::test]
+async fn a_second_cluster_scoped_tvm_is_irreconcilable() {
+    let mut first = tvm(cluster_spec());
+    first.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2020-01-01T00:00:00Z".parse().unwrap(),
+    ));
+    let (client, ctx, recorder) = setup(first, TemplateSource::embedded().without_crds()).await;
+    let mut other = tvm(cluster_spec());
+    other.metadata.name = Some("second".into());
+    other.metadata.namespace = Some("other-ns".into());
+    other.metadata.uid = Some("second-uid".into());
+    other.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let others = Api::<TrilioVaultManager>::namespaced(client.clone(), "other-ns");
+    others.create(&Default::default(), &other).await.unwrap();
+    let other = Arc::new(others.get("second").await.unwrap());
+    recorder.take();
+    reconcile::apply_tvm(other, ctx).await.unwrap();
+    let writes = recorder.take();
+    assert_eq!(
+        writes.iter().map(|w| w.verb).collect::<Vec<_>>(),
+        ["patch-status"],
+        "{writes:?}"
+    );
+    let status = others.get("second").await.unwrap().status.unwrap();
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::Irreconcilable)
+        .unwrap();
+    assert!(
+        c.message
+            .as_ref()
+            .unwrap()
+            .contains("already Cluster-scoped"),
+        "{c:?}"
+    );
+}
