@@ -909,6 +909,31 @@ mod tests {
     }
 
     #[test]
+    fn cluster_scoped_objects_map_back_to_their_tvm() {
+        let mut object = DynamicObject::new(
+            "tvk-ns-validating",
+            &ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingWebhookConfiguration",
+            )),
+        );
+        assert!(
+            owning_tvm(&object).is_none(),
+            "unlabelled objects are not ours"
+        );
+        object.metadata.labels = Some([(LABEL_INSTANCE.to_string(), "tvm".to_string())].into());
+        assert!(owning_tvm(&object).is_none(), "no owner namespace");
+        object.metadata.annotations =
+            Some([(ANNOTATION_OWNER_NAMESPACE.to_string(), "ns".to_string())].into());
+        let reference = owning_tvm(&object).unwrap();
+        assert_eq!(
+            (reference.name.as_str(), reference.namespace.as_deref()),
+            ("tvm", Some("ns"))
+        );
+    }
+
+    #[test]
     fn inventory_roundtrips() {
         let inv = inventory("abc");
         assert_eq!(Inventory::decode(&inv.encode()), inv);

@@ -598,3 +598,51 @@ async fn a_second_cluster_scoped_tvm_is_irreconcilable() {
         "{c:?}"
     );
 }
+
+#[tokio::test]
+async fn install_records_an_event_on_the_tvm() {
+    let (client, ctx, _recorder) = setup(
+        tvm(cluster_spec()),
+        TemplateSource::embedded().without_crds(),
+    )
+    .await;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        renderer: ctx.renderer.clone(),
+        related_images: vec![],
+        resync: Duration::from_secs(300),
+        crd_timeout: Duration::from_secs(2),
+        recorder: Some(reconcile::recorder(client.clone())),
+        metrics: Arc::new(Metrics::default()),
+    });
+    reconcile::apply_tvm(current(&client).await, ctx.clone())
+        .await
+        .unwrap();
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let event = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Reconciled"))
+        .expect("a Reconciled event");
+    assert_eq!(
+        event.regarding.as_ref().unwrap().name.as_deref(),
+        Some("triliovault-manager")
+    );
+    assert!(
+        event
+            .note
+            .as_ref()
+            .unwrap()
+            .starts_with("installed version"),
+        "{:?}",
+        event.note
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("tvk_manager_reconciles_total 1")
+    );
+}
