@@ -106,3 +106,72 @@ fn every_example_validates_defaults_idempotently_and_round_trips() {
     }
     assert_eq!(kinds_seen.len(), 9, "examples cover only {kinds_seen:?}");
 }
+
+fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let escaped = key.replace('~', "~0").replace('/', "~1");
+                let path = format!("{at}/{escaped}");
+                out.push(path.clone());
+                pointers(child, path, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let path = format!("{at}/{i}");
+                out.push(path.clone());
+                pointers(child, path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every field of every example replaced by values of every wrong type: validation and
+/// defaulting answer (errors or not) and never panic; a removed required field is an error.
+#[test]
+fn any_field_of_any_type_never_panics() {
+    let registry = app_admission();
+    let garbage = [
+        Value::Null,
+        serde_json::json!(0),
+        serde_json::json!(-1),
+        serde_json::json!(1e300),
+        serde_json::json!(""),
+        serde_json::json!("../../x"),
+        serde_json::json!(true),
+        serde_json::json!([]),
+        serde_json::json!([{}]),
+        serde_json::json!({}),
+    ];
+    let mut validations = 0usize;
+    for file in examples() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for document in parse_documents(&text, &Limits::default()).unwrap() {
+            let Ok((gvk, _, _)) = identify(&document.value) else {
+                continue;
+            };
+            let Some(admission) = registry.find(&gvk.group, &gvk.kind) else {
+                continue;
+            };
+            let mut paths = Vec::new();
+            pointers(&document.value, String::new(), &mut paths);
+            for path in &paths {
+                for value in &garbage {
+                    let mut mutated = document.value.clone();
+                    *mutated.pointer_mut(path).unwrap() = value.clone();
+                    let request = Request {
+                        operation: Operation::Update,
+                        object: &mutated,
+                        old_object: Some(&document.value),
+                    };
+                    let _ = admission.validate(&request);
+                    let _ = admission.default_patch(&mutated);
+                    validations += 1;
+                }
+            }
+        }
+    }
+    assert!(validations > 5_000, "only {validations} mutations tried");
+}
