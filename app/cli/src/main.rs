@@ -2,10 +2,12 @@
 //! (`kubectl tvk …` runs it when it is on the PATH).
 //!
 //! Subcommands so far: `validate` (offline validation of manifests with the admission webhook's
-//! own rules).
+//! own rules) and `mirror` (the catalog, bundles and images into a registry or an OCI layout for
+//! air-gapped installs, over `tvk_oci::mirror`).
 
 #![forbid(unsafe_code)]
 
+mod mirror;
 mod validate;
 
 use std::{io, process::ExitCode};
@@ -24,6 +26,9 @@ struct Cli {
 enum Command {
     /// Validate manifests offline with the admission webhook's rules.
     Validate(validate::ValidateArgs),
+    /// Mirror the operator catalog, its bundles and every image they run into a registry or an
+    /// OCI layout (dir:PATH), and write the resources that make OLM install from the mirror.
+    Mirror(Box<tvk_oci::mirror::MirrorArgs>),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +53,6 @@ fn main() -> ExitCode {
             }
             ExitCode::from(report.summary.exit_status())
         }
+        Command::Mirror(args) => mirror::mirror(*args),
     }
 }

@@ -288,3 +288,195 @@ fn every_example_validates() {
         "{report:#}"
     );
 }
+
+#[test]
+fn mirror_help_lists_its_sources_and_destination() {
+    let output = kubectl_tvk(&["mirror", "--help"], None);
+    assert_eq!(output.status.code(), Some(0));
+    let help = text(&output.stdout);
+    for flag in [
+        "--catalog",
+        "--config",
+        "--from",
+        "--output-dir",
+        "DESTINATION",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+}
+
+#[test]
+fn mirror_without_a_source_is_a_usage_error() {
+    let dir = TempDir::new("cli-mirror-usage").unwrap();
+    let destination = format!("dir:{}", dir.path().join("layout").display());
+    let output = kubectl_tvk(&["mirror", &destination], None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("exactly one of --catalog, --config or --from"),
+        "{stderr}"
+    );
+}
+
+/// A catalog whose bundle image is not in the (real, empty) source registry: the run fails
+/// with exit 1, names the image, and writes no cluster resources.
+#[test]
+fn mirror_of_a_missing_image_fails_naming_it() {
+    let registry = tvk_testkit::private_registry().unwrap();
+    let image = format!("{}/tvk/bundle@sha256:{}", registry.addr(), "ab".repeat(32));
+    let catalog = TempDir::new("cli-mirror-fbc").unwrap();
+    std::fs::create_dir(catalog.path().join("tvk")).unwrap();
+    std::fs::write(
+        catalog.path().join("tvk/catalog.yaml"),
+        format!(
+            "schema: olm.package\nname: tvk\ndefaultChannel: stable\n---\nschema: olm.channel\n\
+             name: stable\npackage: tvk\nentries:\n- name: tvk.v1.0.0\n---\nschema: olm.bundle\n\
+             name: tvk.v1.0.0\npackage: tvk\nimage: {image}\nrelatedImages:\n- {{name: bundle, \
+             image: {image}}}\nproperties:\n- {{type: olm.package, value: {{packageName: tvk, \
+             version: 1.0.0}}}}\n"
+        ),
+    )
+    .unwrap();
+    let out = TempDir::new("cli-mirror-out").unwrap();
+    let layout = out.path().join("layout");
+    let resources = out.path().join("resources");
+    let output = kubectl_tvk(
+        &[
+            "mirror",
+            "--catalog",
+            &catalog.path().display().to_string(),
+            "--src-tls-verify=false",
+            "--retry-times",
+            "1",
+            "--output-dir",
+            &resources.display().to_string(),
+            &format!("dir:{}", layout.display()),
+        ],
+        None,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tvk/bundle@sha256:abab"), "{stderr}");
+    assert!(
+        stderr.contains("failed to mirror 1 of 1 images"),
+        "{stderr}"
+    );
+    assert!(
+        !resources.exists() || std::fs::read_dir(&resources).unwrap().next().is_none(),
+        "no cluster resources may be written after a failed run"
+    );
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Pushes a one-layer OCI image to `registry` over the distribution API; returns its manifest
+/// digest.
+async fn push_test_image(registry: &str, repository: &str) -> String {
+    let client = reqwest::Client::new();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layer = format!("layer of {repository} {}", tvk_testkit::unique_name("x")).into_bytes();
+    for blob in [&config, &layer] {
+        let started = client
+            .post(format!("http://{registry}/v2/{repository}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status().as_u16(), 202);
+        let location = started.headers()["location"].to_str().unwrap().to_owned();
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{registry}{location}")
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let put = client
+            .put(format!("{url}{separator}digest={}", sha256_digest(blob)))
+            .header("content-type", "application/octet-stream")
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status().as_u16(), 201);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256_digest(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let digest = sha256_digest(&manifest);
+    let put = client
+        .put(format!(
+            "http://{registry}/v2/{repository}/manifests/{digest}"
+        ))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 201);
+    digest
+}
+
+/// The subcommand end to end: a catalog whose bundle is in a real registry is mirrored into an
+/// OCI layout, the cluster resources are written, and a re-run finds everything present.
+#[test]
+fn mirror_copies_a_catalog_image_into_a_layout() {
+    let registry = tvk_testkit::private_registry().unwrap();
+    let addr = registry.addr().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let digest = runtime.block_on(push_test_image(&addr, "tvk/bundle"));
+    let image = format!("{addr}/tvk/bundle@{digest}");
+    let catalog = TempDir::new("cli-mirror-ok-fbc").unwrap();
+    std::fs::create_dir(catalog.path().join("tvk")).unwrap();
+    std::fs::write(
+        catalog.path().join("tvk/catalog.yaml"),
+        format!(
+            "schema: olm.package\nname: tvk\ndefaultChannel: stable\n---\nschema: olm.channel\n\
+             name: stable\npackage: tvk\nentries:\n- name: tvk.v1.0.0\n---\nschema: olm.bundle\n\
+             name: tvk.v1.0.0\npackage: tvk\nimage: {image}\nrelatedImages:\n- {{name: bundle, \
+             image: {image}}}\nproperties:\n- {{type: olm.package, value: {{packageName: tvk, \
+             version: 1.0.0}}}}\n"
+        ),
+    )
+    .unwrap();
+    let out = TempDir::new("cli-mirror-ok-out").unwrap();
+    let layout = out.path().join("layout");
+    let resources = out.path().join("resources");
+    let args = [
+        "mirror".to_owned(),
+        "--catalog".to_owned(),
+        catalog.path().display().to_string(),
+        "--src-tls-verify=false".to_owned(),
+        "--output-dir".to_owned(),
+        resources.display().to_string(),
+        format!("dir:{}", layout.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = kubectl_tvk(&args, None);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        stdout.starts_with("1 images (0 already present); blobs: 2 copied"),
+        "{stdout}"
+    );
+    let (_, hex) = digest.split_once(':').unwrap();
+    assert!(layout.join("blobs/sha256").join(hex).is_file());
+    assert!(std::fs::read_dir(&resources).unwrap().next().is_some());
+
+    // A re-run copies nothing: every blob is already in the layout.
+    let output = kubectl_tvk(&args, None);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("blobs: 0 copied, 2 skipped"), "{stdout}");
+}
