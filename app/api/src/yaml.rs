@@ -79,20 +79,22 @@ pub enum YamlError {
         limit: usize,
     },
     /// One document is over [`Limits::max_document_bytes`] once expanded.
-    #[error(
-        "failed to read YAML document {document}: it expands to more than {limit} bytes (aliases count each time they are used); make it smaller"
-    )]
+    #[error("failed to read YAML document {document}{}: it expands to more than {limit} bytes (aliases count each time they are used); make it smaller", position.map(|p| format!(" at {p}")).unwrap_or_default())]
     DocumentTooLarge {
         /// One-based document number.
         document: usize,
+        /// Where the cap was reached, when the parser knows.
+        position: Option<Position>,
         /// The limit.
         limit: usize,
     },
     /// One document nests deeper than [`Limits::max_depth`].
-    #[error("failed to read YAML document {document}: nesting is deeper than {limit} levels")]
+    #[error("failed to read YAML document {document}{}: nesting is deeper than {limit} levels", position.map(|p| format!(" at {p}")).unwrap_or_default())]
     TooDeep {
         /// One-based document number.
         document: usize,
+        /// Where the limit was crossed, when the parser knows.
+        position: Option<Position>,
         /// The limit.
         limit: usize,
     },
@@ -147,13 +149,19 @@ pub fn parse_documents(text: &str, limits: &Limits) -> Result<Vec<Document>, Yam
             Ok(Value::Null) => {}
             Ok(value) => documents.push(Document { index, value }),
             Err(error) => {
+                let position = error.location().map(|l| Position {
+                    line: l.line(),
+                    column: l.column(),
+                });
                 return Err(match failure.get() {
                     Some(LimitHit::Size) => YamlError::DocumentTooLarge {
                         document: number,
+                        position,
                         limit: limits.max_document_bytes,
                     },
                     Some(LimitHit::Depth) => YamlError::TooDeep {
                         document: number,
+                        position,
                         limit: limits.max_depth,
                     },
                     None => syntax_error(number, &error),
@@ -438,7 +446,8 @@ mod tests {
                 err,
                 YamlError::DocumentTooLarge {
                     document: 2,
-                    limit: 1000
+                    limit: 1000,
+                    ..
                 }
             ),
             "{err:?}"
@@ -484,16 +493,15 @@ mod tests {
             text.push_str(&format!("k{level}:\n"));
         }
         let err = parse_documents(&text, &Limits::default()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                YamlError::TooDeep {
-                    document: 1,
-                    limit: 64
-                }
-            ),
-            "{err:?}"
-        );
+        let YamlError::TooDeep {
+            document: 1,
+            limit: 64,
+            position,
+        } = err
+        else {
+            panic!("expected TooDeep, got {err:?}");
+        };
+        assert!(position.is_some_and(|p| p.line > 1), "{position:?}");
     }
 
     #[test]
