@@ -5,6 +5,7 @@
 //! metrics and logs. Whatever the body holds, the answer is an AdmissionReview: the API server
 //! shows its message to the user, and a webhook that fails closed must say *why*.
 
+use base64::Engine as _;
 use kube::core::{
     DynamicObject,
     admission::{
@@ -358,6 +359,36 @@ fn mutate(
             finish(outcome, response, Verdict::Denied, message)
         }
     }
+}
+
+/// The AdmissionReview as JSON on the wire, with `response.patch` base64-encoded.
+///
+/// The API server's `patch` is a Go `[]byte`, which the AdmissionReview JSON format carries as a
+/// base64 string; kube's `AdmissionResponse` serializes its `Vec<u8>` as an array of numbers
+/// (kube-rs/kube#1781), which only happens to decode. The documented form is sent instead.
+pub fn wire_review(review: &AdmissionReview<DynamicObject>) -> Value {
+    let mut value = match serde_json::to_value(review) {
+        Ok(value) => value,
+        // Only a map with non-string keys fails to serialize, and a review has none.
+        Err(err) => {
+            let mut response = AdmissionResponse::invalid(format!(
+                "failed to serialize the admission response: {err}"
+            ));
+            response.uid = review
+                .response
+                .as_ref()
+                .map(|response| response.uid.clone())
+                .unwrap_or_default();
+            return serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
+        }
+    };
+    if let Some(response) = review.response.as_ref()
+        && let Some(patch) = response.patch.as_ref()
+        && let Some(slot) = value.pointer_mut("/response/patch")
+    {
+        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    value
 }
 
 /// `spec.x: …; spec.y: …` — every problem, in the validator's order.

@@ -19,7 +19,7 @@ use tvk_api::admission::{AdmissionRegistry, GroupVersionKind};
 use crate::{
     metrics::WebhookMetrics,
     paths::{WebhookKind, webhook_path},
-    review::{Verdict, review},
+    review::{Verdict, review, wire_review},
     tls::ServingCertificate,
 };
 
@@ -152,7 +152,7 @@ fn admit(
             "denied"
         ),
     }
-    Json(outcome.review).into_response()
+    Json(wire_review(&outcome.review)).into_response()
 }
 
 async fn unknown_path(State(state): State<Arc<AdmissionState>>, uri: Uri) -> Response {

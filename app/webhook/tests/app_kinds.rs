@@ -4,6 +4,8 @@
 
 mod common;
 
+use base64::Engine as _;
+
 use std::{path::Path, sync::Arc};
 
 use common::{RouterHarness, fixture};
@@ -28,7 +30,14 @@ async fn harness() -> RouterHarness {
 }
 
 fn decoded_patch(response: &Value) -> json_patch::Patch {
-    let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+    // A Go []byte: base64 in JSON, as the API server decodes it.
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(
+            response["patch"]
+                .as_str()
+                .expect("patch is a base64 string"),
+        )
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 

@@ -3,6 +3,8 @@
 
 mod common;
 
+use base64::Engine as _;
+
 use common::{RouterHarness, fixture, widget_gvk, widget_registry};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -126,9 +128,14 @@ async fn mutate_returns_the_defaults_as_a_json_patch() {
     let response = answer(&review);
     assert_eq!(response["allowed"], true);
     assert_eq!(response["patchType"], "JSONPatch");
-    // kube serializes the patch bytes as a JSON array of numbers, which the API server's
-    // decoder accepts for a []byte field just like base64.
-    let patch: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+    // A Go []byte: base64 in JSON, as the API server decodes it.
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(
+            response["patch"]
+                .as_str()
+                .expect("patch is a base64 string"),
+        )
+        .unwrap();
     let patch: Value = serde_json::from_slice(&patch).unwrap();
     assert_eq!(
         patch,
