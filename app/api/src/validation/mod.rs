@@ -64,8 +64,9 @@ pub const KINDS: &[(&str, &str, bool)] = &[
     ("ClusterRestore", "clusterrestores", false),
 ];
 
-/// What a raw document is: its group/version/kind, name and namespace. Works for any
-/// Kubernetes object; for our group it also checks the version and the kind.
+/// What a raw document is: its group/version/kind, name (`metadata.name`, else
+/// `metadata.generateName`) and namespace. Works for any Kubernetes object, so callers can skip
+/// kinds that are not ours; for our group it also rejects other versions and unknown kinds.
 pub fn identify(value: &Value) -> Result<(GroupVersionKind, String, Option<String>), FieldError> {
     let Some(object) = value.as_object() else {
         return Err(FieldError::new(
