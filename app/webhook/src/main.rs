@@ -2,7 +2,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
+};
 
 use clap::{Parser, ValueEnum};
 use tracing::error;
@@ -71,7 +73,11 @@ enum LogFormat {
 fn init_logging(format: LogFormat, level: &str) -> Result<(), Error> {
     let filter = EnvFilter::try_new(level)
         .map_err(|err| Error::Logging(format!("invalid --log-level {level:?}: {err}")))?;
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log collector.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
