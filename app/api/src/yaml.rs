@@ -12,7 +12,7 @@
 use std::{cell::Cell, fmt};
 
 use serde::{
-    Deserialize, Serialize,
+    Serialize,
     de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor},
 };
 use serde_json::{Map, Number, Value};
@@ -361,26 +361,6 @@ impl<'de> Visitor<'de> for BoundedValue<'_> {
             object.insert(key, value);
         }
         Ok(Value::Object(object))
-    }
-}
-
-/// `Deserialize` for callers that want a bounded value through serde directly (default limits).
-#[derive(Debug, Clone, PartialEq)]
-pub struct BoundedJson(pub Value);
-
-impl<'de> Deserialize<'de> for BoundedJson {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let limits = Limits::default();
-        let budget = Cell::new(limits.max_document_bytes);
-        let failure = Cell::new(None);
-        BoundedValue {
-            depth: 0,
-            limits: &limits,
-            budget: &budget,
-            failure: &failure,
-        }
-        .deserialize(deserializer)
-        .map(BoundedJson)
     }
 }
 

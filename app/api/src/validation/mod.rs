@@ -136,19 +136,3 @@ pub fn identify(value: &Value) -> Result<(GroupVersionKind, String, Option<Strin
         text("namespace"),
     ))
 }
-
-/// Validates `object` as `kind` without an admission request around it (CREATE semantics).
-pub fn validate_new(kind: &str, object: &Value) -> Result<Vec<String>, Vec<FieldError>> {
-    let registry = crate::admission::app_admission();
-    match registry.find(crate::common::GROUP, kind) {
-        Some(admission) => admission.validate(&crate::admission::Request {
-            operation: crate::admission::Operation::Create,
-            object,
-            old_object: None,
-        }),
-        None => Err(vec![FieldError::new(
-            "kind",
-            format!("unknown kind {kind:?}"),
-        )]),
-    }
-}
