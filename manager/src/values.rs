@@ -43,6 +43,16 @@ pub enum ValuesError {
         "failed to read --set {0:?}: expected path=value with a dotted path, e.g. components.control-plane.replicas=2"
     )]
     BadOverride(String),
+    /// A value is out of its allowed range.
+    #[error("value {path} is {value}; {allowed}")]
+    OutOfRange {
+        /// Dotted values path.
+        path: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
     /// A section of the TVM spec could not be converted.
     #[error("failed to convert spec.{field} to values: {source}")]
     Spec {
@@ -529,7 +539,39 @@ pub fn merge(
     for Override { path, value } in overrides {
         set_path(&mut merged, path, value.clone());
     }
-    serde_json::from_value(merged).map_err(ValuesError::Typed)
+    let values: Values = serde_json::from_value(merged).map_err(ValuesError::Typed)?;
+    values.check()?;
+    Ok(values)
+}
+
+impl Values {
+    /// Range rules the types cannot express.
+    pub fn check(&self) -> Result<(), ValuesError> {
+        if !(1..=10).contains(&self.webhook.timeout_seconds) {
+            return Err(ValuesError::OutOfRange {
+                path: "webhook.timeoutSeconds",
+                value: self.webhook.timeout_seconds.to_string(),
+                allowed: "admission webhooks must answer within 1 to 10 seconds",
+            });
+        }
+        for (key, component) in &self.components {
+            if component.replicas.is_some_and(|r| !(0..=10).contains(&r)) {
+                return Err(ValuesError::OutOfRange {
+                    path: "components.<component>.replicas",
+                    value: format!("{} for {key}", component.replicas.unwrap_or_default()),
+                    allowed: "use 0 to 10 replicas",
+                });
+            }
+        }
+        if self.job_spec.active_deadline_seconds <= 0 {
+            return Err(ValuesError::OutOfRange {
+                path: "jobSpec.activeDeadlineSeconds",
+                value: self.job_spec.active_deadline_seconds.to_string(),
+                allowed: "use a positive number of seconds",
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -370,6 +370,14 @@ fn bad_inputs_give_errors_naming_the_cause() {
     );
 
     let mut tvm = load("cluster");
+    tvm.spec.helm_values = Some(serde_json::json!({"webhook": {"timeoutSeconds": 30}}));
+    let err = renderer.render(&tvm, &RenderInputs::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("webhook.timeoutSeconds is 30"),
+        "{err}"
+    );
+
+    let mut tvm = load("cluster");
     tvm.metadata.namespace = None;
     let err = renderer.render(&tvm, &RenderInputs::default()).unwrap_err();
     assert!(err.to_string().contains("metadata.namespace"), "{err}");
