@@ -285,12 +285,31 @@ fn decide(
         );
     }
 
+    if webhook == WebhookKind::Validate
+        && operation == Operation::Update
+        && let Some(old_object) = old_object
+        && update_keeps_admitted_spec(object, old_object)
+    {
+        return finish(outcome, response, Verdict::Allowed, String::new());
+    }
     match webhook {
         WebhookKind::Validate => {
             validate(outcome, response, admission, operation, object, old_object)
         }
         WebhookKind::Mutate => mutate(outcome, response, admission, object),
     }
+}
+
+/// Whether an UPDATE leaves alone the spec that was admitted before, so the rules are not
+/// applied again (Kubernetes calls this ratcheting): when the rules tighten in a new release,
+/// label edits and finalizer removal on objects admitted under the old rules must still work —
+/// otherwise their deletion could hang forever. An object being deleted is let through for the
+/// same reason.
+fn update_keeps_admitted_spec(object: &Value, old_object: &Value) -> bool {
+    let being_deleted = object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|timestamp| !timestamp.is_null());
+    being_deleted || object.get("spec") == old_object.get("spec")
 }
 
 fn validate(

@@ -107,6 +107,31 @@ fn response_allowed(review: &Value) -> bool {
 }
 
 #[tokio::test]
+async fn update_that_keeps_the_admitted_spec_is_not_judged_again() {
+    let harness = harness().await;
+    let path = validate_path(&widget_gvk());
+    // The stored spec breaks today's rules (they tightened after it was admitted): a label edit
+    // must still go through.
+    let (_, review) = harness
+        .post(&path, fixture("widget-update-labels-only.json"))
+        .await;
+    assert!(response_allowed(&review), "{review}");
+    // An object being deleted must be able to lose its finalizers.
+    let (_, review) = harness
+        .post(&path, fixture("widget-update-being-deleted.json"))
+        .await;
+    assert!(response_allowed(&review), "{review}");
+    // The same invalid spec as a change is still denied.
+    let mut changed: Value =
+        serde_json::from_slice(&fixture("widget-update-labels-only.json")).unwrap();
+    changed["request"]["oldObject"]["spec"] = json!({"size": 3, "mode": "Turbo"});
+    let (_, review) = harness
+        .post(&path, serde_json::to_vec(&changed).unwrap())
+        .await;
+    assert!(!response_allowed(&review), "{review}");
+}
+
+#[tokio::test]
 async fn delete_is_allowed_without_validation() {
     let harness = harness().await;
     let (_, review) = harness
