@@ -105,6 +105,10 @@ pub struct DocumentResult {
     /// One-based document number in the file, when the problem is about one document.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<usize>,
+    /// Zero-based index in the document's `items`, when the document is a `List`
+    /// (`kubectl get … -o yaml` output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
     /// The document's kind, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -126,6 +130,7 @@ impl DocumentResult {
         Self {
             file: file.to_owned(),
             document,
+            item: None,
             kind: None,
             name: None,
             result,
@@ -142,6 +147,9 @@ impl DocumentResult {
         let mut prefix = format!("{}: ", self.file);
         if let Some(document) = self.document {
             let _ = write!(prefix, "document {document}: ");
+        }
+        if let Some(item) = self.item {
+            let _ = write!(prefix, "items[{item}]: ");
         }
         match (&self.kind, &self.name) {
             (Some(kind), Some(name)) => {
@@ -347,7 +355,22 @@ fn check_text(
     match parse_documents(text, limits) {
         Ok(documents) => documents
             .into_iter()
-            .map(|document| check_document(registry, file, document.index + 1, &document.value))
+            .flat_map(|document| {
+                let number = document.index + 1;
+                match list_items(&document.value) {
+                    // `kubectl get … -o yaml` wraps objects in a List: check each item.
+                    Some(items) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(index, item)| {
+                            let mut result = check_document(registry, file, number, item);
+                            result.item = Some(index);
+                            result
+                        })
+                        .collect::<Vec<_>>(),
+                    None => vec![check_document(registry, file, number, &document.value)],
+                }
+            })
             .collect(),
         // The parser stops at the first broken document: a YAML stream cannot be resynchronised
         // reliably after a syntax error, so the documents after it are not checked.
@@ -358,6 +381,15 @@ fn check_text(
             format!("{err} (no document of this file was checked)"),
         )],
     }
+}
+
+/// The items of a `v1` `List` (or a typed `…List`) document.
+fn list_items(value: &Value) -> Option<&Vec<Value>> {
+    let kind = raw_text(value, "/kind")?;
+    if !kind.ends_with("List") {
+        return None;
+    }
+    value.get("items")?.as_array()
 }
 
 fn raw_text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -390,6 +422,7 @@ fn check_document(
     let mut result = DocumentResult {
         file: file.to_owned(),
         document: Some(number),
+        item: None,
         kind: raw_text(value, "/kind").map(str::to_owned),
         name: raw_text(value, "/metadata/name").map(str::to_owned),
         result: Outcome::Invalid,
@@ -684,6 +717,7 @@ mod tests {
         let result = DocumentResult {
             file: "a.yaml".into(),
             document: Some(2),
+            item: None,
             kind: Some("Target".into()),
             name: Some("nfs".into()),
             result: Outcome::Invalid,

@@ -480,3 +480,22 @@ fn mirror_copies_a_catalog_image_into_a_layout() {
     let stdout = text(&output.stdout);
     assert!(stdout.contains("blobs: 0 copied, 2 skipped"), "{stdout}");
 }
+
+#[test]
+fn list_documents_are_checked_item_by_item() {
+    let file = fixture("list.yaml");
+    let output = kubectl_tvk(&["validate", "-f", &file], None);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "{file}: document 1: items[1]: Policy/bad-schedule: spec.scheduleConfig.schedule[0]: "
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        text(&output.stdout),
+        "2 documents in 1 file: 1 valid, 1 invalid\n"
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
