@@ -5,7 +5,8 @@
 //! `KindAdmission` the webhook runs. Documents of other API groups (the Secret beside a Target,
 //! a Namespace) are skipped and counted as such; an unknown kind of our group, a wrong
 //! apiVersion, malformed YAML or a document over the size and depth caps of `tvk_api::yaml` is an
-//! error for that document — never a panic.
+//! error for that document — never a panic. A `List` document (`kubectl get … -o yaml`) is checked
+//! item by item.
 
 use std::{
     collections::BTreeSet,

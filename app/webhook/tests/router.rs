@@ -344,6 +344,23 @@ async fn oversized_body_gets_413_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn body_under_the_default_cap_is_reviewed() {
+    // 3 MiB: over axum's own 2 MiB default, under the webhook's 4 MiB cap.
+    let harness = harness().await;
+    let mut review: Value = serde_json::from_slice(&fixture("widget-create-valid.json")).unwrap();
+    review["request"]["object"]["metadata"]["annotations"] =
+        json!({"example.tvk.test/blob": "x".repeat(3 * 1024 * 1024)});
+    let (status, review) = harness
+        .post(
+            &validate_path(&widget_gvk()),
+            serde_json::to_vec(&review).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(response_allowed(&review), "{}", answer(&review)["status"]);
+}
+
+#[tokio::test]
 async fn unknown_path_is_404_listing_the_served_paths() {
     let harness = harness().await;
     let (status, body) = harness
