@@ -650,6 +650,60 @@ mod tests {
     /// `example.tvk.test/v1` Gizmo: `spec.mode` is required, and defaulted to `Safe`.
     struct GizmoAdmission;
 
+    /// Stands in for the manager's TrilioVaultManager: a kind of our group that `identify` does
+    /// not know, added to the registry on top of the app kinds.
+    struct ManagerKindAdmission;
+
+    impl KindAdmission for ManagerKindAdmission {
+        fn gvk(&self) -> tvk_api::admission::GroupVersionKind {
+            tvk_api::admission::GroupVersionKind {
+                group: "triliovault.trilio.io".into(),
+                version: "v1".into(),
+                kind: "TrilioVaultManager".into(),
+            }
+        }
+        fn plural(&self) -> &'static str {
+            "triliovaultmanagers"
+        }
+        fn namespaced(&self) -> bool {
+            true
+        }
+        fn validate(&self, request: &Request<'_>) -> Result<Vec<String>, Vec<FieldError>> {
+            match request.object["spec"]["applicationScope"].as_str() {
+                Some("Cluster" | "Namespaced") => Ok(vec![]),
+                _ => Err(vec![FieldError::new(
+                    "spec.applicationScope",
+                    "must be Cluster or Namespaced",
+                )]),
+            }
+        }
+        fn default_patch(&self, _object: &Value) -> Result<json_patch::Patch, Vec<FieldError>> {
+            Ok(json_patch::Patch(vec![]))
+        }
+    }
+
+    #[test]
+    fn a_kind_added_to_the_registry_is_validated_even_if_identify_does_not_know_it() {
+        let mut registry = admission_registry();
+        registry.extend(AdmissionRegistry::new().with(Box::new(ManagerKindAdmission)));
+        let mut tvm = json!({
+            "apiVersion": "triliovault.trilio.io/v1", "kind": "TrilioVaultManager",
+            "metadata": {"name": "triliovault-manager", "namespace": "trilio-system"},
+            "spec": {"applicationScope": "Cluster"}
+        });
+        let result = check_document(&registry, "tvm.yaml", 1, &tvm);
+        assert_eq!(result.result, Outcome::Valid, "{:?}", result.errors);
+        assert_eq!(result.name.as_deref(), Some("triliovault-manager"));
+        tvm["spec"]["applicationScope"] = json!("Everywhere");
+        let result = check_document(&registry, "tvm.yaml", 1, &tvm);
+        assert_eq!(result.result, Outcome::Invalid);
+        assert_eq!(result.errors[0].path, "spec.applicationScope");
+        // Without it, the same document is an unknown kind of our group.
+        let result = check_document(&admission_registry(), "tvm.yaml", 1, &tvm);
+        assert_eq!(result.result, Outcome::Invalid);
+        assert_eq!(result.errors[0].path, "kind");
+    }
+
     impl KindAdmission for GizmoAdmission {
         fn gvk(&self) -> tvk_api::admission::GroupVersionKind {
             tvk_api::admission::GroupVersionKind {
@@ -692,7 +746,6 @@ mod tests {
         let result = check_document(&registry, "g.yaml", 3, &gizmo);
         assert_eq!(result.result, Outcome::Valid, "{:?}", result.errors);
         assert_eq!(result.warnings, ["spec.colour is deprecated"]);
-        // A kind the registry serves beyond what `identify` knows is still validated.
         let mut bad = gizmo.clone();
         bad["spec"]["mode"] = json!(3);
         let result = check_document(&registry, "g.yaml", 3, &bad);
