@@ -23,12 +23,12 @@ cargo build --release --quiet -p tvk-manager -p tvk-datamover -p kubectl-tvk
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 rm -rf "$out" && mkdir -p "$out"
 
-step "1. kubectl-tvk validate -f examples/"
-"$bin/kubectl-tvk" validate -f examples/
+step "1. kubectl-tvk validate -R -f examples/"
+"$bin/kubectl-tvk" validate -R -f examples/
 
-step "2. tvk-manager render -f examples/triliovaultmanager.yaml --output-dir $out/install"
-"$bin/tvk-manager" render -f examples/triliovaultmanager.yaml --output-dir "$out/install"
-"$bin/tvk-manager" render -f examples/triliovaultmanager.yaml >"$out/install.yaml"
+step "2. tvk-manager render -f examples/manager/triliovaultmanager.yaml --output-dir $out/install"
+"$bin/tvk-manager" render -f examples/manager/triliovaultmanager.yaml --output-dir "$out/install"
+"$bin/tvk-manager" render -f examples/manager/triliovaultmanager.yaml >"$out/install.yaml"
 echo "objects the manager would apply, by kind:"
 grep -E '^kind:' "$out/install.yaml" | sort | uniq -c | sed 's/kind: //'
 

@@ -26,7 +26,7 @@ use tvk_api::{
 
 /// Every kind `validate` knows. The manager's TrilioVaultManager is added here, in this one place.
 pub fn admission_registry() -> AdmissionRegistry {
-    tvk_api::admission::app_admission()
+    tvk_api::admission::app_admission().with(tvk_manager::admission::tvm_admission())
 }
 
 /// Arguments of `kubectl-tvk validate`.
@@ -684,7 +684,7 @@ mod tests {
 
     #[test]
     fn a_kind_added_to_the_registry_is_validated_even_if_identify_does_not_know_it() {
-        let mut registry = admission_registry();
+        let mut registry = tvk_api::admission::app_admission();
         registry.extend(AdmissionRegistry::new().with(Box::new(ManagerKindAdmission)));
         let mut tvm = json!({
             "apiVersion": "triliovault.trilio.io/v1", "kind": "TrilioVaultManager",
@@ -699,7 +699,7 @@ mod tests {
         assert_eq!(result.result, Outcome::Invalid);
         assert_eq!(result.errors[0].path, "spec.applicationScope");
         // Without it, the same document is an unknown kind of our group.
-        let result = check_document(&admission_registry(), "tvm.yaml", 1, &tvm);
+        let result = check_document(&tvk_api::admission::app_admission(), "tvm.yaml", 1, &tvm);
         assert_eq!(result.result, Outcome::Invalid);
         assert_eq!(result.errors[0].path, "kind");
     }

@@ -499,3 +499,26 @@ fn list_documents_are_checked_item_by_item() {
     );
     assert_eq!(output.status.code(), Some(1));
 }
+
+/// The manager's TrilioVaultManager is validated with the same rules as its own webhook:
+/// a valid one passes, one without the required `applicationScope` is refused by field path.
+#[test]
+fn trilio_vault_manager_is_validated() {
+    let valid = b"apiVersion: triliovault.trilio.io/v1\nkind: TrilioVaultManager\nmetadata: {name: tvm, namespace: trilio-system}\nspec: {applicationScope: Namespaced, tvkInstanceName: one}\n";
+    let output = kubectl_tvk(&["validate", "-f", "-"], Some(valid));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("1 valid"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    let invalid = b"apiVersion: triliovault.trilio.io/v1\nkind: TrilioVaultManager\nmetadata: {name: tvm, namespace: trilio-system}\nspec: {tvkInstanceName: one}\n";
+    let output = kubectl_tvk(&["validate", "-f", "-"], Some(invalid));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("TrilioVaultManager/tvm") && stderr.contains("spec.applicationScope"),
+        "{stderr}"
+    );
+}
