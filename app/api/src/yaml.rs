@@ -134,6 +134,15 @@ pub fn parse_documents(text: &str, limits: &Limits) -> Result<Vec<Document>, Yam
             limit: limits.max_total_bytes,
         });
     }
+    // The parser reads a whole document before the depth check below sees any of it, so a
+    // bracket bomb would cost time in proportion to its size first: refuse it up front.
+    if let Some((document, position)) = flow_nesting_over(text, FLOW_PRESCAN_DEPTH) {
+        return Err(YamlError::TooDeep {
+            document,
+            position: Some(position),
+            limit: limits.max_depth,
+        });
+    }
     let mut documents = Vec::new();
     for (index, deserializer) in serde_norway::Deserializer::from_str(text).enumerate() {
         let number = index + 1;
@@ -170,6 +179,100 @@ pub fn parse_documents(text: &str, limits: &Limits) -> Result<Vec<Document>, Yam
         }
     }
     Ok(documents)
+}
+
+/// Flow collections (`[`, `{`) nested deeper than this are refused by a linear scan before
+/// parsing. Far above any real depth limit, so brackets inside a block or plain scalar never
+/// trip it; the exact limit is still enforced while the value is built.
+const FLOW_PRESCAN_DEPTH: usize = 1024;
+
+/// Where flow-collection nesting first exceeds `limit`, as (one-based document, position).
+/// Brackets inside quoted scalars and comments are not counted.
+fn flow_nesting_over(text: &str, limit: usize) -> Option<(usize, Position)> {
+    #[derive(PartialEq)]
+    enum State {
+        Plain,
+        Single,
+        Double,
+        Comment,
+    }
+    let mut state = State::Plain;
+    let (mut depth, mut document, mut content_seen) = (0usize, 1usize, false);
+    let (mut line, mut column) = (1usize, 0usize);
+    let mut previous = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column += 1;
+        let at_line_start = previous == '\n';
+        match state {
+            State::Comment if c == '\n' => state = State::Plain,
+            State::Comment => {}
+            State::Single if c == '\'' => {
+                if chars.peek() == Some(&'\'') {
+                    chars.next(); // '' is an escaped quote
+                    column += 1;
+                } else {
+                    state = State::Plain;
+                }
+            }
+            State::Double if c == '\\' => {
+                chars.next();
+                column += 1;
+            }
+            State::Double if c == '"' => state = State::Plain,
+            State::Single | State::Double => {}
+            State::Plain => {
+                let after_separator =
+                    at_line_start || matches!(previous, ' ' | '\t' | '[' | '{' | ',' | ':' | '-');
+                match c {
+                    '-' if at_line_start && text_starts_with_marker(&mut chars) => {
+                        if content_seen {
+                            document += 1;
+                        }
+                        column += 2;
+                    }
+                    '#' if at_line_start || matches!(previous, ' ' | '\t') => {
+                        state = State::Comment
+                    }
+                    '\'' if after_separator => state = State::Single,
+                    '"' if after_separator => state = State::Double,
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > limit {
+                            return Some((document, Position { line, column }));
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                if !c.is_whitespace() && state != State::Comment {
+                    content_seen = true;
+                }
+            }
+        }
+        if c == '\n' {
+            line += 1;
+            column = 0;
+        }
+        previous = c;
+    }
+    None
+}
+
+/// After a `-` at the start of a line: consumes `--` when the line is a document marker
+/// (`---` followed by a space, a newline or the end).
+fn text_starts_with_marker(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
+    let mut ahead = chars.clone();
+    if ahead.next() == Some('-')
+        && ahead.next() == Some('-')
+        && matches!(ahead.next(), None | Some(' ' | '\n' | '\r' | '\t'))
+    {
+        chars.next();
+        chars.next();
+        true
+    } else {
+        false
+    }
 }
 
 /// Parses text that must hold exactly one non-empty document.
@@ -463,6 +566,36 @@ mod tests {
         }
         let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
         assert_eq!(parse_documents(&ok, &Limits::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bracket_bomb_is_refused_before_parsing_with_its_document_and_position() {
+        let bomb = format!(
+            "a: 1\n---\nb: {}{}\n",
+            "[".repeat(2_000_000),
+            "]".repeat(2_000_000)
+        );
+        let err = parse_documents(&bomb, &Limits::default()).unwrap_err();
+        match err {
+            YamlError::TooDeep {
+                document,
+                position: Some(p),
+                ..
+            } => {
+                assert_eq!(document, 2);
+                assert_eq!((p.line, p.column), (3, 4 + FLOW_PRESCAN_DEPTH));
+            }
+            other => panic!("expected TooDeep, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn brackets_in_quotes_and_comments_are_not_nesting() {
+        let many = "[".repeat(FLOW_PRESCAN_DEPTH + 10);
+        let text = format!("a: '{many}'\nb: \"{many}\"\n# {many}\nc: 'it''s {many}'\n");
+        let docs = parse_documents(&text, &Limits::default()).unwrap();
+        assert_eq!(docs[0].value["a"], Value::String(many.clone()));
+        assert_eq!(docs[0].value["c"], Value::String(format!("it's {many}")));
     }
 
     #[test]
