@@ -6,7 +6,7 @@
 # Environment:
 #   TVK_TEST_NO_INSTALL=1   do not apt-get / pip install anything (fail if missing instead)
 #   TVK_TEST_FAST=1         skip fmt/clippy/drift, only run the tests
-#   KUBECONFIG              set it to also run the opt-in real-cluster e2e suite (test/e2e)
+#   KUBECONFIG              set it to also run the opt-in real-cluster e2e tests (e2e_*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -109,5 +109,5 @@ if [ -n "${KUBECONFIG:-}" ]; then
   log "opt-in real-cluster e2e suite (KUBECONFIG=$KUBECONFIG)"
   TVK_E2E=1 cargo nextest run --workspace --profile ci --run-ignored only -E 'test(/^e2e_/)'
 else
-  log "SKIPPED: real-cluster e2e suite (test/e2e) — set KUBECONFIG to run it; not counted as passed"
+  log "SKIPPED: real-cluster e2e tests (e2e_* in app/api/tests/e2e.rs, manager/tests/e2e.rs) — set KUBECONFIG to run them; they are not counted as passed"
 fi
