@@ -81,7 +81,8 @@ async fn mirror(o: MirrorOptions) -> Result<MirrorSummary, MirrorError> {
 }
 
 fn read_yaml(path: &Path) -> serde_json::Value {
-    serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    tvk_api::yaml::parse_single(&std::fs::read_to_string(path).unwrap(), &Default::default())
+        .unwrap()
 }
 
 fn incomplete(
