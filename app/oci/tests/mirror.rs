@@ -789,19 +789,11 @@ async fn transient_registry_errors_are_retried_and_a_dead_registry_fails_after_t
 struct TlsRegistry {
     addr: String,
     ca_file: std::path::PathBuf,
-    child: std::process::Child,
+    _server: tvk_testkit::LocalServer,
     _dir: TempDir,
 }
 
-impl Drop for TlsRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn tls_registry() -> TlsRegistry {
-    tvk_testkit::require_tool("docker-registry", "apt-get install docker-registry").unwrap();
     let dir = TempDir::new("tls-registry").unwrap();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -817,43 +809,15 @@ fn tls_registry() -> TlsRegistry {
         .signed_by(&leaf_key, &issuer)
         .unwrap();
     let ca_file = dir.path().join("ca.pem");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {0}/storage}}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls: {{certificate: {0}/cert.pem, key: {0}/key.pem}}\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "TLS docker-registry did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let server = tvk_testkit::private_tls_registry(&cert, &key).unwrap();
     TlsRegistry {
-        addr,
+        addr: server.addr().to_string(),
         ca_file,
-        child,
+        _server: server,
         _dir: dir,
     }
 }

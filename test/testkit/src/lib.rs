@@ -85,14 +85,38 @@ pub fn registry(which: &str) -> Result<LocalServer, String> {
 /// A fresh, empty docker-registry on its own port and storage, always private to the caller
 /// (use this when a test deletes or corrupts registry content).
 pub fn private_registry() -> Result<LocalServer, String> {
+    start_registry(None)
+}
+
+/// Like [`private_registry`], but serving HTTPS with the given PEM certificate and key (the
+/// test makes them, e.g. with rcgen, and trusts its own CA).
+pub fn private_tls_registry(
+    cert_pem: &std::path::Path,
+    key_pem: &std::path::Path,
+) -> Result<LocalServer, String> {
+    start_registry(Some((cert_pem, key_pem)))
+}
+
+fn start_registry(
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<LocalServer, String> {
     let port = free_port()?;
     let dir = TempDir::new("registry")?;
     let config = dir.path.join("config.yml");
     let storage = dir.path.join("storage");
+    let tls = tls
+        .map(|(cert, key)| {
+            format!(
+                "  tls: {{certificate: {}, key: {}}}\n",
+                cert.display(),
+                key.display()
+            )
+        })
+        .unwrap_or_default();
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}",
             storage.display()
         ),
     )
