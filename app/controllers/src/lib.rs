@@ -1,0 +1,1 @@
+//! `tvk-control-plane`: the application's controllers (one module each).

@@ -1,0 +1,1 @@
+//! `tvk-metamover`: application discovery and metadata snapshots.

@@ -1,0 +1,1 @@
+//! OLM bundle and file-based catalog validation.
