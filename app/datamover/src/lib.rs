@@ -50,6 +50,7 @@ pub mod qcow2;
 pub mod repository;
 pub mod restore;
 pub mod target;
+pub mod target_args;
 pub mod untrusted_input;
 pub mod volume;
 
