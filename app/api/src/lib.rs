@@ -2,6 +2,8 @@
 //!
 //! - the kinds, one module per group: [`target`], [`policy`], [`hook`], [`backup_plan`],
 //!   [`backup`], [`restore`], with shared types in [`common`]; re-exported at the root;
+//! - [`snapshot`]: the typed model of a Backup's `status.snapshot` (free-form in the CRD), shared
+//!   by the metamover and the control plane;
 //! - [`crd`]: the CRDs generated from them (`cargo xtask crds` writes `templates/crds/`) and the
 //!   structural-schema check;
 //! - [`admission`]: the contract between the pure validation/defaulting of each kind
@@ -23,6 +25,7 @@ pub mod crd;
 pub mod hook;
 pub mod policy;
 pub mod restore;
+pub mod snapshot;
 pub mod target;
 pub mod validation;
 pub mod yaml;
