@@ -1057,6 +1057,19 @@ impl KindRules for ClusterBackupPlanAdmission {
 
 // ---------------------------------------------------------------- backups
 
+/// The spec both backup kinds share: a backup type and a reference to the plan, whose field
+/// name is the only difference between `Backup` and `ClusterBackup`.
+fn backup_spec(spec: &Object, plan_field: &str, check: &mut Check) {
+    check.one_of(
+        spec,
+        "spec",
+        "type",
+        true,
+        &["Full", "Incremental", "Mixed"],
+    );
+    check.reference(spec, "spec", plan_field, true);
+}
+
 /// Admission of `Backup`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BackupAdmission;
@@ -1068,14 +1081,7 @@ impl KindRules for BackupAdmission {
     const SPEC_FIELDS: &'static [&'static str] = &["type", "backupPlan"];
 
     fn spec(spec: &Object, check: &mut Check) {
-        check.one_of(
-            spec,
-            "spec",
-            "type",
-            true,
-            &["Full", "Incremental", "Mixed"],
-        );
-        check.reference(spec, "spec", "backupPlan", true);
+        backup_spec(spec, "backupPlan", check);
     }
 
     fn update(old: &Object, new: &Object, check: &mut Check) {
@@ -1094,14 +1100,7 @@ impl KindRules for ClusterBackupAdmission {
     const SPEC_FIELDS: &'static [&'static str] = &["type", "clusterBackupPlan"];
 
     fn spec(spec: &Object, check: &mut Check) {
-        check.one_of(
-            spec,
-            "spec",
-            "type",
-            true,
-            &["Full", "Incremental", "Mixed"],
-        );
-        check.reference(spec, "spec", "clusterBackupPlan", true);
+        backup_spec(spec, "clusterBackupPlan", check);
     }
 
     fn update(old: &Object, new: &Object, check: &mut Check) {
