@@ -94,6 +94,26 @@ impl WebhookMetrics {
         }
     }
 
+    /// Registers the same metrics (shared, not copied) in another registry, so a process that
+    /// embeds the admission listener (the manager) exports them on its own `/metrics`.
+    pub fn register_in(&self, registry: &mut Registry) {
+        registry.register(
+            "admission_requests",
+            "Admission requests by webhook, kind, operation and result",
+            self.requests.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time to review one admission request, body read included",
+            self.latency.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate (re)loads from disk by result",
+            self.certificate_reloads.clone(),
+        );
+    }
+
     /// Counts one admission request and records its latency.
     pub fn observe_request(
         &self,

@@ -18,7 +18,10 @@ use tvk_api::admission::{
     AdmissionRegistry, FieldError, GroupVersionKind, KindAdmission, Operation, Request,
 };
 
-use crate::paths::WebhookKind;
+use crate::{
+    cluster_rules::{ClusterDenial, ClusterRuleSet},
+    paths::WebhookKind,
+};
 
 /// The `apiVersion` of the only AdmissionReview version served.
 pub const ADMISSION_REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
@@ -84,27 +87,33 @@ impl ReviewOutcome {
     }
 }
 
-/// Reviews one AdmissionReview `body` sent to the `webhook` endpoint of `served`.
-///
-/// `served` is the kind the endpoint's path was built for; a request for another kind is denied
-/// (the webhook configuration points the wrong rule at this path).
-pub fn review(
-    registry: &AdmissionRegistry,
-    webhook: WebhookKind,
-    served: &GroupVersionKind,
-    body: &[u8],
-) -> ReviewOutcome {
+/// An AdmissionReview read from a request body: the request, and its objects kept as raw JSON
+/// (validators see exactly what the user sent; the defaulting patch is computed against that
+/// same document).
+#[derive(Debug)]
+pub struct ParsedReview {
+    /// The request, with `object` and `oldObject` taken out.
+    pub request: AdmissionRequest<DynamicObject>,
+    /// `request.object`, when present and not null.
+    pub object: Option<Value>,
+    /// `request.oldObject`, when present and not null.
+    pub old_object: Option<Value>,
+}
+
+/// Reads an `admission.k8s.io/v1` AdmissionReview from `body`; a body that is not one gets the
+/// malformed-request answer to send back.
+pub fn parse_review(body: &[u8]) -> Result<ParsedReview, Box<ReviewOutcome>> {
     // serde_json bounds nesting (128 levels), so hostile depth is an error, never a stack overflow.
     let mut value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
         Err(err) => {
-            return ReviewOutcome::malformed(
+            return Err(Box::new(ReviewOutcome::malformed(
                 None,
                 format!(
                     "failed to parse the request body as JSON ({err}); expected an \
                      {ADMISSION_REVIEW_API_VERSION} AdmissionReview"
                 ),
-            );
+            )));
         }
     };
     let uid = value
@@ -117,43 +126,133 @@ pub fn review(
         .unwrap_or("");
     let review_kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     if api_version != ADMISSION_REVIEW_API_VERSION || review_kind != "AdmissionReview" {
-        return ReviewOutcome::malformed(
+        return Err(Box::new(ReviewOutcome::malformed(
             uid,
             format!(
                 "expected an {ADMISSION_REVIEW_API_VERSION} AdmissionReview, got apiVersion \
                  {api_version:?} kind {review_kind:?}; set admissionReviewVersions: [v1] in the \
                  webhook configuration"
             ),
-        );
+        )));
     }
-    // The objects are kept as raw JSON: validators see exactly what the user sent, and the
-    // defaulting patch is computed against that same document.
     let object = take_object(&mut value, "/request/object");
     let old_object = take_object(&mut value, "/request/oldObject");
-    let request: AdmissionRequest<DynamicObject> =
-        match serde_json::from_value::<AdmissionReview<DynamicObject>>(value)
-            .map_err(|err| err.to_string())
-            .and_then(|review| {
-                review
-                    .try_into()
-                    .map_err(|_| "it has no request".to_owned())
-            }) {
-            Ok(request) => request,
-            Err(err) => {
-                return ReviewOutcome::malformed(
-                    uid,
-                    format!("failed to read the AdmissionReview: {err}"),
-                );
-            }
-        };
-    decide(
+    match serde_json::from_value::<AdmissionReview<DynamicObject>>(value)
+        .map_err(|err| err.to_string())
+        .and_then(|review| {
+            review
+                .try_into()
+                .map_err(|_| "it has no request".to_owned())
+        }) {
+        Ok(request) => Ok(ParsedReview {
+            request,
+            object,
+            old_object,
+        }),
+        Err(err) => Err(Box::new(ReviewOutcome::malformed(
+            uid,
+            format!("failed to read the AdmissionReview: {err}"),
+        ))),
+    }
+}
+
+/// Reviews one AdmissionReview `body` sent to the `webhook` endpoint of `served`.
+///
+/// `served` is the kind the endpoint's path was built for; a request for another kind is denied
+/// (the webhook configuration points the wrong rule at this path).
+pub fn review(
+    registry: &AdmissionRegistry,
+    webhook: WebhookKind,
+    served: &GroupVersionKind,
+    body: &[u8],
+) -> ReviewOutcome {
+    match parse_review(body) {
+        Ok(parsed) => decide(
+            registry,
+            webhook,
+            served,
+            &parsed.request,
+            parsed.object.as_ref(),
+            parsed.old_object.as_ref(),
+        ),
+        Err(outcome) => *outcome,
+    }
+}
+
+/// [`review`], then, for a CREATE or an UPDATE that changes the spec and that the pure rules
+/// allowed, the cluster-state rules of the kind (`rules`), which may consult the API server.
+/// A cluster-state conflict is denied with 409 Conflict and the rule's field errors; when the
+/// state cannot be read the request is denied (fail closed) with 503 and a message to retry.
+pub async fn review_with_rules(
+    registry: &AdmissionRegistry,
+    rules: &ClusterRuleSet,
+    webhook: WebhookKind,
+    served: &GroupVersionKind,
+    body: &[u8],
+) -> ReviewOutcome {
+    let parsed = match parse_review(body) {
+        Ok(parsed) => parsed,
+        Err(outcome) => return *outcome,
+    };
+    let object = parsed.object.as_ref();
+    let old_object = parsed.old_object.as_ref();
+    let mut outcome = decide(
         registry,
         webhook,
         served,
-        &request,
-        object.as_ref(),
-        old_object.as_ref(),
-    )
+        &parsed.request,
+        object,
+        old_object,
+    );
+    if outcome.verdict != Verdict::Allowed || webhook != WebhookKind::Validate {
+        return outcome;
+    }
+    let operation = match parsed.request.operation {
+        ReviewOperation::Create => Operation::Create,
+        ReviewOperation::Update => Operation::Update,
+        ReviewOperation::Delete | ReviewOperation::Connect => return outcome,
+    };
+    let Some(object) = object else {
+        return outcome;
+    };
+    if let Some(old) = old_object
+        && operation == Operation::Update
+        && update_keeps_admitted_spec(object, old)
+    {
+        return outcome;
+    }
+    let kind = &parsed.request.kind;
+    let Some(rule) = rules.find(&kind.group, &kind.kind) else {
+        return outcome;
+    };
+    let request = Request {
+        operation,
+        object,
+        old_object,
+    };
+    let Some(response) = outcome.review.response.take() else {
+        return outcome;
+    };
+    match rule.check(request).await {
+        Ok(()) => {
+            outcome.review = response.into_review();
+            outcome
+        }
+        Err(ClusterDenial::Conflict(errors)) => {
+            let message = field_errors_message(&errors);
+            let response = deny(response, 409, "Conflict", &message, &errors);
+            finish(outcome, response, Verdict::Denied, message)
+        }
+        Err(ClusterDenial::Unavailable(reason)) => {
+            let message = format!(
+                "failed to check the cluster-state rules of {} ({reason}); nothing was changed, \
+                 retry in a moment",
+                kind.kind
+            );
+            let response = deny(response, 503, "ServiceUnavailable", &message, &[]);
+            finish(outcome, response, Verdict::Denied, message)
+        }
+    }
 }
 
 fn take_object(value: &mut Value, pointer: &str) -> Option<Value> {

@@ -17,9 +17,10 @@ use tracing::{debug, info, warn};
 use tvk_api::admission::{AdmissionRegistry, GroupVersionKind};
 
 use crate::{
+    cluster_rules::ClusterRuleSet,
     metrics::WebhookMetrics,
     paths::{WebhookKind, webhook_path},
-    review::{Verdict, review, wire_review},
+    review::{Verdict, review_with_rules, wire_review},
     tls::ServingCertificate,
 };
 
@@ -30,6 +31,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 struct AdmissionState {
     registry: Arc<AdmissionRegistry>,
+    rules: ClusterRuleSet,
     metrics: Arc<WebhookMetrics>,
     max_body_bytes: usize,
     paths: Vec<String>,
@@ -38,6 +40,17 @@ struct AdmissionState {
 /// `POST /validate-…` and `POST /mutate-…` for every kind of `registry`.
 pub fn admission_router(
     registry: Arc<AdmissionRegistry>,
+    metrics: Arc<WebhookMetrics>,
+    max_body_bytes: usize,
+) -> Router {
+    admission_router_with_rules(registry, ClusterRuleSet::new(), metrics, max_body_bytes)
+}
+
+/// [`admission_router`] whose validating endpoints also apply `rules`, the cluster-state rules
+/// of the kinds that have some (see [`crate::cluster_rules`]).
+pub fn admission_router_with_rules(
+    registry: Arc<AdmissionRegistry>,
+    rules: ClusterRuleSet,
     metrics: Arc<WebhookMetrics>,
     max_body_bytes: usize,
 ) -> Router {
@@ -53,6 +66,7 @@ pub fn admission_router(
         .collect();
     let state = Arc::new(AdmissionState {
         registry,
+        rules,
         metrics,
         max_body_bytes,
         paths: endpoints.iter().map(|(_, _, path)| path.clone()).collect(),
@@ -66,7 +80,7 @@ pub fn admission_router(
                 move |State(state): State<Arc<AdmissionState>>,
                       body: Result<Bytes, BytesRejection>| {
                     let gvk = Arc::clone(&gvk);
-                    async move { admit(&state, webhook, &gvk, body) }
+                    async move { admit(&state, webhook, &gvk, body).await }
                 },
             ),
         );
@@ -77,7 +91,7 @@ pub fn admission_router(
         .with_state(state)
 }
 
-fn admit(
+async fn admit(
     state: &AdmissionState,
     webhook: WebhookKind,
     served: &GroupVersionKind,
@@ -120,7 +134,7 @@ fn admit(
                 .into_response();
         }
     };
-    let outcome = review(&state.registry, webhook, served, &body);
+    let outcome = review_with_rules(&state.registry, &state.rules, webhook, served, &body).await;
     state.metrics.observe_verdict(
         webhook,
         outcome.kind.as_deref(),

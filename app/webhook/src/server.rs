@@ -1,5 +1,6 @@
-//! The running webhook: the TLS admission listener, the plain-HTTP operations listener and the
-//! certificate watcher, started together and shut down gracefully together.
+//! The running webhook: the TLS admission listener with its certificate watcher
+//! ([`AdmissionServer`], which the manager embeds), and the plain-HTTP operations listener
+//! beside it ([`WebhookServer`], the `tvk-webhook` binary), started and shut down together.
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -13,9 +14,10 @@ use tracing::info;
 use tvk_api::admission::AdmissionRegistry;
 
 use crate::{
+    cluster_rules::ClusterRuleSet,
     error::Error,
     metrics::WebhookMetrics,
-    router::{DEFAULT_MAX_BODY_BYTES, admission_router, operations_router},
+    router::{DEFAULT_MAX_BODY_BYTES, admission_router_with_rules, operations_router},
     tls::{CertificateFiles, CertificateWatcher, ServingCertificate, server_config},
 };
 
@@ -52,19 +54,130 @@ impl Default for WebhookConfig {
     }
 }
 
-/// A started webhook server.
+/// What the TLS admission listener needs (the part of [`WebhookConfig`] the manager reuses).
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    /// The HTTPS admission listener.
+    pub listen: SocketAddr,
+    /// The serving certificate's files.
+    pub certificate: CertificateFiles,
+    /// How often the certificate files are re-read.
+    pub reload_interval: Duration,
+    /// Largest accepted AdmissionReview body.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub shutdown_timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// The admission listener's part of this configuration.
+    pub fn admission(&self) -> AdmissionConfig {
+        AdmissionConfig {
+            listen: self.listen,
+            certificate: self.certificate.clone(),
+            reload_interval: self.reload_interval,
+            max_body_bytes: self.max_body_bytes,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
+/// A started TLS admission listener with its certificate watcher: the webhook proper, without
+/// the operations endpoints (the manager serves those on its own listener).
 #[derive(Debug)]
-pub struct WebhookServer {
-    admission_addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    admission_handle: Handle<SocketAddr>,
-    metrics_handle: Handle<SocketAddr>,
-    admission_task: JoinHandle<std::io::Result<()>>,
-    metrics_task: JoinHandle<std::io::Result<()>>,
+pub struct AdmissionServer {
+    addr: SocketAddr,
+    handle: Handle<SocketAddr>,
+    task: JoinHandle<std::io::Result<()>>,
     watcher_task: JoinHandle<()>,
     certificate: Arc<ServingCertificate>,
-    metrics: Arc<WebhookMetrics>,
     shutdown_timeout: Duration,
+}
+
+impl AdmissionServer {
+    /// Binds the admission listener, loads the certificate if its files are there (the watcher
+    /// keeps trying if not; [`ServingCertificate::is_loaded`] says when it is) and serves
+    /// `registry`'s kinds, with `rules` on their validating endpoints.
+    pub async fn start(
+        config: AdmissionConfig,
+        registry: Arc<AdmissionRegistry>,
+        rules: ClusterRuleSet,
+        metrics: Arc<WebhookMetrics>,
+    ) -> Result<Self, Error> {
+        let certificate = Arc::new(ServingCertificate::new());
+        let mut watcher = CertificateWatcher::new(
+            config.certificate.clone(),
+            Arc::clone(&certificate),
+            Arc::clone(&metrics),
+        );
+        // Load before accepting connections, so a pod with its Secret mounted is ready at once.
+        watcher.poll().await;
+        let tls = RustlsConfig::from_config(Arc::new(server_config(Arc::clone(&certificate))?));
+        let listener = bind("admission", "listen", config.listen).await?;
+        let addr = local_addr("admission", &listener)?;
+        let handle = Handle::new();
+        let router = admission_router_with_rules(registry, rules, metrics, config.max_body_bytes);
+        let task = tokio::spawn(
+            axum_server::Server::from_listener(listener)
+                .acceptor(RustlsAcceptor::new(tls))
+                .handle(handle.clone())
+                .serve(router.into_make_service()),
+        );
+        let watcher_task = tokio::spawn(watcher.run(config.reload_interval));
+        Ok(Self {
+            addr,
+            handle,
+            task,
+            watcher_task,
+            certificate,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The bound address of the HTTPS admission listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The certificate being served.
+    pub fn certificate(&self) -> &Arc<ServingCertificate> {
+        &self.certificate
+    }
+
+    fn stop_accepting(&self) {
+        self.watcher_task.abort();
+        self.handle.graceful_shutdown(Some(self.shutdown_timeout));
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully. Returns early with the error
+    /// if the listener fails.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), Error> {
+        tokio::select! {
+            () = signal => {}
+            result = &mut self.task => {
+                self.stop_accepting();
+                return Err(listener_ended("admission", result));
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to the shutdown timeout)
+    /// and waits for the listener to close.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.stop_accepting();
+        join("admission", self.task).await
+    }
+}
+
+/// A started webhook server: the admission listener plus the plain-HTTP operations listener.
+#[derive(Debug)]
+pub struct WebhookServer {
+    admission: AdmissionServer,
+    metrics_addr: SocketAddr,
+    metrics_handle: Handle<SocketAddr>,
+    metrics_task: JoinHandle<std::io::Result<()>>,
+    metrics: Arc<WebhookMetrics>,
 }
 
 impl WebhookServer {
@@ -75,57 +188,43 @@ impl WebhookServer {
         registry: Arc<AdmissionRegistry>,
     ) -> Result<Self, Error> {
         let metrics = Arc::new(WebhookMetrics::new());
-        let certificate = Arc::new(ServingCertificate::new());
-        let mut watcher = CertificateWatcher::new(
-            config.certificate.clone(),
-            Arc::clone(&certificate),
+        let admission = AdmissionServer::start(
+            config.admission(),
+            registry,
+            ClusterRuleSet::new(),
             Arc::clone(&metrics),
-        );
-        // Load before accepting connections, so a pod with its Secret mounted is ready at once.
-        watcher.poll().await;
-        let tls = RustlsConfig::from_config(Arc::new(server_config(Arc::clone(&certificate))?));
-
-        let admission_listener = bind("admission", "listen", config.listen).await?;
-        let metrics_listener = bind("metrics", "metrics-listen", config.metrics_listen).await?;
-        let admission_addr = local_addr("admission", &admission_listener)?;
+        )
+        .await?;
+        let metrics_listener = match bind("metrics", "metrics-listen", config.metrics_listen).await
+        {
+            Ok(listener) => listener,
+            Err(err) => {
+                admission.stop_accepting();
+                return Err(err);
+            }
+        };
         let metrics_addr = local_addr("metrics", &metrics_listener)?;
-
-        let admission_handle = Handle::new();
-        let admission = admission_router(registry, Arc::clone(&metrics), config.max_body_bytes);
-        let admission_task = tokio::spawn(
-            axum_server::Server::from_listener(admission_listener)
-                .acceptor(RustlsAcceptor::new(tls))
-                .handle(admission_handle.clone())
-                .serve(admission.into_make_service()),
-        );
-
         let metrics_handle = Handle::new();
-        let operations: Router = operations_router(Arc::clone(&metrics), Arc::clone(&certificate));
+        let operations: Router =
+            operations_router(Arc::clone(&metrics), Arc::clone(admission.certificate()));
         let metrics_task = tokio::spawn(
             axum_server::Server::from_listener(metrics_listener)
                 .handle(metrics_handle.clone())
                 .serve(operations.into_make_service()),
         );
-
-        let watcher_task = tokio::spawn(watcher.run(config.reload_interval));
-        info!(%admission_addr, %metrics_addr, "webhook serving");
+        info!(admission_addr = %admission.addr(), %metrics_addr, "webhook serving");
         Ok(Self {
-            admission_addr,
+            admission,
             metrics_addr,
-            admission_handle,
             metrics_handle,
-            admission_task,
             metrics_task,
-            watcher_task,
-            certificate,
             metrics,
-            shutdown_timeout: config.shutdown_timeout,
         })
     }
 
     /// The bound address of the HTTPS admission listener.
     pub fn admission_addr(&self) -> SocketAddr {
-        self.admission_addr
+        self.admission.addr()
     }
 
     /// The bound address of the plain-HTTP operations listener.
@@ -135,7 +234,7 @@ impl WebhookServer {
 
     /// The certificate being served.
     pub fn certificate(&self) -> &Arc<ServingCertificate> {
-        &self.certificate
+        self.admission.certificate()
     }
 
     /// The server's metrics.
@@ -148,7 +247,7 @@ impl WebhookServer {
     pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::select! {
             () = signal => {}
-            result = &mut self.admission_task => {
+            result = &mut self.admission.task => {
                 self.stop_accepting();
                 return Err(listener_ended("admission", result));
             }
@@ -161,11 +260,9 @@ impl WebhookServer {
     }
 
     fn stop_accepting(&self) {
-        self.watcher_task.abort();
-        self.admission_handle
-            .graceful_shutdown(Some(self.shutdown_timeout));
+        self.admission.stop_accepting();
         self.metrics_handle
-            .graceful_shutdown(Some(self.shutdown_timeout));
+            .graceful_shutdown(Some(self.admission.shutdown_timeout));
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to the shutdown timeout)
@@ -173,7 +270,7 @@ impl WebhookServer {
     pub async fn shutdown(self) -> Result<(), Error> {
         info!("shutting down: no new connections, finishing in-flight requests");
         self.stop_accepting();
-        let admission = join("admission", self.admission_task).await;
+        let admission = join("admission", self.admission.task).await;
         let metrics = join("metrics", self.metrics_task).await;
         admission.and(metrics)
     }

@@ -109,8 +109,22 @@ pub struct RouterHarness {
 
 impl RouterHarness {
     pub async fn start(registry: Arc<AdmissionRegistry>, max_body_bytes: usize) -> Self {
+        Self::start_with_rules(registry, tvk_webhook::ClusterRuleSet::new(), max_body_bytes).await
+    }
+
+    /// The router of `registry` with the cluster-state `rules`.
+    pub async fn start_with_rules(
+        registry: Arc<AdmissionRegistry>,
+        rules: tvk_webhook::ClusterRuleSet,
+        max_body_bytes: usize,
+    ) -> Self {
         let metrics = Arc::new(WebhookMetrics::new());
-        let router = tvk_webhook::admission_router(registry, Arc::clone(&metrics), max_body_bytes);
+        let router = tvk_webhook::admission_router_with_rules(
+            registry,
+            rules,
+            Arc::clone(&metrics),
+            max_body_bytes,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
