@@ -7,7 +7,6 @@
 
 use std::{io::Read, path::Path};
 
-use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::{
@@ -212,7 +211,6 @@ impl Engine<'_, '_> {
                         }
                     })
                     .collect();
-                let data = Bytes::from_owner(data);
                 // Runs of clusters to store, flushed as one slice each (no copies).
                 let mut run_start: Option<usize> = None;
                 for (i, state) in states.iter().enumerate() {

@@ -57,6 +57,148 @@ pub struct CoalesceReport {
     pub flattened: Vec<String>,
     /// Objects deleted.
     pub deleted_objects: Vec<String>,
+    /// Objects the target refused to delete (S3 Object Lock, WORM share): recorded under
+    /// [`pending_deletions_prefix`] and retried by every later coalesce of this volume.
+    pub deferred_objects: Vec<String>,
+}
+
+/// Where deferred deletions of a plan's volume are recorded: one create-only JSON object per
+/// coalesce run that deferred anything (`{"keys": [...]}`), so the record itself never needs
+/// overwriting — on an object-locked target it could not be.
+pub fn pending_deletions_prefix(plan: &str, volume: &str) -> String {
+    format!("{plan}/.pending-deletions/{volume}")
+}
+
+/// Largest pending-deletions record read back.
+const MAX_PENDING_RECORD_BYTES: u64 = 16 << 20;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingDeletions {
+    keys: Vec<String>,
+}
+
+/// Deletes `key`, or records it as deferred when the target refuses (object lock).
+fn delete_or_defer(target: &Target, key: &str, report: &mut CoalesceReport) -> Result<()> {
+    match target.delete(key) {
+        Ok(()) => {
+            report.deleted_objects.push(key.to_string());
+            Ok(())
+        }
+        Err(Error::ObjectLocked { .. }) => {
+            if !report.deferred_objects.iter().any(|k| k == key) {
+                report.deferred_objects.push(key.to_string());
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Retries the deletions earlier runs deferred. A recorded image or index is deleted only if
+/// no committed backup references it now (a rerun may have written an object of that name
+/// again); recorded manifests are expired or superseded generations, never current again.
+/// Records are deleted once read and replaced by [`record_deferred`] at the end of the run.
+/// Returns the records read and the backup directories they named (scanned again for
+/// unreferenced objects once a deferred manifest is gone).
+fn retry_pending(
+    target: &Target,
+    plan: &str,
+    volume: &str,
+    report: &mut CoalesceReport,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let records = target.list(&pending_deletions_prefix(plan, volume))?;
+    if records.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let referenced = referenced_objects(&list_backups(target, plan, volume)?);
+    let mut keys: Vec<String> = Vec::new();
+    for r in &records {
+        let raw = target.read_all(r, MAX_PENDING_RECORD_BYTES)?;
+        let rec: PendingDeletions =
+            serde_json::from_slice(&raw).map_err(|e| Error::InvalidManifest {
+                name: r.clone(),
+                reason: format!(
+                    "pending-deletions record is not {{\"keys\": [...]}} ({e}); remove it and rerun"
+                ),
+            })?;
+        let dir = format!("{plan}/");
+        for k in rec.keys {
+            // Only objects of this plan's volume, never a record or a path outside the plan.
+            let segs: Vec<&str> = k.split('/').collect();
+            let inside = k.starts_with(&dir)
+                && segs.len() == 4
+                && segs[2] == volume
+                && segs[1] != ".pending-deletions"
+                && segs
+                    .iter()
+                    .all(|s| !s.is_empty() && *s != "." && *s != "..");
+            if !inside {
+                return Err(Error::InvalidManifest {
+                    name: r.clone(),
+                    reason: format!(
+                        "pending-deletions record names {k:?}, which is not an object of {plan}/*/{volume}; remove the record"
+                    ),
+                });
+            }
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    let mut dirs: Vec<String> = Vec::new();
+    for k in &keys {
+        if let Some((dir, _)) = k.rsplit_once('/')
+            && !dirs.iter().any(|d| d == dir)
+        {
+            dirs.push(dir.to_string());
+        }
+        if referenced.contains(k) {
+            continue;
+        }
+        delete_or_defer(target, k, report)?;
+    }
+    Ok((records, dirs))
+}
+
+/// Writes one record of everything deferred in this run, then drops the records read at the
+/// start (those that are themselves locked stay and are read again next time: harmless).
+fn record_deferred(
+    target: &Target,
+    plan: &str,
+    volume: &str,
+    old_records: &[String],
+    report: &mut CoalesceReport,
+) -> Result<()> {
+    if !report.deferred_objects.is_empty() {
+        let rec = PendingDeletions {
+            keys: report.deferred_objects.clone(),
+        };
+        let body = serde_json::to_vec(&rec).map_err(|e| Error::Usage(e.to_string()))?;
+        let now = jiff::Timestamp::now();
+        let key = format!(
+            "{}/{}-{:09}.json",
+            pending_deletions_prefix(plan, volume),
+            now.as_second(),
+            now.subsec_nanosecond()
+        );
+        target.put_create_only(&key, Bytes::from(body))?;
+    }
+    for r in old_records {
+        match target.delete(r) {
+            Ok(()) | Err(Error::ObjectLocked { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn referenced_objects(backups: &[Manifest]) -> Vec<String> {
+    let mut referenced: Vec<String> = Vec::new();
+    for m in backups {
+        referenced.extend(m.chain.iter().map(|c| c.image.name.clone()));
+        referenced.push(m.index.name.clone());
+    }
+    referenced
 }
 
 /// Removes the `expire`d backups of `plan`/`volume`. `on_state` receives each state change.
@@ -219,6 +361,7 @@ fn delete_phase(
             )));
         }
     }
+    let (old_records, pending_dirs) = retry_pending(target, plan, volume, report)?;
     // 1. Expired backups' manifests, oldest generation first, so whatever is still visible
     //    after a crash references objects that still exist.
     for b in expire {
@@ -234,8 +377,7 @@ fn delete_phase(
             .collect();
         manifests.sort();
         for (_, k) in manifests {
-            target.delete(&k)?;
-            report.deleted_objects.push(k);
+            delete_or_defer(target, &k, report)?;
         }
     }
     // 2. Superseded manifest generations of remaining backups.
@@ -245,19 +387,16 @@ fn delete_phase(
             let k = manifest_key(plan, &m.backup_id, volume, g);
             let dir = format!("{plan}/{}/{volume}", m.backup_id);
             if target.list(&dir)?.contains(&k) {
-                target.delete(&k)?;
-                report.deleted_objects.push(k);
+                delete_or_defer(target, &k, report)?;
             }
         }
     }
     // 3. Images and indexes nothing references: in expired backups' directories, and
     //    superseded images in remaining backups' directories. Directories of backups with no
     //    manifest that are not being expired (in-flight backups) are never touched.
-    let mut referenced: Vec<String> = Vec::new();
-    for m in &remaining {
-        referenced.extend(m.chain.iter().map(|c| c.image.name.clone()));
-        referenced.push(m.index.name.clone());
-    }
+    // `remaining` still lists an expired backup whose manifest deletion was deferred: its
+    // chain stays referenced, so nothing it needs is deleted while it is visible.
+    let referenced = referenced_objects(&remaining);
     let mut dirs: Vec<String> = expire
         .iter()
         .map(|b| format!("{plan}/{b}/{volume}"))
@@ -267,6 +406,9 @@ fn delete_phase(
             .iter()
             .map(|m| format!("{plan}/{}/{volume}", m.backup_id)),
     );
+    dirs.extend(pending_dirs);
+    dirs.sort();
+    dirs.dedup();
     for dir in dirs {
         for k in target.list(&dir)? {
             let file = k.rsplit('/').next().unwrap_or("");
@@ -274,12 +416,11 @@ fn delete_phase(
                 || (file.starts_with("data") && file.ends_with(".qcow2"))
                 || file.ends_with(".partial");
             if is_data && !referenced.contains(&k) {
-                target.delete(&k)?;
-                report.deleted_objects.push(k);
+                delete_or_defer(target, &k, report)?;
             }
         }
     }
-    Ok(())
+    record_deferred(target, plan, volume, &old_records, report)
 }
 
 /// Sink wrapper recording (body, head) BLAKE3 digests.

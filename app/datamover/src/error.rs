@@ -98,6 +98,13 @@ pub enum Error {
         object: String,
     },
     /// A create-only write found the object already present.
+    /// The target refused to delete an object that retention wants gone: S3 Object Lock
+    /// (retention or legal hold → `AccessDenied`), a bucket policy, or a WORM / immutable file
+    /// on a filesystem target. Retention defers such deletions instead of failing.
+    #[error(
+        "target refused to delete {object} ({message}); it is probably under S3 Object Lock retention or legal hold, or on a WORM share: the deletion is deferred and retried by the next coalesce"
+    )]
+    ObjectLocked { object: String, message: String },
     #[error("{object} already exists on the target; a committed object is never overwritten")]
     AlreadyExists {
         /// The object name.
@@ -136,6 +143,7 @@ impl Error {
             Error::TargetUnavailable { .. } => "TargetUnavailable",
             Error::Target { .. } => "Target",
             Error::ClockSkew { .. } => "ClockSkew",
+            Error::ObjectLocked { .. } => "ObjectLocked",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::Usage(_) => "Usage",
         }

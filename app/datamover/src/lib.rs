@@ -34,9 +34,21 @@
 //!   create-only (`If-None-Match: *` on S3 — moto honours it, see the target tests — and
 //!   `link(2)` on a filesystem). Backing names in images are relative and informative only:
 //!   chain members always come from the manifest.
-//! - Block devices are zeroed by writing zeros (no `BLKZEROOUT` ioctl: it would need `unsafe`
-//!   and no measurement showed the need yet).
-#![forbid(unsafe_code)]
+//! - Restore zeroes what must read as zero without writing zeros where it can:
+//!   `fallocate(FALLOC_FL_ZERO_RANGE)` on a block device (the kernel's `BLKZEROOUT`: WRITE
+//!   ZEROES or a zeroing unmap), a punched hole in a file restored in place; zeros are written
+//!   only where that is unsupported.
+//! - Reads of local sources and images are memory mappings of the page cache
+//!   ([`volume::map_source`], the crate's one `unsafe` block), in 1 MiB chunks that stay in
+//!   the CPU caches from hashing to writing: the `pread` copy was a third of a full backup's
+//!   CPU time. A file changed or truncated by someone else while mapped could fault (SIGBUS);
+//!   sources are snapshots and committed images are immutable, so nobody does.
+//! - Retention on an object-locked target (S3 Object Lock, WORM share): deletions the target
+//!   refuses are deferred, recorded under `<plan>/.pending-deletions/<volume>/` and retried by
+//!   every later coalesce of the volume ([`coalesce`]).
+// The one `unsafe` block, `volume::map_source` (memory-mapping sources and local images for
+// zero-copy reads), carries its SAFETY argument; everything else is safe code.
+#![deny(unsafe_code)]
 
 pub mod backup;
 pub mod coalesce;

@@ -28,6 +28,12 @@ pub trait RandomRead: Send + Sync {
     }
     /// Fills `buf` from `offset`; reading past the end is an error.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// `len` bytes from `offset` without copying them (a local file maps its page cache), or
+    /// `None` where the object cannot do that: the caller then uses [`Self::read_exact_at`].
+    fn map(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let _ = (offset, len);
+        None
+    }
 }
 
 /// A local file opened for positioned reads.
@@ -65,6 +71,10 @@ impl RandomRead for LocalObject {
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| Error::io("read", &self.name, e))
+    }
+    fn map(&self, offset: u64, len: usize) -> Option<Bytes> {
+        check_range(self, offset, len).ok()?;
+        crate::volume::map_source(&self.file, offset, len)
     }
 }
 

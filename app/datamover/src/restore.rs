@@ -14,16 +14,19 @@ use std::{
     sync::{Arc, mpsc::sync_channel},
 };
 
+use bytes::Bytes;
+
 use crate::{
     error::{Error, Result},
     index::{ClusterState, IndexReader},
     progress::Progress,
     qcow2::reader::{ClusterMapping, Qcow2Image},
-    volume::{BufferPool, ChunkBuffer, is_zero},
+    volume::{BufferPool, is_zero},
 };
 
 /// Largest run of clusters read and verified as one piece.
-const RUN_BYTES: u64 = 4 << 20;
+/// (1 MiB, like a backup's chunks: a run stays in the CPU caches from verifying to writing.)
+const RUN_BYTES: u64 = 1 << 20;
 
 /// Where one guest cluster comes from after merging the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +158,8 @@ pub struct Destination {
     zero_fill: bool,
     /// A block device (sized by the device, never resized).
     is_block: bool,
+    /// `fallocate` zeroing still worth trying (cleared at the first "not supported").
+    offload_zeroing: std::sync::atomic::AtomicBool,
 }
 
 impl Destination {
@@ -176,6 +181,7 @@ impl Destination {
             name,
             zero_fill: is_block,
             is_block,
+            offload_zeroing: true.into(),
         })
     }
 
@@ -196,7 +202,54 @@ impl Destination {
             name,
             zero_fill: true,
             is_block,
+            offload_zeroing: true.into(),
         })
+    }
+
+    /// Makes `[off, off + len)` read as zeros. A block device is asked to zero the range
+    /// itself (`fallocate(FALLOC_FL_ZERO_RANGE)`, the kernel's `BLKZEROOUT`: WRITE ZEROES or
+    /// an unmap that guarantees zeros where the device has one); a file gets a hole punched
+    /// (it stays sparse). Where that is not supported (old kernels, tmpfs, some NFS servers)
+    /// zeros are written. Returns whether the range was zeroed without writing zeros.
+    fn zero_range(&self, off: u64, len: u64) -> Result<bool> {
+        use rustix::fs::FallocateFlags as F;
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.offload_zeroing.load(Relaxed) {
+            let mode = if self.is_block {
+                F::ZERO_RANGE | F::KEEP_SIZE
+            } else {
+                F::PUNCH_HOLE | F::KEEP_SIZE
+            };
+            match rustix::fs::fallocate(&self.file, mode, off, len) {
+                Ok(()) => return Ok(true),
+                Err(
+                    rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::NODEV
+                    | rustix::io::Errno::NOTTY,
+                ) => self.offload_zeroing.store(false, Relaxed),
+                Err(e) => return Err(Error::io("zero a range of", &self.name, e.into())),
+            }
+        }
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64) as usize;
+            self.file
+                .write_all_at(&ZEROS[..n], off + done)
+                .map_err(|e| Error::io("write", &self.name, e))?;
+            done += n as u64;
+        }
+        Ok(false)
+    }
+
+    /// Disables `fallocate` zeroing (tests of the zero-writing fallback).
+    #[doc(hidden)]
+    pub fn without_offloaded_zeroing(self) -> Self {
+        self.offload_zeroing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     fn prepare(&self, size: u64) -> Result<()> {
@@ -240,6 +293,18 @@ pub struct RestoreSummary {
     pub virtual_size: u64,
     /// Bytes of data written.
     pub bytes_written: u64,
+    /// Bytes zeroed by the device or filesystem (`fallocate`), without writing zeros.
+    pub bytes_zeroed_offloaded: u64,
+    /// Bytes zeroed by writing zeros (fallback).
+    pub bytes_zeros_written: u64,
+}
+
+/// What the writer thread does.
+enum WriteOp {
+    /// Verified data: (offset, bytes, length).
+    Data(u64, Bytes, usize),
+    /// A range that must read as zeros: (offset, length).
+    Zero(u64, u64),
 }
 
 /// Clusters contiguous in one layer, read and verified as one piece.
@@ -262,19 +327,32 @@ fn verify_run(
     pool: &Arc<BufferPool>,
     size: u64,
     mismatch: &dyn Fn(u64, &str, String) -> Error,
-) -> Result<(u64, ChunkBuffer, usize)> {
+) -> Result<(u64, Bytes, usize)> {
     let cs = chain.cluster_size();
     let layer = &chain.layers[job.layer];
     let count = job.checks.len() as u64;
-    let mut chunk = pool.take((count * cs) as usize);
-    let buf = chunk.as_mut_slice();
-    layer.read_host(job.host, buf)?;
-    for (c, (want, valid)) in job.checks.iter().enumerate() {
-        let c = c as u64;
-        let cluster = &mut buf[(c * cs) as usize..((c + 1) * cs) as usize];
-        if *valid < cs {
-            cluster[*valid as usize..].fill(0);
+    let len = (count * cs) as usize;
+    // Straight from the page cache when every cluster is whole; otherwise a buffer whose
+    // clusters' tails past the layer's end can be zeroed.
+    let whole = job.checks.iter().all(|(_, valid)| *valid == cs);
+    let data = match whole.then(|| layer.map_host(job.host, len)).flatten() {
+        Some(m) => m,
+        None => {
+            let mut chunk = pool.take(len);
+            let buf = chunk.as_mut_slice();
+            layer.read_host(job.host, buf)?;
+            for (c, (_, valid)) in job.checks.iter().enumerate() {
+                let c = c as u64;
+                if *valid < cs {
+                    buf[(c * cs + valid) as usize..((c + 1) * cs) as usize].fill(0);
+                }
+            }
+            Bytes::from_owner(chunk)
         }
+    };
+    for (c, (want, _)) in job.checks.iter().enumerate() {
+        let c = c as u64;
+        let cluster = &data[(c * cs) as usize..((c + 1) * cs) as usize];
         let bad = match want {
             Some(ClusterState::Data(h)) => (*blake3::hash(cluster).as_bytes() != *h)
                 .then_some("does not match its recorded BLAKE3 digest"),
@@ -292,7 +370,7 @@ fn verify_run(
     // Clip the last cluster at the guest end.
     let start = job.first * cs;
     let len = ((count * cs).min(size - start)) as usize;
-    Ok((start, chunk, len))
+    Ok((start, data, len))
 }
 
 /// Restores `job.chain` into `dest`.
@@ -341,17 +419,33 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
         detail,
     };
     let written = std::sync::atomic::AtomicU64::new(0);
-    let (wtx, wrx) = sync_channel::<(u64, ChunkBuffer, usize)>(8);
+    let zeroed = std::sync::atomic::AtomicU64::new(0);
+    let zeros_written = std::sync::atomic::AtomicU64::new(0);
+    let (wtx, wrx) = sync_channel::<WriteOp>(8);
     let (jtx, jrx) = sync_channel::<RunJob>(workers * 2);
     let jrx = std::sync::Mutex::new(jrx);
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            for (off, buf, len) in wrx {
-                if let Err(e) = dest.file.write_all_at(&buf.as_ref()[..len], off) {
-                    fail(Error::io("write", &dest.name, e));
-                    return;
+            for op in wrx {
+                match op {
+                    WriteOp::Data(off, buf, len) => {
+                        if let Err(e) = dest.file.write_all_at(&buf.as_ref()[..len], off) {
+                            fail(Error::io("write", &dest.name, e));
+                            return;
+                        }
+                        written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    WriteOp::Zero(off, len) => match dest.zero_range(off, len) {
+                        Ok(offloaded) => {
+                            let counter = if offloaded { &zeroed } else { &zeros_written };
+                            counter.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            fail(e);
+                            return;
+                        }
+                    },
                 }
-                written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
             }
         });
         for _ in 0..workers {
@@ -369,7 +463,7 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                     let Ok(job) = job else { return };
                     match verify_run(chain, &job, pool, size, mismatch) {
                         Ok((off, buf, len)) => {
-                            if wtx.send((off, buf, len)).is_err() {
+                            if wtx.send(WriteOp::Data(off, buf, len)).is_err() {
                                 return;
                             }
                         }
@@ -458,14 +552,11 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                 }
                 if dest.zero_fill {
                     for (s, n) in zero_runs {
-                        let mut off = s * cs;
+                        let off = s * cs;
                         let end = ((s + n) * cs).min(size);
-                        while off < end {
-                            let len = (end - off).min(RUN_BYTES) as usize;
-                            let mut zeros = pool.take(len);
-                            zeros.as_mut_slice().fill(0);
-                            wtx.send((off, zeros, len)).map_err(|_| stopped())?;
-                            off += len as u64;
+                        if end > off {
+                            wtx.send(WriteOp::Zero(off, end - off))
+                                .map_err(|_| stopped())?;
                         }
                     }
                 }
@@ -495,5 +586,7 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
     Ok(RestoreSummary {
         virtual_size: size,
         bytes_written: written,
+        bytes_zeroed_offloaded: zeroed.into_inner(),
+        bytes_zeros_written: zeros_written.into_inner(),
     })
 }

@@ -203,7 +203,17 @@ impl Target {
 
     /// An S3 target; S3 calls run on `handle` (call the target from outside the runtime).
     pub fn s3(cfg: &S3Config, handle: Handle) -> Result<Self> {
+        // Buckets with S3 Object Lock refuse uploads without an integrity header ("Content-MD5
+        // or x-amz-sdk-checksum-algorithm header required", MissingUploadObjectWithObjectLockHeaders):
+        // every upload carries its SHA-256 (`x-amz-checksum-sha256`, already computed to sign
+        // the payload) and names the algorithm; object_store signs default headers.
+        let mut headers = object_store::HeaderMap::new();
+        headers.insert(
+            "x-amz-sdk-checksum-algorithm",
+            object_store::HeaderValue::from_static("SHA256"),
+        );
         let mut client = ClientOptions::new()
+            .with_default_headers(headers)
             .with_allow_invalid_certificates(cfg.skip_tls_verify)
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(120));
@@ -228,6 +238,14 @@ impl Target {
             .with_access_key_id(&cfg.access_key_id)
             .with_secret_access_key(&cfg.secret_access_key)
             .with_client_options(client)
+            .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+            // One `DELETE /key` per object (we never delete in bulk): part of the core API of
+            // every S3-compatible store, and a refusal (Object Lock → 403 AccessDenied) comes
+            // back as that object's HTTP status instead of inside a 200 batch answer.
+            .with_config(
+                object_store::aws::AmazonS3ConfigKey::DisableBulkDelete,
+                "true",
+            )
             .with_retry(retry);
         if let Some(t) = &cfg.session_token {
             b = b.with_token(t);
@@ -489,6 +507,13 @@ impl Target {
                 match std::fs::remove_file(&p) {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    // EPERM/EACCES: an immutable file or a WORM (SnapLock-style) share.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        Err(Error::ObjectLocked {
+                            object: key.to_string(),
+                            message: e.to_string(),
+                        })
+                    }
                     Err(e) => Err(Error::io("delete", p.display(), e)),
                 }
             }
@@ -500,6 +525,17 @@ impl Target {
                 ..
             } => match handle.block_on(store.delete(&Self::s3_key(prefix, key))) {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                // 403 AccessDenied on DELETE: Object Lock (retention, legal hold) or a policy
+                // that forbids deletes. Any other 403 cause (clock skew) keeps its own error.
+                Err(e @ object_store::Error::PermissionDenied { .. })
+                    if !e.to_string().contains("RequestTimeTooSkewed") =>
+                {
+                    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                    Err(Error::ObjectLocked {
+                        object: key.to_string(),
+                        message: redact(&e.to_string(), &refs),
+                    })
+                }
                 Err(e) => Err(s3_error("delete", key, e, secrets)),
             },
         }

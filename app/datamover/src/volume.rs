@@ -16,13 +16,16 @@ use std::{
     thread::JoinHandle,
 };
 
+use bytes::Bytes;
 use rustix::{fs::SeekFrom, io::Errno};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// Bytes per chunk read.
-pub const CHUNK_BYTES: u64 = 4 << 20;
+/// 1 MiB: measured against 256 KiB – 4 MiB on the 4 GiB bench volume, it keeps a chunk in the
+/// CPU caches from hashing to writing (4 MiB chunks made the writer's copy read DRAM again).
+pub const CHUNK_BYTES: u64 = 1 << 20;
 /// Chunks queued between the reader and the hasher.
 const QUEUE: usize = 4;
 
@@ -127,12 +130,13 @@ pub enum Piece {
         /// Count.
         count: u64,
     },
-    /// Clusters read; `data` is whole clusters (the last partial cluster zero-padded).
+    /// Clusters read; `data` is whole clusters (the last partial cluster zero-padded): a
+    /// read-only mapping of the source's page cache, or a pooled buffer.
     Data {
         /// First cluster.
         first: u64,
         /// The bytes.
-        data: ChunkBuffer,
+        data: Bytes,
     },
 }
 
@@ -196,6 +200,8 @@ impl SourceVolume {
                 .map_err(|_| Error::Usage("backup stopped".into()))
         };
         let mut pos = 0u64;
+        // Whether mapping the source works (cleared at the first failure: pread from then on).
+        let mapping = std::cell::Cell::new(true);
         for (start, end) in ranges {
             let end = end.min(clusters);
             if start >= end {
@@ -224,14 +230,24 @@ impl SourceVolume {
                 let mut c = first;
                 while c < last {
                     let n = (CHUNK_BYTES / cs).max(1).min(last - c);
-                    let mut data = pool.take((n * cs) as usize);
                     let off = c * cs;
                     let avail = self.size.saturating_sub(off).min(n * cs) as usize;
-                    let buf = data.as_mut_slice();
-                    self.file
-                        .read_exact_at(&mut buf[..avail], off)
-                        .map_err(|e| Error::io("read source volume", &self.name, e))?;
-                    buf[avail..].fill(0);
+                    let data = match (avail as u64 == n * cs && mapping.get())
+                        .then(|| map_source(&self.file, off, avail))
+                        .flatten()
+                    {
+                        Some(m) => m,
+                        None => {
+                            mapping.set(false);
+                            let mut data = pool.take((n * cs) as usize);
+                            let buf = data.as_mut_slice();
+                            self.file
+                                .read_exact_at(&mut buf[..avail], off)
+                                .map_err(|e| Error::io("read source volume", &self.name, e))?;
+                            buf[avail..].fill(0);
+                            Bytes::from_owner(data)
+                        }
+                    };
                     send(Piece::Data { first: c, data })?;
                     c += n;
                 }
@@ -283,6 +299,32 @@ impl SourceVolume {
         }
         Ok(out)
     }
+}
+
+/// Maps `len` bytes of `file` at `off` (page-aligned) read-only, pages populated up front;
+/// `None` where the file cannot be mapped (the caller falls back to `pread`).
+///
+/// Why: a `pread` copy of every source byte into a buffer was a third of a full backup's CPU
+/// time (perf: `_copy_to_iter`); hashing and writing straight from the page cache removes it.
+pub fn map_source(file: &File, off: u64, len: usize) -> Option<Bytes> {
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: the mapping is read-only and private to this process, and we never create a
+    // mutable view of it. Its contents could change (or the access fault with SIGBUS) only if
+    // another process modified or truncated the file while it is mapped: a backup's source is
+    // a CSI snapshot (or a device) nobody writes to, and images are immutable once committed.
+    // The length is taken from the file's size at open and the range is checked against it by
+    // every caller.
+    #[allow(unsafe_code)]
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(off)
+            .len(len)
+            .populate()
+            .map(file)
+    };
+    map.ok().map(Bytes::from_owner)
 }
 
 /// Turns byte ranges into sorted, merged cluster ranges `[start, end)`.

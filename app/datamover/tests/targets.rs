@@ -606,3 +606,160 @@ fn s3_coalesce_keeps_remaining_backups_bit_exact() {
     restore_ok(&target, "b3", &vol.path, d);
     verify_volume(&target, &id("b3"), 100, &NoProgress).unwrap();
 }
+
+/// Creates a bucket with S3 Object Lock enabled and a default COMPLIANCE retention of one day,
+/// so every object written to it is a locked version.
+fn create_locked_bucket(addr: std::net::SocketAddr, bucket: &str) {
+    let send = |req: String| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{req}\n=> {resp}");
+    };
+    send(format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nx-amz-bucket-object-lock-enabled: true\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let body = "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>COMPLIANCE</Mode><Days>1</Days></DefaultRetention></Rule></ObjectLockConfiguration>";
+    send(format!(
+        "PUT /{bucket}?object-lock HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+}
+
+/// Three backups b1 ← b2 ← b3 of a small volume; returns (volume, snapshot of b2's state).
+fn three_backups(target: &Target, d: &Path) -> (Volume, std::path::PathBuf) {
+    let vol = volume(d, "vol.raw", 12 << 20, 8 << 20, 51);
+    backup(target, "b1", None, &vol.path).unwrap();
+    let mut rng = Rng(52);
+    vol.write_random(&mut rng, 9 << 20, CS);
+    backup(target, "b2", Some("b1"), &vol.path).unwrap();
+    let s2 = snapshot(&vol, d, "s2.raw");
+    vol.punch(CS, CS);
+    backup(target, "b3", Some("b2"), &vol.path).unwrap();
+    (vol, s2)
+}
+
+#[test]
+fn object_locked_bucket_accepts_backups_and_retention_still_works() {
+    // Real S3 Object Lock semantics (moto): objects land as locked versions; a DELETE without
+    // a version id only adds a delete marker, so retention succeeds and the locked versions
+    // stay until the lock expires (reclaimed by the bucket's lifecycle rules).
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = unique_name("dm-locked");
+    create_locked_bucket(moto.addr(), &bucket);
+    let rt = runtime();
+    let target = s3_target(&rt, &moto.url(), &bucket, 3, Duration::from_secs(30));
+    let dir = TempDir::new("s3locked").unwrap();
+    let d = dir.path();
+    let (vol, s2) = three_backups(&target, d);
+    let report = coalesce(
+        &target,
+        "plan-a",
+        "pvc-1",
+        &["b1".into()],
+        &NoProgress,
+        &|_| {},
+    )
+    .unwrap();
+    assert!(report.deferred_objects.is_empty(), "{report:?}");
+    let keys = target.list("plan-a").unwrap();
+    assert!(
+        keys.iter().all(|k| !k.starts_with("plan-a/b1/")),
+        "{keys:?}"
+    );
+    restore_ok(&target, "b2", &s2, d);
+    restore_ok(&target, "b3", &vol.path, d);
+    // The locked version of b1's manifest is still there underneath the delete marker.
+    let versions = moto_get(moto.addr(), &format!("/{bucket}?versions"));
+    assert!(
+        versions.contains("plan-a/b1/pvc-1/manifest.json") && versions.contains("DeleteMarker"),
+        "{versions}"
+    );
+}
+
+#[test]
+fn retention_meeting_locked_objects_defers_their_deletion_and_a_later_run_finishes() {
+    // The same locked bucket behind a store that refuses every DELETE of b1's objects with
+    // 403 AccessDenied (what S3 answers for a locked version, and what WORM-style S3 stores
+    // answer for a locked object).
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = unique_name("dm-worm");
+    create_locked_bucket(moto.addr(), &bucket);
+    let rt = runtime();
+    let direct = s3_target(&rt, &moto.url(), &bucket, 3, Duration::from_secs(30));
+    let plan = FaultPlan {
+        percent: 100,
+        methods: vec!["DELETE"],
+        request_contains: Some("/plan-a/b1/".into()),
+        status: 403,
+        code: "AccessDenied",
+    };
+    let proxy = FaultProxy::start_plan(moto.addr(), plan, 3).unwrap();
+    let locked = s3_target(&rt, &proxy.url(), &bucket, 3, Duration::from_secs(30));
+    let dir = TempDir::new("s3worm").unwrap();
+    let d = dir.path();
+    let (vol, s2) = three_backups(&direct, d);
+    let states = std::sync::Mutex::new(Vec::new());
+    let report = coalesce(
+        &locked,
+        "plan-a",
+        "pvc-1",
+        &["b1".into()],
+        &NoProgress,
+        &|s| states.lock().unwrap().push(s),
+    )
+    .unwrap();
+    assert!(proxy.injected.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(
+        states.into_inner().unwrap().last(),
+        Some(&CoalesceState::Qcow2MovementCompleted)
+    );
+    assert!(
+        report
+            .deferred_objects
+            .contains(&"plan-a/b1/pvc-1/manifest.json".to_string()),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .deferred_objects
+            .iter()
+            .all(|k| k.starts_with("plan-a/b1/"))
+    );
+    // The deferral is recorded on the target, and nothing a remaining backup needs is gone.
+    let records = direct.list("plan-a/.pending-deletions/pvc-1").unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    restore_ok(&direct, "b2", &s2, d);
+    restore_ok(&direct, "b3", &vol.path, d);
+    verify_volume(&direct, &id("b3"), 100, &NoProgress).unwrap();
+
+    // Still locked: a second run defers again and keeps one record.
+    let again = coalesce(&locked, "plan-a", "pvc-1", &[], &NoProgress, &|_| {}).unwrap();
+    assert!(!again.deferred_objects.is_empty(), "{again:?}");
+    assert_eq!(
+        direct
+            .list("plan-a/.pending-deletions/pvc-1")
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The lock has expired (no proxy): any later coalesce of the volume finishes the job.
+    let later = coalesce(&direct, "plan-a", "pvc-1", &[], &NoProgress, &|_| {}).unwrap();
+    assert!(later.deferred_objects.is_empty(), "{later:?}");
+    assert!(
+        later
+            .deleted_objects
+            .contains(&"plan-a/b1/pvc-1/manifest.json".to_string()),
+        "{later:?}"
+    );
+    let keys = direct.list("plan-a").unwrap();
+    assert!(
+        keys.iter()
+            .all(|k| !k.starts_with("plan-a/b1/") && !k.contains(".pending-deletions")),
+        "{keys:?}"
+    );
+    restore_ok(&direct, "b2", &s2, d);
+    restore_ok(&direct, "b3", &vol.path, d);
+}

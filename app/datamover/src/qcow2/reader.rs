@@ -247,6 +247,12 @@ impl Qcow2Image {
         self.metadata.get(i).is_some_and(|&(s, _)| s < end)
     }
 
+    /// `len` bytes of host data at `host` without a copy, where the object can map them and
+    /// they lie wholly inside the file.
+    pub fn map_host(&self, host: u64, len: usize) -> Option<bytes::Bytes> {
+        self.src.map(host, len)
+    }
+
     /// Reads `buf.len()` bytes of host data at `host`; bytes past the end of the file (a
     /// partially written last cluster, as qemu leaves it) read as zeros.
     pub fn read_host(&self, host: u64, buf: &mut [u8]) -> Result<()> {
