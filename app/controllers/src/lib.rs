@@ -1,1 +1,26 @@
-//! `tvk-control-plane`: the application's controllers (one module each).
+//! `tvk-control-plane`: the application's controllers, between the API (`tvk-api`) and the
+//! execution layer (Jobs running `tvk-metamover` and `tvk-datamover`).
+//!
+//! One module per controller, each a short pipeline (fetch → validate → build → apply →
+//! status) with `reconcile(obj, ctx) -> Result<Action, Error>` and `error_policy`:
+//! [`target_controller`] (probes targets), [`plan_controller`] (validates plans, owns their
+//! CronJobs) and [`backup_controller`] (the backup phase machine). [`target_access`] is the one
+//! place a Target becomes Job flags; [`runner`] starts everything behind a Lease; the
+//! [`operations`] endpoints serve health and metrics on 8080.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod leader;
+pub mod naming;
+pub mod operations;
+pub mod plan_controller;
+pub mod runner;
+pub mod status_patch;
+pub mod target_access;
+pub mod target_controller;
+
+pub use context::Context;
+pub use error::{Error, Result};

@@ -1,0 +1,113 @@
+//! Starts the controllers behind the leader Lease and stops them gracefully.
+//!
+//! Only the Lease holder reconciles ([`crate::leader`]). On SIGTERM/SIGINT, or when the Lease is lost, every controller stops taking
+//! new work, in-flight reconciles finish, and `run` returns (a pod that lost its Lease exits and
+//! is restarted as a follower by its Deployment).
+
+use std::sync::Arc;
+
+use crate::leader::LeaderElector;
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::{
+    Api,
+    runtime::{Controller, watcher},
+};
+use tvk_api::{backup_plan::BackupPlan, target::Target};
+
+use crate::{context::Context, plan_controller, target_controller};
+
+/// Name of the control plane's Lease (in the install namespace).
+pub const LEASE_NAME: &str = "tvk-control-plane-leader";
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// An Api over the watched scope: one namespace (Namespaced install) or all.
+pub fn scoped<K>(ctx: &Context) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ctx.config.watch_namespace() {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
+}
+
+/// Runs every controller until `stop` resolves.
+pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
+    let stop = stop.shared();
+    let targets = Controller::new(scoped::<Target>(&ctx), watcher::Config::default())
+        .owns(
+            scoped::<PersistentVolumeClaim>(&ctx),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tvk-control-plane"),
+        )
+        .graceful_shutdown_on(stop.clone())
+        .run(
+            target_controller::reconcile,
+            target_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("target", r) });
+    let plans = Controller::new(scoped::<BackupPlan>(&ctx), watcher::Config::default())
+        .graceful_shutdown_on(stop.clone())
+        .run(
+            plan_controller::reconcile,
+            plan_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("backupplan", r) });
+    ctx.metrics.set_ready(true);
+    futures::join!(targets, plans);
+    ctx.metrics.set_ready(false);
+}
+
+fn log_result<K: kube::Resource, E: std::fmt::Display>(
+    controller: &str,
+    result: Result<
+        (
+            kube::runtime::reflector::ObjectRef<K>,
+            kube::runtime::controller::Action,
+        ),
+        E,
+    >,
+) {
+    match result {
+        Ok((obj, _)) => tracing::debug!(controller, object = %obj.name, "reconciled"),
+        Err(error) => tracing::warn!(controller, %error, "reconcile failed"),
+    }
+}
+
+/// Acquires the Lease (if `election`), then runs the controllers until a signal or the loss of
+/// the Lease.
+pub async fn run(ctx: Arc<Context>, election: Option<LeaderElector>) {
+    if let Some(elector) = &election {
+        elector.acquire().await;
+        tracing::info!(lease = LEASE_NAME, "acquired the leader lease");
+    }
+    let stop = async move {
+        let lost = async move {
+            match election {
+                Some(elector) => elector.hold().await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("shutting down on signal"),
+            _ = lost => tracing::warn!("lost the leader lease; stopping"),
+        }
+    }
+    .boxed();
+    run_controllers(ctx, stop).await;
+}

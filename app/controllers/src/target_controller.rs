@@ -1,0 +1,607 @@
+//! The Target controller: proves a target is usable and says why when it is not.
+//!
+//! fetch (credential Secret, CA ConfigMap; for NFS the PersistentVolume and claim of the share)
+//! → probe (S3: an in-process create-only write, read-back, list and delete of a probe object
+//! with the Target's own credentials, region, endpoint and TLS settings, through the
+//! datamover's target code) → classify a failure (DNS, TLS, authentication, missing bucket,
+//! permission, unreachable endpoint, clock skew) → stats → status (`Available` /
+//! `Unavailable`, one `Validation` condition whose reason says why), written only when it
+//! changed.
+//!
+//! Re-validation: on every spec change (generation), and every
+//! [`Context::target_revalidation`] (Available) or minute (Unavailable) — which is also when a
+//! changed credential Secret is noticed: the control plane may `get` Secrets by name but never
+//! list or watch them (least privilege), so there is no Secret watch.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+use tvk_api::{
+    backup::{Backup, BackupState},
+    backup_plan::BackupPlan,
+    target::{
+        Target, TargetPhase, TargetPhaseStatus, TargetState, TargetStats, TargetStatus, TargetType,
+    },
+};
+use tvk_datamover::target::{S3Config, Target as Store};
+
+use crate::{
+    context::{CONTROLLER_NAME, Context},
+    error::{Error, Result},
+    naming::short_hash,
+    status_patch::{apply_status, now_rfc3339, set_condition},
+    target_access::{ACCESS_KEY, DEFAULT_REGION, SECRET_KEY, ref_namespace},
+};
+
+/// Field manager of the Target controller.
+pub const FIELD_MANAGER: &str = "tvk-control-plane-target";
+/// Where probe objects are written (a name no backup plan UID can take).
+pub const PROBE_PREFIX: &str = ".tvk-probe";
+
+/// Why a target is not usable: a reason for the condition and a message saying what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeFailure {
+    /// CamelCase category: DNSResolutionFailed, TLSFailed, AuthenticationFailed,
+    /// BucketNotFound, PermissionDenied, EndpointUnreachable, ClockSkew, CredentialsMissing,
+    /// ObjectLockNotVerified, ProbeFailed.
+    pub reason: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+/// What the probe concluded.
+pub type ProbeResult = std::result::Result<(), ProbeFailure>;
+
+/// Everything the in-process S3 probe needs (credentials already read from the Secret).
+#[derive(Clone)]
+pub struct S3Probe {
+    /// How to reach the bucket.
+    pub config: S3Config,
+    /// The CA bundle (PEM) from the certConfigMap, if any.
+    pub ca_pem: Option<String>,
+    /// Key of the probe object.
+    pub key: String,
+}
+
+impl std::fmt::Debug for S3Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Probe")
+            .field("config", &self.config)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Classifies an error of the datamover's target code (credential-redacted text).
+pub fn classify(error: &tvk_datamover::Error) -> ProbeFailure {
+    let text = error.to_string();
+    let lower = text.to_ascii_lowercase();
+    let (reason, advice) = if matches!(error, tvk_datamover::Error::ClockSkew { .. }) {
+        ("ClockSkew", "fix time synchronisation (NTP) on the nodes")
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+        || lower.contains("no such host")
+        || lower.contains("nodename nor servname")
+    {
+        (
+            "DNSResolutionFailed",
+            "the endpoint's host name does not resolve: check objectStoreCredentials.url and the cluster's DNS",
+        )
+    } else if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("ssl")
+        || lower.contains("handshake")
+        || lower.contains("unknownissuer")
+        || lower.contains("invalid peer")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message")
+    {
+        (
+            "TLSFailed",
+            "the TLS connection failed: give the endpoint's CA in sslCertConfig (certConfigMap, certKey), or use an http:// URL if the endpoint has no TLS",
+        )
+    } else if lower.contains("invalidaccesskeyid")
+        || lower.contains("signaturedoesnotmatch")
+        || lower.contains("unauthenticated")
+        || lower.contains("invalidtoken")
+    {
+        (
+            "AuthenticationFailed",
+            "the endpoint refused the credentials: check the accessKey and secretKey in the credential Secret",
+        )
+    } else if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
+        (
+            "BucketNotFound",
+            "the bucket does not exist: create it or correct objectStoreCredentials.bucketName",
+        )
+    } else if lower.contains("accessdenied")
+        || lower.contains("permission")
+        || lower.contains("forbidden")
+        || lower.contains("403")
+    {
+        (
+            "PermissionDenied",
+            "the credentials may not write, read, list and delete objects in this bucket: grant s3:PutObject, GetObject, ListBucket and DeleteObject",
+        )
+    } else if lower.contains("connection refused")
+        || lower.contains("error sending request")
+        || lower.contains("timed out")
+        || lower.contains("connect")
+        || matches!(error, tvk_datamover::Error::TargetUnavailable { .. })
+    {
+        (
+            "EndpointUnreachable",
+            "the endpoint cannot be reached: check objectStoreCredentials.url, network policies and proxies",
+        )
+    } else {
+        ("ProbeFailed", "check the Target's settings")
+    };
+    ProbeFailure {
+        reason,
+        message: format!("{advice} ({text})"),
+    }
+}
+
+/// The S3 probe: create-only write, read back, list, delete. Blocking (call it off the async
+/// workers); `handle` runs the S3 calls.
+pub fn probe_s3(probe: &S3Probe, handle: tokio::runtime::Handle) -> ProbeResult {
+    let mut config = probe.config.clone();
+    let ca_file = match &probe.ca_pem {
+        Some(pem) => {
+            let path = std::env::temp_dir().join(format!(
+                "tvk-target-ca-{}-{}.pem",
+                std::process::id(),
+                short_hash(&[&probe.key])
+            ));
+            std::fs::write(&path, pem).map_err(|e| ProbeFailure {
+                reason: "ProbeFailed",
+                message: format!("failed to write the CA bundle to {}: {e}", path.display()),
+            })?;
+            config.ca_file = Some(path.clone());
+            Some(path)
+        }
+        None => None,
+    };
+    let result = run_s3_probe(&config, &probe.key, handle);
+    if let Some(path) = ca_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn run_s3_probe(config: &S3Config, key: &str, handle: tokio::runtime::Handle) -> ProbeResult {
+    let store = Store::s3(config, handle).map_err(|e| ProbeFailure {
+        reason: "ProbeFailed",
+        message: format!("the Target's S3 settings are not usable: {e}"),
+    })?;
+    let payload = format!("tvk probe {key}\n");
+    store
+        .put_create_only(key, Bytes::from(payload.clone()))
+        .map_err(|e| classify(&e))?;
+    let outcome = (|| {
+        let back = store.read_all(key, 4096).map_err(|e| classify(&e))?;
+        if back != payload.as_bytes() {
+            return Err(ProbeFailure {
+                reason: "ProbeFailed",
+                message: format!(
+                    "the probe object {key} read back different bytes than were written; the endpoint does not store objects faithfully"
+                ),
+            });
+        }
+        let listed = store.list(PROBE_PREFIX).map_err(|e| classify(&e))?;
+        if !listed.iter().any(|k| k == key) {
+            return Err(ProbeFailure {
+                reason: "ProbeFailed",
+                message: format!(
+                    "the probe object {key} was written but is missing from a listing of {PROBE_PREFIX}/; the endpoint's listings are not consistent"
+                ),
+            });
+        }
+        Ok(())
+    })();
+    let deleted = store.delete(key).map_err(|e| classify(&e));
+    outcome?;
+    deleted
+}
+
+/// Reads what the probe needs from the Target's Secret and ConfigMap.
+async fn s3_probe_inputs(
+    target: &Target,
+    ctx: &Context,
+) -> Result<std::result::Result<S3Probe, ProbeFailure>> {
+    let ns = target.namespace().unwrap_or_default();
+    let Some(s3) = &target.spec.object_store_credentials else {
+        return Ok(Err(ProbeFailure {
+            reason: "CredentialsMissing",
+            message: "type ObjectStore needs objectStoreCredentials (bucketName, credentialSecret)"
+                .into(),
+        }));
+    };
+    let Some(secret_ref) = &s3.credential_secret else {
+        return Ok(Err(ProbeFailure {
+            reason: "CredentialsMissing",
+            message: format!(
+                "objectStoreCredentials.credentialSecret is not set; create a Secret with keys {ACCESS_KEY} and {SECRET_KEY} and reference it"
+            ),
+        }));
+    };
+    let secret_ns = ref_namespace(secret_ref, &ns).to_string();
+    let secret_name = secret_ref.name.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret_ns);
+    let secret = match secrets.get_opt(&secret_name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Ok(Err(ProbeFailure {
+                reason: "CredentialsMissing",
+                message: format!(
+                    "the credential Secret {secret_ns}/{secret_name} does not exist; create it with keys {ACCESS_KEY} and {SECRET_KEY}"
+                ),
+            }));
+        }
+        Err(e) => {
+            return Err(Error::kube(
+                format!("read Secret {secret_ns}/{secret_name}"),
+                e,
+            ));
+        }
+    };
+    let field = |key: &str| -> Option<String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .cloned()
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(access), Some(secret_key)) = (field(ACCESS_KEY), field(SECRET_KEY)) else {
+        return Ok(Err(ProbeFailure {
+            reason: "CredentialsMissing",
+            message: format!(
+                "the credential Secret {secret_ns}/{secret_name} lacks the key {ACCESS_KEY} or {SECRET_KEY} (or it is empty)"
+            ),
+        }));
+    };
+    let mut ca_pem = None;
+    if let Some(cert) = &s3.ssl_cert_config
+        && let Some(map_ref) = &cert.cert_config_map
+    {
+        let map_ns = ref_namespace(map_ref, &ns).to_string();
+        let map_name = map_ref.name.clone().unwrap_or_default();
+        let key = cert.cert_key.clone().unwrap_or_else(|| "ca.crt".into());
+        let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &map_ns);
+        let map = maps
+            .get_opt(&map_name)
+            .await
+            .map_err(|e| Error::kube(format!("read ConfigMap {map_ns}/{map_name}"), e))?;
+        match map.and_then(|m| m.data.and_then(|d| d.get(&key).cloned())) {
+            Some(pem) => ca_pem = Some(pem),
+            None => {
+                return Ok(Err(ProbeFailure {
+                    reason: "TLSFailed",
+                    message: format!(
+                        "the certificate ConfigMap {map_ns}/{map_name} or its key {key} does not exist; create it with the endpoint's CA certificate (PEM)"
+                    ),
+                }));
+            }
+        }
+    }
+    let uid = target.uid().unwrap_or_default();
+    let config = S3Config {
+        bucket: s3.bucket_name.clone(),
+        prefix: String::new(),
+        endpoint: s3.url.clone().filter(|u| !u.is_empty()),
+        region: s3
+            .region
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| DEFAULT_REGION.into()),
+        skip_tls_verify: s3.skip_cert_verification == Some(true),
+        ca_file: None,
+        access_key_id: access,
+        secret_access_key: secret_key,
+        session_token: None,
+        retry_timeout: Duration::from_secs(20),
+        max_retries: 2,
+    };
+    let nanos = jiff::Timestamp::now().as_nanosecond();
+    Ok(Ok(S3Probe {
+        config,
+        ca_pem,
+        key: format!("{PROBE_PREFIX}/{uid}-{nanos}"),
+    }))
+}
+
+/// Name of the PersistentVolume (and claim) of an NFS Target.
+pub fn nfs_volume_name(target: &Target) -> String {
+    format!(
+        "tvk-nfs-{}",
+        short_hash(&[&target.uid().unwrap_or_default()])
+    )
+}
+
+/// The PersistentVolume and claim of an NFS Target's share (pure).
+pub fn nfs_objects(target: &Target) -> Result<(PersistentVolume, PersistentVolumeClaim)> {
+    let ns = target.namespace().unwrap_or_default();
+    let Some(nfs) = &target.spec.nfs_credentials else {
+        return Err(Error::InvalidSpec(
+            "type NFS needs nfsCredentials.nfsExport (server:/path)".into(),
+        ));
+    };
+    let Some((server, path)) = nfs.nfs_export.split_once(':') else {
+        return Err(Error::InvalidSpec(format!(
+            "nfsExport {:?} is not of the form server:/path",
+            nfs.nfs_export
+        )));
+    };
+    let name = nfs_volume_name(target);
+    let capacity = match &target.spec.threshold_capacity {
+        Some(IntOrString::String(s)) => s.clone(),
+        Some(IntOrString::Int(i)) => i.to_string(),
+        None => "1Ti".into(),
+    };
+    let options: Vec<String> = nfs
+        .nfs_options
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let labels = json!({
+        "app.kubernetes.io/managed-by": CONTROLLER_NAME,
+        "triliovault.trilio.io/target": target.name_any(),
+    });
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "capacity": {"storage": capacity},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "mountOptions": options,
+            "nfs": {"server": server, "path": path},
+            "claimRef": {"namespace": ns, "name": name},
+        }
+    }))
+    .map_err(|source| Error::Serde {
+        what: "the NFS PersistentVolume",
+        source,
+    })?;
+    let owner = target.controller_owner_ref(&());
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": name,
+            "resources": {"requests": {"storage": capacity}},
+        }
+    }))
+    .map_err(|source| Error::Serde { what: "the NFS PersistentVolumeClaim", source })?;
+    Ok((pv, pvc))
+}
+
+/// Capacity figures: plans using the target and bytes of its Available backups.
+async fn stats(target: &Target, ctx: &Context) -> Result<TargetStats> {
+    let name = target.name_any();
+    let ns = target.namespace().unwrap_or_default();
+    let (plans, backups): (Api<BackupPlan>, Api<Backup>) = match ctx.config.watch_namespace() {
+        Some(watched) => (
+            Api::namespaced(ctx.client.clone(), watched),
+            Api::namespaced(ctx.client.clone(), watched),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let plans = plans
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list BackupPlans", e))?;
+    let using: Vec<&BackupPlan> = plans
+        .items
+        .iter()
+        .filter(|p| {
+            let t = &p.spec.backup_config.target;
+            t.name.as_deref() == Some(name.as_str())
+                && ref_namespace(t, &p.namespace().unwrap_or_default()) == ns
+        })
+        .collect();
+    let plan_keys: Vec<(String, String)> = using
+        .iter()
+        .map(|p| (p.namespace().unwrap_or_default(), p.name_any()))
+        .collect();
+    let backups = backups
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list Backups", e))?;
+    let mut occupied: u64 = 0;
+    for b in &backups.items {
+        let bns = b.namespace().unwrap_or_default();
+        let plan = (
+            ref_namespace(&b.spec.backup_plan, &bns).to_string(),
+            b.spec.backup_plan.name.clone().unwrap_or_default(),
+        );
+        let available = b.status.as_ref().and_then(|s| s.status) == Some(BackupState::Available);
+        if available && plan_keys.contains(&plan) {
+            occupied += b
+                .status
+                .as_ref()
+                .and_then(|s| s.size.as_ref())
+                .and_then(crate::naming::quantity_bytes)
+                .unwrap_or(0);
+        }
+    }
+    Ok(TargetStats {
+        application_capacity: target.spec.threshold_capacity.clone(),
+        application_capacity_consumed: Some(IntOrString::String(occupied.to_string())),
+        capacity_occupied: Some(IntOrString::String(occupied.to_string())),
+        total_backup_plans: i64::try_from(using.len()).ok(),
+    })
+}
+
+/// Reconciles one Target.
+pub async fn reconcile(target: Arc<Target>, ctx: Arc<Context>) -> Result<Action> {
+    let result = reconcile_inner(&target, &ctx).await;
+    ctx.metrics
+        .observe("target", result.as_ref().err().map(Error::category));
+    result
+}
+
+async fn reconcile_inner(target: &Target, ctx: &Context) -> Result<Action> {
+    let ns = target.namespace().ok_or(Error::Incomplete {
+        kind: "Target",
+        field: "namespace",
+    })?;
+    let api: Api<Target> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = target.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let outcome: ProbeResult = match target.spec.type_ {
+        TargetType::ObjectStore => match s3_probe_inputs(target, ctx).await? {
+            Err(failure) => Err(failure),
+            Ok(probe) => {
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || probe_s3(&probe, handle))
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))?
+            }
+        },
+        TargetType::Nfs => {
+            let (pv, pvc) = nfs_objects(target)?;
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+            let pv_name = pv.name_any();
+            pvs.patch(&pv_name, &params, &Patch::Apply(&pv))
+                .await
+                .map_err(|e| Error::kube(format!("apply PersistentVolume {pv_name} (Cluster scope is needed for NFS targets)"), e))?;
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            let applied = pvcs
+                .patch(&pv_name, &params, &Patch::Apply(&pvc))
+                .await
+                .map_err(|e| {
+                    Error::kube(format!("apply PersistentVolumeClaim {ns}/{pv_name}"), e)
+                })?;
+            status.nfs_persistent_volume =
+                Some(tvk_api::common::ObjectReference::new(pv_name.clone(), None));
+            status.nfs_persistent_volume_claim = Some(tvk_api::common::ObjectReference::new(
+                pv_name.clone(),
+                Some(&ns),
+            ));
+            let bound = applied.status.and_then(|s| s.phase).as_deref() == Some("Bound");
+            Err(ProbeFailure {
+                reason: "ProbeNotAvailable",
+                message: format!(
+                    "the share is {} as PersistentVolume {pv_name} / claim {ns}/{pv_name}; proving it writable needs a validation Job with a probe command, which the datamover image does not offer yet",
+                    if bound { "bound" } else { "being bound" }
+                ),
+            })
+        }
+    };
+    let now = now_rfc3339();
+    let mut conditions = status.condition.take().unwrap_or_default();
+    let (state, phase_status, reason) = match &outcome {
+        Ok(()) => (
+            TargetState::Available,
+            TargetPhaseStatus::Completed,
+            format!(
+                "ProbeSucceeded: a probe object was written, read back, listed and deleted{}",
+                object_lock_note(target)
+            ),
+        ),
+        Err(f) => (
+            TargetState::Unavailable,
+            TargetPhaseStatus::Failed,
+            format!("{}: {}", f.reason, f.message),
+        ),
+    };
+    set_condition(
+        &mut conditions,
+        TargetPhase::Validation,
+        phase_status,
+        &reason,
+        &now,
+    );
+    status.condition = Some(conditions);
+    status.status = Some(state);
+    status.stats = Some(stats(target, ctx).await?);
+    if status != old {
+        apply_status(&api, target, FIELD_MANAGER, &status).await?;
+        if old.status != status.status {
+            ctx.event(
+                target,
+                state != TargetState::Available,
+                match state {
+                    TargetState::Available => "TargetAvailable",
+                    _ => "TargetUnavailable",
+                },
+                reason.clone(),
+            )
+            .await;
+        }
+    }
+    Ok(match state {
+        TargetState::Available => Action::requeue(ctx.target_revalidation),
+        _ => Action::requeue(Duration::from_secs(60)),
+    })
+}
+
+/// `objectLockingEnabled: true` cannot be verified through the object store client (it has no
+/// GetObjectLockConfiguration): the condition says so rather than claim it.
+fn object_lock_note(target: &Target) -> &'static str {
+    let expected = target
+        .spec
+        .object_store_credentials
+        .as_ref()
+        .and_then(|s| s.object_locking_enabled)
+        == Some(true);
+    if expected {
+        "; ObjectLockNotVerified: objectLockingEnabled is set but the bucket's object lock configuration is not checked by this version"
+    } else {
+        ""
+    }
+}
+
+/// Requeue policy on errors: user errors wait (the spec must change), others back off.
+pub fn error_policy(_target: Arc<Target>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "target reconcile failed");
+    if error.is_user_error() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(15))
+    }
+}
+
+/// Whether the Target may be used by plans and backups.
+pub fn is_available(target: &Target) -> bool {
+    target.status.as_ref().and_then(|s| s.status) == Some(TargetState::Available)
+}
+
+/// Current reason of the Validation condition (for messages of plans and backups).
+pub fn unavailable_reason(target: &Target) -> String {
+    target
+        .status
+        .as_ref()
+        .and_then(|s: &TargetStatus| s.condition.as_ref())
+        .and_then(|c| c.iter().find(|c| c.phase == Some(TargetPhase::Validation)))
+        .and_then(|c| c.reason.clone())
+        .unwrap_or_else(|| "not validated yet".into())
+}
