@@ -1,3 +1,6 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("tvk-metamover: under construction")
+//! `tvk-metamover`: the metadata Jobs of a backup (see the library docs).
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    tvk_metamover::cli::main()
 }

@@ -1,0 +1,161 @@
+//! The command line: `tvk-metamover snapshot|commit --kind … --namespace … --name … <target>`.
+//! JSON lines on stdout (`{"event": …}`), a final `{"event":"result",…}` line, exit 0 ok,
+//! 1 permanent failure, 75 retry later (like the datamover).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use tvk_datamover::target_args::TargetArgs;
+
+use crate::{
+    commit,
+    error::{Error, Result},
+    snapshot::{self, BackupKind, BackupRef},
+};
+
+/// Exit code of a retryable failure (sysexits EX_TEMPFAIL).
+pub const EXIT_RETRYABLE: u8 = 75;
+
+/// `tvk-metamover`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tvk-metamover",
+    version,
+    about = "Metadata snapshot and commit of TrilioVault backups"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The backup a command works on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// `Backup` or `ClusterBackup`.
+    #[arg(long, value_enum)]
+    pub kind: BackupKind,
+    /// Namespace of the Backup (not used for a ClusterBackup).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Name of the Backup or ClusterBackup.
+    #[arg(long)]
+    pub name: String,
+}
+
+impl BackupArgs {
+    fn to_ref(&self) -> Result<BackupRef> {
+        if self.kind == BackupKind::Backup && self.namespace.is_none() {
+            return Err(Error::Usage(
+                "--namespace is required with --kind Backup".into(),
+            ));
+        }
+        Ok(BackupRef {
+            kind: self.kind,
+            namespace: match self.kind {
+                BackupKind::Backup => self.namespace.clone(),
+                BackupKind::ClusterBackup => None,
+            },
+            name: self.name.clone(),
+        })
+    }
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Capture the backup's metadata to the target and record status.snapshot.
+    Snapshot {
+        /// The backup.
+        #[command(flatten)]
+        backup: BackupArgs,
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Write the commit object, after every volume is uploaded.
+    Commit {
+        /// The backup.
+        #[command(flatten)]
+        backup: BackupArgs,
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+fn emit(v: Value) {
+    println!("{v}");
+}
+
+/// Parses the arguments, runs, prints the result line and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    match run(cli.command) {
+        Ok(result) => {
+            emit(json!({"event": "result", "ok": true, "result": result}));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let retryable = e.is_retryable();
+            emit(
+                json!({"event": "result", "ok": false, "error": e.to_string(),
+                "category": e.category(), "retryable": retryable}),
+            );
+            eprintln!("error: {e}");
+            if retryable {
+                ExitCode::from(EXIT_RETRYABLE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(command: Command) -> Result<Value> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("failed to start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            Error::Usage(format!(
+                "failed to configure the Kubernetes client (in-cluster service account or KUBECONFIG): {e}"
+            ))
+        })?;
+        let handle = tokio::runtime::Handle::current();
+        match command {
+            Command::Snapshot { backup, target } => {
+                let r = backup.to_ref()?;
+                let target = target.open(handle)?;
+                let out = snapshot::run(client, target, &r, &emit).await?;
+                Ok(json!({
+                    "documents": out.index.documents.len(),
+                    "objects": out.index.documents.iter().map(|d| d.count).sum::<u64>(),
+                    "helmReleases": out.index.helm.len(),
+                    "pvcs": out.index.pvcs.len(),
+                    "dataSnapshots": out.snapshot.data_snapshots().count(),
+                    "warnings": out.index.warnings,
+                    "reused": out.reused,
+                }))
+            }
+            Command::Commit { backup, target } => {
+                let r = backup.to_ref()?;
+                let target = target.open(handle)?;
+                let out = commit::run(client, target, &r, &emit).await?;
+                Ok(json!({"commit": out.key, "volumes": out.volumes,
+                    "alreadyCommitted": out.already_committed}))
+            }
+        }
+    })
+}
