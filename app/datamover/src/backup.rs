@@ -1,8 +1,9 @@
 //! Full and incremental backup of one volume into an image + digest index.
 //!
-//! Pipeline: reader thread (sparse reads) → this thread (zero detection and BLAKE3 of each
-//! cluster on all cores with rayon; per-cluster decision against the parent's index) →
-//! sink thread (sequential writes or multipart parts). An incremental never reads old images:
+//! Pipeline: reader thread (sparse reads: page-cache mappings) → this thread (zero detection
+//! and BLAKE3 of each cluster with rayon — measured faster than hashing on this thread alone;
+//! per-cluster decision against the parent's index) → sink thread (sequential writes or
+//! multipart parts). An incremental never reads old images:
 //! it compares with the parent's index, which describes the parent's whole volume.
 
 use std::{io::Read, path::Path};

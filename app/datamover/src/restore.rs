@@ -299,11 +299,11 @@ pub struct RestoreSummary {
     pub bytes_zeros_written: u64,
 }
 
-/// What the writer thread does.
-enum WriteOp {
-    /// Verified data: (offset, bytes, length).
-    Data(u64, Bytes, usize),
-    /// A range that must read as zeros: (offset, length).
+/// Work for the restore workers.
+enum Job {
+    /// Read, verify and write a run of clusters.
+    Run(RunJob),
+    /// Make `(offset, length)` read as zeros.
     Zero(u64, u64),
 }
 
@@ -421,77 +421,49 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
     let written = std::sync::atomic::AtomicU64::new(0);
     let zeroed = std::sync::atomic::AtomicU64::new(0);
     let zeros_written = std::sync::atomic::AtomicU64::new(0);
-    let (wtx, wrx) = sync_channel::<WriteOp>(8);
-    let (jtx, jrx) = sync_channel::<RunJob>(workers * 2);
+    // Each worker reads (maps), verifies and writes its run itself, so the bytes it hashed
+    // are still in its core's cache when it copies them into the destination (a separate
+    // writer thread re-read them from DRAM). Workers never stop receiving before the queue
+    // closes — after a failure they drain it without working — so the producer's blocking
+    // send cannot hang.
+    let (jtx, jrx) = sync_channel::<Job>(workers * 2);
     let jrx = std::sync::Mutex::new(jrx);
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for op in wrx {
-                match op {
-                    WriteOp::Data(off, buf, len) => {
-                        if let Err(e) = dest.file.write_all_at(&buf.as_ref()[..len], off) {
-                            fail(Error::io("write", &dest.name, e));
-                            return;
-                        }
-                        written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    WriteOp::Zero(off, len) => match dest.zero_range(off, len) {
-                        Ok(offloaded) => {
-                            let counter = if offloaded { &zeroed } else { &zeros_written };
-                            counter.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            fail(e);
-                            return;
-                        }
-                    },
-                }
-            }
-        });
         for _ in 0..workers {
-            let wtx = wtx.clone();
             let (jrx, pool, fail, mismatch, failed) = (&jrx, &pool, &fail, &mismatch, &failed);
+            let (written, zeroed, zeros_written) = (&written, &zeroed, &zeros_written);
             scope.spawn(move || {
                 loop {
-                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                        return;
-                    }
                     let job = match jrx.lock() {
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    match verify_run(chain, &job, pool, size, mismatch) {
-                        Ok((off, buf, len)) => {
-                            if wtx.send(WriteOp::Data(off, buf, len)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            fail(e);
-                            return;
-                        }
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    let r = match job {
+                        Job::Run(run) => verify_run(chain, &run, pool, size, mismatch).and_then(
+                            |(off, data, len)| {
+                                dest.file
+                                    .write_all_at(&data[..len], off)
+                                    .map_err(|e| Error::io("write", &dest.name, e))?;
+                                written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                                Ok(())
+                            },
+                        ),
+                        Job::Zero(off, len) => dest.zero_range(off, len).map(|offloaded| {
+                            let counter = if offloaded { zeroed } else { zeros_written };
+                            counter.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                        }),
+                    };
+                    if let Err(e) = r {
+                        fail(e);
                     }
                 }
             });
         }
-        // Sends a run, giving up when the pipeline has failed (workers may all have exited
-        // while the queue is full).
-        let send_job = |mut j: RunJob| -> Result<()> {
-            loop {
-                match jtx.try_send(j) {
-                    Ok(()) => return Ok(()),
-                    Err(std::sync::mpsc::TrySendError::Full(back)) => {
-                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Err(stopped());
-                        }
-                        j = back;
-                        std::thread::sleep(std::time::Duration::from_micros(50));
-                    }
-                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
-                }
-            }
-        };
+        let send_job = |j: RunJob| -> Result<()> { jtx.send(Job::Run(j)).map_err(|_| stopped()) };
         let mut produce = || -> Result<()> {
             for k in 0..chain.ranges() {
                 if failed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -555,8 +527,7 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                         let off = s * cs;
                         let end = ((s + n) * cs).min(size);
                         if end > off {
-                            wtx.send(WriteOp::Zero(off, end - off))
-                                .map_err(|_| stopped())?;
+                            jtx.send(Job::Zero(off, end - off)).map_err(|_| stopped())?;
                         }
                     }
                 }
@@ -569,7 +540,6 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
             fail(e);
         }
         drop(jtx);
-        drop(wtx);
     });
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
