@@ -98,6 +98,16 @@ pub enum Error {
         object: String,
     },
     /// A create-only write found the object already present.
+    /// The S3 endpoint's TLS certificate was not accepted: a configuration problem that
+    /// retrying does not fix.
+    #[error(
+        "the S3 endpoint's TLS certificate is not trusted while trying to {action} {object} ({message}); pass --s3-ca-file with the CA that signed it (or --s3-skip-tls-verify for a test endpoint)"
+    )]
+    TlsUntrusted {
+        action: &'static str,
+        object: String,
+        message: String,
+    },
     /// The target refused to delete an object that retention wants gone: S3 Object Lock
     /// (retention or legal hold → `AccessDenied`), a bucket policy, or a WORM / immutable file
     /// on a filesystem target. Retention defers such deletions instead of failing.
@@ -144,6 +154,7 @@ impl Error {
             Error::Target { .. } => "Target",
             Error::ClockSkew { .. } => "ClockSkew",
             Error::ObjectLocked { .. } => "ObjectLocked",
+            Error::TlsUntrusted { .. } => "TlsUntrusted",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::Usage(_) => "Usage",
         }

@@ -542,10 +542,34 @@ impl Target {
     }
 }
 
+/// `e` and its sources, joined: object_store's own message stops at "error sending request"
+/// and the cause (a refused certificate, a reset connection) is only in the source chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cur = c.source();
+    }
+    text
+}
+
 fn s3_error(action: &'static str, key: &str, e: object_store::Error, secrets: &[String]) -> Error {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let raw = e.to_string();
+    let raw = error_chain(&e);
     let message = redact(&raw, &refs);
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        return Error::TlsUntrusted {
+            action,
+            object: key.to_string(),
+            message,
+        };
+    }
     if raw.contains("RequestTimeTooSkewed") {
         return Error::ClockSkew {
             action,

@@ -170,13 +170,15 @@ fn s3_over_tls_with_ca_file_skip_verify_and_an_untrusted_certificate() {
     let cfg = config(&moto, &bucket);
     let strict = Target::s3(&cfg, rt.handle().clone()).unwrap();
     let err = strict.list("plan-tls").unwrap_err();
-    let msg = err.to_string().to_lowercase();
-    eprintln!(
-        "untrusted certificate: {err} (retryable: {})",
-        err.is_retryable()
-    );
     assert!(
-        msg.contains("certificate") || msg.contains("tls") || msg.contains("unknownissuer"),
-        "{msg}"
+        matches!(err, tvk_datamover::Error::TlsUntrusted { .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable(), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("--s3-ca-file"), "{msg}");
+    assert!(
+        msg.to_lowercase().contains("issuer"),
+        "the cause is named: {msg}"
     );
 }
