@@ -142,10 +142,71 @@ impl KindAdmission for TvmAdmission {
     }
 }
 
+/// What `tvm` may not do while `other` exists: share its namespace, be a second `Cluster`-scoped
+/// installation, or reuse its `tvkInstanceName`. Each error names the field to change.
+pub fn conflicts_between(
+    tvm: &crate::tvm::TrilioVaultManager,
+    other: &crate::tvm::TrilioVaultManager,
+) -> Vec<FieldError> {
+    use kube::ResourceExt as _;
+
+    use crate::tvm::ApplicationScope;
+    let namespace = tvm.namespace().unwrap_or_default();
+    let other_namespace = other.namespace().unwrap_or_default();
+    let other_id = format!("{other_namespace}/{}", other.name_any());
+    let deleting = if other.metadata.deletion_timestamp.is_some() {
+        " (it is being deleted: wait until it is gone)"
+    } else {
+        ""
+    };
+    let mut errors = Vec::new();
+    if other_namespace == namespace {
+        errors.push(FieldError::new(
+            "metadata.namespace",
+            format!("TrilioVaultManager {other_id} already manages namespace {namespace}{deleting}; only one per namespace is allowed: delete this one or use another namespace"),
+        ));
+    }
+    if other.spec.application_scope == ApplicationScope::Cluster
+        && tvm.spec.application_scope == ApplicationScope::Cluster
+    {
+        errors.push(FieldError::new(
+            "spec.applicationScope",
+            format!("TrilioVaultManager {other_id} is already Cluster-scoped{deleting}; only one Cluster-scoped installation per cluster is allowed: use Namespaced"),
+        ));
+    }
+    if let (Some(a), Some(b)) = (&other.spec.tvk_instance_name, &tvm.spec.tvk_instance_name)
+        && a == b
+    {
+        errors.push(FieldError::new(
+            "spec.tvkInstanceName",
+            format!(
+                "{a:?} is already used by TrilioVaultManager {other_id}{deleting}; choose another"
+            ),
+        ));
+    }
+    errors
+}
+
+/// The cluster-state rules at admission: a new or changed `candidate` conflicts with every other
+/// existing TVM (`existing` may contain the candidate's own stored version, which is skipped).
+pub fn admission_conflicts(
+    candidate: &crate::tvm::TrilioVaultManager,
+    existing: &[crate::tvm::TrilioVaultManager],
+) -> Vec<FieldError> {
+    use kube::ResourceExt as _;
+    existing
+        .iter()
+        .filter(|other| {
+            other.namespace() != candidate.namespace() || other.name_any() != candidate.name_any()
+        })
+        .flat_map(|other| conflicts_between(candidate, other))
+        .collect()
+}
+
 /// The cluster-state rules that need a client (one TVM per namespace, one `Cluster`-scoped TVM
-/// per cluster, unique `tvkInstanceName`): lists every TVM and returns what conflicts with
-/// `tvm` (empty when it may proceed). The oldest TVM keeps its place; see
-/// [`crate::reconcile::cluster_conflicts`].
+/// per cluster, unique `tvkInstanceName`), for the reconciler: lists every TVM and returns what
+/// conflicts with `tvm` (empty when it may proceed). The oldest TVM keeps its place (one may have
+/// been created while the webhook was down); see [`crate::reconcile::cluster_conflicts`].
 pub async fn check_cluster_state(
     client: kube::Client,
     tvm: &crate::tvm::TrilioVaultManager,

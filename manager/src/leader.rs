@@ -77,6 +77,8 @@ impl LeaderElector {
             Some(mut lease) => {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+                // Released (see `release`): free at once.
+                let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
                 let duration = spec
                     .lease_duration_seconds
                     .map_or(self.lease_duration, |s| {
@@ -88,7 +90,7 @@ impl LeaderElector {
                         .checked_add(jiff::SignedDuration::try_from(duration).unwrap_or_default())
                         .is_ok_and(|deadline| deadline < now)
                 });
-                if !ours && !expired {
+                if !ours && !expired && !released {
                     return Ok(false);
                 }
                 let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -103,6 +105,33 @@ impl LeaderElector {
         match result {
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             other => other,
+        }
+    }
+
+    /// Gives the lease up if this candidate holds it (graceful shutdown), so another replica takes
+    /// over at once instead of after a whole lease duration: the holder is cleared, as client-go
+    /// does with `ReleaseOnCancel`. `Ok(false)` when it was not held (lost, or never acquired).
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(false);
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
         }
     }
 
@@ -169,5 +198,13 @@ mod tests {
         let spec = lease.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("pod-b"));
         assert_eq!(spec.lease_transitions, Some(1));
+
+        // A graceful release frees it at once, without waiting for expiry.
+        assert!(!a.release().await.unwrap(), "a does not hold it");
+        assert!(b.release().await.unwrap());
+        assert!(
+            a.try_acquire_or_renew(t2).await.unwrap(),
+            "free after release"
+        );
     }
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod admission_server;
 pub mod apply;
 pub mod crd;
 pub mod leader;

@@ -6,6 +6,7 @@ use std::{future::IntoFuture, path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use tvk_manager::{
+    admission_server,
     render::{RenderInputs, Renderer, TemplateSource},
     tvm::TrilioVaultManager,
     values::Override,
@@ -49,6 +50,39 @@ struct RunArgs {
     /// Log as JSON lines (filter with RUST_LOG).
     #[arg(long, env = "TVK_LOG_JSON")]
     log_json: bool,
+    /// Address of the HTTPS TrilioVaultManager admission webhook (validate + mutate); an empty
+    /// value (`--webhook-listen ""`) turns it off, e.g. for a local out-of-cluster run.
+    #[arg(long, env = "TVK_WEBHOOK_LISTEN", default_value = admission_server::DEFAULT_LISTEN)]
+    webhook_listen: WebhookListen,
+    /// Directory of the webhook's `tls.crt` and `tls.key` (re-read when they change). OLM mounts
+    /// its webhook certificate here; with --webhook-self-signed the manager writes its own.
+    #[arg(long, env = "TVK_WEBHOOK_CERT_DIR", default_value = admission_server::DEFAULT_CERT_DIR)]
+    webhook_cert_dir: PathBuf,
+    /// Create and rotate the webhook's own CA and serving certificate (plain installs without OLM
+    /// or cert-manager): kept in Secret tvk-manager-webhook-cert in POD_NAMESPACE, written to
+    /// --webhook-cert-dir, and injected as caBundle into the tvk-manager-validating and
+    /// tvk-manager-mutating webhook configurations (Service tvk-manager-webhook).
+    #[arg(long, env = "TVK_WEBHOOK_SELF_SIGNED")]
+    webhook_self_signed: bool,
+}
+
+/// `--webhook-listen`: an address, or empty for no webhook.
+#[derive(Clone, Debug)]
+struct WebhookListen(Option<std::net::SocketAddr>);
+
+impl std::str::FromStr for WebhookListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().is_empty() {
+            return Ok(Self(None));
+        }
+        text.parse().map(|addr| Self(Some(addr))).map_err(|error| {
+            format!(
+                "{error}: expected host:port such as 0.0.0.0:9443, or \"\" to turn the webhook off"
+            )
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -231,8 +265,55 @@ fn run_manager(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = std::sync::Arc::new(stop_tx);
+        let stopped = move || {
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let webhook = match args.webhook_listen.0 {
+            None => {
+                tracing::warn!("the TrilioVaultManager admission webhook is off (--webhook-listen \"\")");
+                None
+            }
+            Some(listen) => {
+                if args.webhook_self_signed {
+                    let Some(namespace) = &args.leader_election_namespace else {
+                        bail!("--webhook-self-signed keeps its certificate in the manager's namespace: set POD_NAMESPACE (or --leader-election-namespace)");
+                    };
+                    let certificates = admission_server::SelfSignedCertificates::new(ctx.client.clone(), namespace, &args.webhook_cert_dir);
+                    // Before the server starts, so it loads the files at once; on failure the
+                    // loop below retries and the server picks the files up when they appear.
+                    if let Err(error) = certificates.sync(jiff::Timestamp::now()).await {
+                        tracing::warn!(%error, "failed to prepare the webhook certificate; retrying");
+                    }
+                    tokio::spawn(certificates.run());
+                }
+                let settings = admission_server::AdmissionSettings::new(listen, args.webhook_cert_dir.clone());
+                let server = admission_server::start(&settings, ctx.client.clone(), ctx.metrics.webhook.clone()).await?;
+                ctx.metrics.require_webhook_certificate(server.certificate().clone());
+                Some(tokio::spawn(server.run_until(stopped())))
+            }
+        };
+        let on_signal = stop_tx.clone();
+        tokio::spawn(async move {
+            tvk_manager::reconcile::shutdown_signal().await;
+            tracing::info!("shutting down on signal");
+            let _ = on_signal.send(true);
+        });
         tracing::info!(version = tvk_manager::render::APP_VERSION, namespace = ?args.namespace, "starting the manager");
-        tvk_manager::reconcile::run(ctx, args.namespace, election).await;
+        tvk_manager::reconcile::run(ctx, args.namespace, election, stopped()).await;
+        // Stopped by a signal or the lease lost: the webhook finishes its in-flight requests.
+        let _ = stop_tx.send(true);
+        if let Some(webhook) = webhook {
+            match webhook.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "the webhook stopped with an error"),
+                Err(error) => tracing::warn!(%error, "the webhook task failed"),
+            }
+        }
         server.abort();
         tracing::info!("stopped");
         Ok(())

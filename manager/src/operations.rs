@@ -1,14 +1,18 @@
 //! Operations endpoints of the running manager: `/healthz` (the process serves), `/readyz` (the
-//! controller has started), and Prometheus `/metrics` (reconciles, errors by category, reconcile
-//! durations).
+//! manager is running — leading or standing by for the lease — and, when its admission webhook is
+//! on, a serving certificate is loaded, so the webhook Service only routes to replicas that can
+//! answer), and Prometheus `/metrics` (reconciles, errors by category, reconcile durations, and the
+//! webhook's `tvk_manager_webhook_*` admission metrics).
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
+
+use tvk_webhook::{metrics::WebhookMetrics, tls::ServingCertificate};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{
@@ -34,7 +38,10 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Reconcile durations in seconds.
     pub duration: Histogram,
+    /// Metrics of the TrilioVaultManager admission webhook.
+    pub webhook: Arc<WebhookMetrics>,
     ready: AtomicBool,
+    webhook_certificate: OnceLock<Arc<ServingCertificate>>,
 }
 
 impl Default for Metrics {
@@ -60,12 +67,16 @@ impl Default for Metrics {
             "duration of one reconcile",
             duration.clone(),
         );
+        let webhook = Arc::new(WebhookMetrics::new());
+        webhook.register_in(registry.sub_registry_with_prefix("webhook"));
         Self {
             registry,
             reconciles,
             errors,
             duration,
+            webhook,
             ready: AtomicBool::new(false),
+            webhook_certificate: OnceLock::new(),
         }
     }
 }
@@ -84,9 +95,27 @@ impl Metrics {
         }
     }
 
-    /// Marks the manager ready (controller started).
+    /// Marks the manager running (leading, or standing by for the lease).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes readiness also wait for the admission webhook's serving certificate.
+    pub fn require_webhook_certificate(&self, certificate: Arc<ServingCertificate>) {
+        let _ = self.webhook_certificate.set(certificate);
+    }
+
+    /// Whether `/readyz` answers 200, and if not, why.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting");
+        }
+        match self.webhook_certificate.get() {
+            Some(certificate) if !certificate.is_loaded() => Err(
+                "no webhook serving certificate loaded yet (see the log; check --webhook-cert-dir or --webhook-self-signed)",
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The text exposition.
@@ -106,10 +135,9 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         .route(
             "/readyz",
             get(|State(m): State<Arc<Metrics>>| async move {
-                if m.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready").into_response()
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+                match m.readiness() {
+                    Ok(()) => (StatusCode::OK, "ready").into_response(),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
                 }
             }),
         )
@@ -157,6 +185,15 @@ mod tests {
         assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
         metrics.set_ready();
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        let certificate = Arc::new(ServingCertificate::new());
+        metrics.require_webhook_certificate(certificate.clone());
+        let not_ready = get("/readyz").await;
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(
+            not_ready.contains("webhook serving certificate"),
+            "{not_ready}"
+        );
+        metrics.webhook.observe_certificate_reload(true);
         metrics.observe(Duration::from_millis(20), Some("ApplyError"));
         let body = get("/metrics").await;
         assert!(body.contains("tvk_manager_reconciles_total 1"), "{body}");
@@ -166,6 +203,10 @@ mod tests {
         );
         assert!(
             body.contains("tvk_manager_reconcile_duration_seconds_count 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("tvk_manager_webhook_certificate_reloads_total{result=\"success\"} 1"),
             "{body}"
         );
     }

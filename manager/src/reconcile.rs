@@ -358,28 +358,11 @@ pub fn cluster_conflicts(tvm: &TrilioVaultManager, all: &[TrilioVaultManager]) -
         .iter()
         .filter(|other| other.metadata.uid != tvm.metadata.uid && key(other) < mine)
         .collect();
-    let mut problems = Vec::new();
-    for other in older {
-        let other_id = format!(
-            "{}/{}",
-            other.namespace().unwrap_or_default(),
-            other.name_any()
-        );
-        if other.namespace() == tvm.namespace() {
-            problems.push(format!("TrilioVaultManager {other_id} already manages namespace {}; only one per namespace is allowed, delete this one", tvm.namespace().unwrap_or_default()));
-        }
-        if other.spec.application_scope == crate::tvm::ApplicationScope::Cluster
-            && tvm.spec.application_scope == crate::tvm::ApplicationScope::Cluster
-        {
-            problems.push(format!("TrilioVaultManager {other_id} is already Cluster-scoped; only one Cluster-scoped installation per cluster is allowed"));
-        }
-        if let (Some(a), Some(b)) = (&other.spec.tvk_instance_name, &tvm.spec.tvk_instance_name)
-            && a == b
-        {
-            problems.push(format!("tvkInstanceName {a:?} is already used by TrilioVaultManager {other_id}; choose another"));
-        }
-    }
-    problems
+    older
+        .into_iter()
+        .flat_map(|other| crate::admission::conflicts_between(tvm, other))
+        .map(|error| error.to_string())
+        .collect()
 }
 
 fn dashboard(manifest: &Manifest) -> Option<String> {
@@ -486,7 +469,8 @@ async fn ensure_certificate(
     {
         return Ok(Some(ca));
     }
-    let certificate = webhook_cert::generate(&owner.namespace, now)?;
+    let certificate =
+        webhook_cert::generate(webhook_cert::APP_WEBHOOK_SERVICE, &owner.namespace, now)?;
     let labels = [
         (LABEL_MANAGED_BY, MANAGER_NAME),
         (LABEL_INSTANCE, tvm.name_any().as_str()),
@@ -790,7 +774,7 @@ fn owning_tvm(object: &DynamicObject) -> Option<ControllerRef<TrilioVaultManager
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
@@ -803,29 +787,42 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Runs the controller until SIGTERM/SIGINT (or, with `election`, until the leader lease is
-/// lost): TVMs in `namespace` (or all), plus label-filtered watches of every installed kind so
-/// deleted or edited objects are healed. In-flight reconciles finish before it returns.
+/// Runs the controller until `stop` resolves (the binary passes [`shutdown_signal`]) or, with
+/// `election`, until the leader lease is lost: TVMs in `namespace` (or all), plus label-filtered
+/// watches of every installed kind so deleted or edited objects are healed. A standby replica
+/// waits for the lease (and returns if stopped first). On stop, in-flight reconciles finish and
+/// the lease is released, so another replica takes over at once.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
     election: Option<crate::leader::LeaderElector>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    use futures::FutureExt as _;
+    let stop = stop.boxed().shared();
+    ctx.metrics.set_ready();
     if let Some(elector) = &election {
-        elector.acquire().await;
-        tracing::info!("acquired the leader lease");
+        tokio::select! {
+            () = elector.acquire() => tracing::info!("acquired the leader lease"),
+            () = stop.clone() => {
+                tracing::info!("stopped while standing by for the leader lease");
+                return;
+            }
+        }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let holder = election.clone();
+    let stop_requested = stop.clone();
     tokio::spawn(async move {
         let lost = async move {
-            match election {
+            match holder {
                 Some(elector) => elector.hold().await,
                 None => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
-            _ = shutdown_signal() => tracing::info!("shutting down on signal"),
-            _ = lost => tracing::warn!("lost the leader lease; stopping"),
+            () = stop_requested => tracing::info!("shutting down"),
+            () = lost => tracing::warn!("lost the leader lease; stopping"),
         }
         let _ = stop_tx.send(true);
     });
@@ -860,7 +857,6 @@ pub async fn run(
             controller = controller.watches_with(api, resource, config, |o| owning_tvm(&o));
         }
     }
-    ctx.metrics.set_ready();
     controller
         .graceful_shutdown_on(stopped)
         .run(reconcile, error_policy, ctx)
@@ -871,6 +867,15 @@ pub async fn run(
             }
         })
         .await;
+    if let Some(elector) = &election {
+        match elector.release().await {
+            Ok(true) => tracing::info!("released the leader lease"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "failed to release the leader lease; it expires on its own")
+            }
+        }
+    }
 }
 
 /// An Event recorder reporting as the manager.
@@ -1105,7 +1110,7 @@ mod tests {
         let problems = cluster_conflicts(&b, &all);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("already Cluster-scoped"));
-        assert!(problems[1].contains("tvkInstanceName \"x\""));
+        assert!(problems[1].starts_with("spec.tvkInstanceName: \"x\" is already used"));
         let problems = cluster_conflicts(&c, &all);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("only one per namespace"));

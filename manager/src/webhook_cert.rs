@@ -1,5 +1,6 @@
-//! The application webhook's serving certificate when neither OLM nor cert-manager provides
-//! one: a private CA and a serving certificate for `tvk-webhook.<namespace>.svc`, kept in a
+//! A webhook serving certificate when neither OLM nor cert-manager provides one: a private CA
+//! and a serving certificate for `<service>.<namespace>.svc` (the application's `tvk-webhook`, or
+//! the manager's own `tvk-manager-webhook` with `--webhook-self-signed`), kept in a
 //! `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, `ca.crt`), rotated [`ROTATE_BEFORE`] before
 //! expiry. The CA bundle is injected into the webhook configurations through the values
 //! (`webhook.caBundle`); the webhook reloads the files from its mounted Secret when they change.
@@ -11,7 +12,10 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::api::ObjectMeta;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 
 /// Annotation on the Secret: when the serving certificate expires (RFC 3339).
 pub const ANNOTATION_NOT_AFTER: &str = "triliovault.trilio.io/not-after";
@@ -50,16 +54,23 @@ fn date(ts: Timestamp) -> (i32, u8, u8) {
     )
 }
 
-/// DNS names of the webhook Service.
-pub fn service_names(namespace: &str) -> Vec<String> {
+/// The application webhook's Service.
+pub const APP_WEBHOOK_SERVICE: &str = "tvk-webhook";
+
+/// DNS names of webhook Service `service` in `namespace`.
+pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
-        format!("tvk-webhook.{namespace}.svc"),
-        format!("tvk-webhook.{namespace}.svc.cluster.local"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
     ]
 }
 
-/// Generates a CA and a serving certificate for the webhook Service in `namespace`.
-pub fn generate(namespace: &str, now: Timestamp) -> Result<ServingCertificate, CertError> {
+/// Generates a CA and a serving certificate for webhook Service `service` in `namespace`.
+pub fn generate(
+    service: &str,
+    namespace: &str,
+    now: Timestamp,
+) -> Result<ServingCertificate, CertError> {
     let not_after = now
         .checked_add(jiff::SignedDuration::from_hours(24 * VALIDITY_DAYS))
         .unwrap_or(now);
@@ -72,7 +83,7 @@ pub fn generate(namespace: &str, now: Timestamp) -> Result<ServingCertificate, C
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, format!("tvk-webhook-ca.{namespace}"));
+        .push(DnType::CommonName, format!("{service}-ca.{namespace}"));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = rcgen::date_time_ymd(by, bm, bd);
     ca_params.not_after = rcgen::date_time_ymd(ay, am, ad);
@@ -80,10 +91,11 @@ pub fn generate(namespace: &str, now: Timestamp) -> Result<ServingCertificate, C
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut params = CertificateParams::new(service_names(namespace))?;
+    let mut params = CertificateParams::new(service_names(service, namespace))?;
     params
         .distinguished_name
-        .push(DnType::CommonName, format!("tvk-webhook.{namespace}.svc"));
+        .push(DnType::CommonName, format!("{service}.{namespace}.svc"));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = rcgen::date_time_ymd(by, bm, bd);
     params.not_after = rcgen::date_time_ymd(ay, am, ad);
     let key = KeyPair::generate()?;
@@ -128,6 +140,28 @@ pub fn ca_bundle(secret: &Secret) -> Option<String> {
         .as_ref()?
         .get("ca.crt")
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
+/// The certificate stored in a Secret written by [`secret`]; `None` when a key or the expiry
+/// annotation is missing or not text.
+pub fn from_secret(secret: &Secret) -> Option<ServingCertificate> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    Some(ServingCertificate {
+        ca_pem: text("ca.crt")?,
+        cert_pem: text("tls.crt")?,
+        key_pem: text("tls.key")?,
+        not_after: secret
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(ANNOTATION_NOT_AFTER)?
+            .parse()
+            .ok()?,
+    })
 }
 
 /// The Secret holding `certificate`.
@@ -175,14 +209,14 @@ mod tests {
     #[test]
     fn generated_certificate_is_pem_and_names_the_service() {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let cert = generate("trilio-system", now).unwrap();
+        let cert = generate(APP_WEBHOOK_SERVICE, "trilio-system", now).unwrap();
         assert!(cert.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(cert.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(cert.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_ne!(cert.ca_pem, cert.cert_pem);
         assert_eq!(cert.not_after, "2027-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(
-            service_names("trilio-system")[0],
+            service_names(APP_WEBHOOK_SERVICE, "trilio-system")[0],
             "tvk-webhook.trilio-system.svc"
         );
     }
@@ -190,7 +224,7 @@ mod tests {
     #[test]
     fn rotation_happens_only_inside_the_window_or_when_incomplete() {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let cert = generate("ns", now).unwrap();
+        let cert = generate(APP_WEBHOOK_SERVICE, "ns", now).unwrap();
         let secret = secret("s", "ns", &cert, BTreeMap::new());
         assert!(!needs_rotation(Some(&secret), now));
         let late: Timestamp = "2026-12-05T00:00:00Z".parse().unwrap();
@@ -205,5 +239,7 @@ mod tests {
         broken.data.as_mut().unwrap().remove("tls.key");
         assert!(needs_rotation(Some(&broken), now));
         assert_eq!(ca_bundle(&secret).unwrap(), cert.ca_pem);
+        assert_eq!(from_secret(&secret).unwrap(), cert);
+        assert!(from_secret(&broken).is_none());
     }
 }

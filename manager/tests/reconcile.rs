@@ -4,161 +4,23 @@
 //! exact calls: field manager, order, prune deletes, status writes, and no writes at all when
 //! nothing changed.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod support;
+
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
 };
-use kube_fake_client::{ClientBuilder, interceptor};
-use serde_json::{Value, json};
+use serde_json::json;
+use support::{NS, Write, cluster_spec, current, setup, tvm};
 use tvk_manager::{
     operations::Metrics,
     reconcile::{self, Context, Inventory},
     render::{Renderer, TemplateSource},
-    tvm::{ApplicationScope, ConditionType, TrilioVaultManager, TrilioVaultManagerSpec},
+    tvm::{ConditionType, TrilioVaultManager, TrilioVaultManagerSpec},
 };
-
-const NS: &str = "trilio-system";
-
-/// One recorded write.
-#[derive(Debug, Clone, PartialEq)]
-struct Write {
-    verb: &'static str,
-    kind: String,
-    name: String,
-    field_manager: Option<String>,
-}
-
-#[derive(Clone, Default)]
-struct Recorder {
-    writes: Arc<Mutex<Vec<Write>>>,
-    /// CRDs applied so far: the fake apiserver has no CRD controller, so the get interceptor
-    /// reports them Established as a real apiserver would.
-    crds: Arc<Mutex<HashMap<String, Value>>>,
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<Write> {
-        std::mem::take(&mut *self.writes.lock().unwrap())
-    }
-}
-
-fn tvm(spec: TrilioVaultManagerSpec) -> TrilioVaultManager {
-    let mut tvm = TrilioVaultManager::new("triliovault-manager", spec);
-    tvm.metadata.namespace = Some(NS.into());
-    tvm.metadata.uid = Some("0b7c-uid".into());
-    tvm.metadata.generation = Some(1);
-    tvm
-}
-
-async fn setup(
-    tvm: TrilioVaultManager,
-    templates: TemplateSource,
-) -> (Client, Arc<Context>, Recorder) {
-    let recorder = Recorder::default();
-    let (w1, w2, w3, crds_patch, crds_get) = (
-        recorder.writes.clone(),
-        recorder.writes.clone(),
-        recorder.writes.clone(),
-        recorder.crds.clone(),
-        recorder.crds.clone(),
-    );
-    let funcs = interceptor::Funcs::new()
-        .patch(move |ctx| {
-            let kind = ctx
-                .patch
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string();
-            if kind == "CustomResourceDefinition" {
-                crds_patch
-                    .lock()
-                    .unwrap()
-                    .insert(ctx.name.to_string(), ctx.patch.clone());
-            }
-            w1.lock().unwrap().push(Write {
-                verb: "patch",
-                kind,
-                name: ctx.name.to_string(),
-                field_manager: ctx.params.field_manager.clone(),
-            });
-            Ok(None)
-        })
-        .patch_status(move |ctx| {
-            w2.lock().unwrap().push(Write {
-                verb: "patch-status",
-                kind: ctx
-                    .patch
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string(),
-                name: ctx.name.to_string(),
-                field_manager: ctx.params.field_manager.clone(),
-            });
-            Ok(None)
-        })
-        .delete(move |ctx| {
-            w3.lock().unwrap().push(Write {
-                verb: "delete",
-                kind: String::new(),
-                name: ctx.name.to_string(),
-                field_manager: None,
-            });
-            Ok(None)
-        })
-        .get(move |ctx| {
-            if ctx.namespace.is_empty()
-                && let Some(crd) = crds_get.lock().unwrap().get(ctx.name)
-            {
-                let mut crd = crd.clone();
-                crd["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
-                return Ok(Some(crd));
-            }
-            Ok(None)
-        });
-    let client = ClientBuilder::new()
-        .with_resource::<TrilioVaultManager>()
-        .with_status_subresource::<TrilioVaultManager>()
-        .with_object(tvm)
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .unwrap();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        renderer: Arc::new(Renderer::new(&templates).unwrap()),
-        related_images: vec![],
-        resync: Duration::from_secs(300),
-        crd_timeout: Duration::from_secs(2),
-        recorder: None,
-        metrics: Arc::new(Metrics::default()),
-    });
-    (client, ctx, recorder)
-}
-
-async fn current(client: &Client) -> Arc<TrilioVaultManager> {
-    Arc::new(
-        Api::<TrilioVaultManager>::namespaced(client.clone(), NS)
-            .get("triliovault-manager")
-            .await
-            .unwrap(),
-    )
-}
-
-fn cluster_spec() -> TrilioVaultManagerSpec {
-    TrilioVaultManagerSpec {
-        application_scope: ApplicationScope::Cluster,
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn install_applies_everything_in_order_with_one_field_manager_then_writes_status() {
@@ -266,6 +128,23 @@ async fn a_second_reconcile_with_nothing_changed_writes_nothing() {
         vec![],
         "no-change reconcile must not write"
     );
+}
+
+/// The benchmark's scenario (`benches/reconcile.rs`): the whole application, CRDs included.
+#[tokio::test]
+async fn a_no_change_reconcile_of_the_whole_application_sends_zero_writes() {
+    let (client, ctx, recorder, installed) = support::installed_whole_application().await;
+    for _ in 0..3 {
+        reconcile::apply_tvm(installed.clone(), ctx.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        recorder.take(),
+        vec![],
+        "no-change reconciles must not write"
+    );
+    assert_eq!(current(&client).await.status, installed.status);
 }
 
 #[tokio::test]
