@@ -188,7 +188,15 @@ fn run_s3_probe(config: &S3Config, key: &str, handle: tokio::runtime::Handle) ->
     let payload = format!("tvk probe {key}\n");
     store
         .put_create_only(key, Bytes::from(payload.clone()))
-        .map_err(|e| classify(&e))?;
+        .map_err(|e| match e {
+            // S3 answers a write into a missing bucket with 404 NoSuchBucket, which the
+            // datamover reports as a missing object.
+            tvk_datamover::Error::MissingObject { .. } => ProbeFailure {
+                reason: "BucketNotFound",
+                message: "the bucket does not exist (a write answered 404 NoSuchBucket): create it or correct objectStoreCredentials.bucketName".into(),
+            },
+            e => classify(&e),
+        })?;
     let outcome = (|| {
         let back = store.read_all(key, 4096).map_err(|e| classify(&e))?;
         if back != payload.as_bytes() {
@@ -213,6 +221,103 @@ fn run_s3_probe(config: &S3Config, key: &str, handle: tokio::runtime::Handle) ->
     let deleted = store.delete(key).map_err(|e| classify(&e));
     outcome?;
     deleted
+}
+
+/// Runs the S3 probe off the async workers and, when it could not connect, diagnoses why.
+pub async fn probe_target(probe: S3Probe) -> Result<ProbeResult> {
+    let handle = tokio::runtime::Handle::current();
+    let blocking = probe.clone();
+    let outcome = tokio::task::spawn_blocking(move || probe_s3(&blocking, handle))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?;
+    Ok(match outcome {
+        Err(failure) if matches!(failure.reason, "EndpointUnreachable" | "ProbeFailed") => {
+            Err(diagnose_connection(&probe, failure).await)
+        }
+        other => other,
+    })
+}
+
+/// The datamover's S3 errors keep only the top-level message ("error sending request"); when
+/// the probe could not reach the endpoint, one plain HTTPS/HTTP request with the same TLS
+/// settings tells DNS, TLS and refused connections apart from the error's source chain.
+pub async fn diagnose_connection(probe: &S3Probe, failure: ProbeFailure) -> ProbeFailure {
+    let endpoint = probe
+        .config
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", probe.config.region));
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(probe.config.skip_tls_verify);
+    if let Some(pem) = &probe.ca_pem {
+        match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
+            Ok(certs) => {
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            Err(e) => {
+                return ProbeFailure {
+                    reason: "TLSFailed",
+                    message: format!("the CA certificate in sslCertConfig is not PEM: {e}"),
+                };
+            }
+        }
+    }
+    let Ok(client) = builder.build() else {
+        return failure;
+    };
+    let error = match client.head(&endpoint).send().await {
+        // The endpoint answers HTTP: the failure was not about connecting.
+        Ok(_) => return failure,
+        Err(e) => e,
+    };
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let redacted = tvk_datamover::target::redact(
+        &chain,
+        &[&probe.config.access_key_id, &probe.config.secret_access_key],
+    );
+    let lower = redacted.to_ascii_lowercase();
+    let (reason, advice) = if lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+    {
+        (
+            "DNSResolutionFailed",
+            "the endpoint's host name does not resolve: check objectStoreCredentials.url and the cluster's DNS",
+        )
+    } else if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("ssl")
+        || lower.contains("handshake")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message")
+    {
+        (
+            "TLSFailed",
+            "the TLS connection failed: give the endpoint's CA in sslCertConfig (certConfigMap, certKey), or use an http:// URL if the endpoint has no TLS",
+        )
+    } else if lower.contains("connection refused") || lower.contains("timed out") {
+        (
+            "EndpointUnreachable",
+            "the endpoint refuses or drops connections: check objectStoreCredentials.url, network policies and proxies",
+        )
+    } else {
+        return failure;
+    };
+    ProbeFailure {
+        reason,
+        message: format!("{advice} ({redacted})"),
+    }
 }
 
 /// Reads what the probe needs from the Target's Secret and ConfigMap.
@@ -478,12 +583,7 @@ async fn reconcile_inner(target: &Target, ctx: &Context) -> Result<Action> {
     let outcome: ProbeResult = match target.spec.type_ {
         TargetType::ObjectStore => match s3_probe_inputs(target, ctx).await? {
             Err(failure) => Err(failure),
-            Ok(probe) => {
-                let handle = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || probe_s3(&probe, handle))
-                    .await
-                    .map_err(|e| Error::Task(e.to_string()))?
-            }
+            Ok(probe) => probe_target(probe).await?,
         },
         TargetType::Nfs => {
             let (pv, pvc) = nfs_objects(target)?;

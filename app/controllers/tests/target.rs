@@ -1,0 +1,208 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The Target controller against real servers: the in-process S3 probe against moto (success,
+//! missing bucket, refused credentials, TLS failure, DNS failure) and reconciles against
+//! kube-fake-client (status Available / Unavailable, no write when nothing changed).
+
+mod common;
+
+use std::time::Duration;
+
+use kube::Api;
+use serde_json::json;
+use tvk_api::target::{Target, TargetPhaseStatus, TargetState};
+use tvk_control_plane::target_controller::{self, ProbeResult, S3Probe};
+use tvk_datamover::target::S3Config;
+use tvk_testkit::{
+    S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY,
+    fault_proxy::{FaultPlan, FaultProxy},
+    moto, unique_name,
+};
+
+fn probe_config(endpoint: &str, bucket: &str) -> S3Probe {
+    S3Probe {
+        config: S3Config {
+            bucket: bucket.into(),
+            endpoint: Some(endpoint.into()),
+            region: S3_REGION.into(),
+            access_key_id: S3_ACCESS_KEY.into(),
+            secret_access_key: S3_SECRET_KEY.into(),
+            retry_timeout: Duration::from_secs(5),
+            max_retries: 1,
+            ..S3Config::default()
+        },
+        ca_pem: None,
+        key: format!(
+            "{}/{}",
+            target_controller::PROBE_PREFIX,
+            unique_name("probe")
+        ),
+    }
+}
+
+async fn run_probe(probe: S3Probe) -> ProbeResult {
+    target_controller::probe_target(probe).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_writes_reads_lists_and_deletes_on_moto() {
+    let moto = moto().unwrap();
+    let bucket = unique_name("tgt-ok");
+    common::create_bucket(moto.addr(), &bucket);
+    let probe = probe_config(&moto.url(), &bucket);
+    run_probe(probe.clone()).await.unwrap();
+    let listing = common::list_bucket(moto.addr(), &bucket);
+    assert!(
+        !listing.contains(&probe.key) && listing.contains("<KeyCount>0</KeyCount>"),
+        "the probe object must be deleted: {listing}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_bucket_is_named_as_such() {
+    let moto = moto().unwrap();
+    let failure = run_probe(probe_config(&moto.url(), &unique_name("absent")))
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, "BucketNotFound", "{failure:?}");
+    assert!(failure.message.contains("create it"), "{failure:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_an_authentication_failure_without_the_secret() {
+    let moto = moto().unwrap();
+    let bucket = unique_name("tgt-auth");
+    common::create_bucket(moto.addr(), &bucket);
+    // moto accepts any key; the proxy answers as AWS does for an unknown access key.
+    let proxy = FaultProxy::start_plan(
+        moto.addr(),
+        FaultPlan {
+            percent: 100,
+            methods: Vec::new(),
+            request_contains: None,
+            status: 403,
+            code: "InvalidAccessKeyId",
+        },
+        7,
+    )
+    .unwrap();
+    let failure = run_probe(probe_config(&proxy.url(), &bucket))
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, "AuthenticationFailed", "{failure:?}");
+    assert!(!failure.message.contains(S3_SECRET_KEY), "{failure:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failure_is_named_as_such() {
+    let moto = moto().unwrap();
+    // moto speaks plain HTTP: a TLS handshake with it fails.
+    let endpoint = format!("https://{}", moto.addr());
+    let failure = run_probe(probe_config(&endpoint, "any")).await.unwrap_err();
+    assert_eq!(failure.reason, "TLSFailed", "{failure:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_endpoint_is_a_dns_failure() {
+    let failure = run_probe(probe_config("http://tvk-no-such-host.invalid:9000", "any"))
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, "DNSResolutionFailed", "{failure:?}");
+}
+
+fn target_object(endpoint: &str, bucket: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "triliovault.trilio.io/v1", "kind": "Target",
+        "metadata": {"name": "s3", "namespace": common::NS, "uid": "t-uid-1", "generation": 1},
+        "spec": {"type": "ObjectStore", "vendor": "MinIO", "thresholdCapacity": "100Gi",
+            "objectStoreCredentials": {"bucketName": bucket, "url": endpoint, "region": S3_REGION,
+                "credentialSecret": {"name": "s3-creds"}}}
+    })
+}
+
+fn secret() -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "s3-creds", "namespace": common::NS},
+        "stringData": {},
+        "data": {"accessKey": b64(S3_ACCESS_KEY), "secretKey": b64(S3_SECRET_KEY)}
+    })
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_marks_a_reachable_target_available_and_is_then_quiet() {
+    let moto = moto().unwrap();
+    let bucket = unique_name("tgt-rec");
+    common::create_bucket(moto.addr(), &bucket);
+    let (client, writes) = common::fake(vec![target_object(&moto.url(), &bucket), secret()]).await;
+    let ctx = common::context(client.clone(), "Cluster");
+    let api: Api<Target> = Api::namespaced(client, common::NS);
+    let target = api.get("s3").await.unwrap();
+    target_controller::reconcile(target.into(), ctx.clone())
+        .await
+        .unwrap();
+    let target = api.get("s3").await.unwrap();
+    let status = target.status.clone().unwrap();
+    assert_eq!(status.status, Some(TargetState::Available), "{status:?}");
+    let condition = &status.condition.as_ref().unwrap()[0];
+    assert_eq!(condition.status, Some(TargetPhaseStatus::Completed));
+    assert!(
+        condition
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("ProbeSucceeded")
+    );
+    assert_eq!(status.stats.unwrap().total_backup_plans, Some(0));
+    assert_eq!(writes.take(), ["patch_status s3"]);
+    // Nothing changed: the next reconcile probes again but writes nothing.
+    target_controller::reconcile(target.into(), ctx)
+        .await
+        .unwrap();
+    assert!(
+        writes.take().is_empty(),
+        "no status write when nothing changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_without_the_secret_says_which_secret_is_missing() {
+    let moto = moto().unwrap();
+    let (client, _) = common::fake(vec![target_object(&moto.url(), "whatever")]).await;
+    let ctx = common::context(client.clone(), "Cluster");
+    let api: Api<Target> = Api::namespaced(client, common::NS);
+    let target = api.get("s3").await.unwrap();
+    let action = target_controller::reconcile(target.into(), ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(60))
+    );
+    let target = api.get("s3").await.unwrap();
+    let status = target.status.unwrap();
+    assert_eq!(status.status, Some(TargetState::Unavailable));
+    let reason = status.condition.unwrap()[0].reason.clone().unwrap();
+    assert!(
+        reason.starts_with("CredentialsMissing") && reason.contains("trilio-system/s3-creds"),
+        "{reason}"
+    );
+}
