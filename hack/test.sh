@@ -19,6 +19,7 @@ command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v buildah >/dev/null || need_apt+=(buildah)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v file >/dev/null || need_apt+=(file)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "${TVK_TEST_NO_INSTALL:-}" = 1 ]; then
     echo "missing Debian packages: ${need_apt[*]} (install them: apt-get install ${need_apt[*]})" >&2
@@ -101,6 +102,11 @@ if [ "${TVK_TEST_FAST:-}" != 1 ]; then
   log "generated files are up to date (cargo xtask check-generated)"
   cargo xtask check-generated
 fi
+
+# The packaging e2e test (hack/xtask/tests/images_e2e.rs) puts six static release binaries into
+# images; build them here, outside the per-test timeout (profile `image`, target/image-build).
+log "static image binaries (cargo xtask images --build-only)"
+time cargo xtask images --build-only
 
 log "tests (cargo nextest)"
 cargo nextest run --workspace --no-fail-fast --profile ci

@@ -1,16 +1,66 @@
 //! The list of generators. Each returns the files it owns; `all` is their union.
 
-use crate::Files;
+use std::path::Path;
+
+use crate::{
+    Files, bundle, catalog,
+    images::{self, ImageLock},
+};
 
 /// Folders whose every file (except `README*`) is generated: stale files there are removed.
-pub const OWNED_DIRS: &[&str] = &["templates/crds"];
+pub const OWNED_DIRS: &[&str] = &[
+    "templates/crds",
+    "bundle/manifests",
+    "bundle/metadata",
+    "bundle-application",
+    "catalog/tvk-operator",
+    "catalog/tvk-application",
+    "deploy",
+];
 
-/// Every generated file in the repository.
+/// Every generated file in the repository. The packaging files are generated from the
+/// committed digest record (images/images.lock.json), never from a build.
 pub fn all() -> Result<Files, String> {
+    let root = crate::repo_root();
     let mut files = Files::new();
     files.extend(crds()?);
     files.extend(tvm_crd()?);
+    files.extend(images::containerfiles());
+    let lock = ImageLock::read(&root.join(images::LOCK_PATH))?;
+    files.extend(packaging_without_catalog(&root, &lock)?);
+    files.extend(catalog::generate(&root, &lock)?);
     Ok(files)
+}
+
+/// Both bundles and the plain install, from a digest record.
+pub fn packaging_without_catalog(root: &Path, lock: &ImageLock) -> Result<Files, String> {
+    let mut files = Files::new();
+    files.extend(tvm_crd()?);
+    files.extend(bundle::operator_bundle(root, lock)?);
+    files.extend(bundle::application_bundle(root, lock)?);
+    files.extend(bundle::plain_install(lock)?);
+    Ok(files)
+}
+
+/// `cargo xtask bundle`.
+pub fn bundles(root: &Path) -> Result<Files, String> {
+    let lock = ImageLock::read(&root.join(images::LOCK_PATH))?;
+    let mut files = tvm_crd()?;
+    files.extend(bundle::operator_bundle(root, &lock)?);
+    files.extend(bundle::application_bundle(root, &lock)?);
+    Ok(files)
+}
+
+/// `cargo xtask catalog`.
+pub fn catalog(root: &Path) -> Result<Files, String> {
+    let lock = ImageLock::read(&root.join(images::LOCK_PATH))?;
+    catalog::generate(root, &lock)
+}
+
+/// `cargo xtask deploy`.
+pub fn deploy(root: &Path) -> Result<Files, String> {
+    let lock = ImageLock::read(&root.join(images::LOCK_PATH))?;
+    bundle::plain_install(&lock)
 }
 
 /// The TrilioVaultManager CRD of the operator bundle, from `tvk_manager::crd`.

@@ -2,6 +2,13 @@
 //! the drift check CI runs. Each generator is a function returning the files it owns (path
 //! relative to the repository root, and content); `generate` writes them, removes stale files in
 //! the folders generators own, and `check-generated` fails naming every file that differs.
+//!
+//! Packaging (issue #4): `images` builds the six static binaries and their `FROM scratch`
+//! images with buildah, pushes them (to a private docker-registry it starts when no
+//! `--registry` is given), records their digests in `images/images.lock.json`, then generates
+//! the bundles, builds and pushes the bundle images, and generates and builds the catalog.
+//! `bundle`, `catalog` and `deploy` regenerate their files from the committed digest record;
+//! `generate` does all of it (never a build), so the drift check is independent of any build.
 
 use std::{
     collections::BTreeMap,
@@ -11,7 +18,13 @@ use std::{
 
 use clap::{Parser, Subcommand};
 
+mod bundle;
+mod catalog;
 mod generators;
+mod images;
+
+/// Source repository (labels, CSV links).
+pub const REPOSITORY: &str = "https://github.com/tvk-rs/tvk";
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +44,16 @@ enum Command {
     CheckGenerated,
     /// Regenerate only the application CRDs in templates/crds/.
     Crds,
+    /// Build the static binaries and every image with buildah, push them, record their
+    /// digests in images/images.lock.json, then generate the bundles and the catalog from
+    /// those digests and build and push the bundle and catalog images.
+    Images(images::ImagesArgs),
+    /// Regenerate both OLM bundles (bundle/, bundle-application/) from images/images.lock.json.
+    Bundle,
+    /// Regenerate the file-based catalog (catalog/) from catalog/template.yaml and the bundles.
+    Catalog,
+    /// Regenerate the plain-Kubernetes install (deploy/tvk-operator.yaml).
+    Deploy,
 }
 
 /// Generated files keyed by path relative to the repository root.
@@ -43,6 +66,10 @@ fn main() -> ExitCode {
         Command::Generate => generators::all().and_then(|files| write(&root, &files)),
         Command::Crds => generators::crds().and_then(|files| write(&root, &files)),
         Command::CheckGenerated => generators::all().and_then(|files| check(&root, &files)),
+        Command::Images(args) => images::run(&root, &args),
+        Command::Bundle => generators::bundles(&root).and_then(|files| write_into(&root, &files)),
+        Command::Catalog => generators::catalog(&root).and_then(|files| write_into(&root, &files)),
+        Command::Deploy => generators::deploy(&root).and_then(|files| write_into(&root, &files)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,7 +80,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn repo_root() -> PathBuf {
+/// The repository root.
+pub fn repo_root() -> PathBuf {
     // hack/xtask/Cargo.toml -> repository root
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -65,6 +93,11 @@ fn write(root: &Path, files: &Files) -> Result<(), String> {
     for dir in generators::OWNED_DIRS {
         remove_stale(root, Path::new(dir), files)?;
     }
+    write_into(root, files)
+}
+
+/// Writes `files` under `root` (only those whose content changed), removing nothing.
+pub fn write_into(root: &Path, files: &Files) -> Result<(), String> {
     for (path, content) in files {
         let full = root.join(path);
         if let Some(parent) = full.parent() {
