@@ -375,8 +375,8 @@ pub fn put(target: &Target, key: &str, data: Bytes) -> Result<()> {
     match target.put_create_only(key, data.clone()) {
         Ok(()) => Ok(()),
         Err(tvk_datamover::Error::AlreadyExists { .. }) => {
-            let existing = target.read_all(key, data.len() as u64)?;
-            if existing == data {
+            let same_len = target.open_read(key)?.len() == data.len() as u64;
+            if same_len && target.read_all(key, data.len() as u64)? == data {
                 Ok(())
             } else {
                 Err(Error::Target(tvk_datamover::Error::AlreadyExists {
