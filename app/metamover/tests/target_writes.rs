@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The metadata layout written to real targets: a filesystem path and S3 (moto). Create-only
 //! puts (an identical rewrite by a retried Job is accepted, a different one refused), parts read
 //! back byte for byte, digests as recorded.
