@@ -121,44 +121,60 @@ fn read_blobs(dir: &Path, report: &mut Report) -> Vec<Blob> {
             );
             continue;
         }
-        let name = entry.file_name().to_string_lossy();
-        let documents = if name.ends_with(".json") {
+        // opm decodes every file that .indexignore does not exclude, whatever its name: a
+        // Dockerfile or a README in the catalog directory breaks `opm validate` too.
+        let documents = if entry.file_name().to_string_lossy().ends_with(".json") {
             read_json_stream(path)
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-            read_yaml_documents(path)
         } else {
-            report.warn(
-                path,
-                "catalog.file",
-                format!("not a .yaml/.yml/.json file; opm tries to parse every file, so list it in {INDEX_IGNORE}"),
-            );
-            continue;
+            read_yaml_documents(path)
         };
-        match documents {
-            Ok(documents) => {
-                for value in documents {
-                    if str_at(&value, "/schema").is_none_or(str::is_empty) {
-                        report.error(
-                            path,
-                            "catalog.blob.schema",
-                            "a catalog object without a schema field; every blob needs one (olm.package, olm.channel, olm.bundle, …)",
-                        );
-                        continue;
-                    }
-                    blobs.push(Blob {
-                        path: path.to_path_buf(),
-                        value,
-                    });
-                }
+        let documents = match documents {
+            Ok(documents) => documents,
+            Err(e) => {
+                report.error(
+                    path,
+                    "catalog.parse",
+                    format!("not valid catalog content ({e}); opm reads every file here, so fix it or list it in {INDEX_IGNORE}"),
+                );
+                continue;
             }
-            Err(e) => report.error(
-                path,
-                "catalog.parse",
-                format!("not valid catalog content: {e}"),
-            ),
+        };
+        for value in documents {
+            if !value.is_object() {
+                report.error(
+                    path,
+                    "catalog.parse",
+                    format!(
+                        "holds {}, not a catalog object; opm reads every file here, so list files that are not catalog content in {INDEX_IGNORE}",
+                        short(&value)
+                    ),
+                );
+                continue;
+            }
+            if str_at(&value, "/schema").is_none_or(str::is_empty) {
+                report.error(
+                    path,
+                    "catalog.blob.schema",
+                    "a catalog object without a schema field; every blob needs one (olm.package, olm.channel, olm.bundle, …)",
+                );
+                continue;
+            }
+            blobs.push(Blob {
+                path: path.to_path_buf(),
+                value,
+            });
         }
     }
     blobs
+}
+
+/// The start of a value, for messages.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// A stream of JSON objects, as `opm render` writes them.

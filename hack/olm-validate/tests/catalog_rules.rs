@@ -57,8 +57,15 @@ const CASES: &[(&str, &str, Severity, Mutation)] = &[
     (".indexignore removed", "catalog.parse", E, |d| {
         std::fs::remove_file(d.join("tvk-operator/.indexignore")).unwrap()
     }),
-    ("other file not ignored", "catalog.file", W, |d| {
-        std::fs::write(d.join("README.md"), "# catalog\n").unwrap()
+    ("Dockerfile not ignored", "catalog.parse", E, |d| {
+        std::fs::write(
+            d.join("catalog.Dockerfile"),
+            "FROM scratch\nADD catalog /configs\n",
+        )
+        .unwrap()
+    }),
+    ("symbolic link", "catalog.file", W, |d| {
+        std::os::unix::fs::symlink(d.join(CATALOG), d.join("link.yaml")).unwrap()
     }),
     ("blob without schema", "catalog.blob.schema", E, |d| {
         add(d, json!({"name": "x"}))
@@ -380,6 +387,16 @@ fn indexignore_patterns_follow_gitignore_rules() {
     assert_eq!(parse, [package.join("keep.yaml")], "{report}");
     // catalog.yaml is re-included, so the model is complete apart from keep.yaml.
     assert_eq!(report.findings.len(), 1, "{report}");
+}
+
+#[test]
+fn a_dockerfile_listed_in_indexignore_is_not_read() {
+    let dir = copy_fixture("catalog");
+    std::fs::write(dir.path().join("catalog.Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(dir.path().join(".indexignore"), "catalog.Dockerfile\n").unwrap();
+    std::fs::write(dir.path().join("README.md"), "# only a comment for YAML\n").unwrap();
+    let report = validate_catalog(dir.path());
+    assert!(report.findings.is_empty(), "{report}");
 }
 
 #[test]
