@@ -134,6 +134,7 @@ pub(crate) fn validate(bundle: &BundleContents, csv: &Manifest, report: &mut Rep
             format!("spec.minKubeVersion {min:?} is not a version such as 1.25.0"),
         );
     }
+    check_arch_labels(csv, report);
     let deployments = check_install_strategy(csv, report);
     let install_modes = check_install_modes(csv, report);
     let owned = check_owned(csv, report);
@@ -147,6 +148,49 @@ pub(crate) fn validate(bundle: &BundleContents, csv: &Manifest, report: &mut Rep
                 format!("spec.relatedImages[{i}] needs both name and image"),
             );
         }
+    }
+}
+
+/// operator-framework/api `multiarch`: `operatorframework.io/arch.<arch>` and `os.<os>` labels
+/// say which platforms the operator supports; their value must be `supported`.
+fn check_arch_labels(csv: &Manifest, report: &mut Report) {
+    const ARCHES: [&str; 6] = ["amd64", "arm64", "ppc64le", "s390x", "386", "arm"];
+    let rule = "csv.arch-labels";
+    let mut arches = 0;
+    if let Some(Value::Object(labels)) = csv.value.pointer("/metadata/labels") {
+        for (key, value) in labels {
+            let (known, kind) = if let Some(arch) = key.strip_prefix("operatorframework.io/arch.") {
+                arches += 1;
+                (ARCHES.contains(&arch), "architecture")
+            } else if let Some(os) = key.strip_prefix("operatorframework.io/os.") {
+                (os == "linux", "operating system")
+            } else {
+                continue;
+            };
+            if !known {
+                report.error(
+                    &csv.path,
+                    rule,
+                    format!(
+                        "label {key}: not a known {kind} (architectures: {ARCHES:?}; OS: linux)"
+                    ),
+                );
+            }
+            if value.as_str() != Some("supported") {
+                report.error(
+                    &csv.path,
+                    rule,
+                    format!("label {key} is {value}; its value must be \"supported\""),
+                );
+            }
+        }
+    }
+    if arches == 0 {
+        report.warn(
+            &csv.path,
+            rule,
+            "no operatorframework.io/arch.* label; OLM then assumes amd64 only",
+        );
     }
 }
 
@@ -196,6 +240,33 @@ fn check_install_strategy(csv: &Manifest, report: &mut Report) -> BTreeSet<Strin
                     rule,
                     format!("a container of deployment {name:?} lacks name or image"),
                 );
+            }
+        }
+        // Kubernetes refuses a Deployment whose selector does not select its own pods.
+        let labels = deployment.pointer("/spec/template/metadata/labels");
+        match deployment
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+        {
+            Some(selector) if !selector.is_empty() => {
+                for (key, value) in selector {
+                    if labels.and_then(|l| l.get(key)) != Some(value) {
+                        report.error(
+                            path,
+                            rule,
+                            format!("deployment {name:?}: selector {key}={value} does not match the pod template's labels"),
+                        );
+                    }
+                }
+            }
+            _ => {
+                if array_at(deployment, "/spec/selector/matchExpressions").is_empty() {
+                    report.error(
+                        path,
+                        rule,
+                        format!("deployment {name:?} has no spec.selector; Kubernetes requires one matching the pod template's labels"),
+                    );
+                }
             }
         }
     }

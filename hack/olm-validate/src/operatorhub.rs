@@ -237,6 +237,19 @@ pub(crate) fn validate(_bundle: &BundleContents, csv: &Manifest, report: &mut Re
             "annotation operators.openshift.io/valid-subscription is missing",
         ),
     }
+    match annotation("operatorframework.io/suggested-namespace") {
+        Some(ns) if crate::json::is_dns1123_label(ns) => {}
+        Some(ns) => report.error(
+            path,
+            "openshift.suggested-namespace",
+            format!("annotation operatorframework.io/suggested-namespace {ns:?} is not a valid namespace name (a DNS-1123 label)"),
+        ),
+        None => report.warn(
+            path,
+            "openshift.suggested-namespace",
+            "annotation operatorframework.io/suggested-namespace is missing; the console then proposes openshift-operators",
+        ),
+    }
     for feature in OPENSHIFT_FEATURES {
         let key = format!("features.operators.openshift.io/{feature}");
         match annotation(&key) {

@@ -274,6 +274,53 @@ const CASES: &[(&str, &str, Severity, Mutation)] = &[
         E,
         |d| conversion_webhook(d, json!(["triliovaultmanagers.triliovault.trilio.io"])),
     ),
+    ("selector does not match", "csv.install-strategy", E, |d| {
+        csv(d, |v| {
+            *at(
+                v,
+                "/spec/install/spec/deployments/0/spec/selector/matchLabels/app",
+            ) = json!("other")
+        })
+    }),
+    ("no selector", "csv.install-strategy", E, |d| {
+        csv(d, |v| {
+            remove(v, "/spec/install/spec/deployments/0/spec/selector")
+        })
+    }),
+    ("arch label value", "csv.arch-labels", E, |d| {
+        csv(d, |v| {
+            *at(v, "/metadata/labels/operatorframework.io~1arch.arm64") = json!("yes")
+        })
+    }),
+    ("unknown arch", "csv.arch-labels", E, |d| {
+        csv(d, |v| {
+            at(v, "/metadata/labels").as_object_mut().unwrap().insert(
+                "operatorframework.io/arch.riscv128".into(),
+                json!("supported"),
+            );
+        })
+    }),
+    ("no arch labels", "csv.arch-labels", W, |d| {
+        csv(d, |v| remove(v, "/metadata/labels"))
+    }),
+    (
+        "suggested namespace invalid",
+        "openshift.suggested-namespace",
+        E,
+        |d| {
+            annotation(
+                d,
+                "operatorframework.io/suggested-namespace",
+                Some("TVK_NS"),
+            )
+        },
+    ),
+    (
+        "suggested namespace missing",
+        "openshift.suggested-namespace",
+        W,
+        |d| annotation(d, "operatorframework.io/suggested-namespace", None),
+    ),
     ("related image without name", "csv.related-images", E, |d| {
         csv(d, |v| remove(v, "/spec/relatedImages/1/name"))
     }),
