@@ -92,6 +92,9 @@ fn emit(v: Value) {
 /// Parses the arguments, runs, prints the result line and maps errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // kube's and object_store's TLS stacks link more than one rustls provider: pick ring, as
+    // the rest of the workspace does (an error only means one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)

@@ -1,0 +1,449 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The `tvk-metamover` binary end to end, as a Job runs it: a child process reaching the
+//! in-memory API server (tvk-test-apiserver) through KUBECONFIG and writing to a filesystem
+//! target. A namespace with a Helm release, workloads, cluster-generated objects and PVCs is
+//! snapshotted; the layout, the cleaning and `status.snapshot` are checked; `commit` refuses
+//! until the volume data is there, then commits exactly once.
+
+use std::{collections::BTreeSet, path::Path};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use flate2::{Compression, write::GzEncoder};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use std::io::Write;
+use tvk_metamover::layout::{Commit, Index, read_document};
+use tvk_test_apiserver::ApiServer;
+use tvk_testkit::TempDir;
+
+const MANIFEST: &str = "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: web-reader\n";
+
+fn helm_secret(ns: &str) -> Value {
+    let release = json!({"name": "web", "namespace": ns, "version": 1,
+        "info": {"status": "deployed"},
+        "chart": {"metadata": {"name": "web", "version": "0.1.0"}}, "manifest": MANIFEST});
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(release.to_string().as_bytes()).unwrap();
+    let helm_text = STANDARD.encode(gz.finish().unwrap());
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"name": "sh.helm.release.v1.web.v1", "namespace": ns,
+            "labels": {"owner": "helm", "name": "web", "status": "deployed", "version": "1"}},
+        "data": {"release": STANDARD.encode(helm_text)}})
+}
+
+fn seed(server: &ApiServer) -> (String, String) {
+    for crd in tvk_api::crd::all() {
+        server.create(serde_json::to_value(&crd).unwrap()).unwrap();
+    }
+    let ns = "shop";
+    server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .unwrap();
+    let objs = [
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config", "namespace": ns,
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}, "data": {"k": "v"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": ns}, "data": {}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "scratch", "namespace": ns,
+            "labels": {"backup": "no"}}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "db-pass", "namespace": ns},
+            "data": {"p": STANDARD.encode("hunter2")}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": "web-token", "namespace": ns}}),
+        helm_secret(ns),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web", "namespace": ns}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+            "spec": {"clusterIP": "10.0.0.5", "clusterIPs": ["10.0.0.5"], "ports": [{"port": 80}]}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns,
+            "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+            "spec": {"volumeName": "pv-1", "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "waiting", "namespace": ns},
+            "spec": {"resources": {"requests": {"storage": "5Gi"}}}, "status": {"phase": "Pending"}}),
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1", "namespace": ns},
+            "involvedObject": {"kind": "Pod", "name": "x"}, "reason": "Started"}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "web-reader"},
+            "rules": []}),
+    ];
+    for o in objs {
+        server.create(o).unwrap();
+    }
+    let deploy = server
+        .create(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"serviceAccountName": "web",
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+                    "containers": [{"name": "web", "image": "nginx",
+                        "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db-pass", "key": "p"}}}]}]}}},
+            "status": {"readyReplicas": 1}}))
+        .unwrap();
+    let deploy_uid = deploy["metadata"]["uid"].as_str().unwrap().to_owned();
+    server
+        .create(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-1", "namespace": ns, "ownerReferences": [{"apiVersion": "apps/v1",
+                "kind": "Deployment", "name": "web", "uid": deploy_uid, "controller": true}]},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}))
+        .unwrap();
+    let plan = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
+            "metadata": {"name": "plan", "namespace": ns},
+            "spec": {"backupConfig": {"target": {"name": "t", "namespace": ns}},
+                "excludeResources": {"labelSelector": [{"matchLabels": {"backup": "no"}}]}}}),
+        )
+        .unwrap();
+    let backup = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
+            "metadata": {"name": "b1", "namespace": ns},
+            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": ns}},
+            "status": {"status": "InProgress"}}),
+        )
+        .unwrap();
+    (
+        plan["metadata"]["uid"].as_str().unwrap().to_owned(),
+        backup["metadata"]["uid"].as_str().unwrap().to_owned(),
+    )
+}
+
+struct Run {
+    code: i32,
+    lines: Vec<Value>,
+    stderr: String,
+}
+
+impl Run {
+    fn result(&self) -> &Value {
+        self.lines
+            .iter()
+            .rev()
+            .find(|l| l["event"] == "result")
+            .unwrap_or_else(|| panic!("no result line; stderr: {}", self.stderr))
+    }
+}
+
+async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tvk-metamover"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        lines: stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn doc(dir: &Path, index: &Index, ns: Option<&str>, kind: &str) -> Vec<Value> {
+    let meta = dir
+        .join(&index.backup.plan_uid)
+        .join(&index.backup.uid)
+        .join("_metadata");
+    index
+        .documents
+        .iter()
+        .filter(|d| d.kind == kind && d.namespace.as_deref() == ns)
+        .flat_map(|d| {
+            let bytes = std::fs::read(meta.join(&d.key)).unwrap();
+            assert_eq!(tvk_metamover::layout::digest(&bytes), d.blake3, "{}", d.key);
+            read_document(&bytes, 1 << 30).unwrap()
+        })
+        .collect()
+}
+
+fn names(objs: &[Value]) -> BTreeSet<String> {
+    objs.iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_commit_a_namespace_backup() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let (plan_uid, backup_uid) = seed(&server);
+    let target = TempDir::new("mm-e2e").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let kc = server.kubeconfig_path().to_path_buf();
+    let args = [
+        "snapshot",
+        "--kind",
+        "Backup",
+        "--namespace",
+        "shop",
+        "--name",
+        "b1",
+        "--target",
+        &tdir,
+    ];
+    let run = metamover(&kc, &args).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert_eq!(run.result()["ok"], true);
+    assert!(run.lines.iter().any(|l| l["event"] == "inventory"));
+
+    let meta = target
+        .path()
+        .join(&plan_uid)
+        .join(&backup_uid)
+        .join("_metadata");
+    let index: Index =
+        serde_json::from_slice(&std::fs::read(meta.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index.backup.uid, backup_uid);
+    assert_eq!(index.namespaces, ["shop"]);
+
+    // Selection and the ignore list.
+    let ns = Some("shop");
+    assert_eq!(
+        names(&doc(target.path(), &index, ns, "ConfigMap")),
+        BTreeSet::from(["app-config".to_owned()])
+    );
+    assert_eq!(
+        names(&doc(target.path(), &index, ns, "Secret")),
+        BTreeSet::from(["db-pass".to_owned()])
+    );
+    assert!(
+        doc(target.path(), &index, ns, "ReplicaSet").is_empty(),
+        "controller-owned"
+    );
+    assert!(doc(target.path(), &index, ns, "Event").is_empty());
+    assert_eq!(
+        names(&doc(target.path(), &index, ns, "PersistentVolumeClaim")).len(),
+        2
+    );
+    assert_eq!(
+        names(&doc(target.path(), &index, None, "Namespace")),
+        BTreeSet::from(["shop".to_owned()])
+    );
+    assert_eq!(
+        names(&doc(target.path(), &index, None, "ClusterRole")),
+        BTreeSet::from(["web-reader".to_owned()])
+    );
+
+    // Cleaning.
+    let deploy = &doc(target.path(), &index, ns, "Deployment")[0];
+    assert!(deploy.get("status").is_none());
+    for f in [
+        "uid",
+        "resourceVersion",
+        "managedFields",
+        "creationTimestamp",
+        "generation",
+    ] {
+        assert!(deploy["metadata"].get(f).is_none(), "{f} left in {deploy}");
+    }
+    let svc = &doc(target.path(), &index, ns, "Service")[0];
+    assert!(svc["spec"].get("clusterIP").is_none() && svc["spec"].get("clusterIPs").is_none());
+    let cm = &doc(target.path(), &index, ns, "ConfigMap")[0];
+    assert!(
+        cm["metadata"].get("annotations").is_none(),
+        "last-applied removed: {cm}"
+    );
+    let pvcs = doc(target.path(), &index, ns, "PersistentVolumeClaim");
+    let data = pvcs
+        .iter()
+        .find(|p| p["metadata"]["name"] == "data")
+        .unwrap();
+    assert!(data["spec"].get("volumeName").is_none());
+    let data_entry = index.pvcs.iter().find(|p| p.name == "data").unwrap();
+    assert_eq!(data_entry.volume_name.as_deref(), Some("pv-1"));
+
+    // Helm release storage, separately.
+    assert_eq!(index.helm.len(), 1);
+    assert_eq!(index.helm[0].release, "web");
+    let helm_doc = std::fs::read(meta.join(&index.helm[0].document.key)).unwrap();
+    assert_eq!(
+        names(&read_document(&helm_doc, 1 << 30).unwrap()),
+        BTreeSet::from(["sh.helm.release.v1.web.v1".to_owned()])
+    );
+
+    // status.snapshot, and nothing else in status changed.
+    let backups: Api<tvk_api::Backup> = Api::namespaced(server.client(), "shop");
+    let b = backups.get("b1").await.unwrap();
+    let status = b.status.unwrap();
+    assert_eq!(
+        status.status,
+        Some(tvk_api::backup::BackupState::InProgress)
+    );
+    let snap = tvk_api::snapshot::Snapshot::from_status_value(status.snapshot.as_ref())
+        .unwrap()
+        .unwrap();
+    assert_eq!(snap.helm_charts[0].release, "web");
+    assert_eq!(snap.helm_charts[0].revision, Some(1));
+    let helm_kinds: BTreeSet<_> = snap.helm_charts[0]
+        .resources
+        .iter()
+        .filter_map(|r| r.group_version_kind.kind.clone())
+        .collect();
+    assert!(
+        helm_kinds.contains("Deployment") && helm_kinds.contains("ServiceAccount"),
+        "{helm_kinds:?}"
+    );
+    let custom = snap.custom.clone().unwrap();
+    assert_eq!(custom.data_snapshots.len(), 1);
+    let ds = &custom.data_snapshots[0];
+    assert_eq!(ds.persistent_volume_claim_name, "data");
+    assert_eq!(ds.volume_mode.as_deref(), Some("Filesystem"));
+    assert!(
+        ds.persistent_volume_claim_metadata
+            .as_deref()
+            .unwrap()
+            .contains("\"data\"")
+    );
+    assert!(
+        custom.warnings.iter().any(|w| w.contains("shop/waiting")),
+        "{:?}",
+        custom.warnings
+    );
+    let patches: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/backups/b1/status"))
+        .collect();
+    assert_eq!(patches.len(), 1);
+    assert_eq!(patches[0].field_manager.as_deref(), Some("tvk-metamover"));
+
+    // Commit refuses while the volume is not on the target.
+    let commit_args = [
+        "commit",
+        "--kind",
+        "Backup",
+        "--namespace",
+        "shop",
+        "--name",
+        "b1",
+        "--target",
+        &tdir,
+    ];
+    let refused = metamover(&kc, &commit_args).await;
+    assert_eq!(refused.code, 1, "{:?}", refused.lines);
+    assert!(
+        refused.result()["error"]
+            .as_str()
+            .unwrap()
+            .contains("PVC data"),
+        "{:?}",
+        refused.result()
+    );
+    assert!(!meta.join("commit.json").exists());
+
+    // The control plane uploads the volume and records its location.
+    let vol = format!("{plan_uid}/{backup_uid}/{}", data_entry.uid);
+    std::fs::create_dir_all(target.path().join(&vol)).unwrap();
+    std::fs::write(target.path().join(&vol).join("manifest.json"), b"{}").unwrap();
+    let mut snap2 = snap.clone();
+    for d in snap2.data_snapshots_mut() {
+        d.location = Some(vol.clone());
+        d.uploaded = Some(true);
+    }
+    backups
+        .patch_status(
+            "b1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"snapshot": snap2.to_value().unwrap(),
+                "location": format!("{plan_uid}/{backup_uid}")}})),
+        )
+        .await
+        .unwrap();
+    let committed = metamover(&kc, &commit_args).await;
+    assert_eq!(
+        committed.code, 0,
+        "{:?}\n{}",
+        committed.lines, committed.stderr
+    );
+    let commit: Commit =
+        serde_json::from_slice(&std::fs::read(meta.join("commit.json")).unwrap()).unwrap();
+    assert_eq!(commit.backup.uid, backup_uid);
+    assert_eq!(
+        commit.index_blake3,
+        tvk_metamover::layout::digest(&std::fs::read(meta.join("index.json")).unwrap())
+    );
+    assert_eq!(
+        commit.object["status"]["snapshot"]["custom"]["dataSnapshots"][0]["location"],
+        vol.as_str()
+    );
+    // A rerun of either step is idempotent.
+    let again = metamover(&kc, &commit_args).await;
+    assert_eq!(again.code, 0);
+    assert_eq!(again.result()["result"]["alreadyCommitted"], true);
+    let resnap = metamover(&kc, &args).await;
+    assert_eq!(resnap.code, 0, "{:?}", resnap.lines);
+    assert_eq!(resnap.result()["result"]["reused"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_namespace_fails_permanently_and_naming_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    for crd in tvk_api::crd::all() {
+        server.create(serde_json::to_value(&crd).unwrap()).unwrap();
+    }
+    server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
+            "metadata": {"name": "cp"},
+            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "default"}},
+                "backupComponents": [{"namespace": "ghost"}]}}),
+        )
+        .unwrap();
+    server
+        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackup",
+            "metadata": {"name": "cb"}, "spec": {"type": "Full", "clusterBackupPlan": {"name": "cp"}}}))
+        .unwrap();
+    let target = TempDir::new("mm-ghost").unwrap();
+    let run = metamover(
+        server.kubeconfig_path(),
+        &[
+            "snapshot",
+            "--kind",
+            "ClusterBackup",
+            "--name",
+            "cb",
+            "--target",
+            target.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{:?}", run.lines);
+    let err = run.result()["error"].as_str().unwrap().to_owned();
+    assert!(err.contains("namespace ghost"), "{err}");
+    assert_eq!(run.result()["retryable"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_is_retryable() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let dir = TempDir::new("mm-down").unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::copy(server.kubeconfig_path(), &kc).unwrap();
+    server.shutdown().await;
+    let run = metamover(
+        &kc,
+        &[
+            "snapshot",
+            "--kind",
+            "Backup",
+            "--namespace",
+            "x",
+            "--name",
+            "b",
+            "--target",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 75, "{:?}\n{}", run.lines, run.stderr);
+    assert_eq!(run.result()["retryable"], true);
+}
