@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod context;
+pub mod create_backup;
 pub mod error;
 pub mod leader;
 pub mod naming;

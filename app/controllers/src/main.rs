@@ -44,12 +44,34 @@ struct RunArgs {
 enum Command {
     /// Run the controllers (in cluster, or out of cluster through KUBECONFIG).
     Run(RunArgs),
+    /// Create one Backup of a BackupPlan (what the plan's CronJobs run).
+    CreateBackup {
+        /// Kind of plan (only BackupPlan has schedules in this version).
+        #[arg(long, default_value = "BackupPlan")]
+        kind: String,
+        /// Namespace of the plan.
+        #[arg(long)]
+        namespace: String,
+        /// Name of the plan.
+        #[arg(long)]
+        name: String,
+        /// Scheduled type; an incremental may become a full (no base yet, or
+        /// maxIncrBackupsPerFullBackup reached).
+        #[arg(long = "type", value_parser = ["Full", "Incremental"])]
+        type_: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::CreateBackup {
+            kind,
+            namespace,
+            name,
+            type_,
+        } => create_backup(&kind, &namespace, &name, &type_),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +93,37 @@ fn init_logging(json: bool) {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+}
+
+fn create_backup(kind: &str, namespace: &str, name: &str, type_: &str) -> anyhow::Result<()> {
+    init_logging(false);
+    if kind != "BackupPlan" {
+        anyhow::bail!("--kind {kind}: only BackupPlan schedules are supported by this version");
+    }
+    let requested = if type_ == "Full" {
+        tvk_api::backup::BackupType::Full
+    } else {
+        tvk_api::backup::BackupType::Incremental
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .context("failed to connect to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+        let created = tvk_control_plane::create_backup::create_backup(
+            client,
+            namespace,
+            name,
+            requested,
+            jiff::Timestamp::now(),
+        )
+        .await?;
+        println!("{{\"event\":\"result\",\"ok\":true,\"backup\":\"{namespace}/{created}\"}}");
+        Ok(())
+    })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -644,8 +644,10 @@ pub fn plan_status(
     };
     let full = crons(ScheduleKind::Full);
     let incr = crons(ScheduleKind::Incremental);
-    status.full_backup_crons = (!full.is_empty()).then_some(full);
-    status.incremental_crons = (!incr.is_empty()).then_some(incr);
+    // Empty lists rather than absent fields: a removed schedule must clear its crons whatever
+    // the patch semantics (apply or merge).
+    status.full_backup_crons = Some(full);
+    status.incremental_crons = Some(incr);
     status.pause_schedule = Some(paused);
     let mut stats = status.stats.take().unwrap_or_else(|| json!({}));
     if let (Some(obj), Value::Object(summary)) = (stats.as_object_mut(), backup_summary(backups)) {
