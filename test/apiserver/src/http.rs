@@ -260,6 +260,10 @@ fn resource(
     req: Request,
 ) -> Result<Reply, ApiError> {
     let ns = rp.namespace.as_deref();
+    if ns.is_some() && !res.namespaced {
+        // A cluster-scoped resource has no namespaced URL.
+        return Err(ApiError::no_route());
+    }
     if let Some(sub) = &rp.sub
         && !res.subresources.iter().any(|s| s == sub)
     {

@@ -944,15 +944,21 @@ impl State {
             .unwrap_or_default();
         fieldset::merge(&mut base, &applied);
         let mut removed: Vec<&fieldset::Path> = previous.difference(&new_set).collect();
-        removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        // Shortest first: removing a list element removes everything under it, and its
+        // descendants (whose key fields are gone with it) are skipped.
+        removed.sort_by_key(|p| p.len());
+        let mut gone: Vec<&fieldset::Path> = Vec::new();
         for p in removed {
+            if gone.iter().any(|g| p.starts_with(g)) {
+                continue;
+            }
             let owned_elsewhere = entries
                 .iter()
                 .enumerate()
                 .any(|(i, e)| Some(i) != mine && e.fields.iter().any(|q| q.starts_with(p)));
             let still_applied = new_set.iter().any(|q| q.starts_with(p));
-            if !owned_elsewhere && !still_applied {
-                fieldset::remove(&mut base, p);
+            if !owned_elsewhere && !still_applied && fieldset::remove(&mut base, p) {
+                gone.push(p);
             }
         }
         let api_version = config
@@ -1357,6 +1363,12 @@ impl State {
             .iter()
             .filter_map(|(_, o)| meta_str(o, "uid").map(str::to_string))
             .collect();
+        let mut by_owner: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (_, o)) in all.iter().enumerate() {
+            for owner in owner_uids(o) {
+                by_owner.entry(owner).or_default().push(i);
+            }
+        }
         let mut acted = 0;
         let loc = |o: &Value| {
             (
@@ -1367,10 +1379,10 @@ impl State {
         for (def, obj) in &all {
             let uid = meta_str(obj, "uid").unwrap_or_default().to_string();
             let (ns, name) = loc(obj);
-            let dependents: Vec<&(ResourceDef, Value)> = all
-                .iter()
-                .filter(|(_, d)| owner_uids(d).contains(&uid))
-                .collect();
+            let dependents: Vec<&(ResourceDef, Value)> = by_owner
+                .get(uid.as_str())
+                .map(|idx| idx.iter().filter_map(|i| all.get(*i)).collect())
+                .unwrap_or_default();
             if deleting(obj) {
                 let fins = finalizers(obj);
                 if fins.iter().any(|f| f == "foregroundDeletion") {

@@ -169,6 +169,18 @@ async fn typed_api_create_get_list_replace_patch_delete() -> Result<()> {
     assert_eq!((gone.code, gone.reason.as_str()), (404, "NotFound"));
     assert_eq!(gone.message, "configmaps \"a\" not found");
 
+    let ns_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&());
+    let wrong_scope =
+        Api::<DynamicObject>::namespaced_with(server.client(), "default", &ns_resource);
+    let e = api_error(
+        wrong_scope
+            .list(&ListParams::default())
+            .await
+            .err()
+            .context("cluster-scoped resource under a namespace")?,
+    )?;
+    assert_eq!(e.code, 404);
+
     let missing_ns: Api<ConfigMap> = Api::namespaced(server.client(), "nowhere");
     let e = api_error(
         missing_ns
@@ -253,7 +265,55 @@ async fn status_subresource_and_generation() -> Result<()> {
         .await?;
     assert_eq!(scaled.metadata.generation, Some(2));
 
+    // Status by server-side apply (STYLE.md 5): conditions merge by type per manager, and a
+    // condition the manager stops applying is removed.
+    let status_doc = |conditions: Value| json!({"apiVersion": "apps/v1", "kind": "Deployment", "status": {"conditions": conditions}});
+    let cond = |t: &str| json!({"type": t, "status": "True", "reason": "R", "message": "m"});
+    let pp = PatchParams::apply("status-writer").force();
+    api.patch_status(
+        "d",
+        &pp,
+        &Patch::Apply(status_doc(json!([cond("Available"), cond("Progressing")]))),
+    )
+    .await?;
+    api.patch_status(
+        "d",
+        &PatchParams::apply("other").force(),
+        &Patch::Apply(status_doc(json!([cond("ReplicaFailure")]))),
+    )
+    .await?;
+    let applied = api
+        .patch_status(
+            "d",
+            &pp,
+            &Patch::Apply(status_doc(json!([cond("Available")]))),
+        )
+        .await?;
+    let mut types: Vec<String> = applied
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
+    types.sort();
+    assert_eq!(types, ["Available", "ReplicaFailure"]);
+    assert_eq!(
+        applied.spec.as_ref().and_then(|s| s.replicas),
+        Some(3),
+        "status apply leaves spec"
+    );
+    let status_entry = applied
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("status-writer"))
+        .context("status manager recorded")?;
+    assert_eq!(status_entry.subresource.as_deref(), Some("status"));
+
     // A no-op write keeps the resourceVersion.
+    let before_noop = api.get("d").await?;
     let again = api
         .patch(
             "d",
@@ -261,7 +321,7 @@ async fn status_subresource_and_generation() -> Result<()> {
             &Patch::Merge(json!({"spec": {"replicas": 3}})),
         )
         .await?;
-    assert_eq!(again.resource_version(), scaled.resource_version());
+    assert_eq!(again.resource_version(), before_noop.resource_version());
     Ok(())
 }
 
