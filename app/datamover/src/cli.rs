@@ -283,7 +283,7 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
                 Destination::open(&dest)?
             };
             let s = restore_volume_to(&target, &id.id()?, out, progress)?;
-            Ok(serde_json::json!({"virtualSize": s.virtual_size, "bytesWritten": s.bytes_written}))
+            Ok(restore_json(&s))
         }
         Command::Verify {
             target,
@@ -432,7 +432,7 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
                 },
                 &dest,
             )?;
-            Ok(serde_json::json!({"virtualSize": s.virtual_size, "bytesWritten": s.bytes_written}))
+            Ok(restore_json(&s))
         }
         ImageCommand::Squash {
             src,
@@ -490,6 +490,15 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+fn restore_json(s: &tvk_datamover::restore::RestoreSummary) -> serde_json::Value {
+    serde_json::json!({
+        "virtualSize": s.virtual_size,
+        "bytesWritten": s.bytes_written,
+        "bytesZeroedOffloaded": s.bytes_zeroed_offloaded,
+        "bytesZerosWritten": s.bytes_zeros_written,
+    })
 }
 
 fn summary_json(s: &tvk_datamover::backup::BackupSummary) -> serde_json::Value {

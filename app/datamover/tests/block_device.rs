@@ -58,6 +58,36 @@ fn garbage_file(p: &Path, size: u64) {
     f.write_random(&mut Rng(99), 0, size);
 }
 
+/// A loop device over `backing`, detached on drop.
+struct LoopDevice(String);
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// `None` (after saying SKIPPED) where no loop device can be created: not a failure of the
+/// datamover, and not counted as a pass either.
+fn loop_device(backing: &Path, test: &str) -> Option<LoopDevice> {
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(backing)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(LoopDevice(
+            String::from_utf8(o.stdout).unwrap().trim().to_string(),
+        )),
+        other => {
+            eprintln!(
+                "SKIPPED {test}: cannot create a loop device here ({other:?}); needs root and \
+                 /dev/loop-control. The zero-writing fallback is still tested."
+            );
+            None
+        }
+    }
+}
+
 #[test]
 fn restore_onto_a_loop_device_zeroes_old_data_through_the_device() {
     let dir = TempDir::new("blockdev").unwrap();
@@ -67,28 +97,10 @@ fn restore_onto_a_loop_device_zeroes_old_data_through_the_device() {
     let backing = d.join("device.img");
     garbage_file(&backing, 8 << 20);
     let before = std::fs::read(&backing).unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output();
-    let loopdev = match out {
-        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_string(),
-        other => {
-            // Not a failure of the datamover, and not a pass either: say so loudly.
-            eprintln!(
-                "SKIPPED restore_onto_a_loop_device…: cannot create a loop device here ({other:?}); \
-                 needs root and /dev/loop-control. The zero-writing fallback is still tested."
-            );
-            return;
-        }
+    let Some(dev) = loop_device(&backing, "restore_onto_a_loop_device") else {
+        return;
     };
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
-    let _detach = Detach(loopdev.clone());
+    let loopdev = dev.0.clone();
     let dest = Destination::open(Path::new(&loopdev)).unwrap();
     let s = restore_into(&img, &idx, &dest);
     drop(dest);
@@ -141,4 +153,60 @@ fn where_zeroing_is_not_offloaded_zeros_are_written() {
     assert_files_equal(&vol.path, &dev);
     assert_eq!(s.bytes_zeroed_offloaded, 0, "{s:?}");
     assert!(s.bytes_zeros_written >= 3 << 20, "{s:?}");
+}
+
+#[test]
+fn cli_restore_onto_a_loop_device_reports_how_zeros_were_made() {
+    let dir = TempDir::new("blockcli").unwrap();
+    let d = dir.path();
+    let vol = Volume::create(&d.join("vol.raw"), 4 << 20);
+    vol.write_random(&mut Rng(3), CS, 1 << 20);
+    let t = d.join("target");
+    std::fs::create_dir(&t).unwrap();
+    let backing = d.join("device.img");
+    garbage_file(&backing, 4 << 20);
+    let Some(dev) = loop_device(&backing, "cli_restore_onto_a_loop_device") else {
+        return;
+    };
+    let ids = [
+        "--target",
+        t.to_str().unwrap(),
+        "--plan",
+        "p",
+        "--backup",
+        "b1",
+        "--volume",
+        "v",
+    ];
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tvk-datamover"))
+            .args(["--progress", "none"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        serde_json::from_str::<serde_json::Value>(&last).unwrap()
+    };
+    let mut args = vec!["backup"];
+    args.extend(ids);
+    args.extend(["--source", vol.path.to_str().unwrap()]);
+    run(&args);
+    let mut args = vec!["restore"];
+    args.extend(ids);
+    args.extend(["--dest", &dev.0]);
+    let result = run(&args);
+    let r = &result["result"];
+    assert_eq!(r["bytesWritten"], 1 << 20, "{result}");
+    assert_eq!(r["bytesZeroedOffloaded"], 3 << 20, "{result}");
+    assert_eq!(r["bytesZerosWritten"], 0, "{result}");
+    assert!(head(Path::new(&dev.0), 4 << 20) == std::fs::read(&vol.path).unwrap());
 }
