@@ -630,6 +630,7 @@ fn create_locked_bucket(addr: std::net::SocketAddr, bucket: &str) {
 /// Three backups b1 ← b2 ← b3 of a small volume; returns (volume, snapshot of b2's state).
 fn three_backups(target: &Target, d: &Path) -> (Volume, std::path::PathBuf) {
     let vol = volume(d, "vol.raw", 12 << 20, 8 << 20, 51);
+    std::fs::copy(&vol.path, d.join("b1-expected.raw")).unwrap();
     backup(target, "b1", None, &vol.path).unwrap();
     let mut rng = Rng(52);
     vol.write_random(&mut rng, 9 << 20, CS);
@@ -762,4 +763,73 @@ fn retention_meeting_locked_objects_defers_their_deletion_and_a_later_run_finish
     );
     restore_ok(&direct, "b2", &s2, d);
     restore_ok(&direct, "b3", &vol.path, d);
+}
+
+#[test]
+fn retention_on_a_worm_share_defers_immutable_files_and_finishes_once_they_are_released() {
+    // A filesystem target whose expired backup's manifest is immutable (`chattr +i`: unlink
+    // fails with EPERM, as on a WORM / SnapLock NFS share).
+    let dir = TempDir::new("worm").unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("target")).unwrap();
+    let target = Target::filesystem(&d.join("target")).unwrap();
+    let (vol, s2) = three_backups(&target, d);
+    let locked = d.join("target/plan-a/b1/pvc-1/manifest.json");
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&locked)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!(
+            "SKIPPED retention_on_a_worm_share…: chattr +i is not possible here (needs root and \
+             ext4/xfs); the S3 deferral test covers the same logic"
+        );
+        return;
+    }
+    struct Release<F: Fn(&str) -> bool>(F);
+    impl<F: Fn(&str) -> bool> Drop for Release<F> {
+        fn drop(&mut self) {
+            (self.0)("-i");
+        }
+    }
+    let release = Release(chattr);
+    let report = coalesce(
+        &target,
+        "plan-a",
+        "pvc-1",
+        &["b1".into()],
+        &NoProgress,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        report.deferred_objects,
+        vec!["plan-a/b1/pvc-1/manifest.json".to_string()],
+        "{report:?}"
+    );
+    assert_eq!(
+        target
+            .list("plan-a/.pending-deletions/pvc-1")
+            .unwrap()
+            .len(),
+        1
+    );
+    // b1 is still visible with its whole chain: nothing it needs was deleted.
+    restore_ok(&target, "b1", &d.join("b1-expected.raw"), d);
+    restore_ok(&target, "b2", &s2, d);
+    restore_ok(&target, "b3", &vol.path, d);
+    drop(release);
+    let later = coalesce(&target, "plan-a", "pvc-1", &[], &NoProgress, &|_| {}).unwrap();
+    assert!(later.deferred_objects.is_empty(), "{later:?}");
+    let keys = target.list("plan-a").unwrap();
+    assert!(
+        keys.iter()
+            .all(|k| !k.starts_with("plan-a/b1/") && !k.contains(".pending-deletions")),
+        "{keys:?}"
+    );
+    restore_ok(&target, "b2", &s2, d);
+    restore_ok(&target, "b3", &vol.path, d);
 }
