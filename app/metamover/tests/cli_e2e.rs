@@ -40,7 +40,8 @@ fn seed(server: &ApiServer) -> (String, String) {
     }
     let ns = "shop";
     server
-        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .create(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"env": "prod"}}}))
         .unwrap();
     let objs = [
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config", "namespace": ns,
@@ -129,9 +130,14 @@ impl Run {
 }
 
 async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
+    metamover_env(kubeconfig, args, &[]).await
+}
+
+async fn metamover_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tvk-metamover"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
@@ -446,4 +452,111 @@ async fn an_unreachable_api_server_is_retryable() {
     .await;
     assert_eq!(run.code, 75, "{:?}\n{}", run.lines, run.stderr);
     assert_eq!(run.result()["retryable"], true);
+}
+
+fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "bucket creation failed: {resp}"
+    );
+}
+
+/// A ClusterBackup picking its namespace by labels, written to S3 (moto) with the credentials
+/// from the environment, as the control plane's Job passes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_backup_by_namespace_selector_to_s3() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    seed(&server);
+    server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "dev-ns", "labels": {"env": "dev"}}}))
+        .unwrap();
+    server
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "dev-only", "namespace": "dev-ns"}}))
+        .unwrap();
+    let plan = server
+        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
+            "metadata": {"name": "cp"},
+            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "default"}},
+                "namespaceSelector": [{"name": "prod", "labelSelector": [{"matchLabels": {"env": "prod"}}]}]}}))
+        .unwrap();
+    let cb = server
+        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackup",
+            "metadata": {"name": "cb"}, "spec": {"type": "Full", "clusterBackupPlan": {"name": "cp"}}}))
+        .unwrap();
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = tvk_testkit::unique_name("mm-cli");
+    create_bucket(moto.addr(), &bucket);
+    let target = format!("s3://{bucket}/cluster-a");
+    let endpoint = moto.url();
+    let run = metamover_env(
+        server.kubeconfig_path(),
+        &[
+            "snapshot",
+            "--kind",
+            "ClusterBackup",
+            "--name",
+            "cb",
+            "--target",
+            &target,
+            "--s3-endpoint",
+            &endpoint,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+
+    let cfg = tvk_datamover::target::S3Config {
+        bucket,
+        prefix: "cluster-a".into(),
+        endpoint: Some(endpoint),
+        region: tvk_testkit::S3_REGION.into(),
+        access_key_id: tvk_testkit::S3_ACCESS_KEY.into(),
+        secret_access_key: tvk_testkit::S3_SECRET_KEY.into(),
+        ..Default::default()
+    };
+    let s3 = tvk_datamover::target::Target::s3(&cfg, tokio::runtime::Handle::current()).unwrap();
+    let key = format!(
+        "{}/{}/_metadata/index.json",
+        plan["metadata"]["uid"].as_str().unwrap(),
+        cb["metadata"]["uid"].as_str().unwrap()
+    );
+    let index: Index = tokio::task::spawn_blocking(move || {
+        serde_json::from_slice(&s3.read_all(&key, 1 << 24).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(index.namespaces, ["shop"], "dev-ns is not selected");
+    assert_eq!(index.backup.kind, "ClusterBackup");
+    assert!(
+        index
+            .documents
+            .iter()
+            .all(|d| d.namespace.as_deref() != Some("dev-ns"))
+    );
+
+    let cbs: Api<tvk_api::ClusterBackup> = Api::all(server.client());
+    let status = cbs.get("cb").await.unwrap().status.unwrap();
+    let snap = tvk_api::snapshot::Snapshot::from_status_value(status.snapshot.as_ref())
+        .unwrap()
+        .unwrap();
+    let ds: Vec<_> = snap.data_snapshots().collect();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].namespace.as_deref(), Some("shop"));
+    assert_eq!(snap.helm_charts[0].namespace.as_deref(), Some("shop"));
 }
