@@ -28,4 +28,10 @@ export OURS_RESTORE="$bin --progress none image restore {src} {out} --index {sta
 export OURS_SQUASH="$bin --progress none image squash {src} {prev} {out} --no-sync"
 export SIZE=${SIZE:-4G} FILL=${FILL:-0.10} CHANGE=${CHANGE:-0.01} SEED=${SEED:-1} RUNS=${RUNS:-10}
 [[ -n ${DATA_DIR:-} ]] && export DATA_DIR
-exec bash "$harness"
+# The box is shared and timings follow its load: record the load average beside the table
+# (compare implementations only within one run; rerun when the load is high).
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
+rc=0
+bash "$harness" || rc=$?
+echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+exit "$rc"
