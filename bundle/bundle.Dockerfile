@@ -5,7 +5,7 @@ LABEL operators.operatorframework.io.bundle.mediatype.v1=registry+v1
 LABEL operators.operatorframework.io.bundle.manifests.v1=manifests/
 LABEL operators.operatorframework.io.bundle.metadata.v1=metadata/
 LABEL operators.operatorframework.io.bundle.package.v1=tvk-operator
-LABEL operators.operatorframework.io.bundle.channels.v1=0.1.x,stable
+LABEL operators.operatorframework.io.bundle.channels.v1=stable,stable-0.1
 LABEL operators.operatorframework.io.bundle.channel.default.v1=stable
 LABEL com.redhat.openshift.versions=v4.14
 LABEL name="tvk-operator-bundle" vendor="TVK-RS project" version="0.1.0" release="1" summary="TVK-RS Operator OLM bundle" description="TVK-RS Operator OLM bundle"

@@ -312,16 +312,28 @@ impl RuleSet {
     }
 }
 
-/// The application as the manager renders it for the example TVM in `scope`, as JSON objects
+/// Instance name of the application rendered for the application bundle.
+pub const APP_INSTANCE: &str = "tvk";
+
+/// The application as the manager renders it for a TVM with default values in `scope`, as JSON objects
 /// in apply order. `related_images` are the manager's `RELATED_IMAGE_*` (name, reference).
 pub fn render_application(
     scope: &str,
     related_images: &[(String, String)],
 ) -> Result<Vec<Value>, String> {
-    let mut tvm = example_tvm()?;
-    tvm["spec"]["applicationScope"] = json!(scope);
+    // Defaults only: what templates/values.yaml gives a TVM that sets nothing but the scope.
+    let tvm = json!({
+        "apiVersion": "triliovault.trilio.io/v1",
+        "kind": "TrilioVaultManager",
+        "metadata": {"name": APP_INSTANCE, "namespace": OPERATOR_NAMESPACE},
+        "spec": {"applicationScope": scope}
+    });
+    validate_tvm(
+        &tvm,
+        "the default TrilioVaultManager of hack/xtask/src/bundle.rs",
+    )?;
     let tvm: tvk_manager::tvm::TrilioVaultManager = serde_json::from_value(tvm)
-        .map_err(|e| format!("{TVM_EXAMPLE} is not a TrilioVaultManager: {e}"))?;
+        .map_err(|e| format!("the default TrilioVaultManager does not deserialise: {e}"))?;
     let renderer = Renderer::new(&TemplateSource::embedded())
         .map_err(|e| format!("failed to load templates/: {e}"))?;
     let inputs = RenderInputs {
@@ -1421,7 +1433,7 @@ pub(crate) mod tests {
         let annotations = parse(&files, "bundle/metadata/annotations.yaml");
         assert_eq!(
             annotations["annotations"]["operators.operatorframework.io.bundle.channels.v1"],
-            "0.1.x,stable"
+            "stable,stable-0.1"
         );
         let dockerfile = &files[Path::new("bundle/bundle.Dockerfile")];
         for (key, value) in annotations["annotations"].as_object().unwrap() {

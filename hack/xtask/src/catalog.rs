@@ -2,7 +2,7 @@
 //! → `catalog/<package>/catalog.yaml` (`olm.package`, `olm.channel`, `olm.bundle`) and
 //! `catalog/catalog.Dockerfile`.
 //!
-//! Channels: one per minor version (`X.Y.x`) plus `stable` (the default), every release in
+//! Channels: one per minor version (`stable-X.Y`) plus `stable` (the default), every release in
 //! each channel it belongs to. Upgrade edges: a release `replaces` the one before it in the
 //! template (or what it names) and skips everything from the previous minor (`olm.skipRange`
 //! `>=X.(Y-1).0 <X.Y.Z`), matching the manager's upgrade policy (one minor at a time).
@@ -22,6 +22,8 @@ use crate::{Files, bundle, images::ImageLock};
 
 /// The hand-edited source of the catalog.
 pub const TEMPLATE_PATH: &str = "catalog/template.yaml";
+/// Directory of the catalog (the catalog image's build context).
+pub const CATALOG_DIR: &str = "catalog";
 /// Catalog image name.
 pub const CATALOG_IMAGE: &str = "tvk-catalog";
 /// Default channel of every package.
@@ -129,13 +131,14 @@ impl CatalogTemplate {
     }
 }
 
-/// Channels a version is published in: `X.Y.x` and the default channel.
+/// Channels a version is published in: the default channel and `stable-X.Y` (one per minor;
+/// named with the `stable` prefix OLM's channel-naming good practice asks for).
 pub fn channels_of(version: &str) -> Result<Vec<String>, String> {
     let v = semver::Version::parse(version)
         .map_err(|e| format!("version {version} is not semver: {e}"))?;
     Ok(vec![
-        format!("{}.{}.x", v.major, v.minor),
         DEFAULT_CHANNEL.to_string(),
+        format!("{DEFAULT_CHANNEL}-{}.{}", v.major, v.minor),
     ])
 }
 
@@ -418,7 +421,7 @@ mod tests {
                 .iter()
                 .map(|c| c["name"].as_str().unwrap())
                 .collect();
-            assert_eq!(names, ["0.1.x", "stable"]);
+            assert_eq!(names, ["stable", "stable-0.1"]);
             let bundle = docs.iter().find(|d| d["schema"] == "olm.bundle").unwrap();
             assert_eq!(
                 bundle["image"],
@@ -502,7 +505,7 @@ mod tests {
         let files = ok.unwrap();
         let text = &files[Path::new("catalog/tvk-operator/catalog.yaml")];
         assert!(text.contains("replaces: tvk-operator.v0.0.2"), "{text}");
-        assert!(text.contains("name: 0.0.x"), "{text}");
+        assert!(text.contains("name: stable-0.0"), "{text}");
         // 0.1.0 replacing 0.0.1 leaves 0.0.2 as a second head in `stable`: refused.
         let (_dir, err) = with(&template(
             "        replaces: tvk-operator.v0.0.1\n        skipRange: \">=0.1.0 <0.1.0\"\n",

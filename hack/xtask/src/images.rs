@@ -386,6 +386,7 @@ pub fn run(root: &Path, args: &ImagesArgs) -> Result<(), String> {
     // Bundles from the lock, then their images, then the catalog that names them.
     let bundle_files = crate::generators::packaging_without_catalog(root, &lock)?;
     crate::write_into(&out, &bundle_files)?;
+    crate::validate::bundles(&out)?;
     for bundle in crate::bundle::BUNDLES {
         let dir = out.join(bundle.dir);
         let digest = buildah.build_and_push(&dir.join("bundle.Dockerfile"), &dir, bundle.image)?;
@@ -398,6 +399,7 @@ pub fn run(root: &Path, args: &ImagesArgs) -> Result<(), String> {
     lock.write(&lock_path)?;
     let catalog_files = crate::catalog::generate(root, &lock)?;
     crate::write_into(&out, &catalog_files)?;
+    crate::validate::catalog(&out)?;
     let catalog_dir = out.join("catalog");
     let digest = buildah.build_and_push(
         &catalog_dir.join("catalog.Dockerfile"),

@@ -22,6 +22,7 @@ mod bundle;
 mod catalog;
 mod generators;
 mod images;
+mod validate;
 
 /// Source repository (labels, CSV links).
 pub const REPOSITORY: &str = "https://github.com/tvk-rs/tvk";
@@ -54,6 +55,14 @@ enum Command {
     Catalog,
     /// Regenerate the plain-Kubernetes install (deploy/tvk-operator.yaml).
     Deploy,
+    /// Run the OLM checks (tvk-olm-validate: CSV, CRD, bundle, OperatorHub, good practices,
+    /// file-based catalog model) on both bundles and the catalog; fails on any error.
+    Validate {
+        /// Validate bundle/, bundle-application/ and catalog/ under this directory instead of
+        /// the repository.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Generated files keyed by path relative to the repository root.
@@ -67,8 +76,16 @@ fn main() -> ExitCode {
         Command::Crds => generators::crds().and_then(|files| write(&root, &files)),
         Command::CheckGenerated => generators::all().and_then(|files| check(&root, &files)),
         Command::Images(args) => images::run(&root, &args),
-        Command::Bundle => generators::bundles(&root).and_then(|files| write_into(&root, &files)),
-        Command::Catalog => generators::catalog(&root).and_then(|files| write_into(&root, &files)),
+        Command::Bundle => generators::bundles(&root)
+            .and_then(|files| write_into(&root, &files))
+            .and_then(|()| validate::bundles(&root)),
+        Command::Catalog => generators::catalog(&root)
+            .and_then(|files| write_into(&root, &files))
+            .and_then(|()| validate::catalog(&root)),
+        Command::Validate { dir } => {
+            let dir = dir.unwrap_or_else(|| root.clone());
+            validate::bundles(&dir).and_then(|()| validate::catalog(&dir))
+        }
         Command::Deploy => generators::deploy(&root).and_then(|files| write_into(&root, &files)),
     };
     match result {
