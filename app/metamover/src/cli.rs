@@ -70,6 +70,9 @@ pub enum Command {
         /// The backup.
         #[command(flatten)]
         backup: BackupArgs,
+        /// Objects per list page (memory holds one page at a time).
+        #[arg(long, default_value_t = snapshot::PAGE_SIZE)]
+        page_size: u32,
         /// The target.
         #[command(flatten)]
         target: TargetArgs,
@@ -138,10 +141,15 @@ fn run(command: Command) -> Result<Value> {
         })?;
         let handle = tokio::runtime::Handle::current();
         match command {
-            Command::Snapshot { backup, target } => {
+            Command::Snapshot {
+                backup,
+                page_size,
+                target,
+            } => {
                 let r = backup.to_ref()?;
                 let target = target.open(handle)?;
-                let out = snapshot::run(client, target, &r, &emit).await?;
+                let opts = snapshot::Options { page_size };
+                let out = snapshot::run(client, target, &r, &opts, &emit).await?;
                 Ok(json!({
                     "documents": out.index.documents.len(),
                     "objects": out.index.documents.iter().map(|d| d.count).sum::<u64>(),

@@ -45,8 +45,23 @@ use crate::{
 
 /// Field manager of every write the metamover makes.
 pub const FIELD_MANAGER: &str = "tvk-metamover";
-/// Objects per list page.
+/// Objects per list page, by default.
 pub const PAGE_SIZE: u32 = 250;
+
+/// Tuning of `snapshot`.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Objects per list page (`limit`); memory holds one page at a time.
+    pub page_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            page_size: PAGE_SIZE,
+        }
+    }
+}
 
 /// Which kind of backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -271,6 +286,7 @@ struct Pager {
     labels: Option<String>,
     token: Option<String>,
     done: bool,
+    page_size: u32,
 }
 
 impl Pager {
@@ -279,6 +295,7 @@ impl Pager {
         t: &ApiResource,
         namespace: Option<&str>,
         labels: Option<&str>,
+        page_size: u32,
     ) -> Self {
         let api = match namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, t),
@@ -290,6 +307,7 @@ impl Pager {
             labels: labels.map(str::to_owned),
             token: None,
             done: false,
+            page_size: page_size.max(1),
         }
     }
 
@@ -297,7 +315,7 @@ impl Pager {
         if self.done {
             return Ok(None);
         }
-        let mut lp = ListParams::default().limit(PAGE_SIZE);
+        let mut lp = ListParams::default().limit(self.page_size);
         if let Some(l) = &self.labels {
             lp = lp.labels(l);
         }
@@ -484,6 +502,7 @@ pub async fn run(
     client: Client,
     target: Target,
     r: &BackupRef,
+    opts: &Options,
     progress: ProgressFn<'_>,
 ) -> Result<Outcome> {
     let loaded = load(&client, r, true).await?;
@@ -573,6 +592,7 @@ pub async fn run(
             &client,
             &catalogue,
             scope,
+            opts,
             &mut helm_captures,
             &mut builder.warnings,
         )
@@ -626,7 +646,13 @@ pub async fn run(
         let before = entries.len();
         let mut skipped = 0u64;
         for t in catalogue.namespaced() {
-            let mut pager = Pager::new(&client, &t.api, Some(&scope.namespace), None);
+            let mut pager = Pager::new(
+                &client,
+                &t.api,
+                Some(&scope.namespace),
+                None,
+                opts.page_size,
+            );
             loop {
                 let page = match pager.next().await {
                     Ok(Some(p)) => p,
@@ -773,7 +799,7 @@ pub async fn run(
             continue;
         };
         let mut writer = DocumentWriter::default();
-        let mut pager = Pager::new(&client, &t.api, Some(ns), None);
+        let mut pager = Pager::new(&client, &t.api, Some(ns), None, opts.page_size);
         let mut written = 0u64;
         loop {
             let page = match pager.next().await {
@@ -973,6 +999,7 @@ async fn prepare_helm(
     client: &Client,
     catalogue: &Catalogue,
     scope: &mut NamespaceScope,
+    opts: &Options,
     captures: &mut Vec<HelmCapture>,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
@@ -999,6 +1026,7 @@ async fn prepare_helm(
             &t.api,
             Some(&scope.namespace),
             Some(helm::STORAGE_LABEL_SELECTOR),
+            opts.page_size,
         );
         loop {
             match pager.next().await {

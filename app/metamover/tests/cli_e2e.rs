@@ -183,6 +183,7 @@ async fn snapshot_then_commit_a_namespace_backup() {
     let target = TempDir::new("mm-e2e").unwrap();
     let tdir = target.path().to_str().unwrap().to_owned();
     let kc = server.kubeconfig_path().to_path_buf();
+    // Pages of 2 objects: every list goes through `continue` tokens.
     let args = [
         "snapshot",
         "--kind",
@@ -193,11 +194,25 @@ async fn snapshot_then_commit_a_namespace_backup() {
         "b1",
         "--target",
         &tdir,
+        "--page-size",
+        "2",
     ];
+    let mark = server.mark();
     let run = metamover(&kc, &args).await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     assert_eq!(run.result()["ok"], true);
     assert!(run.lines.iter().any(|l| l["event"] == "inventory"));
+    let paged = server
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| {
+            r.path.ends_with("/namespaces/shop/configmaps") && r.query.contains("continue=")
+        })
+        .count();
+    assert!(
+        paged >= 2,
+        "ConfigMaps were listed in pages in both passes ({paged})"
+    );
 
     let meta = target
         .path()
