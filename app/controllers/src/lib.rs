@@ -10,10 +10,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup_controller;
 pub mod config;
 pub mod context;
 pub mod create_backup;
 pub mod error;
+pub mod jobs;
 pub mod leader;
 pub mod naming;
 pub mod operations;

@@ -8,14 +8,19 @@ use std::sync::Arc;
 
 use crate::leader::LeaderElector;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::runtime::reflector::ObjectRef;
 use kube::{
-    Api,
+    Api, ResourceExt,
     runtime::{Controller, watcher},
 };
-use tvk_api::{backup_plan::BackupPlan, target::Target};
+use tvk_api::{backup::Backup, backup_plan::BackupPlan, target::Target};
 
-use crate::{context::Context, plan_controller, target_controller};
+use crate::{
+    backup_controller, context::Context, jobs::ANNOTATION_BACKUP_REF, plan_controller,
+    target_controller,
+};
 
 /// Name of the control plane's Lease (in the install namespace).
 pub const LEASE_NAME: &str = "tvk-control-plane-leader";
@@ -68,8 +73,27 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
             ctx.clone(),
         )
         .for_each(|r| async move { log_result("backupplan", r) });
+    // Jobs run in the install namespace; each names its backup in an annotation.
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.install_namespace);
+    let backups = Controller::new(scoped::<Backup>(&ctx), watcher::Config::default())
+        .watches(
+            jobs,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tvk-control-plane"),
+            |job: Job| {
+                let reference = job.annotations().get(ANNOTATION_BACKUP_REF)?.clone();
+                let (ns, name) = reference.split_once('/')?;
+                Some(ObjectRef::<Backup>::new(name).within(ns))
+            },
+        )
+        .graceful_shutdown_on(stop.clone())
+        .run(
+            backup_controller::reconcile,
+            backup_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("backup", r) });
     ctx.metrics.set_ready(true);
-    futures::join!(targets, plans);
+    futures::join!(targets, plans, backups);
     ctx.metrics.set_ready(false);
 }
 

@@ -1,0 +1,567 @@
+//! The Backup controller: the backup phase machine.
+//!
+//! PreBackupValidation → MetaSnapshot (metamover Job) → HookTargetIdentification → Quiesce →
+//! ImageBackup → DataSnapshot → Unquiesce → DataUpload → MetadataUpload (metamover commit Job)
+//! → Retention → Cleanup → `Available`. Each phase is a `status.condition[]` entry with status
+//! and timestamp; `phase` / `phaseStatus` name the current one; an Event marks every change.
+//!
+//! What this version runs: validation, the metamover snapshot Job, the metamover commit Job and
+//! cleanup — a backup whose application has no PersistentVolumeClaims goes from creation to
+//! `Available`. A backup whose snapshot lists PVCs ends `Failed` in phase DataSnapshot, saying
+//! that volume data (CSI snapshots, datamover Jobs) is not implemented by this version; hooks,
+//! image backup (issue #9) and retention are recorded as `Skipped` with the reason.
+//!
+//! Robustness: Jobs have deterministic names ([`crate::naming::object_name`]); a create that
+//! answers 409 adopts the existing Job, so a restarted controller never duplicates one. Phases
+//! are read back from the status (observed, not assumed). Terminal states (`Available`,
+//! `Failed`, …) are never changed again. A failure anywhere deletes the backup's running Jobs
+//! and ends `Failed` with the failing phase and the reason.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
+    runtime::controller::Action,
+};
+use tvk_api::{
+    backup::{Backup, BackupPhase, BackupPhaseStatus, BackupState, BackupStatus},
+    backup_plan::{BackupPlan, PlanState},
+    snapshot::Snapshot,
+    target::Target,
+};
+
+use crate::{
+    context::Context,
+    error::{Error, Result, is_conflict},
+    jobs::{JobRequest, JobState, LABEL_BACKUP_UID, build_job, job_state},
+    naming::object_name,
+    status_patch::{apply_status, now_rfc3339, set_condition},
+    target_access::{job_access, ref_namespace},
+    target_controller,
+};
+
+/// Field manager of the Backup controller.
+pub const FIELD_MANAGER: &str = "tvk-control-plane-backup";
+
+/// A backup's status being advanced, with the Events to publish.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The status.
+    pub status: BackupStatus,
+    /// (warning, reason, message) of each change.
+    pub events: Vec<(bool, String, String)>,
+    now: String,
+}
+
+impl Progress {
+    /// Starts from the observed status.
+    pub fn new(status: BackupStatus, now: &str) -> Self {
+        Self {
+            status,
+            events: Vec::new(),
+            now: now.to_string(),
+        }
+    }
+
+    fn set(&mut self, phase: BackupPhase, state: BackupPhaseStatus, reason: &str) {
+        let mut conditions = self.status.condition.take().unwrap_or_default();
+        if set_condition(&mut conditions, phase, state, reason, &self.now) {
+            self.events.push((
+                matches!(state, BackupPhaseStatus::Failed | BackupPhaseStatus::Error),
+                format!("{phase:?}{state:?}"),
+                reason.to_string(),
+            ));
+        }
+        self.status.condition = Some(conditions);
+        self.status.phase = Some(phase);
+        self.status.phase_status = Some(state);
+    }
+
+    /// Enters `phase`.
+    pub fn begin(&mut self, phase: BackupPhase, reason: &str) {
+        self.set(phase, BackupPhaseStatus::InProgress, reason);
+    }
+
+    /// Completes `phase`.
+    pub fn complete(&mut self, phase: BackupPhase, reason: &str) {
+        self.set(phase, BackupPhaseStatus::Completed, reason);
+    }
+
+    /// Records `phase` as skipped, with why.
+    pub fn skip(&mut self, phase: BackupPhase, reason: &str) {
+        self.set(phase, BackupPhaseStatus::Skipped, reason);
+    }
+
+    /// Ends the backup `Failed` in `phase`.
+    pub fn fail(&mut self, phase: BackupPhase, reason: &str) {
+        self.set(phase, BackupPhaseStatus::Failed, reason);
+        self.status.status = Some(BackupState::Failed);
+        self.finish();
+    }
+
+    /// Ends the backup `Available`.
+    pub fn succeed(&mut self) {
+        self.status.status = Some(BackupState::Available);
+        self.status.percentage_completion = Some(100);
+        self.events.push((
+            false,
+            "BackupAvailable".into(),
+            "data and metadata are committed on the target".into(),
+        ));
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.status.completion_timestamp = Some(self.now.clone());
+        if let Some(start) = &self.status.start_timestamp
+            && let (Ok(a), Ok(b)) = (
+                start.parse::<jiff::Timestamp>(),
+                self.now.parse::<jiff::Timestamp>(),
+            )
+        {
+            self.status.duration = Some(go_duration(b.duration_since(a)));
+        }
+    }
+}
+
+/// `1h2m3s` (Go's duration format, as T4K prints it).
+pub fn go_duration(d: jiff::SignedDuration) -> String {
+    let total = d.as_secs().max(0);
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Why a backup's plan or target cannot be used now (pure).
+pub fn validate_refs(
+    plan: Option<&BackupPlan>,
+    plan_name: &str,
+    target: Option<&Target>,
+) -> std::result::Result<(), String> {
+    let Some(plan) = plan else {
+        return Err(format!(
+            "BackupPlan {plan_name} does not exist; create it or correct spec.backupPlan"
+        ));
+    };
+    if plan.status.as_ref().and_then(|s| s.status) != Some(PlanState::Available) {
+        let why = plan
+            .status
+            .as_ref()
+            .and_then(|s| s.condition.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.reason.clone())
+            .unwrap_or_else(|| "not validated yet".into());
+        return Err(format!("BackupPlan {plan_name} is not Available: {why}"));
+    }
+    match target {
+        None => Err("the plan's Target does not exist".into()),
+        Some(t) if !target_controller::is_available(t) => Err(format!(
+            "Target {} is not Available: {}",
+            t.name_any(),
+            target_controller::unavailable_reason(t)
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// What the metamover found, as the control plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotFinding {
+    /// `status.snapshot` is absent or unreadable.
+    Missing(String),
+    /// PVCs to protect (namespace/name).
+    Volumes(Vec<String>),
+}
+
+/// Reads the metamover's `status.snapshot` (pure).
+pub fn snapshot_finding(status: &BackupStatus) -> SnapshotFinding {
+    match Snapshot::from_status_value(status.snapshot.as_ref()) {
+        Err(e) => SnapshotFinding::Missing(format!(
+            "status.snapshot written by the metamover is not readable: {e}"
+        )),
+        Ok(None) => SnapshotFinding::Missing(
+            "the metamover Job succeeded but wrote no status.snapshot".into(),
+        ),
+        Ok(Some(s)) => SnapshotFinding::Volumes(
+            s.data_snapshots()
+                .map(|d| match &d.namespace {
+                    Some(ns) => format!("{ns}/{}", d.persistent_volume_claim_name),
+                    None => d.persistent_volume_claim_name.clone(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+struct Ids {
+    ns: String,
+    name: String,
+    uid: String,
+    job_ns: String,
+}
+
+/// Reconciles one Backup.
+pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
+    let result = reconcile_inner(&backup, &ctx).await;
+    ctx.metrics
+        .observe("backup", result.as_ref().err().map(Error::category));
+    result
+}
+
+async fn reconcile_inner(backup: &Backup, ctx: &Context) -> Result<Action> {
+    let observed = backup.status.clone().unwrap_or_default();
+    // Terminal states never change again.
+    if observed.status.is_some_and(BackupState::is_terminal) {
+        return Ok(Action::await_change());
+    }
+    let ids = Ids {
+        ns: backup.namespace().ok_or(Error::Incomplete {
+            kind: "Backup",
+            field: "namespace",
+        })?,
+        name: backup.name_any(),
+        uid: backup.uid().ok_or(Error::Incomplete {
+            kind: "Backup",
+            field: "uid",
+        })?,
+        job_ns: ctx.config.install_namespace.clone(),
+    };
+    let mut progress = Progress::new(observed.clone(), &now_rfc3339());
+    let plan_ref = &backup.spec.backup_plan;
+    let plan_ns = ref_namespace(plan_ref, &ids.ns).to_string();
+    let plan_name = plan_ref.name.clone().unwrap_or_default();
+    let plan = Api::<BackupPlan>::namespaced(ctx.client.clone(), &plan_ns)
+        .get_opt(&plan_name)
+        .await
+        .map_err(|e| Error::kube(format!("read BackupPlan {plan_ns}/{plan_name}"), e))?;
+    let target = match &plan {
+        Some(p) => {
+            let t = &p.spec.backup_config.target;
+            let tns = ref_namespace(t, &plan_ns).to_string();
+            Api::<Target>::namespaced(ctx.client.clone(), &tns)
+                .get_opt(&t.name.clone().unwrap_or_default())
+                .await
+                .map_err(|e| Error::kube(format!("read Target of plan {plan_ns}/{plan_name}"), e))?
+        }
+        None => None,
+    };
+    let action = step(
+        backup,
+        ctx,
+        &ids,
+        plan.as_ref(),
+        &format!("{plan_ns}/{plan_name}"),
+        target.as_ref(),
+        &mut progress,
+    )
+    .await?;
+    if progress.status.status == Some(BackupState::Failed) {
+        delete_jobs(ctx, &ids).await?;
+    }
+    let mut to_write = progress.status.clone();
+    // status.snapshot belongs to the metamover (its own merge patches).
+    to_write.snapshot = None;
+    let mut observed_cmp = observed.clone();
+    observed_cmp.snapshot = None;
+    if to_write != observed_cmp {
+        let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ids.ns);
+        apply_status(&api, backup, FIELD_MANAGER, &to_write).await?;
+        for (warning, reason, note) in &progress.events {
+            ctx.event(backup, *warning, reason, note.clone()).await;
+        }
+        if let Some(state) = to_write.status.filter(|s| s.is_terminal()) {
+            let duration = match (&to_write.start_timestamp, &to_write.completion_timestamp) {
+                (Some(a), Some(b)) => {
+                    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+                        (Ok(a), Ok(b)) => b.duration_since(a).unsigned_abs().into(),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            ctx.metrics
+                .backup_finished(&format!("{state:?}"), duration, 0);
+        }
+    }
+    Ok(action)
+}
+
+async fn step(
+    backup: &Backup,
+    ctx: &Context,
+    ids: &Ids,
+    plan: Option<&BackupPlan>,
+    plan_key: &str,
+    target: Option<&Target>,
+    progress: &mut Progress,
+) -> Result<Action> {
+    let poll = Action::requeue(ctx.backup_poll);
+    let phase = progress.status.phase;
+    match phase {
+        None | Some(BackupPhase::PreBackupValidation) => {
+            if let Err(reason) = validate_refs(plan, plan_key, target) {
+                progress.fail(BackupPhase::PreBackupValidation, &reason);
+                return Ok(Action::await_change());
+            }
+            let (Some(plan), Some(target)) = (plan, target) else {
+                return Ok(Action::await_change());
+            };
+            if let Err(e) = job_access(target, &ids.job_ns) {
+                progress.fail(BackupPhase::PreBackupValidation, &e.to_string());
+                return Ok(Action::await_change());
+            }
+            let s = &mut progress.status;
+            s.status = Some(BackupState::InProgress);
+            s.start_timestamp.get_or_insert_with(now_rfc3339);
+            s.type_ = Some(backup.spec.type_);
+            s.percentage_completion = Some(0);
+            s.location = Some(format!("{}/{}", plan.uid().unwrap_or_default(), ids.uid));
+            progress.complete(
+                BackupPhase::PreBackupValidation,
+                "the plan and its Target are Available",
+            );
+            progress.begin(
+                BackupPhase::MetaSnapshot,
+                "discovering the application's objects (metamover Job)",
+            );
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Some(BackupPhase::MetaSnapshot) => {
+            let Some(target) = target else {
+                progress.fail(
+                    BackupPhase::MetaSnapshot,
+                    "the plan's Target vanished mid-backup",
+                );
+                return Ok(Action::await_change());
+            };
+            match run_job(
+                ctx,
+                backup,
+                ids,
+                target,
+                BackupPhase::MetaSnapshot,
+                "snapshot",
+                progress,
+            )
+            .await?
+            {
+                JobState::Missing | JobState::Running => Ok(poll),
+                JobState::Failed(_) => Ok(Action::await_change()),
+                JobState::Succeeded => {
+                    progress.complete(
+                        BackupPhase::MetaSnapshot,
+                        "the application's metadata is on the target",
+                    );
+                    match snapshot_finding(&progress.status) {
+                        SnapshotFinding::Missing(reason) => {
+                            progress.fail(BackupPhase::MetaSnapshot, &reason);
+                            return Ok(Action::await_change());
+                        }
+                        SnapshotFinding::Volumes(pvcs) if !pvcs.is_empty() => {
+                            progress.fail(
+                                BackupPhase::DataSnapshot,
+                                &format!(
+                                    "the application has {} PersistentVolumeClaim(s) ({}); backing up volume data (CSI snapshots and datamover Jobs) is not implemented by this control plane version, so no partial backup is committed",
+                                    pvcs.len(),
+                                    pvcs.join(", ")
+                                ),
+                            );
+                            return Ok(Action::await_change());
+                        }
+                        SnapshotFinding::Volumes(_) => {}
+                    }
+                    let hooks = plan.and_then(|p| p.spec.hook_config.as_ref()).is_some();
+                    let hook_reason = if hooks {
+                        "not run: hooks are not executed by this version and the application has no volumes to quiesce for"
+                    } else {
+                        "no hooks configured"
+                    };
+                    progress.skip(BackupPhase::HookTargetIdentification, hook_reason);
+                    progress.skip(BackupPhase::Quiesce, hook_reason);
+                    let skip_images = plan
+                        .and_then(|p| p.spec.backup_plan_flags.as_ref())
+                        .and_then(|f| f.skip_image_backup)
+                        == Some(true);
+                    progress.skip(
+                        BackupPhase::ImageBackup,
+                        if skip_images {
+                            "backupPlanFlags.skipImageBackup is set"
+                        } else {
+                            "container image backup is not implemented yet (issue #9); images are not on the target"
+                        },
+                    );
+                    progress.skip(
+                        BackupPhase::DataSnapshot,
+                        "no PersistentVolumeClaims to protect",
+                    );
+                    progress.skip(BackupPhase::Unquiesce, hook_reason);
+                    progress.skip(
+                        BackupPhase::DataUpload,
+                        "no PersistentVolumeClaims to protect",
+                    );
+                    progress.status.percentage_completion = Some(80);
+                    progress.begin(
+                        BackupPhase::MetadataUpload,
+                        "committing the backup on the target (metamover commit Job)",
+                    );
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(BackupPhase::MetadataUpload) => {
+            let Some(target) = target else {
+                progress.fail(
+                    BackupPhase::MetadataUpload,
+                    "the plan's Target vanished mid-backup",
+                );
+                return Ok(Action::await_change());
+            };
+            match run_job(
+                ctx,
+                backup,
+                ids,
+                target,
+                BackupPhase::MetadataUpload,
+                "commit",
+                progress,
+            )
+            .await?
+            {
+                JobState::Missing | JobState::Running => Ok(poll),
+                JobState::Failed(_) => Ok(Action::await_change()),
+                JobState::Succeeded => {
+                    progress.complete(
+                        BackupPhase::MetadataUpload,
+                        "the backup is committed on the target",
+                    );
+                    let retention = plan
+                        .and_then(|p| p.spec.backup_config.retention_policy.as_ref())
+                        .is_some();
+                    progress.skip(
+                        BackupPhase::Retention,
+                        if retention {
+                            "the retention policy is not applied by this version; no backup was expired"
+                        } else {
+                            "no retention policy"
+                        },
+                    );
+                    delete_jobs(ctx, ids).await?;
+                    progress.complete(BackupPhase::Cleanup, "the backup's Jobs are deleted");
+                    progress.succeed();
+                    Ok(Action::await_change())
+                }
+            }
+        }
+        Some(other) => {
+            progress.fail(
+                other,
+                &format!("phase {other:?} is not run by this control plane version (found after a restart or upgrade); the backup cannot be resumed"),
+            );
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Creates (or adopts) the metamover Job of `phase` and reads its state; a failed Job fails the
+/// backup.
+async fn run_job(
+    ctx: &Context,
+    backup: &Backup,
+    ids: &Ids,
+    target: &Target,
+    phase: BackupPhase,
+    action: &str,
+    progress: &mut Progress,
+) -> Result<JobState> {
+    let name = object_name(&format!("{phase:?}"), &ids.uid, action);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ids.job_ns);
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("read Job {}/{name}", ids.job_ns), e))?;
+    let state = job_state(existing.as_ref());
+    match &state {
+        JobState::Missing => {
+            let access = match job_access(target, &ids.job_ns) {
+                Ok(a) => a,
+                Err(e) => {
+                    progress.fail(phase, &e.to_string());
+                    return Ok(JobState::Failed(e.to_string()));
+                }
+            };
+            let request = JobRequest {
+                name: name.clone(),
+                namespace: &ids.job_ns,
+                backup_label: ids.name.chars().take(63).collect(),
+                backup_uid: &ids.uid,
+                backup_ref: format!("{}/{}", ids.ns, ids.name),
+                owner: (ids.ns == ids.job_ns)
+                    .then(|| backup.controller_owner_ref(&()))
+                    .flatten(),
+                phase: "metadata",
+                image: ctx.config.images.metamover.clone(),
+                service_account: Some(ctx.config.service_accounts.metamover.clone()),
+                args: vec![
+                    action.to_string(),
+                    "--kind".into(),
+                    "Backup".into(),
+                    "--namespace".into(),
+                    ids.ns.clone(),
+                    "--name".into(),
+                    ids.name.clone(),
+                ],
+                access,
+                resources: ctx.config.job_resources.metadata.clone(),
+            };
+            let job = build_job(&request, &ctx.config)?;
+            match api.create(&PostParams::default(), &job).await {
+                Ok(_) => {}
+                // Created by an earlier reconcile (or leader): adopt it.
+                Err(e) if is_conflict(&e) => {}
+                Err(e) => return Err(Error::kube(format!("create Job {}/{name}", ids.job_ns), e)),
+            }
+        }
+        JobState::Failed(message) => {
+            ctx.metrics.job_failed(&format!("{phase:?}"));
+            progress.fail(
+                phase,
+                &format!("Job {}/{name} failed: {message}", ids.job_ns),
+            );
+        }
+        JobState::Running | JobState::Succeeded => {}
+    }
+    Ok(state)
+}
+
+/// Deletes the backup's Jobs (their pods with them).
+async fn delete_jobs(ctx: &Context, ids: &Ids) -> Result<()> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ids.job_ns);
+    let jobs = api
+        .list(&ListParams::default().labels(&format!("{LABEL_BACKUP_UID}={}", ids.uid)))
+        .await
+        .map_err(|e| Error::kube("list the backup's Jobs", e))?;
+    for job in jobs.items {
+        let name = job.name_any();
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if crate::error::is_not_found(&e) => {}
+            Err(e) => return Err(Error::kube(format!("delete Job {name}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Requeue policy on errors.
+pub fn error_policy(_backup: Arc<Backup>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "backup reconcile failed");
+    if error.is_user_error() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(10))
+    }
+}

@@ -1,0 +1,201 @@
+//! Job specs of the execution layer (pure builders, golden-tested).
+//!
+//! Every Job: a deterministic name (`tvk-<phase>-<hash>`, [`crate::naming::object_name`]), the
+//! labels `triliovault.trilio.io/backup` and `app.kubernetes.io/managed-by: tvk-control-plane`,
+//! an owner reference to the Backup when both live in one namespace, the configured
+//! `activeDeadlineSeconds`, resources and worker scheduling, the restricted Pod Security
+//! profile, `backoffLimit: 0` (the controller decides about retries; exit 75 = retryable) and
+//! the target flags, env and volumes of [`crate::target_access`].
+
+use k8s_openapi::{
+    api::{batch::v1::Job, core::v1::ResourceRequirements},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    config::Config,
+    context::CONTROLLER_NAME,
+    error::{Error, Result},
+    target_access::TargetAccess,
+};
+
+/// Label naming the backup a Job works for (`<namespace>.<name>`, or the name for a
+/// ClusterBackup).
+pub const LABEL_BACKUP: &str = "triliovault.trilio.io/backup";
+/// Annotation naming the backup as `<namespace>/<name>` (`/<name>` for a ClusterBackup): how a
+/// Job event finds its backup (names may contain dots, so a label cannot carry both).
+pub const ANNOTATION_BACKUP_REF: &str = "triliovault.trilio.io/backup-ref";
+/// Label of the backup's UID.
+pub const LABEL_BACKUP_UID: &str = "triliovault.trilio.io/backup-uid";
+
+/// One execution-layer Job.
+#[derive(Debug, Clone)]
+pub struct JobRequest<'a> {
+    /// Job name.
+    pub name: String,
+    /// Namespace the Job runs in.
+    pub namespace: &'a str,
+    /// Value of [`LABEL_BACKUP`].
+    pub backup_label: String,
+    /// The backup's UID.
+    pub backup_uid: &'a str,
+    /// Value of [`ANNOTATION_BACKUP_REF`].
+    pub backup_ref: String,
+    /// Owner (the Backup), when in the same namespace.
+    pub owner: Option<OwnerReference>,
+    /// `metadata` or `data`: which resources and phase label.
+    pub phase: &'a str,
+    /// Container image.
+    pub image: String,
+    /// Service account.
+    pub service_account: Option<String>,
+    /// Arguments before the target flags.
+    pub args: Vec<String>,
+    /// How the Job reaches the target.
+    pub access: TargetAccess,
+    /// Resources.
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Builds the Job (pure).
+pub fn build_job(request: &JobRequest<'_>, config: &Config) -> Result<Job> {
+    let mut args = request.args.clone();
+    args.extend(request.access.args.iter().cloned());
+    let to_value = |what: &'static str, v: &dyn erased::Ser| -> Result<Value> {
+        v.to_json().map_err(|source| Error::Serde { what, source })
+    };
+    let pull_secrets: Vec<Value> = config
+        .images
+        .pull_secret_names()
+        .into_iter()
+        .map(|n| json!({"name": n}))
+        .collect();
+    let sched = &config.worker_jobs_scheduling;
+    let labels = json!({
+        LABEL_BACKUP: request.backup_label,
+        LABEL_BACKUP_UID: request.backup_uid,
+        "app.kubernetes.io/managed-by": CONTROLLER_NAME,
+        "app.kubernetes.io/component": request.phase,
+    });
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": request.service_account.is_some(),
+        "imagePullSecrets": pull_secrets,
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": request.phase,
+            "image": request.image,
+            "imagePullPolicy": config.images.pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into()),
+            "args": args,
+            "env": to_value("Job env", &request.access.env)?,
+            "volumeMounts": to_value("Job volume mounts", &request.access.volume_mounts)?,
+            "resources": to_value("Job resources", &request.resources.clone().unwrap_or_default())?,
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "runAsNonRoot": true,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }],
+        "volumes": to_value("Job volumes", &request.access.volumes)?,
+    });
+    if let Some(obj) = pod_spec.as_object_mut() {
+        if let Some(sa) = &request.service_account {
+            obj.insert("serviceAccountName".into(), json!(sa));
+        }
+        if let Some(a) = &sched.affinity {
+            obj.insert("affinity".into(), to_value("affinity", a)?);
+        }
+        if let Some(n) = &sched.node_selector {
+            obj.insert("nodeSelector".into(), json!(n));
+        }
+        if let Some(t) = &sched.tolerations {
+            obj.insert("tolerations".into(), to_value("tolerations", t)?);
+        }
+    }
+    let owners: Vec<Value> = match &request.owner {
+        Some(o) => vec![to_value("owner reference", o)?],
+        None => Vec::new(),
+    };
+    let value = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": request.name,
+            "namespace": request.namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_BACKUP_REF: request.backup_ref},
+            "ownerReferences": owners,
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": config.job_spec.active_deadline_seconds,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": labels, "annotations": config.pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    });
+    serde_json::from_value(value).map_err(|source| Error::Serde {
+        what: "a Job",
+        source,
+    })
+}
+
+/// What a Job's status says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Not created yet.
+    Missing,
+    /// Created, not finished.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Failed; the message of the Job's Failed condition.
+    Failed(String),
+}
+
+/// Reads a Job's state (pure).
+pub fn job_state(job: Option<&Job>) -> JobState {
+    let Some(job) = job else {
+        return JobState::Missing;
+    };
+    let status = job.status.clone().unwrap_or_default();
+    for c in status.conditions.unwrap_or_default() {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" | "SuccessCriteriaMet" => return JobState::Succeeded,
+            "Failed" | "FailureTarget" => {
+                return JobState::Failed(format!(
+                    "{}: {}",
+                    c.reason.unwrap_or_else(|| "Failed".into()),
+                    c.message.unwrap_or_default()
+                ));
+            }
+            _ => {}
+        }
+    }
+    if status.succeeded.unwrap_or(0) > 0 {
+        JobState::Succeeded
+    } else if status.failed.unwrap_or(0) > 0 {
+        JobState::Failed("the Job's pod failed".into())
+    } else {
+        JobState::Running
+    }
+}
+
+/// Serialization of the k8s types through one object-safe shim.
+mod erased {
+    pub trait Ser {
+        fn to_json(&self) -> Result<serde_json::Value, serde_json::Error>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+            serde_json::to_value(self)
+        }
+    }
+}

@@ -1,0 +1,304 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The Backup phase machine against kube-fake-client: every transition this version runs,
+//! each failure it reports, adoption of existing Jobs, terminal states that never change, and
+//! the metamover Job golden file (`UPDATE_GOLDEN=1` rewrites it).
+
+mod common;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use tvk_api::backup::{Backup, BackupPhase, BackupPhaseStatus, BackupState};
+use tvk_control_plane::backup_controller;
+
+const NS: &str = common::NS;
+
+fn world(plan_state: &str, target_state: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Target",
+            "metadata": {"name": "s3", "namespace": NS, "uid": "t-1"},
+            "spec": {"type": "ObjectStore", "vendor": "AWS", "objectStoreCredentials": {"bucketName": "b", "credentialSecret": {"name": "c"}}},
+            "status": {"status": target_state, "condition": [{"phase": "Validation", "status": "Failed", "reason": "AuthenticationFailed: the endpoint refused the credentials"}]}}),
+        json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
+            "metadata": {"name": "app", "namespace": NS, "uid": "plan-uid"},
+            "spec": {"backupConfig": {"target": {"name": "s3"}}},
+            "status": {"status": plan_state, "condition": [{"phase": "Validation", "status": "Failed", "reason": "Hook x does not exist"}]}}),
+        json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
+            "metadata": {"name": "app-full-1", "namespace": NS, "uid": "bkp-uid"},
+            "spec": {"type": "Full", "backupPlan": {"name": "app"}}}),
+    ]
+}
+
+async fn reconcile(client: &kube::Client) -> Backup {
+    let ctx = common::context(client.clone(), "Namespaced");
+    let api: Api<Backup> = Api::namespaced(client.clone(), NS);
+    let backup = api.get("app-full-1").await.unwrap();
+    backup_controller::reconcile(backup.into(), ctx)
+        .await
+        .unwrap();
+    api.get("app-full-1").await.unwrap()
+}
+
+async fn jobs(client: &kube::Client) -> Vec<Job> {
+    Api::<Job>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels("triliovault.trilio.io/backup-uid=bkp-uid"))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn finish_job(client: &kube::Client, name: &str, ok: bool) {
+    let (kind, reason) = if ok {
+        ("Complete", "Completed")
+    } else {
+        ("Failed", "BackoffLimitExceeded")
+    };
+    Api::<Job>::namespaced(client.clone(), NS)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": "exit code 1: bucket refused the write"}]}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn write_snapshot(client: &kube::Client, snapshot: Value) {
+    Api::<Backup>::namespaced(client.clone(), NS)
+        .patch_status(
+            "app-full-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"snapshot": snapshot}})),
+        )
+        .await
+        .unwrap();
+}
+
+fn condition(b: &Backup, phase: BackupPhase) -> (Option<BackupPhaseStatus>, String) {
+    let c = b
+        .status
+        .as_ref()
+        .unwrap()
+        .condition
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.phase == Some(phase))
+        .unwrap_or_else(|| panic!("no {phase:?} condition"))
+        .clone();
+    (c.status, c.reason.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_metadata_only_backup_goes_from_creation_to_available() {
+    let (client, writes) = common::fake(world("Available", "Available")).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::InProgress));
+    assert_eq!(s.phase, Some(BackupPhase::MetaSnapshot));
+    assert_eq!(s.location.as_deref(), Some("plan-uid/bkp-uid"));
+    assert!(s.start_timestamp.is_some());
+    // MetaSnapshot: one Job, adopted on every later reconcile.
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let j = jobs(&client).await;
+    assert_eq!(j.len(), 1, "one Job per step, however often we reconcile");
+    let creates = writes
+        .take()
+        .iter()
+        .filter(|w| w.as_str() == "create Job")
+        .count();
+    assert_eq!(creates, 1);
+    let job = &j[0];
+    let args = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(
+        &args[..7],
+        [
+            "snapshot",
+            "--kind",
+            "Backup",
+            "--namespace",
+            NS,
+            "--name",
+            "app-full-1"
+        ]
+    );
+    assert!(args.contains(&"s3://b".to_string()));
+    assert_eq!(
+        job.metadata.owner_references.as_ref().unwrap()[0].uid,
+        "bkp-uid"
+    );
+    // The metamover reports no PVCs.
+    finish_job(&client, job.metadata.name.as_deref().unwrap(), true).await;
+    write_snapshot(
+        &client,
+        json!({"custom": {"resources": [], "dataSnapshots": []}}),
+    )
+    .await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.phase, Some(BackupPhase::MetadataUpload), "{s:?}");
+    assert_eq!(
+        condition(&b, BackupPhase::ImageBackup).0,
+        Some(BackupPhaseStatus::Skipped)
+    );
+    assert!(
+        condition(&b, BackupPhase::ImageBackup)
+            .1
+            .contains("issue #9")
+    );
+    assert!(
+        s.snapshot.is_some(),
+        "the metamover's status.snapshot is kept"
+    );
+    // The next reconcile starts the commit Job.
+    reconcile(&client).await;
+    let commit = jobs(&client).await.into_iter().find(|j| {
+        j.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .as_ref()
+            .unwrap()[0]
+            == "commit"
+    });
+    let commit = commit.expect("commit Job");
+    finish_job(&client, commit.metadata.name.as_deref().unwrap(), true).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Available), "{s:?}");
+    assert_eq!(s.percentage_completion, Some(100));
+    assert!(s.completion_timestamp.is_some() && s.duration.is_some());
+    assert_eq!(
+        condition(&b, BackupPhase::Cleanup).0,
+        Some(BackupPhaseStatus::Completed)
+    );
+    assert!(jobs(&client).await.is_empty(), "cleanup deletes the Jobs");
+    // Terminal: nothing changes any more.
+    writes.take();
+    let again = reconcile(&client).await;
+    assert_eq!(again.status, b.status);
+    assert!(writes.take().is_empty());
+}
+
+#[tokio::test]
+async fn unavailable_plan_or_target_fails_validation_with_the_reason() {
+    let (client, _) = common::fake(world("Unavailable", "Available")).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Failed));
+    assert_eq!(s.phase, Some(BackupPhase::PreBackupValidation));
+    assert!(
+        condition(&b, BackupPhase::PreBackupValidation)
+            .1
+            .contains("Hook x does not exist")
+    );
+    assert!(jobs(&client).await.is_empty());
+
+    let (client, _) = common::fake(world("Available", "Unavailable")).await;
+    let b = reconcile(&client).await;
+    assert_eq!(b.status.as_ref().unwrap().status, Some(BackupState::Failed));
+    assert!(
+        condition(&b, BackupPhase::PreBackupValidation)
+            .1
+            .contains("AuthenticationFailed")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_metamover_job_fails_the_backup_and_is_removed() {
+    let (client, _) = common::fake(world("Available", "Available")).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let name = jobs(&client).await[0].metadata.name.clone().unwrap();
+    finish_job(&client, &name, false).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Failed));
+    assert_eq!(s.phase, Some(BackupPhase::MetaSnapshot));
+    let reason = condition(&b, BackupPhase::MetaSnapshot).1;
+    assert!(
+        reason.contains("BackoffLimitExceeded") && reason.contains(&name),
+        "{reason}"
+    );
+    assert!(
+        jobs(&client).await.is_empty(),
+        "temporary objects are removed"
+    );
+}
+
+#[tokio::test]
+async fn volumes_fail_the_backup_in_data_snapshot_saying_it_is_not_implemented() {
+    let (client, _) = common::fake(world("Available", "Available")).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let name = jobs(&client).await[0].metadata.name.clone().unwrap();
+    finish_job(&client, &name, true).await;
+    write_snapshot(&client, json!({"custom": {"dataSnapshots": [{"persistentVolumeClaimName": "mysql-data", "size": "10Gi"}]}})).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Failed));
+    assert_eq!(s.phase, Some(BackupPhase::DataSnapshot));
+    let reason = condition(&b, BackupPhase::DataSnapshot).1;
+    assert!(
+        reason.contains("mysql-data") && reason.contains("not implemented"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_metamover_that_wrote_no_snapshot_is_a_clear_failure() {
+    let (client, _) = common::fake(world("Available", "Available")).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let name = jobs(&client).await[0].metadata.name.clone().unwrap();
+    finish_job(&client, &name, true).await;
+    let b = reconcile(&client).await;
+    assert_eq!(b.status.as_ref().unwrap().status, Some(BackupState::Failed));
+    assert!(
+        condition(&b, BackupPhase::MetaSnapshot)
+            .1
+            .contains("wrote no status.snapshot")
+    );
+}
+
+#[tokio::test]
+async fn metamover_job_golden() {
+    let (client, _) = common::fake(world("Available", "Available")).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let mut job = jobs(&client).await.remove(0);
+    job.metadata.resource_version = None;
+    job.metadata.creation_timestamp = None;
+    job.metadata.uid = None;
+    job.metadata.generation = None;
+    job.metadata.managed_fields = None;
+    job.status = None;
+    let text = tvk_api::yaml::to_string(&job).unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/job-metasnapshot.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    pretty_assertions::assert_eq!(golden, text, "run with UPDATE_GOLDEN=1 to accept");
+}
