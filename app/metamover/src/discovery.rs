@@ -1,6 +1,7 @@
-//! The resource types a backup looks at: every type the API server serves at its group's
-//! preferred version that can be listed and read (subresources are not types), minus the ignore
-//! list ([`crate::clean::IGNORED_TYPES`]).
+//! The resource types a backup looks at: every kind the API server serves, at its group's
+//! preferred version (or, for kinds that version does not serve, their most stable one), that
+//! can be listed and read (subresources are not types), minus the ignore list
+//! ([`crate::clean::IGNORED_TYPES`]).
 
 use kube::{
     Client,
@@ -62,7 +63,15 @@ impl Catalogue {
             .map_err(|e| Error::kube("discover the API resource types", e))?;
         let mut types = Vec::new();
         for group in discovery.groups() {
-            for (api, caps) in group.recommended_resources() {
+            // The preferred version first; kinds not served there (OLM's Subscription lives in
+            // v1alpha1 while the group prefers v1) at their most stable version.
+            let preferred = group.recommended_resources();
+            let extra: Vec<_> = group
+                .resources_by_stability()
+                .into_iter()
+                .filter(|(a, _)| !preferred.iter().any(|(p, _)| p.kind == a.kind))
+                .collect();
+            for (api, caps) in preferred.into_iter().chain(extra) {
                 if let Some(t) = Self::usable(api, &caps) {
                     types.push(t);
                 }

@@ -575,3 +575,148 @@ async fn cluster_backup_by_namespace_selector_to_s3() {
     assert_eq!(ds[0].namespace.as_deref(), Some("shop"));
     assert_eq!(snap.helm_charts[0].namespace.as_deref(), Some("shop"));
 }
+
+fn crd(group: &str, version: &str, kind: &str, plural: &str) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                "listKind": format!("{kind}List")},
+            "versions": [{"name": version, "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}}}]}})
+}
+
+/// An OLM operator named by its Subscription: the Subscription, its installed CSV, the CSV's
+/// Deployment and ServiceAccount, OLM-owned RBAC, the OperatorGroup and the custom resources of
+/// the CSV's owned CRDs (plus the CRD) are captured; other objects of the namespace are not.
+/// OLM's group prefers v1 while Subscriptions are served only in v1alpha1, as in a real cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn olm_operator_with_its_custom_resources() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    for c in tvk_api::crd::all() {
+        server.create(serde_json::to_value(&c).unwrap()).unwrap();
+    }
+    for c in [
+        crd(
+            "operators.coreos.com",
+            "v1alpha1",
+            "Subscription",
+            "subscriptions",
+        ),
+        crd(
+            "operators.coreos.com",
+            "v1alpha1",
+            "ClusterServiceVersion",
+            "clusterserviceversions",
+        ),
+        crd(
+            "operators.coreos.com",
+            "v1",
+            "OperatorGroup",
+            "operatorgroups",
+        ),
+        crd(
+            "etcd.database.coreos.com",
+            "v1beta2",
+            "EtcdCluster",
+            "etcdclusters",
+        ),
+    ] {
+        server.create(c).unwrap();
+    }
+    let ns = "ops";
+    let csv = "etcdoperator.v0.9.4";
+    for o in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
+            "metadata": {"name": "etcd", "namespace": ns}, "spec": {"name": "etcd", "channel": "singlenamespace-alpha"},
+            "status": {"installedCSV": csv, "currentCSV": csv}}),
+        json!({"apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
+            "metadata": {"name": csv, "namespace": ns},
+            "spec": {"customresourcedefinitions": {"owned": [
+                {"name": "etcdclusters.etcd.database.coreos.com", "kind": "EtcdCluster", "version": "v1beta2"}]},
+                "install": {"strategy": "deployment", "spec": {
+                    "deployments": [{"name": "etcd-operator", "spec": {}}],
+                    "permissions": [{"serviceAccountName": "etcd-operator", "rules": []}]}}}}),
+        json!({"apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup",
+            "metadata": {"name": "og", "namespace": ns}, "spec": {"targetNamespaces": [ns]}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "etcd-operator", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "etcd"}}, "template": {"metadata": {"labels": {"app": "etcd"}},
+                "spec": {"serviceAccountName": "etcd-operator", "containers": [{"name": "o", "image": "etcd-operator"}]}}}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "etcd-operator", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": format!("{csv}-x"), "namespace": ns, "labels": {"olm.owner": csv}}, "rules": []}),
+        json!({"apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
+            "metadata": {"name": "example", "namespace": ns}, "spec": {"size": 3}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "unrelated", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "u"}}, "template": {"metadata": {"labels": {"app": "u"}},
+                "spec": {"containers": [{"name": "u", "image": "nginx"}]}}}}),
+        json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan", "metadata": {"name": "plan", "namespace": ns},
+            "spec": {"backupConfig": {"target": {"name": "t", "namespace": ns}},
+                "backupPlanComponents": {"operators": [{"operatorId": "etcd", "subscription": {"name": "etcd"}}]}}}),
+        json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup", "metadata": {"name": "b", "namespace": ns},
+            "spec": {"type": "Full", "backupPlan": {"name": "plan"}}}),
+    ] {
+        server.create(o).unwrap();
+    }
+    let target = TempDir::new("mm-olm").unwrap();
+    let run = metamover(
+        server.kubeconfig_path(),
+        &[
+            "snapshot",
+            "--kind",
+            "Backup",
+            "--namespace",
+            ns,
+            "--name",
+            "b",
+            "--target",
+            target.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+
+    let backups: Api<tvk_api::Backup> = Api::namespaced(server.client(), ns);
+    let status = backups.get("b").await.unwrap().status.unwrap();
+    let snap = tvk_api::snapshot::Snapshot::from_status_value(status.snapshot.as_ref())
+        .unwrap()
+        .unwrap();
+    assert_eq!(snap.operators.len(), 1);
+    let op = &snap.operators[0];
+    assert_eq!(op.operator_id, "etcd");
+    let summary = |rs: &[tvk_api::common::Resource]| -> BTreeSet<String> {
+        rs.iter()
+            .flat_map(|r| {
+                let k = r.group_version_kind.kind.clone().unwrap_or_default();
+                r.objects.iter().flatten().map(move |n| format!("{k}/{n}"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&op.custom_resources),
+        BTreeSet::from(["EtcdCluster/example".to_owned()])
+    );
+    let own = summary(&op.operator_resources);
+    for expected in [
+        "Subscription/etcd".to_owned(),
+        format!("ClusterServiceVersion/{csv}"),
+        "OperatorGroup/og".to_owned(),
+        "Deployment/etcd-operator".to_owned(),
+        "ServiceAccount/etcd-operator".to_owned(),
+        format!("Role/{csv}-x"),
+        "CustomResourceDefinition/etcdclusters.etcd.database.coreos.com".to_owned(),
+    ] {
+        assert!(own.contains(&expected), "{expected} missing from {own:?}");
+    }
+    assert!(!own.iter().any(|o| o.contains("unrelated")), "{own:?}");
+    // Outside the operator only the Namespace object itself (for restore) is captured.
+    let custom = snap.custom.clone().unwrap();
+    assert_eq!(
+        summary(&custom.resources),
+        BTreeSet::from(["Namespace/ops".to_owned()])
+    );
+}
