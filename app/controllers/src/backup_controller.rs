@@ -198,6 +198,33 @@ pub fn snapshot_finding(status: &BackupStatus) -> SnapshotFinding {
     }
 }
 
+/// Another backup of the same plan that is past validation and not terminal (pure): this one
+/// waits for it, so backups of a plan never overlap and an incremental's parent is committed.
+pub fn running_sibling(backup: &Backup, all: &[Backup]) -> Option<String> {
+    let ns = backup.namespace().unwrap_or_default();
+    let plan = (
+        ref_namespace(&backup.spec.backup_plan, &ns).to_string(),
+        backup.spec.backup_plan.name.clone().unwrap_or_default(),
+    );
+    all.iter()
+        .filter(|b| b.uid() != backup.uid())
+        .filter(|b| {
+            let bns = b.namespace().unwrap_or_default();
+            (
+                ref_namespace(&b.spec.backup_plan, &bns).to_string(),
+                b.spec.backup_plan.name.clone().unwrap_or_default(),
+            ) == plan
+        })
+        .find(|b| {
+            b.status.as_ref().is_some_and(|s| {
+                s.status == Some(BackupState::InProgress)
+                    && s.phase
+                        .is_some_and(|p| p != BackupPhase::PreBackupValidation)
+            })
+        })
+        .map(ResourceExt::name_any)
+}
+
 struct Ids {
     ns: String,
     name: String,
@@ -314,6 +341,19 @@ async fn step(
             if let Err(e) = job_access(target, &ids.job_ns) {
                 progress.fail(BackupPhase::PreBackupValidation, &e.to_string());
                 return Ok(Action::await_change());
+            }
+            // One backup of a plan at a time: an incremental's parent must be committed first.
+            let siblings = Api::<Backup>::namespaced(ctx.client.clone(), &ids.ns)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| Error::kube(format!("list Backups in {}", ids.ns), e))?;
+            if let Some(running) = running_sibling(backup, &siblings.items) {
+                progress.status.status = Some(BackupState::Pending);
+                progress.begin(
+                    BackupPhase::PreBackupValidation,
+                    &format!("waiting for backup {running} of the same plan to finish"),
+                );
+                return Ok(Action::requeue(Duration::from_secs(30)));
             }
             let s = &mut progress.status;
             s.status = Some(BackupState::InProgress);

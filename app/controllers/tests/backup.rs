@@ -302,3 +302,38 @@ async fn metamover_job_golden() {
     let golden = std::fs::read_to_string(&path).unwrap_or_default();
     pretty_assertions::assert_eq!(golden, text, "run with UPDATE_GOLDEN=1 to accept");
 }
+
+#[tokio::test]
+async fn a_second_backup_of_the_plan_waits_for_the_first() {
+    let mut objs = world("Available", "Available");
+    objs.push(
+        json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
+        "metadata": {"name": "app-incr-0", "namespace": NS, "uid": "other-uid"},
+        "spec": {"type": "Incremental", "backupPlan": {"name": "app"}},
+        "status": {"status": "InProgress", "phase": "MetaSnapshot", "phaseStatus": "InProgress"}}),
+    );
+    let (client, _) = common::fake(objs).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Pending), "{s:?}");
+    assert!(
+        condition(&b, BackupPhase::PreBackupValidation)
+            .1
+            .contains("app-incr-0")
+    );
+    assert!(
+        jobs(&client).await.is_empty(),
+        "no Job while the other backup runs"
+    );
+    // The other one finishes: this one starts.
+    Api::<Backup>::namespaced(client.clone(), NS)
+        .patch_status(
+            "app-incr-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"status": "Available"}})),
+        )
+        .await
+        .unwrap();
+    let b = reconcile(&client).await;
+    assert_eq!(b.status.unwrap().status, Some(BackupState::InProgress));
+}
