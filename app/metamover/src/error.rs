@@ -150,3 +150,42 @@ pub fn kube_retryable(e: &kube::Error) -> bool {
 pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("boom", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn server_side_failures_are_retryable_and_client_side_ones_are_not() {
+        for code in [500, 503, 504, 429, 408] {
+            let e = Error::kube("list pods", api(code));
+            assert!(e.is_retryable(), "{code}");
+            assert!(e.to_string().contains("failed to list pods"), "{e}");
+        }
+        for code in [400, 403, 404, 422] {
+            assert!(!Error::kube("x", api(code)).is_retryable(), "{code}");
+        }
+        assert!(
+            !Error::NamespaceVanished {
+                namespace: "a".into(),
+                state: "was deleted"
+            }
+            .is_retryable()
+        );
+        let unavailable = Error::Target(tvk_datamover::Error::TargetUnavailable {
+            action: "write",
+            object: "k".into(),
+            message: "503".into(),
+        });
+        assert!(unavailable.is_retryable());
+        assert!(is_status(&api(403), 403));
+    }
+}

@@ -1185,6 +1185,22 @@ pub async fn patch_status(client: &Client, r: &BackupRef, snapshot: &Snapshot) -
 mod tests {
     use super::*;
 
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("no", "Forbidden")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn forbidden_or_gone_types_are_skipped_other_errors_are_not() {
+        assert!(skippable(&api(403)).unwrap().contains("forbidden"));
+        assert!(skippable(&api(404)).is_some());
+        assert!(skippable(&api(500)).is_none());
+        assert!(skippable(&api(401)).is_none());
+    }
+
     #[test]
     fn bound_pvc_becomes_a_data_snapshot_and_unbound_a_warning() {
         let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
