@@ -1,6 +1,7 @@
 //! `tvk-metamover commit`: the last write of a backup.
 //!
-//! Checks that the metadata is indexed (`index.json` of this backup) and that every data
+//! Checks that the metadata is indexed (`index.json` of this backup, every document present
+//! with the size and BLAKE3 the index records) and that every data
 //! snapshot in `status.snapshot` has its volume committed by the datamover (the
 //! `manifest.json` under its `location`), then writes `commit.json` — the Backup object with
 //! its status, metadata cleaned — create-only. A rerun after a crash finds the same commit and
@@ -66,6 +67,37 @@ pub fn committed_object(object: &Value) -> Value {
     o
 }
 
+/// Checks that each `(key, size, blake3)` document is on the target with that content.
+fn verify_documents(target: &Target, docs: &[(String, u64, String)]) -> Result<()> {
+    for (key, size, digest) in docs {
+        let data = match target.read_all(key, *size) {
+            Ok(d) => d,
+            Err(tvk_datamover::Error::MissingObject { .. }) => {
+                return Err(Error::Layout {
+                    key: key.clone(),
+                    reason: "the index lists it but it is missing; run the snapshot again".into(),
+                });
+            }
+            Err(tvk_datamover::Error::Usage(m)) => {
+                return Err(Error::Layout {
+                    key: key.clone(),
+                    reason: format!(
+                        "its size differs from the index ({m}); run the snapshot again"
+                    ),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if data.len() as u64 != *size || layout::digest(&data) != *digest {
+            return Err(Error::Layout {
+                key: key.clone(),
+                reason: "its content does not match the BLAKE3 digest in the index (damaged on the target); run the snapshot again".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs `commit` for one backup.
 pub async fn run(
     client: Client,
@@ -101,6 +133,15 @@ pub async fn run(
             reason: format!("it belongs to backup {}, not {}", index.backup.uid, id.uid),
         });
     }
+    // Every metadata document must be there, byte for byte as indexed.
+    let docs: Vec<_> = index
+        .documents
+        .iter()
+        .chain(index.helm.iter().map(|h| &h.document))
+        .map(|d| (loc.key(&d.key), d.bytes, d.blake3.clone()))
+        .collect();
+    let t = target.clone();
+    blocking(move || verify_documents(&t, &docs)).await?;
     // Data first: every volume must be committed by the datamover.
     let snapshot = Snapshot::from_status_value(loaded.status_snapshot.as_ref())
         .map_err(|e| Error::json("read status.snapshot", e))?

@@ -377,6 +377,23 @@ async fn snapshot_then_commit_a_namespace_backup() {
         )
         .await
         .unwrap();
+    // A damaged metadata document is found before anything is committed.
+    let victim = meta.join(&index.documents[0].key);
+    let original = std::fs::read(&victim).unwrap();
+    let mut damaged = original.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x40;
+    std::fs::write(&victim, &damaged).unwrap();
+    let refused = metamover(&kc, &commit_args).await;
+    assert_eq!(refused.code, 1, "{:?}", refused.lines);
+    let err = refused.result()["error"].as_str().unwrap().to_owned();
+    assert!(
+        err.contains(&index.documents[0].key) && err.contains("BLAKE3"),
+        "{err}"
+    );
+    assert!(!meta.join("commit.json").exists());
+    std::fs::write(&victim, &original).unwrap();
+
     let committed = metamover(&kc, &commit_args).await;
     assert_eq!(
         committed.code, 0,
