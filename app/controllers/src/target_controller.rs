@@ -564,6 +564,23 @@ async fn stats(target: &Target, ctx: &Context) -> Result<TargetStats> {
     })
 }
 
+/// A failure message without what changes between two probes of the same failure: the probe
+/// object's unique name and request timings.
+pub fn stable_message(message: &str) -> String {
+    static PATTERNS: std::sync::OnceLock<Option<(regex::Regex, regex::Regex)>> =
+        std::sync::OnceLock::new();
+    let Some((probe_key, timing)) = PATTERNS.get_or_init(|| {
+        Some((
+            regex::Regex::new(r"\.tvk-probe/[A-Za-z0-9._-]+").ok()?,
+            regex::Regex::new(r" in [0-9.]+(ns|µs|us|ms|s)\b").ok()?,
+        ))
+    }) else {
+        return message.to_string();
+    };
+    let message = probe_key.replace_all(message, "the probe object");
+    timing.replace_all(&message, "").into_owned()
+}
+
 /// Reconciles one Target.
 pub async fn reconcile(target: Arc<Target>, ctx: Arc<Context>) -> Result<Action> {
     let result = reconcile_inner(&target, &ctx).await;
@@ -616,6 +633,11 @@ async fn reconcile_inner(target: &Target, ctx: &Context) -> Result<Action> {
             })
         }
     };
+    // The same failure must give the same reason, or every re-validation would write status.
+    let outcome = outcome.map_err(|f| ProbeFailure {
+        reason: f.reason,
+        message: stable_message(&f.message),
+    });
     let now = now_rfc3339();
     let mut conditions = status.condition.take().unwrap_or_default();
     let (state, phase_status, reason) = match &outcome {

@@ -206,3 +206,55 @@ async fn reconcile_without_the_secret_says_which_secret_is_missing() {
         "{reason}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_stays_unreachable_is_not_rewritten_on_every_probe() {
+    let moto = moto().unwrap();
+    let bucket = unique_name("tgt-denied");
+    common::create_bucket(moto.addr(), &bucket);
+    // Refused credentials: the error text names the (unique) probe object and a timing.
+    let proxy = FaultProxy::start_plan(
+        moto.addr(),
+        FaultPlan {
+            percent: 100,
+            methods: Vec::new(),
+            request_contains: None,
+            status: 403,
+            code: "InvalidAccessKeyId",
+        },
+        3,
+    )
+    .unwrap();
+    let (client, writes) = common::fake(vec![target_object(&proxy.url(), &bucket), secret()]).await;
+    let ctx = common::context(client.clone(), "Cluster");
+    let api: Api<Target> = Api::namespaced(client, common::NS);
+    let target = api.get("s3").await.unwrap();
+    target_controller::reconcile(target.into(), ctx.clone())
+        .await
+        .unwrap();
+    let target = api.get("s3").await.unwrap();
+    assert_eq!(
+        target.status.as_ref().unwrap().status,
+        Some(TargetState::Unavailable)
+    );
+    assert_eq!(writes.take(), ["patch_status s3"]);
+    target_controller::reconcile(target.into(), ctx)
+        .await
+        .unwrap();
+    assert!(
+        writes.take().is_empty(),
+        "same failure, same status: no write"
+    );
+}
+
+#[test]
+fn stable_messages_drop_probe_names_and_timings() {
+    let a = target_controller::stable_message(
+        "failed to commit .tvk-probe/t-1-123: PUT http://x/b/.tvk-probe/t-1-123 in 103.7ms, after 1 retries",
+    );
+    let b = target_controller::stable_message(
+        "failed to commit .tvk-probe/t-1-456: PUT http://x/b/.tvk-probe/t-1-456 in 99ms, after 1 retries",
+    );
+    assert_eq!(a, b);
+    assert!(!a.contains("103") && a.contains("the probe object"), "{a}");
+}
