@@ -724,6 +724,15 @@ pub async fn run(
             }
         }
     }
+    cluster_role_bindings(
+        &client,
+        &catalogue,
+        &entries,
+        opts,
+        &mut wanted,
+        &mut builder.warnings,
+    )
+    .await?;
     let mut crd_types: BTreeMap<String, Component> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.component.is_some()) {
         if e.key.group.contains('.')
@@ -995,6 +1004,64 @@ async fn store_part(
     };
     put(target, loc.key(&rel), part.data).await?;
     Ok(entry)
+}
+
+/// ClusterRoleBindings naming a backed-up ServiceAccount, and the ClusterRoles they grant, are
+/// added to `wanted` (group, kind, name) under the ServiceAccount's component.
+async fn cluster_role_bindings(
+    client: &Client,
+    catalogue: &Catalogue,
+    entries: &[Entry],
+    opts: &Options,
+    wanted: &mut BTreeMap<(String, String, String), Component>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let rbac = "rbac.authorization.k8s.io";
+    let sas: HashMap<&ObjectKey, &Component> = entries
+        .iter()
+        .filter(|e| e.key.group.is_empty() && e.key.kind == "ServiceAccount")
+        .filter_map(|e| Some((&e.key, e.component.as_ref()?)))
+        .collect();
+    let Some(t) = catalogue.find(rbac, "ClusterRoleBinding") else {
+        return Ok(());
+    };
+    if sas.is_empty() {
+        return Ok(());
+    }
+    let mut pager = Pager::new(client, &t.api, None, None, opts.page_size);
+    loop {
+        let page = match pager.next().await {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) if skippable(&e).is_some() => {
+                warnings.push(format!(
+                    "ClusterRoleBindings of backed-up ServiceAccounts were not looked for: listing them is {}",
+                    skippable(&e).unwrap_or_default()
+                ));
+                break;
+            }
+            Err(e) => return Err(Error::kube("list ClusterRoleBindings", e)),
+        };
+        for crb in page {
+            let (subjects, _) = crate::selection::role_binding_links(&crb, "");
+            let Some(component) = subjects.iter().find_map(|k| sas.get(k)) else {
+                continue;
+            };
+            if let Some(n) = name(&crb) {
+                wanted
+                    .entry((rbac.into(), "ClusterRoleBinding".into(), n.to_owned()))
+                    .or_insert_with(|| (*component).clone());
+            }
+            if str_at(&crb, "/roleRef/kind") == Some("ClusterRole")
+                && let Some(role) = str_at(&crb, "/roleRef/name")
+            {
+                wanted
+                    .entry((rbac.into(), "ClusterRole".into(), role.to_owned()))
+                    .or_insert_with(|| (*component).clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Finds the Helm releases of a namespace: the plan's (an error when one is missing), every

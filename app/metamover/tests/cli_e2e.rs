@@ -68,6 +68,14 @@ fn seed(server: &ApiServer) -> (String, String) {
             "involvedObject": {"kind": "Pod", "name": "x"}, "reason": "Started"}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "web-reader"},
             "rules": []}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "metrics-reader"},
+            "rules": []}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "web-crb"},
+            "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": ns}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "metrics-reader"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "other-crb"},
+            "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": "elsewhere"}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"}}),
     ];
     for o in objs {
         server.create(o).unwrap();
@@ -249,7 +257,11 @@ async fn snapshot_then_commit_a_namespace_backup() {
     );
     assert_eq!(
         names(&doc(target.path(), &index, None, "ClusterRole")),
-        BTreeSet::from(["web-reader".to_owned()])
+        BTreeSet::from(["web-reader".to_owned(), "metrics-reader".to_owned()])
+    );
+    assert_eq!(
+        names(&doc(target.path(), &index, None, "ClusterRoleBinding")),
+        BTreeSet::from(["web-crb".to_owned()])
     );
 
     // Cleaning.
