@@ -168,6 +168,21 @@ pub fn require_tool(tool: &str, install_hint: &str) -> Result<(), String> {
     }
 }
 
+/// What a test does when its environment lacks something it needs (a tool, a loop device):
+/// under CI (`CI` set) the environment is the project's to provide, so this is an `Err` that
+/// fails the test; elsewhere it prints `SKIPPED <test>: <reason>` on stderr and returns
+/// `Ok(false)`, so the caller returns early. Never a silent pass on CI.
+pub fn skip_unless_ci(test: &str, reason: &str) -> Result<bool, String> {
+    if std::env::var_os("CI").is_some() {
+        Err(format!(
+            "{test}: {reason} (CI must provide it: see hack/test.sh)"
+        ))
+    } else {
+        eprintln!("SKIPPED {test}: {reason}");
+        Ok(false)
+    }
+}
+
 /// A directory removed when dropped (kept if `TVK_TEST_KEEP` is set, for debugging).
 #[derive(Debug)]
 pub struct TempDir {
