@@ -23,7 +23,10 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
-    runtime::controller::Action,
+    runtime::{
+        controller::Action,
+        finalizer::{Event as FinalizerEvent, finalizer},
+    },
 };
 use tvk_api::{
     backup::{Backup, BackupPhase, BackupPhaseStatus, BackupState, BackupStatus},
@@ -232,9 +235,28 @@ struct Ids {
     job_ns: String,
 }
 
-/// Reconciles one Backup.
+/// Finalizer deleting a backup's data from the target when the Backup is deleted.
+pub const FINALIZER: &str = "triliovault.trilio.io/backup-data";
+
+/// Reconciles one Backup (finalizer-wrapped: deletion removes its data from the target).
 pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
-    let result = reconcile_inner(&backup, &ctx).await;
+    let ns = backup.namespace().ok_or(Error::Incomplete {
+        kind: "Backup",
+        field: "namespace",
+    })?;
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, backup, |event| async {
+        match event {
+            FinalizerEvent::Apply(backup) => reconcile_inner(&backup, &ctx).await,
+            FinalizerEvent::Cleanup(backup) => delete_data(&backup, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    });
     ctx.metrics
         .observe("backup", result.as_ref().err().map(Error::category));
     result
@@ -594,6 +616,89 @@ async fn delete_jobs(ctx: &Context, ids: &Ids) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes the backup's objects under `status.location` on an S3 target: first
+/// `_metadata/commit.json` (the backup stops being committed), then the rest. Volume data is
+/// refused (no version of this controller writes it; deleting it needs the chain check and
+/// coalescing). A target that cannot be reached keeps the finalizer and is retried.
+async fn delete_data(backup: &Backup, ctx: &Context) -> Result<Action> {
+    let Some(location) = backup.status.as_ref().and_then(|s| s.location.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let ids_ns = backup.namespace().unwrap_or_default();
+    let plan_ref = &backup.spec.backup_plan;
+    let plan_ns = ref_namespace(plan_ref, &ids_ns).to_string();
+    let plan = Api::<BackupPlan>::namespaced(ctx.client.clone(), &plan_ns)
+        .get_opt(&plan_ref.name.clone().unwrap_or_default())
+        .await
+        .map_err(|e| Error::kube("read the backup's plan", e))?;
+    let target = match &plan {
+        Some(p) => {
+            let t = &p.spec.backup_config.target;
+            Api::<Target>::namespaced(ctx.client.clone(), ref_namespace(t, &plan_ns))
+                .get_opt(&t.name.clone().unwrap_or_default())
+                .await
+                .map_err(|e| Error::kube("read the backup's Target", e))?
+        }
+        None => None,
+    };
+    let Some(target) = target.filter(|t| t.spec.type_ == tvk_api::target::TargetType::ObjectStore)
+    else {
+        ctx.event(
+            backup,
+            true,
+            "BackupDataKept",
+            format!("the data at {location} is left on the target: its plan or Target no longer exists, or the Target is NFS (deleting NFS data is not implemented)"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+    let probe = match target_controller::s3_probe_inputs(&target, ctx).await? {
+        Ok(p) => p,
+        Err(f) => return Err(Error::TargetData(format!("{}: {}", f.reason, f.message))),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let prefix = location.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        target_controller::with_store(&probe, handle, |store| -> std::result::Result<usize, String> {
+            let keys = store.list(&prefix).map_err(|e| e.to_string())?;
+            let metadata = format!("{prefix}/_metadata/");
+            if let Some(volume) = keys.iter().find(|k| !k.starts_with(&metadata)) {
+                return Err(format!(
+                    "{volume} is volume data; deleting volume data (chain check, coalescing) is not implemented, nothing was deleted"
+                ));
+            }
+            let commit = format!("{metadata}commit.json");
+            if keys.contains(&commit) {
+                store.delete(&commit).map_err(|e| e.to_string())?;
+            }
+            for key in keys.iter().filter(|k| **k != commit) {
+                store.delete(key).map_err(|e| e.to_string())?;
+            }
+            Ok(keys.len())
+        })
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?;
+    match outcome {
+        Ok(Ok(count)) => {
+            ctx.event(
+                backup,
+                false,
+                "BackupDataDeleted",
+                format!("{count} object(s) under {location} deleted"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Ok(Err(message)) => {
+            ctx.event(backup, true, "BackupDataDeletionFailed", message.clone())
+                .await;
+            Err(Error::TargetData(message))
+        }
+        Err(f) => Err(Error::TargetData(format!("{}: {}", f.reason, f.message))),
+    }
 }
 
 /// Requeue policy on errors.

@@ -156,6 +156,16 @@ pub fn classify(error: &tvk_datamover::Error) -> ProbeFailure {
 /// The S3 probe: create-only write, read back, list, delete. Blocking (call it off the async
 /// workers); `handle` runs the S3 calls.
 pub fn probe_s3(probe: &S3Probe, handle: tokio::runtime::Handle) -> ProbeResult {
+    with_store(probe, handle, |store| run_s3_probe(store, &probe.key))?
+}
+
+/// Opens the Target's bucket (CA bundle in a temporary file for the duration) and runs `f`.
+/// Blocking.
+pub fn with_store<R>(
+    probe: &S3Probe,
+    handle: tokio::runtime::Handle,
+    f: impl FnOnce(&Store) -> R,
+) -> std::result::Result<R, ProbeFailure> {
     let mut config = probe.config.clone();
     let ca_file = match &probe.ca_pem {
         Some(pem) => {
@@ -173,18 +183,18 @@ pub fn probe_s3(probe: &S3Probe, handle: tokio::runtime::Handle) -> ProbeResult 
         }
         None => None,
     };
-    let result = run_s3_probe(&config, &probe.key, handle);
+    let store = Store::s3(&config, handle).map_err(|e| ProbeFailure {
+        reason: "ProbeFailed",
+        message: format!("the Target's S3 settings are not usable: {e}"),
+    });
+    let result = store.map(|store| f(&store));
     if let Some(path) = ca_file {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
-fn run_s3_probe(config: &S3Config, key: &str, handle: tokio::runtime::Handle) -> ProbeResult {
-    let store = Store::s3(config, handle).map_err(|e| ProbeFailure {
-        reason: "ProbeFailed",
-        message: format!("the Target's S3 settings are not usable: {e}"),
-    })?;
+fn run_s3_probe(store: &Store, key: &str) -> ProbeResult {
     let payload = format!("tvk probe {key}\n");
     store
         .put_create_only(key, Bytes::from(payload.clone()))
@@ -320,8 +330,9 @@ pub async fn diagnose_connection(probe: &S3Probe, failure: ProbeFailure) -> Prob
     }
 }
 
-/// Reads what the probe needs from the Target's Secret and ConfigMap.
-async fn s3_probe_inputs(
+/// Reads what reaching the Target needs (credential Secret, CA ConfigMap); a missing piece is
+/// a [`ProbeFailure`] saying which.
+pub async fn s3_probe_inputs(
     target: &Target,
     ctx: &Context,
 ) -> Result<std::result::Result<S3Probe, ProbeFailure>> {

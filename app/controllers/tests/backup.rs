@@ -7,7 +7,7 @@ mod common;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
@@ -27,7 +27,8 @@ fn world(plan_state: &str, target_state: &str) -> Vec<Value> {
             "spec": {"backupConfig": {"target": {"name": "s3"}}},
             "status": {"status": plan_state, "condition": [{"phase": "Validation", "status": "Failed", "reason": "Hook x does not exist"}]}}),
         json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
-            "metadata": {"name": "app-full-1", "namespace": NS, "uid": "bkp-uid"},
+            // See tests/plan.rs: kube-fake-client needs one finalizer present to append ours.
+            "metadata": {"name": "app-full-1", "namespace": NS, "uid": "bkp-uid", "finalizers": ["example.com/keep"]},
             "spec": {"type": "Full", "backupPlan": {"name": "app"}}}),
     ]
 }
@@ -36,9 +37,19 @@ async fn reconcile(client: &kube::Client) -> Backup {
     let ctx = common::context(client.clone(), "Namespaced");
     let api: Api<Backup> = Api::namespaced(client.clone(), NS);
     let backup = api.get("app-full-1").await.unwrap();
-    backup_controller::reconcile(backup.into(), ctx)
+    let first_time = !backup
+        .finalizers()
+        .contains(&backup_controller::FINALIZER.to_string());
+    backup_controller::reconcile(backup.into(), ctx.clone())
         .await
         .unwrap();
+    if first_time {
+        // Adding the finalizer ends a reconcile; the change triggers the next one.
+        let backup = api.get("app-full-1").await.unwrap();
+        backup_controller::reconcile(backup.into(), ctx)
+            .await
+            .unwrap();
+    }
     api.get("app-full-1").await.unwrap()
 }
 
