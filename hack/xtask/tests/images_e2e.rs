@@ -168,12 +168,23 @@ fn images_bundles_and_catalog_are_pushed_and_every_shipped_digest_resolves() {
             &skopeo(&["inspect", "--tls-verify=false", &format!("docker://{r}")]).unwrap(),
         )
         .unwrap();
-        let size: u64 = inspect["LayersData"]
+        let manifest: Value = serde_json::from_slice(
+            &skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{r}"),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let size: u64 = manifest["layers"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|l| l["Size"].as_u64().unwrap())
+            .map(|l| l["size"].as_u64().unwrap())
             .sum();
+        assert!(size > 0, "{bundle}: no layers");
         assert!(
             size < 1 << 20,
             "{bundle} is {size} bytes compressed (limit 1 MiB)"
