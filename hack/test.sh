@@ -20,6 +20,11 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v buildah >/dev/null || need_apt+=(buildah)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v file >/dev/null || need_apt+=(file)
+command -v curl >/dev/null || need_apt+=(curl)
+# kubectl drives the in-memory API server from a child process (test/apiserver); Debian's
+# kubernetes-client (1.20) is enough for what the test does.
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+command -v losetup >/dev/null || need_apt+=(mount)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "${TVK_TEST_NO_INSTALL:-}" = 1 ]; then
     echo "missing Debian packages: ${need_apt[*]} (install them: apt-get install ${need_apt[*]})" >&2
