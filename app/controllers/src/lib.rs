@@ -27,3 +27,9 @@ pub mod target_controller;
 
 pub use context::Context;
 pub use error::{Error, Result};
+
+/// Installs ring as the process-wide rustls provider (kube, S3 and diagnosis clients share it);
+/// a second call, or one after another component installed a provider, changes nothing.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -64,6 +64,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tvk_control_plane::install_tls_provider();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::CreateBackup {
