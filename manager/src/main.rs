@@ -214,6 +214,9 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 /// Runs the controller until SIGTERM/SIGINT.
 fn run_manager(args: RunArgs) -> anyhow::Result<()> {
+    // One process-wide TLS provider for kube's client: rustls cannot pick one by itself when a
+    // build enables more than one (feature unification with other crates).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
