@@ -824,6 +824,21 @@ impl State {
                         "the JSON patch is not a list of RFC 6902 operations: {e}"
                     ))
                 })?;
+                // Like the real apiserver (evanphx/json-patch), a `test` of a missing member
+                // against null succeeds: kube's finalizer helper adds a first finalizer with
+                // `test /metadata/finalizers == null` followed by `add`.
+                let ops = json_patch::Patch(
+                    ops.0
+                        .into_iter()
+                        .filter(|op| match op {
+                            json_patch::PatchOperation::Test(test) => {
+                                !(test.value.is_null()
+                                    && patched.pointer(&test.path.to_string()).is_none())
+                            }
+                            _ => true,
+                        })
+                        .collect(),
+                );
                 json_patch::patch(&mut patched, &ops).map_err(|e| ApiError {
                     code: 422,
                     reason: "Invalid".to_string(),

@@ -870,6 +870,52 @@ async fn finalizers_and_garbage_collection() -> Result<()> {
 }
 
 #[tokio::test]
+async fn json_patch_test_of_a_missing_member_against_null_passes_as_on_a_real_server() -> Result<()>
+{
+    // The exact patch kube::runtime::finalizer sends to add the first finalizer.
+    let server = ApiServer::start().await?;
+    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    api.create(
+        &PostParams::default(),
+        &cm("first-fin", json!({}), json!({}))?,
+    )
+    .await?;
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["example.com/first"]},
+    ]))?;
+    let patched = api
+        .patch(
+            "first-fin",
+            &PatchParams::default(),
+            &Patch::<()>::Json(ops),
+        )
+        .await?;
+    assert_eq!(patched.finalizers(), ["example.com/first"]);
+    // A `test` that really fails still fails the whole patch.
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers/-", "value": "example.com/second"},
+    ]))?;
+    let e = api_error(
+        api.patch(
+            "first-fin",
+            &PatchParams::default(),
+            &Patch::<()>::Json(ops),
+        )
+        .await
+        .err()
+        .context("a failing test op must fail the patch")?,
+    )?;
+    assert_eq!(e.code, 422);
+    assert_eq!(
+        api.get("first-fin").await?.finalizers(),
+        ["example.com/first"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn namespace_deletion_removes_its_content() -> Result<()> {
     let server = ApiServer::start().await?;
     let client = server.client();
