@@ -137,6 +137,10 @@ impl ApiServer {
             }
         });
 
+        // The workspace links two rustls providers (ring through kube, aws-lc-rs through
+        // object_store's reqwest), and rustls then refuses to pick one: name ring, as the
+        // binaries do, or building the client panics in any test binary that links both.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let client_config =
