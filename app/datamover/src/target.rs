@@ -203,6 +203,11 @@ impl Target {
 
     /// An S3 target; S3 calls run on `handle` (call the target from outside the runtime).
     pub fn s3(cfg: &S3Config, handle: Handle) -> Result<Self> {
+        // The S3 client's rustls has no provider of its own (workspace Cargo.toml): ring is the
+        // only one in release builds and rustls picks it, but test builds also link aws-lc-rs
+        // (through kube-fake-client), where nothing would be picked. Naming ring here serves
+        // every caller of the library; a provider already installed is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // Buckets with S3 Object Lock refuse uploads without an integrity header ("Content-MD5
         // or x-amz-sdk-checksum-algorithm header required", MissingUploadObjectWithObjectLockHeaders):
         // every upload carries its SHA-256 (`x-amz-checksum-sha256`, already computed to sign
