@@ -80,18 +80,27 @@ pub struct JobSpecConfig {
     /// Deadline of every Job.
     #[serde(default = "default_deadline")]
     pub active_deadline_seconds: i64,
+    /// How many datamover Jobs of one backup or restore run at the same time
+    /// (`jobSpec.maxParallelDataJobs`, default 4).
+    #[serde(default = "default_max_parallel_data_jobs")]
+    pub max_parallel_data_jobs: u32,
 }
 
 impl Default for JobSpecConfig {
     fn default() -> Self {
         Self {
             active_deadline_seconds: default_deadline(),
+            max_parallel_data_jobs: default_max_parallel_data_jobs(),
         }
     }
 }
 
 fn default_deadline() -> i64 {
     43200
+}
+
+fn default_max_parallel_data_jobs() -> u32 {
+    4
 }
 
 /// `jobResources`.
@@ -275,6 +284,13 @@ impl Config {
                 ),
             });
         }
+        if config.job_spec.max_parallel_data_jobs == 0 {
+            return Err(ConfigError::Invalid {
+                path: name.to_string(),
+                message: "jobSpec.maxParallelDataJobs is 0; set it to at least 1 (default 4)"
+                    .into(),
+            });
+        }
         Ok(config)
     }
 
@@ -339,6 +355,23 @@ images:
             "ghcr.io/tvk-rs/tvk-control-plane:0.1.0"
         );
         assert!(c.job_resources.data.unwrap().limits.is_some());
+        assert_eq!(c.job_spec.max_parallel_data_jobs, 4);
+    }
+
+    #[test]
+    fn max_parallel_data_jobs_is_read_and_checked() {
+        let text = SAMPLE.replace(
+            "activeDeadlineSeconds: 43200",
+            "activeDeadlineSeconds: 43200\n  maxParallelDataJobs: 2",
+        );
+        let c = Config::parse(&text, "config.yaml").unwrap();
+        assert_eq!(c.job_spec.max_parallel_data_jobs, 2);
+        let err = Config::parse(
+            &text.replace("maxParallelDataJobs: 2", "maxParallelDataJobs: 0"),
+            "config.yaml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("maxParallelDataJobs"), "{err}");
     }
 
     #[test]
