@@ -25,6 +25,7 @@ pub mod crd;
 pub mod hook;
 pub mod policy;
 pub mod restore;
+pub mod restore_plan;
 pub mod snapshot;
 pub mod target;
 pub mod validation;
