@@ -11,7 +11,7 @@ pub mod admission;
 pub mod admission_server;
 pub mod apply;
 pub mod crd;
-pub mod leader;
+pub use tvk_lease as leader;
 pub mod operations;
 pub mod reconcile;
 pub mod render;

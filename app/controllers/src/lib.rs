@@ -16,7 +16,7 @@ pub mod context;
 pub mod create_backup;
 pub mod error;
 pub mod jobs;
-pub mod leader;
+pub use tvk_lease as leader;
 pub mod naming;
 pub mod operations;
 pub mod plan_controller;

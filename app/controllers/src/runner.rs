@@ -120,6 +120,7 @@ pub async fn run(ctx: Arc<Context>, election: Option<LeaderElector>) {
         elector.acquire().await;
         tracing::info!(lease = LEASE_NAME, "acquired the leader lease");
     }
+    let releaser = election.clone();
     let stop = async move {
         let lost = async move {
             match election {
@@ -134,4 +135,15 @@ pub async fn run(ctx: Arc<Context>, election: Option<LeaderElector>) {
     }
     .boxed();
     run_controllers(ctx, stop).await;
+    // In-flight reconciles have finished: hand the Lease over at once instead of letting the
+    // next replica wait a whole lease duration.
+    if let Some(elector) = releaser {
+        match elector.release().await {
+            Ok(true) => tracing::info!(lease = LEASE_NAME, "released the leader lease"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "failed to release the leader lease; it expires on its own")
+            }
+        }
+    }
 }

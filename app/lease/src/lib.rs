@@ -1,7 +1,9 @@
-//! Leader election with a `coordination.k8s.io/v1` Lease, so two manager replicas are safe: only
-//! the holder reconciles; it renews every third of the lease duration, and a replica takes the
-//! lease over only once the holder has not renewed for a whole lease duration. Writes use the
-//! Lease's resourceVersion (optimistic concurrency), so two candidates cannot both win.
+//! Leader election with a `coordination.k8s.io/v1` Lease, so two replicas of the manager or of
+//! the control plane are safe: only the holder reconciles; it renews every third of the lease
+//! duration, and a replica takes the lease over only once the holder has not renewed for a whole
+//! lease duration (or released it on shutdown). Writes use the Lease's resourceVersion
+//! (optimistic concurrency), so of two candidates racing for an expired Lease one gets 409
+//! Conflict and stays a follower.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 
-/// One candidate for the manager's Lease.
+/// One candidate for a Lease.
 #[derive(Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -169,6 +171,7 @@ impl LeaderElector {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[tokio::test]
