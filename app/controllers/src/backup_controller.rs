@@ -22,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         finalizer::{Event as FinalizerEvent, finalizer},
@@ -42,7 +42,7 @@ use crate::{
     naming::object_name,
     status_patch::{apply_status, now_rfc3339, set_condition},
     target_access::{job_access, ref_namespace},
-    target_controller,
+    target_controller, volumes,
 };
 
 /// Field manager of the Backup controller.
@@ -311,6 +311,30 @@ async fn reconcile_inner(backup: &Backup, ctx: &Context) -> Result<Action> {
     .await?;
     if progress.status.status == Some(BackupState::Failed) {
         delete_jobs(ctx, &ids).await?;
+        if let Ok(Some(snap)) = Snapshot::from_status_value(progress.status.snapshot.as_ref()) {
+            let vids = volume_ids(backup, &ids, plan.as_ref());
+            volumes::cleanup(ctx, &vids, &snap).await?;
+        }
+    }
+    // The control plane's fields of status.snapshot (location, uploaded, volumeSnapshot,
+    // snapshotType, conditions): a merge patch of the whole snapshot read back from the
+    // metamover's write, so its fields are kept; written before the phase moves on.
+    if progress.status.snapshot != observed.snapshot
+        && let Some(snapshot) = &progress.status.snapshot
+    {
+        let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ids.ns);
+        api.patch_status(
+            &ids.name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"snapshot": snapshot}})),
+        )
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("write status.snapshot of Backup {}/{}", ids.ns, ids.name),
+                e,
+            )
+        })?;
     }
     let mut to_write = progress.status.clone();
     // status.snapshot belongs to the metamover (its own merge patches).
@@ -383,6 +407,20 @@ async fn step(
             s.type_ = Some(backup.spec.type_);
             s.percentage_completion = Some(0);
             s.location = Some(format!("{}/{}", plan.uid().unwrap_or_default(), ids.uid));
+            // T4K's stats.target; the parent of an incremental volume image must be on it.
+            let mut stats = s
+                .stats
+                .take()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            stats["target"] = serde_json::json!({
+                "apiVersion": "triliovault.trilio.io/v1",
+                "kind": "Target",
+                "name": target.name_any(),
+                "namespace": target.namespace(),
+                "uid": target.uid(),
+            });
+            s.stats = Some(stats);
             progress.complete(
                 BackupPhase::PreBackupValidation,
                 "the plan and its Target are Available",
@@ -425,15 +463,24 @@ async fn step(
                             return Ok(Action::await_change());
                         }
                         SnapshotFinding::Volumes(pvcs) if !pvcs.is_empty() => {
-                            progress.fail(
+                            let hooks = plan.and_then(|p| p.spec.hook_config.as_ref()).is_some();
+                            let hook_reason = if hooks {
+                                "not run: hooks are not executed by this version"
+                            } else {
+                                "no hooks configured"
+                            };
+                            progress.skip(BackupPhase::HookTargetIdentification, hook_reason);
+                            progress.skip(BackupPhase::Quiesce, hook_reason);
+                            skip_images(plan, progress);
+                            progress.status.percentage_completion = Some(20);
+                            progress.begin(
                                 BackupPhase::DataSnapshot,
                                 &format!(
-                                    "the application has {} PersistentVolumeClaim(s) ({}); backing up volume data (CSI snapshots and datamover Jobs) is not implemented by this control plane version, so no partial backup is committed",
-                                    pvcs.len(),
-                                    pvcs.join(", ")
+                                    "taking CSI snapshots of {} PersistentVolumeClaim(s)",
+                                    pvcs.len()
                                 ),
                             );
-                            return Ok(Action::await_change());
+                            return Ok(Action::requeue(Duration::from_secs(1)));
                         }
                         SnapshotFinding::Volumes(_) => {}
                     }
@@ -445,18 +492,7 @@ async fn step(
                     };
                     progress.skip(BackupPhase::HookTargetIdentification, hook_reason);
                     progress.skip(BackupPhase::Quiesce, hook_reason);
-                    let skip_images = plan
-                        .and_then(|p| p.spec.backup_plan_flags.as_ref())
-                        .and_then(|f| f.skip_image_backup)
-                        == Some(true);
-                    progress.skip(
-                        BackupPhase::ImageBackup,
-                        if skip_images {
-                            "backupPlanFlags.skipImageBackup is set"
-                        } else {
-                            "container image backup is not implemented yet (issue #9); images are not on the target"
-                        },
-                    );
+                    skip_images(plan, progress);
                     progress.skip(
                         BackupPhase::DataSnapshot,
                         "no PersistentVolumeClaims to protect",
@@ -465,6 +501,120 @@ async fn step(
                     progress.skip(
                         BackupPhase::DataUpload,
                         "no PersistentVolumeClaims to protect",
+                    );
+                    progress.status.percentage_completion = Some(80);
+                    progress.begin(
+                        BackupPhase::MetadataUpload,
+                        "committing the backup on the target (metamover commit Job)",
+                    );
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(BackupPhase::DataSnapshot) => {
+            let mut snap = match read_snapshot(progress) {
+                Ok(s) => s,
+                Err(reason) => {
+                    progress.fail(BackupPhase::DataSnapshot, &reason);
+                    return Ok(Action::await_change());
+                }
+            };
+            let vids = volume_ids(backup, ids, plan);
+            let mut warnings = Vec::new();
+            let outcome = volumes::snapshot_volumes(ctx, &vids, &mut snap, &mut warnings).await?;
+            for w in warnings {
+                progress.events.push((true, "VolumeSkipped".into(), w));
+            }
+            store_snapshot(progress, &snap)?;
+            match outcome {
+                volumes::Step::Failed(reason) => {
+                    progress.fail(BackupPhase::DataSnapshot, &reason);
+                    Ok(Action::await_change())
+                }
+                volumes::Step::Waiting(reason) => {
+                    progress.begin(BackupPhase::DataSnapshot, &reason);
+                    Ok(Action::requeue(Duration::from_secs(5)))
+                }
+                volumes::Step::Done(reason) => {
+                    progress.complete(BackupPhase::DataSnapshot, &reason);
+                    let hooks = plan.and_then(|p| p.spec.hook_config.as_ref()).is_some();
+                    progress.skip(
+                        BackupPhase::Unquiesce,
+                        if hooks {
+                            "not run: hooks are not executed by this version"
+                        } else {
+                            "no hooks configured"
+                        },
+                    );
+                    let total = volumes::total_bytes(&snap);
+                    progress.status.size = Some(size_of(total));
+                    if snap.data_snapshots().all(volumes::is_skipped) {
+                        progress.skip(
+                            BackupPhase::DataUpload,
+                            "every volume was skipped (csiConfig.exclude)",
+                        );
+                        progress.status.percentage_completion = Some(80);
+                        progress.begin(
+                            BackupPhase::MetadataUpload,
+                            "committing the backup on the target (metamover commit Job)",
+                        );
+                    } else {
+                        progress.begin(
+                            BackupPhase::DataUpload,
+                            "uploading the volumes (datamover Jobs)",
+                        );
+                    }
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(BackupPhase::DataUpload) => {
+            let Some(target) = target else {
+                progress.fail(
+                    BackupPhase::DataUpload,
+                    "the plan's Target vanished mid-backup",
+                );
+                return Ok(Action::await_change());
+            };
+            let mut snap = match read_snapshot(progress) {
+                Ok(s) => s,
+                Err(reason) => {
+                    progress.fail(BackupPhase::DataUpload, &reason);
+                    return Ok(Action::await_change());
+                }
+            };
+            let vids = volume_ids(backup, ids, plan);
+            let candidates = parent_candidates(ctx, backup, target).await?;
+            let inputs = volumes::UploadInputs {
+                ids: &vids,
+                backup_type: backup.spec.type_,
+                candidates: &candidates,
+                target,
+            };
+            let outcome = volumes::upload_volumes(ctx, &inputs, &mut snap).await?;
+            store_snapshot(progress, &snap)?;
+            progress.status.size = Some(size_of(outcome.total_bytes));
+            let pct = match outcome.total_bytes {
+                0 => 80,
+                t => 20 + u128::from(outcome.done_bytes) * 60 / u128::from(t),
+            };
+            progress.status.percentage_completion = Some(i64::try_from(pct.min(80)).unwrap_or(80));
+            match outcome.step {
+                volumes::Step::Failed(reason) => {
+                    progress.fail(BackupPhase::DataUpload, &reason);
+                    Ok(Action::await_change())
+                }
+                volumes::Step::Waiting(reason) => {
+                    progress.begin(BackupPhase::DataUpload, &reason);
+                    Ok(poll)
+                }
+                volumes::Step::Done(reason) => {
+                    let cleaned = volumes::cleanup(ctx, &vids, &snap).await?;
+                    progress.complete(
+                        BackupPhase::DataUpload,
+                        &format!(
+                            "{reason}; the snapshots and temporary claims of {cleaned} volume(s) are deleted"
+                        ),
                     );
                     progress.status.percentage_completion = Some(80);
                     progress.begin(
@@ -527,6 +677,92 @@ async fn step(
             Ok(Action::await_change())
         }
     }
+}
+
+fn skip_images(plan: Option<&BackupPlan>, progress: &mut Progress) {
+    let skip_images = plan
+        .and_then(|p| p.spec.backup_plan_flags.as_ref())
+        .and_then(|f| f.skip_image_backup)
+        == Some(true);
+    progress.skip(
+        BackupPhase::ImageBackup,
+        if skip_images {
+            "backupPlanFlags.skipImageBackup is set"
+        } else {
+            "container image backup is not implemented yet (issue #9); images are not on the target"
+        },
+    );
+}
+
+/// `status.snapshot` as the typed model (the metamover wrote it; a missing one is a failure).
+fn read_snapshot(progress: &Progress) -> std::result::Result<Snapshot, String> {
+    match Snapshot::from_status_value(progress.status.snapshot.as_ref()) {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err("status.snapshot vanished mid-backup; run the backup again".into()),
+        Err(e) => Err(format!(
+            "status.snapshot is not readable: {e}; run the backup again"
+        )),
+    }
+}
+
+fn store_snapshot(progress: &mut Progress, snap: &Snapshot) -> Result<()> {
+    progress.status.snapshot = Some(snap.to_value().map_err(|source| Error::Serde {
+        what: "status.snapshot",
+        source,
+    })?);
+    Ok(())
+}
+
+fn size_of(bytes: u64) -> k8s_openapi::apimachinery::pkg::util::intstr::IntOrString {
+    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(bytes.to_string())
+}
+
+fn volume_ids(backup: &Backup, ids: &Ids, plan: Option<&BackupPlan>) -> volumes::BackupIds {
+    volumes::BackupIds {
+        ns: ids.ns.clone(),
+        name: ids.name.clone(),
+        uid: ids.uid.clone(),
+        job_ns: ids.job_ns.clone(),
+        plan_uid: plan
+            .and_then(ResourceExt::uid)
+            .or_else(|| {
+                backup
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.location.as_deref())
+                    .and_then(|l| l.split('/').next())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default(),
+        owner: backup.controller_owner_ref(&()),
+    }
+}
+
+/// The plan's other Available backups taken to `target` (parents of incremental images).
+async fn parent_candidates(ctx: &Context, backup: &Backup, target: &Target) -> Result<Vec<Backup>> {
+    let ns = backup.namespace().unwrap_or_default();
+    let plan = (
+        ref_namespace(&backup.spec.backup_plan, &ns).to_string(),
+        backup.spec.backup_plan.name.clone().unwrap_or_default(),
+    );
+    let all = Api::<Backup>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube(format!("list Backups in {ns}"), e))?;
+    let target_uid = target.uid();
+    Ok(all
+        .items
+        .into_iter()
+        .filter(|b| b.uid() != backup.uid())
+        .filter(|b| {
+            let bns = b.namespace().unwrap_or_default();
+            (
+                ref_namespace(&b.spec.backup_plan, &bns).to_string(),
+                b.spec.backup_plan.name.clone().unwrap_or_default(),
+            ) == plan
+        })
+        .filter(|b| target_uid.is_some() && volumes::backup_target_uid(b) == target_uid)
+        .collect())
 }
 
 /// Creates (or adopts) the metamover Job of `phase` and reads its state; a failed Job fails the

@@ -24,6 +24,7 @@ pub mod runner;
 pub mod status_patch;
 pub mod target_access;
 pub mod target_controller;
+pub mod volumes;
 
 pub use context::Context;
 pub use error::{Error, Result};

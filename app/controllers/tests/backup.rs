@@ -258,7 +258,7 @@ async fn a_failed_metamover_job_fails_the_backup_and_is_removed() {
 }
 
 #[tokio::test]
-async fn volumes_fail_the_backup_in_data_snapshot_saying_it_is_not_implemented() {
+async fn volumes_move_the_backup_to_data_snapshot() {
     let (client, _) = common::fake(world("Available", "Available")).await;
     reconcile(&client).await;
     reconcile(&client).await;
@@ -267,13 +267,12 @@ async fn volumes_fail_the_backup_in_data_snapshot_saying_it_is_not_implemented()
     write_snapshot(&client, json!({"custom": {"dataSnapshots": [{"persistentVolumeClaimName": "mysql-data", "size": "10Gi"}]}})).await;
     let b = reconcile(&client).await;
     let s = b.status.clone().unwrap();
-    assert_eq!(s.status, Some(BackupState::Failed));
+    assert_eq!(s.status, Some(BackupState::InProgress));
     assert_eq!(s.phase, Some(BackupPhase::DataSnapshot));
+    assert_eq!(s.percentage_completion, Some(20));
     let reason = condition(&b, BackupPhase::DataSnapshot).1;
-    assert!(
-        reason.contains("mysql-data") && reason.contains("not implemented"),
-        "{reason}"
-    );
+    assert!(reason.contains("1 PersistentVolumeClaim"), "{reason}");
+    // The volume steps themselves: tests/backup_volumes.rs.
 }
 
 #[tokio::test]
