@@ -11,6 +11,7 @@ use tvk_datamover::target_args::TargetArgs;
 use crate::{
     commit,
     error::{Error, Result},
+    restore::{self, RestoreKind, RestoreRef},
     snapshot::{self, BackupKind, BackupRef},
 };
 
@@ -22,7 +23,7 @@ pub const EXIT_RETRYABLE: u8 = 75;
 #[command(
     name = "tvk-metamover",
     version,
-    about = "Metadata snapshot and commit of TrilioVault backups"
+    about = "Metadata snapshot, commit and restore of TrilioVault backups"
 )]
 pub struct Cli {
     /// What to do.
@@ -62,6 +63,41 @@ impl BackupArgs {
     }
 }
 
+/// The restore a command works on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// `Restore` or `ClusterRestore`.
+    #[arg(long, value_enum)]
+    pub kind: RestoreKind,
+    /// Namespace of the Restore (not used for a ClusterRestore).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Name of the Restore or ClusterRestore.
+    #[arg(long)]
+    pub name: String,
+    /// The backup on the target: `<plan uid>/<backup uid>`.
+    #[arg(long)]
+    pub location: String,
+}
+
+impl RestoreArgs {
+    fn to_ref(&self) -> Result<RestoreRef> {
+        if self.kind == RestoreKind::Restore && self.namespace.is_none() {
+            return Err(Error::Usage(
+                "--namespace is required with --kind Restore".into(),
+            ));
+        }
+        Ok(RestoreRef {
+            kind: self.kind,
+            namespace: match self.kind {
+                RestoreKind::Restore => self.namespace.clone(),
+                RestoreKind::ClusterRestore => None,
+            },
+            name: self.name.clone(),
+        })
+    }
+}
+
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -82,6 +118,24 @@ pub enum Command {
         /// The backup.
         #[command(flatten)]
         backup: BackupArgs,
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Compute a restore's plan (phase Validation) into status.restoreApplication.
+    RestorePlan {
+        /// The restore.
+        #[command(flatten)]
+        restore: RestoreArgs,
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Restore the planned objects (phase MetadataRestore).
+    Restore {
+        /// The restore.
+        #[command(flatten)]
+        restore: RestoreArgs,
         /// The target.
         #[command(flatten)]
         target: TargetArgs,
@@ -166,6 +220,22 @@ fn run(command: Command) -> Result<Value> {
                 let out = commit::run(client, target, &r, &emit).await?;
                 Ok(json!({"commit": out.key, "volumes": out.volumes,
                     "alreadyCommitted": out.already_committed}))
+            }
+            Command::RestorePlan { restore, target } => {
+                let r = restore.to_ref()?;
+                let target = target.open(handle)?;
+                let plan = restore::run_plan(client, target, &r, &restore.location, &emit).await?;
+                Ok(json!({"counts": plan.counts, "volumes": plan.volumes.len(),
+                    "namespaces": plan.namespaces, "blocking": plan.blocking,
+                    "warnings": plan.warnings}))
+            }
+            Command::Restore { restore, target } => {
+                let r = restore.to_ref()?;
+                let target = target.open(handle)?;
+                let out =
+                    restore::run_restore(client, target, &r, &restore.location, &emit).await?;
+                Ok(json!({"created": out.created, "patched": out.patched,
+                    "skipped": out.skipped, "notReady": out.not_ready}))
             }
         }
     })

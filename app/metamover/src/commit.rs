@@ -68,7 +68,7 @@ pub fn committed_object(object: &Value) -> Value {
 }
 
 /// Checks that each `(key, size, blake3)` document is on the target with that content.
-fn verify_documents(target: &Target, docs: &[(String, u64, String)]) -> Result<()> {
+pub(crate) fn verify_documents(target: &Target, docs: &[(String, u64, String)]) -> Result<()> {
     for (key, size, digest) in docs {
         let data = match target.read_all(key, *size) {
             Ok(d) => d,

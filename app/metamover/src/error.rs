@@ -81,6 +81,23 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The Restore cannot be carried out as it stands (no plan yet, a blocked plan, a source
+    /// that does not match).
+    #[error("{restore}: {reason}")]
+    Restore {
+        /// `Restore ns/name` or `ClusterRestore name`.
+        restore: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// An object could not be restored.
+    #[error("failed to restore {object}: {reason}")]
+    ObjectFailed {
+        /// The object (kind, namespace, name).
+        object: String,
+        /// Why.
+        reason: String,
+    },
     /// Bad command-line or environment input.
     #[error("{0}")]
     Usage(String),
@@ -132,6 +149,8 @@ impl Error {
             Self::Layout { .. } => "Layout",
             Self::DataMissing { .. } => "DataMissing",
             Self::Json { .. } => "Encoding",
+            Self::Restore { .. } => "Restore",
+            Self::ObjectFailed { .. } => "ObjectFailed",
             Self::Usage(_) => "Usage",
         }
     }

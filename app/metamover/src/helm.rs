@@ -80,6 +80,26 @@ pub struct ChartMetadata {
 /// Decodes Helm's encoding of a release: base64, then gzip when the gzip magic is there (Helm
 /// writes plain JSON when compression is off), then JSON.
 pub fn decode_release(encoded: &str, what: &str) -> Result<Release> {
+    let json = decode_release_bytes(encoded, what)?;
+    serde_json::from_slice(&json).map_err(|e| Error::HelmRelease {
+        storage: what.to_owned(),
+        reason: format!("the release is not Helm JSON: {e}"),
+    })
+}
+
+/// Decodes a release like [`decode_release`] but keeps every field (restore rewrites it).
+pub fn decode_release_value(encoded: &str, what: &str) -> Result<Value> {
+    let json = decode_release_bytes(encoded, what)?;
+    serde_json::from_slice::<Value>(&json)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| Error::HelmRelease {
+            storage: what.to_owned(),
+            reason: "the release is not a Helm JSON object".into(),
+        })
+}
+
+fn decode_release_bytes(encoded: &str, what: &str) -> Result<Vec<u8>> {
     let bad = |reason: String| Error::HelmRelease {
         storage: what.to_owned(),
         reason,
@@ -87,22 +107,167 @@ pub fn decode_release(encoded: &str, what: &str) -> Result<Release> {
     let raw = STANDARD
         .decode(encoded.trim())
         .map_err(|e| bad(format!("data.release is not base64: {e}")))?;
-    let json = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(MAX_RELEASE_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("data.release is not valid gzip: {e}")))?;
-        if out.len() as u64 > MAX_RELEASE_BYTES {
-            return Err(bad(format!(
-                "the release expands to more than {MAX_RELEASE_BYTES} bytes"
-            )));
-        }
-        out
+    if !raw.starts_with(&[0x1f, 0x8b, 0x08]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw.as_slice())
+        .take(MAX_RELEASE_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("data.release is not valid gzip: {e}")))?;
+    if out.len() as u64 > MAX_RELEASE_BYTES {
+        return Err(bad(format!(
+            "the release expands to more than {MAX_RELEASE_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Encodes a release as Helm 3 does: JSON → gzip → base64.
+pub fn encode_release_value(release: &Value) -> Result<String> {
+    use std::io::Write;
+    let json = serde_json::to_vec(release).map_err(|e| Error::json("encode a Helm release", e))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&json)
+        .and_then(|()| gz.finish())
+        .map(|b| STANDARD.encode(b))
+        .map_err(|e| Error::Usage(format!("failed to compress a Helm release: {e}")))
+}
+
+/// Stores Helm-encoded release text in a storage object (a Secret's data is base64 of it).
+pub fn set_storage_payload(obj: &mut Value, encoded: &str) {
+    let is_secret = str_at(obj, "/kind") == Some("Secret");
+    let field = if is_secret {
+        STANDARD.encode(encoded)
     } else {
-        raw
+        encoded.to_owned()
     };
-    serde_json::from_slice(&json).map_err(|e| bad(format!("the release is not Helm JSON: {e}")))
+    if let Some(root) = obj.as_object_mut() {
+        let data = root
+            .entry("data")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(d) = data.as_object_mut() {
+            d.insert("release".into(), Value::String(field));
+        }
+    }
+}
+
+/// The typed value of a Helm `--set` value: `true`/`false`, `null`, integers, else a string
+/// (Helm's `strvals` rules; `--set-string` keeps strings).
+pub fn parse_set_value(v: &str) -> Value {
+    match v {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        "null" => Value::Null,
+        _ => v
+            .parse::<i64>()
+            .ok()
+            .filter(|_| !(v.len() > 1 && v.starts_with('0')))
+            .map(Value::from)
+            .unwrap_or_else(|| Value::String(v.to_owned())),
+    }
+}
+
+/// One step of a Helm `--set` key: a map key or a list index.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyPart {
+    Key(String),
+    Index(usize),
+}
+
+/// Parses `a.b\.c[0].d` into parts (`\.` escapes a dot, `[n]` indexes a list).
+fn parse_set_key(key: &str) -> std::result::Result<Vec<KeyPart>, String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = key.chars().peekable();
+    let mut after_index = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n) => cur.push(n),
+                None => return Err(format!("key {key:?} ends with a backslash")),
+            },
+            '.' => {
+                if cur.is_empty() && !after_index {
+                    return Err(format!("key {key:?} has an empty part"));
+                }
+                if !cur.is_empty() {
+                    parts.push(KeyPart::Key(std::mem::take(&mut cur)));
+                }
+                after_index = false;
+            }
+            '[' => {
+                if !cur.is_empty() {
+                    parts.push(KeyPart::Key(std::mem::take(&mut cur)));
+                }
+                let mut n = String::new();
+                loop {
+                    match chars.next() {
+                        Some(']') => break,
+                        Some(d) if d.is_ascii_digit() => n.push(d),
+                        _ => return Err(format!("key {key:?} has a bad list index")),
+                    }
+                }
+                let i: usize = n
+                    .parse()
+                    .map_err(|_| format!("key {key:?} has a bad list index"))?;
+                if i > 65_535 {
+                    return Err(format!("key {key:?}: list index {i} is too large"));
+                }
+                parts.push(KeyPart::Index(i));
+                after_index = true;
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        parts.push(KeyPart::Key(cur));
+    } else if !after_index {
+        return Err(format!("key {key:?} has an empty part"));
+    }
+    Ok(parts)
+}
+
+/// Sets `value` at a Helm `--set` key in `values`, creating maps and lists on the way (a list
+/// grows with nulls to the index, as Helm does).
+pub fn set_value(values: &mut Value, key: &str, value: Value) -> std::result::Result<(), String> {
+    let parts = parse_set_key(key)?;
+    let mut cur = values;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        match part {
+            KeyPart::Key(k) => {
+                if !cur.is_object() {
+                    *cur = Value::Object(serde_json::Map::new());
+                }
+                let Some(m) = cur.as_object_mut() else {
+                    return Err(format!("key {key:?}: not a map"));
+                };
+                if last {
+                    m.insert(k.clone(), value);
+                    return Ok(());
+                }
+                cur = m.entry(k.clone()).or_insert(Value::Null);
+            }
+            KeyPart::Index(idx) => {
+                if !cur.is_array() {
+                    *cur = Value::Array(Vec::new());
+                }
+                let Some(a) = cur.as_array_mut() else {
+                    return Err(format!("key {key:?}: not a list"));
+                };
+                while a.len() <= *idx {
+                    a.push(Value::Null);
+                }
+                if last {
+                    a[*idx] = value;
+                    return Ok(());
+                }
+                cur = &mut a[*idx];
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Helm-encoded release text of a storage object: a Secret's `data.release` (base64 of it,
@@ -308,6 +473,43 @@ pub(crate) mod tests {
         let encoded = STANDARD.encode(gz.finish().unwrap());
         let err = decode_release(&encoded, "bomb").unwrap_err().to_string();
         assert!(err.contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn helm_set_paths() {
+        let mut v = json!({"image": {"tag": "1.0"}, "list": [1]});
+        set_value(&mut v, "image.tag", parse_set_value("2.0")).unwrap();
+        set_value(&mut v, "replicas", parse_set_value("3")).unwrap();
+        set_value(&mut v, "enabled", parse_set_value("false")).unwrap();
+        set_value(&mut v, "zip", parse_set_value("0123")).unwrap();
+        set_value(&mut v, "list[2].name", parse_set_value("x")).unwrap();
+        set_value(&mut v, "a\\.b.c", Value::String("3".into())).unwrap();
+        set_value(
+            &mut v,
+            "nodeSelector.kubernetes\\.io/os",
+            parse_set_value("linux"),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"image": {"tag": "2.0"}, "replicas": 3, "enabled": false, "zip": "0123",
+                "list": [1, null, {"name": "x"}], "a.b": {"c": "3"},
+                "nodeSelector": {"kubernetes.io/os": "linux"}})
+        );
+        for bad in ["", "a..b", "a[x]", "a[", "a\\", "a[99999999]"] {
+            assert!(set_value(&mut v, bad, Value::Null).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn release_reencodes_and_decodes() {
+        let mut s = release_secret("shop", "web", 1, "deployed", MANIFEST);
+        let mut rel = decode_release_value(&storage_payload(&s).unwrap(), "s").unwrap();
+        rel["namespace"] = json!("other");
+        set_storage_payload(&mut s, &encode_release_value(&rel).unwrap());
+        let back = decode_release(&storage_payload(&s).unwrap(), "s").unwrap();
+        assert_eq!(back.namespace, "other");
+        assert_eq!(back.manifest, MANIFEST);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub mod error;
 pub mod helm;
 pub mod layout;
 pub mod object;
+pub mod plan;
+pub mod restore;
 pub mod selection;
 pub mod snapshot;
 

@@ -1,0 +1,733 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The metaprocessor end to end, as the restore Jobs run it: a backup written by the real
+//! `snapshot` and `commit` commands into a filesystem target, then `restore-plan` and `restore`
+//! as child processes against the in-memory API server (tvk-test-apiserver), restoring the
+//! namespace `shop` into `copy`.
+
+use std::{io::Write, path::Path};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use flate2::{Compression, write::GzEncoder};
+use serde_json::{Value, json};
+use tvk_api::restore_plan::{ObjectResult, PlanAction, RestorePlan};
+use tvk_metamover::plan::RESTORE_UID_LABEL;
+use tvk_test_apiserver::ApiServer;
+use tvk_testkit::TempDir;
+
+struct Run {
+    code: i32,
+    lines: Vec<Value>,
+    stderr: String,
+}
+
+impl Run {
+    fn result(&self) -> &Value {
+        self.lines
+            .iter()
+            .rev()
+            .find(|l| l["event"] == "result")
+            .unwrap_or_else(|| panic!("no result line; stderr: {}", self.stderr))
+    }
+}
+
+async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tvk-metamover"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        lines: stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const MANIFEST: &str = "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
+
+fn helm_secret(ns: &str) -> Value {
+    let release = json!({"name": "web", "namespace": ns, "version": 1,
+        "info": {"status": "deployed"}, "config": {"image": {"tag": "1"}},
+        "chart": {"metadata": {"name": "web", "version": "0.1.0"}}, "manifest": MANIFEST});
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(release.to_string().as_bytes()).unwrap();
+    let helm_text = STANDARD.encode(gz.finish().unwrap());
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"name": "sh.helm.release.v1.web.v1", "namespace": ns,
+            "labels": {"owner": "helm", "name": "web", "status": "deployed", "version": "1"}},
+        "data": {"release": STANDARD.encode(helm_text)}})
+}
+
+const CRD_NAME: &str = "widgets.example.com";
+
+fn crd() -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+/// A namespace `shop` with a Helm release, a custom resource owning the Deployment, a
+/// ConfigMap owned by the ServiceAccount, a Service with an IP and a bound PVC; backed up
+/// (snapshot, volume "uploaded", commit). Returns the backup's location.
+async fn backed_up(server: &ApiServer, target: &Path) -> String {
+    for c in tvk_api::crd::all() {
+        server.create(serde_json::to_value(&c).unwrap()).unwrap();
+    }
+    server.create(crd()).unwrap();
+    let ns = "shop";
+    for n in [ns, "copy", "other"] {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
+            .unwrap();
+    }
+    server
+        .create(
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "fast"}, "provisioner": "csi.example.com"}),
+        )
+        .unwrap();
+    let widget = server
+        .create(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w1", "namespace": ns}, "spec": {"size": 1}}))
+        .unwrap();
+    let sa = server
+        .create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "web", "namespace": ns}}))
+        .unwrap();
+    let objs = [
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config", "namespace": ns},
+            "data": {"k": "backed-up"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned", "namespace": ns,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ServiceAccount", "name": "web",
+                "uid": sa["metadata"]["uid"]}]}, "data": {}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "db-pass", "namespace": ns}, "data": {"p": STANDARD.encode("pw")}}),
+        helm_secret(ns),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+            "spec": {"clusterIP": "10.0.0.5", "clusterIPs": ["10.0.0.5"], "ports": [{"port": 80}]}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns},
+            "spec": {"volumeName": "pv-1", "storageClassName": "fast", "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns, "ownerReferences": [{"apiVersion": "example.com/v1",
+                "kind": "Widget", "name": "w1", "uid": widget["metadata"]["uid"]}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"serviceAccountName": "web",
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+                    "containers": [{"name": "web", "image": "nginx:1"}]}}}}),
+    ];
+    for o in objs {
+        server.create(o).unwrap();
+    }
+    let plan = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
+            "metadata": {"name": "plan", "namespace": ns},
+            "spec": {"backupConfig": {"target": {"name": "t", "namespace": ns}}}}),
+        )
+        .unwrap();
+    let backup = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
+            "metadata": {"name": "b1", "namespace": ns},
+            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": ns}},
+            "status": {"status": "InProgress"}}),
+        )
+        .unwrap();
+    let location = format!(
+        "{}/{}",
+        plan["metadata"]["uid"].as_str().unwrap(),
+        backup["metadata"]["uid"].as_str().unwrap()
+    );
+    let kc = server.kubeconfig_path();
+    let tdir = target.to_str().unwrap();
+    let backup_args = [
+        "--kind",
+        "Backup",
+        "--namespace",
+        ns,
+        "--name",
+        "b1",
+        "--target",
+        tdir,
+    ];
+    let snap = metamover(kc, &[&["snapshot"][..], &backup_args].concat()).await;
+    assert_eq!(snap.code, 0, "{:?}\n{}", snap.lines, snap.stderr);
+    // The control plane "uploads" the volume and records its location.
+    let pvc_uid = server
+        .get("v1", "PersistentVolumeClaim", Some(ns), "data")
+        .unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vol = format!("{location}/{pvc_uid}");
+    std::fs::create_dir_all(target.join(&vol)).unwrap();
+    std::fs::write(target.join(&vol).join("manifest.json"), b"{}").unwrap();
+    let b = server
+        .get("triliovault.trilio.io/v1", "Backup", Some(ns), "b1")
+        .unwrap();
+    let mut status = b["status"].clone();
+    status["snapshot"]["custom"]["dataSnapshots"][0]["location"] = json!(vol);
+    status["location"] = json!(location);
+    let backups: kube::Api<tvk_api::Backup> = kube::Api::namespaced(server.client(), ns);
+    backups
+        .patch_status(
+            "b1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+    let commit = metamover(kc, &[&["commit"][..], &backup_args].concat()).await;
+    assert_eq!(commit.code, 0, "{:?}\n{}", commit.lines, commit.stderr);
+    location
+}
+
+fn restore(name: &str, location: &str, extra: Value) -> Value {
+    let mut spec = json!({"source": {"type": "Location", "location": location,
+        "target": {"name": "t", "namespace": "shop"}}, "resourcesReadyWaitSeconds": 0});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Restore",
+        "metadata": {"name": name, "namespace": "copy"}, "spec": spec})
+}
+
+fn plan_of(server: &ApiServer, name: &str) -> RestorePlan {
+    let r = server
+        .get("triliovault.trilio.io/v1", "Restore", Some("copy"), name)
+        .unwrap();
+    RestorePlan::from_status_value(r.pointer("/status/restoreApplication"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("no plan in {r}"))
+}
+
+fn args<'a>(cmd: &'a str, name: &'a str, location: &'a str, tdir: &'a str) -> Vec<&'a str> {
+    vec![
+        cmd,
+        "--kind",
+        "Restore",
+        "--namespace",
+        "copy",
+        "--name",
+        name,
+        "--location",
+        location,
+        "--target",
+        tdir,
+    ]
+}
+
+fn planned<'a>(
+    plan: &'a RestorePlan,
+    kind: &str,
+    name: &str,
+) -> &'a tvk_api::restore_plan::PlannedObject {
+    plan.objects
+        .iter()
+        .find(|o| o.kind == kind && o.name == name)
+        .unwrap_or_else(|| panic!("{kind} {name} not in the plan: {:#?}", plan.objects))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_restored_into_another_namespace() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location = backed_up(&server, target.path()).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    // The destination already has a ConfigMap of that name, and the CRD is gone (restored first).
+    server
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app-config", "namespace": "copy"}, "data": {"k": "theirs"}}))
+        .unwrap();
+    server
+        .delete(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            CRD_NAME,
+        )
+        .unwrap();
+    let transform = json!({"custom": [{"transformName": "new-image",
+        "resources": {"groupVersionKind": {"group": "apps", "kind": "Deployment"}, "objects": ["web"]},
+        "jsonPatches": [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:2"}]}],
+        "helm": [{"transformName": "tag", "release": "web", "set": [{"key": "image.tag", "value": "2"}]}]});
+    let r1 = server
+        .create(restore(
+            "r1",
+            &location,
+            json!({"transformComponents": transform}),
+        ))
+        .unwrap();
+    let r1_uid = r1["metadata"]["uid"].as_str().unwrap().to_owned();
+
+    // 1. The conflict blocks the plan; the Job still succeeds (a plan was computed).
+    let run = metamover(&kc, &args("restore-plan", "r1", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "r1");
+    assert_eq!(plan.source.location, location);
+    assert_eq!(plan.source.backup_name.as_deref(), Some("b1"));
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("ConfigMap copy/app-config already exists")
+                && b.contains("skipIfAlreadyExists")),
+        "{:?}",
+        plan.blocking
+    );
+    // Nothing is written before the plan is clean.
+    let refused = metamover(&kc, &args("restore", "r1", &location, &tdir)).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.result()["error"]
+            .as_str()
+            .unwrap()
+            .contains("blocked")
+    );
+    assert!(
+        server
+            .get("apps/v1", "Deployment", Some("copy"), "web")
+            .is_none()
+    );
+
+    // 2. With skipIfAlreadyExists the plan is clean and ordered.
+    let restores: kube::Api<tvk_api::Restore> = kube::Api::namespaced(server.client(), "copy");
+    restores
+        .patch(
+            "r1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"restoreFlags": {"skipIfAlreadyExists": true}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "r1", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "r1");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    assert_eq!(plan.objects[0].kind, "CustomResourceDefinition");
+    assert_eq!(plan.objects[0].action, PlanAction::Create);
+    assert_eq!(
+        planned(&plan, "ConfigMap", "app-config").action,
+        PlanAction::Skip
+    );
+    assert_eq!(
+        planned(&plan, "PersistentVolumeClaim", "data").action,
+        PlanAction::Skip
+    );
+    let widget_pos = plan
+        .objects
+        .iter()
+        .position(|o| o.kind == "Widget")
+        .unwrap();
+    let deploy_pos = plan
+        .objects
+        .iter()
+        .position(|o| o.kind == "Deployment")
+        .unwrap();
+    assert!(deploy_pos < widget_pos, "custom resources last");
+    let dep = planned(&plan, "Deployment", "web");
+    assert_eq!(dep.namespace.as_deref(), Some("copy"));
+    assert_eq!(dep.source_namespace.as_deref(), Some("shop"));
+    assert_eq!(plan.namespaces.len(), 1);
+    assert!(plan.namespaces[0].exists);
+    assert_eq!(plan.volumes.len(), 1);
+    let v = &plan.volumes[0];
+    assert_eq!(
+        (v.namespace.as_str(), v.pvc_name.as_str()),
+        ("copy", "data")
+    );
+    assert!(v.location.starts_with(&location));
+    assert_eq!(v.storage_class_name.as_deref(), Some("fast"));
+
+    // 3. DataRestore (the controller) creates the PVC from the plan.
+    let mut pvc: Value = serde_json::from_str(&v.pvc_metadata).unwrap();
+    assert_eq!(
+        pvc["metadata"]["labels"][RESTORE_UID_LABEL],
+        r1_uid.as_str()
+    );
+    assert!(pvc["spec"].get("volumeName").is_none());
+    pvc["apiVersion"] = json!("v1");
+    server.create(pvc).unwrap();
+
+    // 4. MetadataRestore.
+    let mark = server.mark();
+    let run = metamover(&kc, &args("restore", "r1", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let get = |api: &str, kind: &str, name: &str| {
+        server
+            .get(api, kind, Some("copy"), name)
+            .unwrap_or_else(|| panic!("{kind} copy/{name} not restored"))
+    };
+    // The CRD came back first, then its custom resource.
+    assert!(
+        server
+            .get(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                None,
+                CRD_NAME
+            )
+            .is_some()
+    );
+    let widget = get("example.com/v1", "Widget", "w1");
+    let sa = get("v1", "ServiceAccount", "web");
+    let dep = get("apps/v1", "Deployment", "web");
+    assert_eq!(dep["metadata"]["namespace"], "copy");
+    assert_eq!(
+        dep["metadata"]["labels"][RESTORE_UID_LABEL],
+        r1_uid.as_str()
+    );
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2"
+    );
+    // Owner references re-linked to the restored owners' new UIDs (the Widget came later).
+    assert_eq!(
+        dep["metadata"]["ownerReferences"][0]["uid"],
+        widget["metadata"]["uid"]
+    );
+    let owned = get("v1", "ConfigMap", "owned");
+    assert_eq!(
+        owned["metadata"]["ownerReferences"][0]["uid"],
+        sa["metadata"]["uid"]
+    );
+    assert_ne!(
+        owned["metadata"]["ownerReferences"][0]["uid"],
+        server
+            .get("v1", "ServiceAccount", Some("shop"), "web")
+            .unwrap()["metadata"]["uid"]
+    );
+    let svc = get("v1", "Service", "web");
+    assert_ne!(svc["spec"].get("clusterIP"), Some(&json!("10.0.0.5")));
+    // The existing ConfigMap is left alone.
+    assert_eq!(get("v1", "ConfigMap", "app-config")["data"]["k"], "theirs");
+    // The Helm release storage, in the new namespace with the new value.
+    let hs = get("v1", "Secret", "sh.helm.release.v1.web.v1");
+    assert_eq!(hs["metadata"]["labels"]["owner"], "helm");
+    let text = String::from_utf8(
+        STANDARD
+            .decode(hs["data"]["release"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let rel = tvk_metamover::helm::decode_release_value(&text, "x").unwrap();
+    assert_eq!(rel["namespace"], "copy");
+    assert_eq!(rel["config"]["image"]["tag"], 2);
+    // The DataRestore PVC was not touched.
+    let creates: Vec<_> = server
+        .requests_since(mark)
+        .into_iter()
+        .filter(|q| q.method == "POST")
+        .collect();
+    assert!(
+        !creates
+            .iter()
+            .any(|q| q.path.contains("persistentvolumeclaims"))
+    );
+    assert!(
+        creates
+            .iter()
+            .all(|q| q.field_manager.as_deref() == Some("tvk-metamover"))
+    );
+    // Results in the status.
+    let plan = plan_of(&server, "r1");
+    assert_eq!(
+        planned(&plan, "Deployment", "web").result,
+        Some(ObjectResult::Created)
+    );
+    assert_eq!(
+        planned(&plan, "ConfigMap", "app-config").result,
+        Some(ObjectResult::Skipped)
+    );
+    assert!(
+        plan.created
+            .iter()
+            .any(|c| c.kind == "Deployment" && c.name == "web")
+    );
+    assert!(!plan.created.iter().any(|c| c.name == "app-config"));
+    let n_created = plan.created.len();
+    assert_eq!(n_created, creates.len(), "{:#?}", plan.created);
+
+    // 5. A crash after creating everything but before recording it: the rerun recognises its
+    // objects by the restore label, creates nothing and restores the record.
+    restores
+        .patch_status(
+            "r1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"restoreApplication": {"created": null}}})),
+        )
+        .await
+        .unwrap();
+    let mark = server.mark();
+    let rerun = metamover(&kc, &args("restore", "r1", &location, &tdir)).await;
+    assert_eq!(rerun.code, 0, "{:?}\n{}", rerun.lines, rerun.stderr);
+    assert!(
+        !server
+            .requests_since(mark)
+            .iter()
+            .any(|q| q.method == "POST"),
+        "nothing created twice"
+    );
+    assert_eq!(plan_of(&server, "r1").created.len(), n_created);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_transforms_selections_and_missing_commits() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-bad").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location = backed_up(&server, target.path()).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+
+    // A transform that does not apply blocks the plan, naming the transform and the object.
+    server
+        .create(restore(
+            "bad",
+            &location,
+            json!({
+            "restoreFlags": {"skipIfAlreadyExists": true},
+            "transformComponents": {"custom": [{"transformName": "broken",
+                "resources": {"groupVersionKind": {"group": "apps", "kind": "Deployment"}},
+                "jsonPatches": [{"op": "replace", "path": "/spec/nothing", "value": 1}]}]}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "bad", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "bad");
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("broken") && b.contains("Deployment.apps copy/web")),
+        "{:?}",
+        plan.blocking
+    );
+
+    // Selectors and exclusions, onlyMetadata.
+    server
+        .create(restore("sel", &location, json!({
+            "restoreFlags": {"onlyMetadata": true},
+            "resourceSelector": {"gvkSelector": [{"groupVersionKind": {"group": "", "kind": "ConfigMap"}},
+                {"groupVersionKind": {"group": "apps", "kind": "Deployment"}}]},
+            "excludeResourceSelector": {"gvkSelector": [{"groupVersionKind": {"group": "", "kind": "ConfigMap"},
+                "objects": ["app-config"]}]}})))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "sel", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "sel");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    assert!(plan.volumes.is_empty(), "onlyMetadata");
+    assert_eq!(
+        planned(&plan, "ConfigMap", "owned").action,
+        PlanAction::Create
+    );
+    assert_eq!(
+        planned(&plan, "ConfigMap", "app-config").action,
+        PlanAction::Exclude
+    );
+    assert_eq!(planned(&plan, "Service", "web").action, PlanAction::Exclude);
+    assert_eq!(
+        planned(&plan, "Deployment", "web").action,
+        PlanAction::Create
+    );
+    // Not selected (with onlyMetadata it would be an ordinary object, not a volume).
+    assert_eq!(
+        planned(&plan, "PersistentVolumeClaim", "data").action,
+        PlanAction::Exclude
+    );
+    let run = metamover(&kc, &args("restore", "sel", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert!(
+        server
+            .get("v1", "ConfigMap", Some("copy"), "owned")
+            .is_some()
+    );
+    assert!(
+        server
+            .get("v1", "ConfigMap", Some("copy"), "app-config")
+            .is_none()
+    );
+    assert!(server.get("v1", "Service", Some("copy"), "web").is_none());
+
+    // A location without commit.json is refused, by name.
+    let uncommitted = "p-uid/b-uid";
+    std::fs::create_dir_all(target.path().join(uncommitted).join("_metadata")).unwrap();
+    server
+        .create(restore("nocommit", uncommitted, json!({})))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "nocommit", uncommitted, &tdir)).await;
+    assert_eq!(run.code, 1, "{:?}", run.lines);
+    let err = run.result()["error"].as_str().unwrap();
+    assert!(
+        err.contains("commit.json") && err.contains("p-uid/b-uid"),
+        "{err}"
+    );
+    // Hostile locations never leave the target.
+    let run = metamover(&kc, &args("restore-plan", "nocommit", "../etc", &tdir)).await;
+    assert_eq!(run.code, 1);
+    // A damaged document is found before anything is planned.
+    let index: tvk_metamover::layout::Index = serde_json::from_slice(
+        &std::fs::read(target.path().join(&location).join("_metadata/index.json")).unwrap(),
+    )
+    .unwrap();
+    let victim = target
+        .path()
+        .join(&location)
+        .join("_metadata")
+        .join(&index.documents[0].key);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&victim, &bytes).unwrap();
+    let run = metamover(&kc, &args("restore-plan", "sel", &location, &tdir)).await;
+    assert_eq!(run.code, 1);
+    assert!(run.result()["error"].as_str().unwrap().contains("BLAKE3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_restore_maps_namespaces_and_records_created_ones() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    for c in tvk_api::crd::all() {
+        server.create(serde_json::to_value(&c).unwrap()).unwrap();
+    }
+    for n in ["shop", "keep"] {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
+            .unwrap();
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "settings", "namespace": n}, "data": {"ns": n}}))
+            .unwrap();
+    }
+    server
+        .create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "web", "namespace": "shop"}}))
+        .unwrap();
+    server
+        .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": "shop"}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}}))
+        .unwrap();
+    let plan = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
+            "metadata": {"name": "cp"},
+            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "default"}},
+                "backupComponents": [{"namespace": "shop"}, {"namespace": "keep"}]}}),
+        )
+        .unwrap();
+    let backup = server
+        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackup",
+            "metadata": {"name": "cb"}, "spec": {"type": "Full", "clusterBackupPlan": {"name": "cp"}}}))
+        .unwrap();
+    let location = format!(
+        "{}/{}",
+        plan["metadata"]["uid"].as_str().unwrap(),
+        backup["metadata"]["uid"].as_str().unwrap()
+    );
+    let target = TempDir::new("mm-crestore").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let kc = server.kubeconfig_path().to_path_buf();
+    let backup_args = [
+        "--kind",
+        "ClusterBackup",
+        "--name",
+        "cb",
+        "--target",
+        tdir.as_str(),
+    ];
+    for cmd in ["snapshot", "commit"] {
+        let run = metamover(&kc, &[&[cmd][..], &backup_args].concat()).await;
+        assert_eq!(run.code, 0, "{cmd}: {:?}\n{}", run.lines, run.stderr);
+    }
+    server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterRestore",
+            "metadata": {"name": "cr"},
+            "spec": {"source": {"type": "Location", "location": location,
+                    "target": {"name": "t", "namespace": "default"}},
+                "components": [{"backupNamespace": "shop", "restoreNamespace": "shop2"}],
+                "excludeComponents": ["keep"],
+                "globalConfig": {"resourcesReadyWaitSeconds": 0}}}),
+        )
+        .unwrap();
+    let cargs = |cmd: &'static str| {
+        vec![
+            cmd.to_owned(),
+            "--kind".into(),
+            "ClusterRestore".into(),
+            "--name".into(),
+            "cr".into(),
+            "--location".into(),
+            location.clone(),
+            "--target".into(),
+            tdir.clone(),
+        ]
+    };
+    let a = cargs("restore-plan");
+    let run = metamover(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let cr = server
+        .get("triliovault.trilio.io/v1", "ClusterRestore", None, "cr")
+        .unwrap();
+    let plan = RestorePlan::from_status_value(cr.pointer("/status/restoreApplication"))
+        .unwrap()
+        .unwrap();
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    assert_eq!(plan.namespaces.len(), 1, "{:?}", plan.namespaces);
+    assert_eq!(plan.namespaces[0].name, "shop2");
+    assert!(!plan.namespaces[0].exists);
+    assert_eq!(
+        planned(&plan, "Namespace", "shop2").action,
+        PlanAction::Create
+    );
+    let kept = plan
+        .objects
+        .iter()
+        .find(|o| o.kind == "ConfigMap" && o.namespace.as_deref() == Some("keep"))
+        .unwrap();
+    assert_eq!(kept.action, PlanAction::Exclude);
+
+    let a = cargs("restore");
+    let run = metamover(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let ns = server.get("v1", "Namespace", None, "shop2").unwrap();
+    assert!(ns["metadata"]["labels"][RESTORE_UID_LABEL].is_string());
+    assert_eq!(
+        server
+            .get("v1", "ConfigMap", Some("shop2"), "settings")
+            .unwrap()["data"]["ns"],
+        "shop"
+    );
+    let rb = server
+        .get(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            Some("shop2"),
+            "web",
+        )
+        .unwrap();
+    assert_eq!(rb["subjects"][0]["namespace"], "shop2");
+    let cr = server
+        .get("triliovault.trilio.io/v1", "ClusterRestore", None, "cr")
+        .unwrap();
+    assert_eq!(cr["status"]["createdNamespaces"], json!(["shop2"]));
+}
