@@ -731,3 +731,120 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
         .unwrap();
     assert_eq!(cr["status"]["createdNamespaces"], json!(["shop2"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patched_objects_and_a_failed_object_are_recorded() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-patch").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location = backed_up(&server, target.path()).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    server
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app-config", "namespace": "copy", "labels": {"mine": "yes"}},
+            "data": {"k": "theirs"}}))
+        .unwrap();
+    server
+        .create(restore(
+            "p",
+            &location,
+            json!({"restoreFlags": {"patchIfAlreadyExists": true}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "p", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "p");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    assert_eq!(
+        planned(&plan, "ConfigMap", "app-config").action,
+        PlanAction::Patch
+    );
+    let restored_pvc = plan.volumes[0].pvc_metadata.clone();
+    server
+        .create(serde_json::from_str(&restored_pvc).unwrap())
+        .unwrap();
+    let run = metamover(&kc, &args("restore", "p", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let cm = server
+        .get("v1", "ConfigMap", Some("copy"), "app-config")
+        .unwrap();
+    assert_eq!(cm["data"]["k"], "backed-up");
+    assert_eq!(cm["metadata"]["labels"]["mine"], "yes");
+    assert!(
+        cm["metadata"]["labels"].get(RESTORE_UID_LABEL).is_none(),
+        "a patched object is not this restore's"
+    );
+    let plan = plan_of(&server, "p");
+    assert_eq!(
+        planned(&plan, "ConfigMap", "app-config").result,
+        Some(ObjectResult::Patched)
+    );
+    assert!(!plan.created.iter().any(|c| c.name == "app-config"));
+
+    // An object that appears after the plan, with no flag for it: the restore stops there,
+    // naming it, and records what it did so far.
+    server.create(restore("f", &location, json!({}))).unwrap();
+    let run = metamover(&kc, &args("restore-plan", "f", &location, &tdir)).await;
+    assert_eq!(run.code, 0);
+    let plan = plan_of(&server, "f");
+    // Everything restored by "p" is in the way now.
+    assert!(!plan.blocking.is_empty());
+    // Clear the way except for one Secret, and plan again.
+    let restores: kube::Api<tvk_api::Restore> = kube::Api::namespaced(server.client(), "copy");
+    restores.delete("p", &Default::default()).await.unwrap();
+    server.delete("v1", "Namespace", None, "copy").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.get("v1", "Namespace", None, "copy").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace copy not gone"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "copy"}}))
+        .unwrap();
+    server
+        .create(restore(
+            "f",
+            &location,
+            json!({"restoreFlags": {"onlyMetadata": true}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "f", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "f");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    server
+        .create(
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "db-pass", "namespace": "copy"}, "data": {}}),
+        )
+        .unwrap();
+    let run = metamover(&kc, &args("restore", "f", &location, &tdir)).await;
+    assert_eq!(run.code, 1, "{:?}\n{}", run.lines, run.stderr);
+    let err = run.result()["error"].as_str().unwrap();
+    assert!(
+        err.contains("Secret copy/db-pass") && err.contains("after the plan was made"),
+        "{err}"
+    );
+    let plan = plan_of(&server, "f");
+    let secret = planned(&plan, "Secret", "db-pass");
+    assert_eq!(secret.result, Some(ObjectResult::Failed));
+    assert!(
+        secret
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("after the plan was made")
+    );
+    // What came before it in order was created and recorded; nothing after it was written.
+    assert!(plan.created.iter().any(|c| c.kind == "ServiceAccount"));
+    assert!(
+        server
+            .get("apps/v1", "Deployment", Some("copy"), "web")
+            .is_none()
+    );
+    assert!(!plan.created.iter().any(|c| c.kind == "Deployment"));
+}
