@@ -169,6 +169,12 @@ async fn load(client: &Client, r: &RestoreRef) -> Result<Loaded> {
                         c.backup_namespace
                     ));
                 }
+                if !is_dns_label(&to) {
+                    spec_problems.push(format!(
+                        "component {}: restoreNamespace {to:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
+                        c.backup_namespace
+                    ));
+                }
                 map.components.insert(c.backup_namespace.clone(), to);
                 if c.restore_config.is_some() {
                     let what = format!("restoreConfig of component {}", c.backup_namespace);
@@ -206,6 +212,29 @@ pub struct BackupData {
     pub snapshot: Snapshot,
     /// Every stored object, Helm storage included.
     pub objects: Vec<BackupObject>,
+}
+
+/// A name the API server could accept as one path segment: not empty, at most 253 characters,
+/// not `.`/`..`, no `/`, `%`, whitespace or control characters. Stored names are checked before
+/// they go into a request path.
+pub fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == '%' || c.is_whitespace() || c.is_control())
+}
+
+/// An RFC 1123 label (namespace names).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// Parses `--location` (`<plan uid>/<backup uid>`, both checked as path segments).
@@ -276,12 +305,13 @@ pub async fn read_backup(target: &Target, location: &str) -> Result<BackupData> 
         .await?;
         for obj in layout::read_document(&bytes, MAX_DOCUMENT)? {
             let kind_ok = gvk_of(&obj).is_some_and(|g| g.kind == d.kind && g.group == d.group);
-            let ns_ok = namespace(&obj) == d.namespace.as_deref();
-            if !kind_ok || !ns_ok || name(&obj).is_none() {
+            let ns_ok = namespace(&obj) == d.namespace.as_deref()
+                && namespace(&obj).is_none_or(is_dns_label);
+            if !kind_ok || !ns_ok || !name(&obj).is_some_and(is_safe_name) {
                 return Err(Error::Layout {
                     key,
                     reason: format!(
-                        "it holds an object that is not a {} in {} with a name; the backup was tampered with",
+                        "it holds an object that is not a {} in {} with a valid name; the backup was tampered with",
                         d.kind,
                         d.namespace.as_deref().unwrap_or("the cluster scope")
                     ),
@@ -1100,5 +1130,64 @@ async fn wait_ready(
             Duration::from_secs(2).min(deadline.saturating_duration_since(Instant::now())),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_are_ready_when_their_replicas_are() {
+        let d = |spec: Value, status: Value| json!({"spec": spec, "status": status});
+        assert!(workload_ready(
+            "Deployment",
+            &d(json!({"replicas": 2}), json!({"readyReplicas": 2}))
+        ));
+        assert!(!workload_ready(
+            "Deployment",
+            &d(json!({"replicas": 2}), json!({"readyReplicas": 1}))
+        ));
+        assert!(!workload_ready("StatefulSet", &d(json!({}), json!({}))));
+        assert!(workload_ready(
+            "StatefulSet",
+            &d(json!({"replicas": 0}), json!({}))
+        ));
+        assert!(workload_ready(
+            "DaemonSet",
+            &d(
+                json!({}),
+                json!({"desiredNumberScheduled": 3, "numberReady": 3})
+            )
+        ));
+        assert!(!workload_ready(
+            "DaemonSet",
+            &d(
+                json!({}),
+                json!({"desiredNumberScheduled": 3, "numberReady": 2})
+            )
+        ));
+        assert!(!workload_ready("DaemonSet", &d(json!({}), json!({}))));
+    }
+
+    #[test]
+    fn hostile_names_and_locations_are_refused() {
+        for ok in [
+            "web",
+            "system:controller:x",
+            "a.b-c_d",
+            "sh.helm.release.v1.web.v1",
+        ] {
+            assert!(is_safe_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a%2fb", "a b", "x\u{0}"] {
+            assert!(!is_safe_name(bad), "{bad:?}");
+        }
+        assert!(is_dns_label("shop-2") && !is_dns_label("Shop") && !is_dns_label("-a"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+        assert!(parse_location("p/b").is_ok());
+        for bad in ["p", "../b", "p/..", "p/b/c", "/b"] {
+            assert!(parse_location(bad).is_err(), "{bad:?}");
+        }
     }
 }

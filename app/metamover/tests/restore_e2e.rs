@@ -461,6 +461,18 @@ async fn backup_restored_into_another_namespace() {
             .any(|c| c.kind == "Deployment" && c.name == "web")
     );
     assert!(!plan.created.iter().any(|c| c.name == "app-config"));
+    // Nothing runs pods here: the Deployment is reported, not waited for forever.
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("Deployment.apps copy/web") && w.contains("not ready")),
+        "{:?}",
+        plan.warnings
+    );
+    assert_eq!(
+        run.result()["result"]["notReady"][0],
+        "Deployment.apps copy/web"
+    );
     let n_created = plan.created.len();
     assert_eq!(n_created, creates.len(), "{:#?}", plan.created);
 
