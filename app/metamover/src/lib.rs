@@ -7,7 +7,9 @@
 //! the backup target under `<plan uid>/<backup uid>/_metadata/` ([`layout`]) and records in the
 //! Backup's `status.snapshot` what was captured and which PVCs the data Jobs must protect.
 //! `commit` writes the commit object last, once the control plane has uploaded every volume.
-//! The restore side (metaprocessor) reads the same layout.
+//! The restore side (the metaprocessor) reads the same layout: `restore-plan` computes a
+//! restore's plan ([`plan`], pure) against the destination, `restore` carries it out
+//! ([`restore`]).
 //!
 //! Split: pure modules ([`clean`], [`selection`], [`helm`], [`layout`]) hold every decision and
 //! are tested without a cluster; [`snapshot`] and [`commit`] are the thin async edges that list,
