@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::leader::LeaderElector;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{
     Api, ResourceExt,
@@ -18,8 +19,11 @@ use kube::{
 use tvk_api::{backup::Backup, backup_plan::BackupPlan, target::Target};
 
 use crate::{
-    backup_controller, context::Context, jobs::ANNOTATION_BACKUP_REF, plan_controller,
-    target_controller,
+    backup_controller,
+    context::Context,
+    jobs::ANNOTATION_BACKUP_REF,
+    plan_controller,
+    target_controller::{self, TargetInput},
 };
 
 /// Name of the control plane's Lease (in the install namespace).
@@ -53,10 +57,32 @@ where
 /// Runs every controller until `stop` resolves.
 pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
     let stop = stop.shared();
-    let targets = Controller::new(scoped::<Target>(&ctx), watcher::Config::default())
+    let targets = Controller::new(scoped::<Target>(&ctx), watcher::Config::default());
+    // A changed credential Secret or CA ConfigMap re-validates the Targets naming it (metadata
+    // only is kept; the probe reads the Secret itself).
+    let (by_secret, by_config_map) = (targets.store(), targets.store());
+    let targets = targets
         .owns(
             scoped::<PersistentVolumeClaim>(&ctx),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=tvk-control-plane"),
+        )
+        .watches(
+            scoped::<PartialObjectMeta<Secret>>(&ctx),
+            watcher::Config::default(),
+            move |secret| {
+                target_controller::targets_using(&by_secret.state(), TargetInput::Secret, &secret)
+            },
+        )
+        .watches(
+            scoped::<PartialObjectMeta<ConfigMap>>(&ctx),
+            watcher::Config::default(),
+            move |map| {
+                target_controller::targets_using(
+                    &by_config_map.state(),
+                    TargetInput::CaConfigMap,
+                    &map,
+                )
+            },
         )
         .graceful_shutdown_on(stop.clone())
         .run(

@@ -8,10 +8,10 @@
 //! `Unavailable`, one `Validation` condition whose reason says why), written only when it
 //! changed.
 //!
-//! Re-validation: on every spec change (generation), and every
-//! [`Context::target_revalidation`] (Available) or minute (Unavailable) — which is also when a
-//! changed credential Secret is noticed: the control plane may `get` Secrets by name but never
-//! list or watch them (least privilege), so there is no Secret watch.
+//! Re-validation: on every spec change (generation), when the credential Secret or the CA
+//! ConfigMap it names changes ([`targets_using`] maps the runner's watches of their metadata
+//! to Targets), and every [`Context::target_revalidation`] (Available) or minute (Unavailable).
+//! Failures are classified by one function, [`classify_failure`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -82,71 +82,93 @@ impl std::fmt::Debug for S3Probe {
     }
 }
 
-/// Classifies an error of the datamover's target code (credential-redacted text).
-pub fn classify(error: &tvk_datamover::Error) -> ProbeFailure {
-    let text = error.to_string();
+/// The one failure classifier of target access: a CamelCase reason and what to do, from the
+/// datamover's typed error where its variant says it (`TlsUntrusted`, `ClockSkew`,
+/// `TargetUnavailable`), else from the (credential-redacted) text of the error and its source
+/// chain. `None` when nothing is recognised.
+pub fn classify_failure(
+    typed: Option<&tvk_datamover::Error>,
+    text: &str,
+) -> Option<(&'static str, &'static str)> {
+    const DNS: (&str, &str) = (
+        "DNSResolutionFailed",
+        "the endpoint's host name does not resolve: check objectStoreCredentials.url and the cluster's DNS",
+    );
+    const TLS: (&str, &str) = (
+        "TLSFailed",
+        "the TLS connection failed: give the endpoint's CA in sslCertConfig (certConfigMap, certKey), or use an http:// URL if the endpoint has no TLS",
+    );
+    const UNREACHABLE: (&str, &str) = (
+        "EndpointUnreachable",
+        "the endpoint cannot be reached: check objectStoreCredentials.url, network policies and proxies",
+    );
+    match typed {
+        Some(tvk_datamover::Error::ClockSkew { .. }) => {
+            return Some(("ClockSkew", "fix time synchronisation (NTP) on the nodes"));
+        }
+        Some(tvk_datamover::Error::TlsUntrusted { .. }) => return Some(TLS),
+        _ => {}
+    }
     let lower = text.to_ascii_lowercase();
-    let (reason, advice) = if matches!(error, tvk_datamover::Error::ClockSkew { .. }) {
-        ("ClockSkew", "fix time synchronisation (NTP) on the nodes")
-    } else if lower.contains("dns error")
-        || lower.contains("failed to lookup address")
-        || lower.contains("name or service not known")
-        || lower.contains("no such host")
-        || lower.contains("nodename nor servname")
-    {
-        (
-            "DNSResolutionFailed",
-            "the endpoint's host name does not resolve: check objectStoreCredentials.url and the cluster's DNS",
-        )
-    } else if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("ssl")
-        || lower.contains("handshake")
-        || lower.contains("unknownissuer")
-        || lower.contains("invalid peer")
-        || lower.contains("invalidcontenttype")
-        || lower.contains("corrupt message")
-    {
-        (
-            "TLSFailed",
-            "the TLS connection failed: give the endpoint's CA in sslCertConfig (certConfigMap, certKey), or use an http:// URL if the endpoint has no TLS",
-        )
-    } else if lower.contains("invalidaccesskeyid")
-        || lower.contains("signaturedoesnotmatch")
-        || lower.contains("unauthenticated")
-        || lower.contains("invalidtoken")
-    {
+    let any = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let found = if any(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+        "no such host",
+        "nodename nor servname",
+    ]) {
+        DNS
+    } else if any(&[
+        "certificate",
+        "tls",
+        "ssl",
+        "handshake",
+        "unknownissuer",
+        "invalid peer",
+        "invalidcontenttype",
+        "corrupt message",
+    ]) {
+        TLS
+    } else if any(&[
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "unauthenticated",
+        "invalidtoken",
+    ]) {
         (
             "AuthenticationFailed",
             "the endpoint refused the credentials: check the accessKey and secretKey in the credential Secret",
         )
-    } else if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
+    } else if any(&["nosuchbucket", "bucket does not exist"]) {
         (
             "BucketNotFound",
             "the bucket does not exist: create it or correct objectStoreCredentials.bucketName",
         )
-    } else if lower.contains("accessdenied")
-        || lower.contains("permission")
-        || lower.contains("forbidden")
-        || lower.contains("403")
-    {
+    } else if any(&["accessdenied", "permission", "forbidden", "403"]) {
         (
             "PermissionDenied",
             "the credentials may not write, read, list and delete objects in this bucket: grant s3:PutObject, GetObject, ListBucket and DeleteObject",
         )
-    } else if lower.contains("connection refused")
-        || lower.contains("error sending request")
-        || lower.contains("timed out")
-        || lower.contains("connect")
-        || matches!(error, tvk_datamover::Error::TargetUnavailable { .. })
+    } else if any(&[
+        "connection refused",
+        "error sending request",
+        "timed out",
+        "connect",
+    ]) || matches!(typed, Some(tvk_datamover::Error::TargetUnavailable { .. }))
     {
-        (
-            "EndpointUnreachable",
-            "the endpoint cannot be reached: check objectStoreCredentials.url, network policies and proxies",
-        )
+        UNREACHABLE
     } else {
-        ("ProbeFailed", "check the Target's settings")
+        return None;
     };
+    Some(found)
+}
+
+/// Classifies an error of the datamover's target code (credential-redacted text).
+pub fn classify(error: &tvk_datamover::Error) -> ProbeFailure {
+    let text = error.to_string();
+    let (reason, advice) = classify_failure(Some(error), &text)
+        .unwrap_or(("ProbeFailed", "check the Target's settings"));
     ProbeFailure {
         reason,
         message: format!("{advice} ({text})"),
@@ -296,33 +318,10 @@ pub async fn diagnose_connection(probe: &S3Probe, failure: ProbeFailure) -> Prob
         &chain,
         &[&probe.config.access_key_id, &probe.config.secret_access_key],
     );
-    let lower = redacted.to_ascii_lowercase();
-    let (reason, advice) = if lower.contains("dns error")
-        || lower.contains("failed to lookup address")
-        || lower.contains("name or service not known")
-    {
-        (
-            "DNSResolutionFailed",
-            "the endpoint's host name does not resolve: check objectStoreCredentials.url and the cluster's DNS",
-        )
-    } else if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("ssl")
-        || lower.contains("handshake")
-        || lower.contains("invalidcontenttype")
-        || lower.contains("corrupt message")
-    {
-        (
-            "TLSFailed",
-            "the TLS connection failed: give the endpoint's CA in sslCertConfig (certConfigMap, certKey), or use an http:// URL if the endpoint has no TLS",
-        )
-    } else if lower.contains("connection refused") || lower.contains("timed out") {
-        (
-            "EndpointUnreachable",
-            "the endpoint refuses or drops connections: check objectStoreCredentials.url, network policies and proxies",
-        )
-    } else {
-        return failure;
+    // Only what is about connecting replaces the probe's failure.
+    let (reason, advice) = match classify_failure(None, &redacted) {
+        Some(found @ ("DNSResolutionFailed" | "TLSFailed" | "EndpointUnreachable", _)) => found,
+        _ => return failure,
     };
     ProbeFailure {
         reason,
@@ -443,6 +442,43 @@ pub async fn s3_probe_inputs(
         ca_pem,
         key: format!("{PROBE_PREFIX}/{uid}-{nanos}"),
     }))
+}
+
+/// What a Target reads besides itself (what the runner watches to re-validate it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetInput {
+    /// `objectStoreCredentials.credentialSecret`.
+    Secret,
+    /// `objectStoreCredentials.sslCertConfig.certConfigMap`.
+    CaConfigMap,
+}
+
+/// The Targets whose `input` is the object `changed` (pure): the mapper of the runner's Secret
+/// and ConfigMap watches, so a rotated credential or CA re-validates at once.
+pub fn targets_using<K: Resource>(
+    targets: &[Arc<Target>],
+    input: TargetInput,
+    changed: &K,
+) -> Vec<kube::runtime::reflector::ObjectRef<Target>> {
+    let name = changed.meta().name.clone().unwrap_or_default();
+    let ns = changed.meta().namespace.clone().unwrap_or_default();
+    targets
+        .iter()
+        .filter(|t| {
+            let tns = t.namespace().unwrap_or_default();
+            let s3 = t.spec.object_store_credentials.as_ref();
+            let reference = match input {
+                TargetInput::Secret => s3.and_then(|s| s.credential_secret.as_ref()),
+                TargetInput::CaConfigMap => s3
+                    .and_then(|s| s.ssl_cert_config.as_ref())
+                    .and_then(|c| c.cert_config_map.as_ref()),
+            };
+            reference.is_some_and(|r| {
+                r.name.as_deref() == Some(name.as_str()) && ref_namespace(r, &tns) == ns
+            })
+        })
+        .map(|t| kube::runtime::reflector::ObjectRef::from_obj(t.as_ref()))
+        .collect()
 }
 
 /// Name of the PersistentVolume (and claim) of an NFS Target.
