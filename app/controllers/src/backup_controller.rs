@@ -5,11 +5,10 @@
 //! → Retention → Cleanup → `Available`. Each phase is a `status.condition[]` entry with status
 //! and timestamp; `phase` / `phaseStatus` name the current one; an Event marks every change.
 //!
-//! What this version runs: validation, the metamover snapshot Job, the metamover commit Job and
-//! cleanup — a backup whose application has no PersistentVolumeClaims goes from creation to
-//! `Available`. A backup whose snapshot lists PVCs ends `Failed` in phase DataSnapshot, saying
-//! that volume data (CSI snapshots, datamover Jobs) is not implemented by this version; hooks,
-//! image backup (issue #9) and retention are recorded as `Skipped` with the reason.
+//! What this version runs: validation, the metamover snapshot Job, the volume data of every PVC
+//! the metamover listed ([`crate::volumes`]: CSI VolumeSnapshots, temporary block claims,
+//! datamover Jobs), the metamover commit Job and cleanup. Hooks, image backup (issue #9) and
+//! retention are recorded as `Skipped` with the reason.
 //!
 //! Robustness: Jobs have deterministic names ([`crate::naming::object_name`]); a create that
 //! answers 409 adopts the existing Job, so a restarted controller never duplicates one. Phases
@@ -357,8 +356,14 @@ async fn reconcile_inner(backup: &Backup, ctx: &Context) -> Result<Action> {
                 }
                 _ => None,
             };
+            let bytes = match &to_write.size {
+                Some(q) if state == BackupState::Available => {
+                    crate::naming::quantity_bytes(q).unwrap_or(0)
+                }
+                _ => 0,
+            };
             ctx.metrics
-                .backup_finished(&format!("{state:?}"), duration, 0);
+                .backup_finished(&format!("{state:?}"), duration, bytes);
         }
     }
     Ok(action)
