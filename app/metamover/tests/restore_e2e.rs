@@ -31,9 +31,14 @@ impl Run {
 }
 
 async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
+    metamover_env(kubeconfig, args, &[]).await
+}
+
+async fn metamover_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tvk-metamover"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
@@ -191,6 +196,22 @@ async fn backed_up(server: &ApiServer, target: &Path) -> String {
     let commit = metamover(kc, &[&["commit"][..], &backup_args].concat()).await;
     assert_eq!(commit.code, 0, "{:?}\n{}", commit.lines, commit.stderr);
     location
+}
+
+fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "bucket creation failed: {resp}"
+    );
 }
 
 fn restore(name: &str, location: &str, extra: Value) -> Value {
@@ -655,8 +676,16 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
         plan["metadata"]["uid"].as_str().unwrap(),
         backup["metadata"]["uid"].as_str().unwrap()
     );
-    let target = TempDir::new("mm-crestore").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
+    // On S3 (moto), credentials from the environment, as the Jobs get them.
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = tvk_testkit::unique_name("mm-restore");
+    create_bucket(moto.addr(), &bucket);
+    let tdir = format!("s3://{bucket}/cluster");
+    let endpoint = moto.url();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY),
+    ];
     let kc = server.kubeconfig_path().to_path_buf();
     let backup_args = [
         "--kind",
@@ -665,9 +694,11 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
         "cb",
         "--target",
         tdir.as_str(),
+        "--s3-endpoint",
+        endpoint.as_str(),
     ];
     for cmd in ["snapshot", "commit"] {
-        let run = metamover(&kc, &[&[cmd][..], &backup_args].concat()).await;
+        let run = metamover_env(&kc, &[&[cmd][..], &backup_args].concat(), &env).await;
         assert_eq!(run.code, 0, "{cmd}: {:?}\n{}", run.lines, run.stderr);
     }
     server
@@ -692,10 +723,12 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
             location.clone(),
             "--target".into(),
             tdir.clone(),
+            "--s3-endpoint".into(),
+            endpoint.clone(),
         ]
     };
     let a = cargs("restore-plan");
-    let run = metamover(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = metamover_env(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     let cr = server
         .get("triliovault.trilio.io/v1", "ClusterRestore", None, "cr")
@@ -719,7 +752,7 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
     assert_eq!(kept.action, PlanAction::Exclude);
 
     let a = cargs("restore");
-    let run = metamover(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let run = metamover_env(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     let ns = server.get("v1", "Namespace", None, "shop2").unwrap();
     assert!(ns["metadata"]["labels"][RESTORE_UID_LABEL].is_string());
