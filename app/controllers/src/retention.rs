@@ -64,6 +64,11 @@ pub const EXIT_RETRYABLE: i32 = 75;
 pub const COALESCE_RETRIES: i32 = 3;
 /// Container name (and `app.kubernetes.io/component`) of coalesce Jobs.
 pub const COALESCE_CONTAINER: &str = "coalesce";
+/// Label of a coalesce Job: the plan UID it rewrites.
+pub const LABEL_COALESCE_PLAN: &str = "triliovault.trilio.io/coalesce-plan";
+/// Label of a coalesce Job: the volume (PVC UID) it rewrites. At most one coalesce Job of a
+/// plan's volume runs at a time (two would race on the volume's manifests).
+pub const LABEL_COALESCE_VOLUME: &str = "triliovault.trilio.io/coalesce-volume";
 /// A backup dated further than this into the future means a skewed clock: retention expires
 /// nothing (RELIABILITY rule 4: no deletion is decided by a local clock that may be wrong).
 pub const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
@@ -517,10 +522,11 @@ pub async fn apply(
     }
     if !running.is_empty() {
         return Ok(RetentionStep::Running(format!(
-            "coalescing {} expired backup(s) ({}) with Job(s) {}",
+            "coalescing {} expired backup(s) ({}) with Job(s) {}{}",
             running.len(),
             running.join(", "),
-            jobs.join(", ")
+            jobs.join(", "),
+            waiting_note(outcomes.values())
         )));
     }
     let mut expired_keys = Vec::new();
@@ -632,6 +638,9 @@ fn coalesce_job_for(
         resources: config.job_resources.data.clone(),
     };
     let mut job = build_job(&request, config)?;
+    let labels = job.metadata.labels.get_or_insert_with(Default::default);
+    labels.insert(LABEL_COALESCE_PLAN.into(), call.plan_uid.to_string());
+    labels.insert(LABEL_COALESCE_VOLUME.into(), call.volume.to_string());
     if let Some(spec) = job.spec.as_mut() {
         spec.backoff_limit = Some(COALESCE_RETRIES);
         spec.pod_failure_policy = Some(PodFailurePolicy {
@@ -664,6 +673,21 @@ struct CoalesceOutcome {
     failure: Option<String>,
     /// The last coalesce state the datamover reported before failing.
     failed_state: Option<CoalesceState>,
+    /// Another coalesce Job of the same volume this one waits for.
+    waiting: Option<String>,
+}
+
+/// "; waiting for …" when Jobs wait for another coalesce of their volume.
+fn waiting_note<'a>(outcomes: impl Iterator<Item = &'a CoalesceOutcome>) -> String {
+    let waits: Vec<&str> = outcomes.filter_map(|o| o.waiting.as_deref()).collect();
+    if waits.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; not started yet: waiting for coalesce Job(s) {} of the same volume to finish",
+            waits.join(", ")
+        )
+    }
 }
 
 /// Creates (or adopts) a coalesce Job and reads its state.
@@ -692,9 +716,27 @@ async fn run_coalesce(
         retries,
         failure: None,
         failed_state: None,
+        waiting: None,
     };
     match &state {
         JobState::Missing => {
+            // One coalesce of a volume at a time: wait for another one still running (a
+            // retention run and a deletion, or two deletions, of the same plan).
+            let others = api
+                .list(&ListParams::default().labels(&format!(
+                    "{LABEL_COALESCE_PLAN}={},{LABEL_COALESCE_VOLUME}={}",
+                    call.plan_uid, call.volume
+                )))
+                .await
+                .map_err(|e| Error::kube(format!("list the coalesce Jobs in {job_ns}"), e))?;
+            if let Some(other) = others
+                .items
+                .iter()
+                .find(|j| j.name_any() != name && job_state(Some(j)) == JobState::Running)
+            {
+                outcome.waiting = Some(format!("{job_ns}/{}", other.name_any()));
+                return Ok(outcome);
+            }
             let job = coalesce_job_for(&ctx.config, owner, name, call, access)?;
             match api.create(&PostParams::default(), &job).await {
                 Ok(_) => {}
@@ -966,6 +1008,15 @@ pub async fn delete_backup_data(
         })
         .collect();
     if !failed.is_empty() {
+        // The failed Jobs go, so the next attempt (after the caller's backoff) runs anew.
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &job_ns);
+        for o in outcomes.iter().filter(|o| o.failure.is_some()) {
+            match jobs.delete(&o.job, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(Error::kube(format!("delete Job {job_ns}/{}", o.job), e)),
+            }
+        }
         return Ok(RetentionStep::Failed(format!(
             "removing the volume data of {location} failed: {}; the metadata is deleted, the volume data stays until a retry succeeds",
             failed.join("; ")
@@ -973,8 +1024,9 @@ pub async fn delete_backup_data(
     }
     if outcomes.iter().any(|o| o.state != JobState::Succeeded) {
         return Ok(RetentionStep::Running(format!(
-            "removing the volume data of {location} with Job(s) {} (coalesced into later backups where their chains need it)",
-            report.jobs.join(", ")
+            "removing the volume data of {location} with Job(s) {} (coalesced into later backups where their chains need it){}",
+            report.jobs.join(", "),
+            waiting_note(outcomes.iter())
         )));
     }
     let nfs_note = if target.spec.type_ == TargetType::Nfs {

@@ -593,3 +593,67 @@ fn coalesce_job_golden() {
         &tvk_api::yaml::to_string(&job).unwrap(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_coalesce_per_volume_at_a_time_and_a_failed_deletion_is_retried_anew() {
+    let moto = moto().unwrap();
+    let bucket = unique_name("ret-serial");
+    common::create_bucket(moto.addr(), &bucket);
+    let env = Env::start(&moto.url(), &bucket, 5).await;
+    let b1 = env.backup("b1", "Available", 2, &["vol-a"]).await;
+    let b2 = env.backup("b2", "Available", 3, &["vol-a"]).await;
+    let p = env.plan_uid.clone();
+    put(
+        &moto.url(),
+        &bucket,
+        vec![
+            format!("{p}/{b1}/vol-a/data.qcow2"),
+            format!("{p}/{b2}/vol-a/data.qcow2"),
+        ],
+    )
+    .await;
+    let (_, target) = env.plan_and_target().await;
+    let first = env.backups().get("b1").await.unwrap();
+    let second = env.backups().get("b2").await.unwrap();
+    let step = retention::delete_backup_data(&env.ctx, &first, &target)
+        .await
+        .unwrap();
+    assert!(matches!(step, RetentionStep::Running(_)), "{step:?}");
+    let step = retention::delete_backup_data(&env.ctx, &second, &target)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&step, RetentionStep::Running(m) if m.contains("waiting for coalesce Job")),
+        "{step:?}"
+    );
+    let jobs = env.coalesce_jobs();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the second deletion waits for the first coalesce"
+    );
+    assert_eq!(
+        jobs[0]["metadata"]["labels"]["triliovault.trilio.io/coalesce-volume"],
+        "vol-a"
+    );
+    let first_job = jobs[0]["metadata"]["name"].as_str().unwrap().to_string();
+
+    // The first coalesce fails: the deletion reports it and removes the Job for a retry.
+    env.finish_job(&first_job, false).await;
+    let step = retention::delete_backup_data(&env.ctx, &first, &target)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&step, RetentionStep::Failed(m) if m.contains("exit code 1")),
+        "{step:?}"
+    );
+    assert!(env.coalesce_jobs().is_empty(), "the failed Job is gone");
+    // Now the second deletion may run; the first one's retry creates its Job again later.
+    let step = retention::delete_backup_data(&env.ctx, &second, &target)
+        .await
+        .unwrap();
+    assert!(matches!(step, RetentionStep::Running(_)), "{step:?}");
+    let jobs = env.coalesce_jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(args(&jobs[0]).contains(&b2));
+}
