@@ -20,6 +20,7 @@ pub use tvk_lease as leader;
 pub mod naming;
 pub mod operations;
 pub mod plan_controller;
+pub mod restore_controller;
 pub mod retention;
 pub mod runner;
 pub mod status_patch;

@@ -16,13 +16,19 @@ use kube::{
     Api, ResourceExt,
     runtime::{Controller, watcher},
 };
-use tvk_api::{backup::Backup, backup_plan::BackupPlan, target::Target};
+use tvk_api::{
+    backup::Backup,
+    backup_plan::BackupPlan,
+    restore::{ClusterRestore, Restore},
+    target::Target,
+};
 
 use crate::{
     backup_controller,
     context::Context,
     jobs::ANNOTATION_BACKUP_REF,
     plan_controller,
+    restore_controller::{self, ANNOTATION_RESTORE_REF},
     target_controller::{self, TargetInput},
 };
 
@@ -118,8 +124,53 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
             ctx.clone(),
         )
         .for_each(|r| async move { log_result("backup", r) });
+    // Restore Jobs name their restore as `ns/name` (Restore) or `name` (ClusterRestore).
+    let restore_jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.install_namespace);
+    let restores = Controller::new(scoped::<Restore>(&ctx), watcher::Config::default())
+        .watches(
+            restore_jobs.clone(),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tvk-control-plane"),
+            |job: Job| {
+                let reference = job.annotations().get(ANNOTATION_RESTORE_REF)?.clone();
+                let (ns, name) = reference.split_once('/')?;
+                Some(ObjectRef::<Restore>::new(name).within(ns))
+            },
+        )
+        .graceful_shutdown_on(stop.clone())
+        .run(
+            restore_controller::reconcile_restore,
+            restore_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("restore", r) });
+    let cluster_restores = async {
+        // A Namespaced install cannot watch cluster-scoped kinds.
+        if ctx.config.watch_namespace().is_some() {
+            return;
+        }
+        Controller::new(
+            Api::<ClusterRestore>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            restore_jobs,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tvk-control-plane"),
+            |job: Job| {
+                let reference = job.annotations().get(ANNOTATION_RESTORE_REF)?;
+                (!reference.contains('/')).then(|| ObjectRef::<ClusterRestore>::new(reference))
+            },
+        )
+        .graceful_shutdown_on(stop.clone())
+        .run(
+            restore_controller::reconcile_cluster_restore,
+            restore_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("clusterrestore", r) })
+        .await;
+    };
     ctx.metrics.set_ready(true);
-    futures::join!(targets, plans, backups);
+    futures::join!(targets, plans, backups, restores, cluster_restores);
     ctx.metrics.set_ready(false);
 }
 

@@ -1,0 +1,1166 @@
+//! The Restore and ClusterRestore controllers: the restore phase machine (contracts8.md).
+//!
+//! Validation (source resolved here, the restore plan computed by the metaprocessor Job
+//! `tvk-metamover restore-plan`) → DataRestore (PVCs hydrated by datamover Jobs, bounded
+//! parallelism, [`data`]) → MetadataRestore (metaprocessor Job `tvk-metamover restore`) →
+//! RestoreCleanup → `Completed`, or `Failed` with the failing phase and its reason. Hooks
+//! (HookTargetIdentification, Unquiesce) and ImageRestore (issue #9) are recorded `Skipped`
+//! with the reason.
+//!
+//! One machine serves both kinds through [`RestoreKind`]: a Restore restores into its own
+//! namespace; a ClusterRestore is cluster-scoped and maps namespaces (the metaprocessor does the
+//! mapping). Every Job runs in the install namespace, where the tvk-metamover / tvk-datamover
+//! service accounts and the Target's credential Secret live.
+//!
+//! Robustness: Jobs, temporary claims and volumes have deterministic names
+//! ([`crate::naming::object_name`]), so a restarted controller adopts what exists; every step is
+//! derived from observed objects, never from memory. Terminal states (`Completed`, `Failed`)
+//! never change. A failure deletes the restore's Jobs and temporary objects and, with
+//! `actionFlags.cleanupOnFailure`, exactly the objects the metaprocessor recorded in
+//! `created[]` that still carry this restore's label, plus the claims and volumes the
+//! DataRestore phase made ([`cleanup`]).
+
+mod cleanup;
+mod data;
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::batch::v1::Job, apimachinery::pkg::apis::meta::v1::OwnerReference,
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ObjectMeta, PostParams},
+    runtime::controller::Action,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tvk_api::{
+    backup::{Backup, BackupState, ClusterBackup},
+    backup_plan::{BackupPlan, ClusterBackupPlan},
+    restore::{
+        ClusterRestore, ClusterRestoreSourceType, Restore, RestorePhase, RestorePhaseStatus,
+        RestoreSourceType, RestoreState, RestoreStatus,
+    },
+    restore_plan::{ObjectResult, RestorePlan},
+    target::Target,
+};
+
+use crate::{
+    backup_controller::go_duration,
+    context::Context,
+    error::{Error, Result, is_conflict},
+    jobs::{
+        ANNOTATION_BACKUP_REF, JobRequest, JobState, LABEL_BACKUP, LABEL_BACKUP_UID, build_job,
+        job_state,
+    },
+    naming::{object_name, quantity_bytes},
+    status_patch::{apply_status, now_rfc3339, set_condition},
+    target_access::{TargetAccess, job_access, ref_namespace},
+    target_controller,
+};
+
+/// Field manager of the restore controllers.
+pub const FIELD_MANAGER: &str = "tvk-control-plane-restore";
+/// Label naming the restore a Job or object belongs to (its name).
+pub const LABEL_RESTORE: &str = "triliovault.trilio.io/restore";
+/// Label of the restore's UID, on Jobs and on every object the restore creates.
+pub const LABEL_RESTORE_UID: &str = "triliovault.trilio.io/restore-uid";
+/// Annotation naming the restore: `<namespace>/<name>` for a Restore, `<name>` for a
+/// ClusterRestore (how a Job event finds its restore).
+pub const ANNOTATION_RESTORE_REF: &str = "triliovault.trilio.io/restore-ref";
+
+/// What the controller needs to know about a Restore or a ClusterRestore.
+pub trait RestoreKind:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static
+{
+    /// `Restore` or `ClusterRestore` (the metaprocessor's `--kind`).
+    const KIND: &'static str;
+    /// The observed status.
+    fn restore_status(&self) -> Option<&RestoreStatus>;
+    /// The API of this object (its namespace, or cluster-scoped).
+    fn api_for(&self, client: Client) -> Api<Self>;
+    /// The source, as far as it can be read from the spec.
+    fn source_ref(&self, install_namespace: &str) -> SourceRef;
+    /// `actionFlags.cleanupOnFailure`.
+    fn cleanup_on_failure(&self) -> bool;
+    /// `restoreFlags.onlyMetadata`.
+    fn only_metadata(&self) -> bool;
+    /// Post-restore hooks are configured.
+    fn hooks_configured(&self) -> bool;
+    /// `actionFlags.imageRestore`.
+    fn image_restore(&self) -> bool;
+    /// `--namespace` of the metaprocessor (a Restore's namespace; none for a ClusterRestore).
+    fn metamover_namespace(&self) -> Option<String>;
+}
+
+/// A restore's source as written in its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRef {
+    /// A namespaced Backup.
+    Backup {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A ClusterBackup.
+    ClusterBackup {
+        /// Name.
+        name: String,
+    },
+    /// A backup location on a Target (cross-cluster restore, no Backup object).
+    Location {
+        /// Namespace of the Target.
+        target_namespace: String,
+        /// Name of the Target.
+        target_name: String,
+        /// `<plan uid>/<backup uid>`.
+        location: String,
+    },
+    /// The spec cannot be used; the message says what to change.
+    Invalid(String),
+}
+
+fn ref_name(r: Option<&tvk_api::common::ObjectReference>) -> Option<String> {
+    r.and_then(|r| r.name.clone()).filter(|n| !n.is_empty())
+}
+
+fn location_source(
+    target: Option<&tvk_api::common::ObjectReference>,
+    location: Option<&String>,
+    default_ns: &str,
+    field: &str,
+) -> SourceRef {
+    let Some(target_ref) = target else {
+        return SourceRef::Invalid(format!(
+            "{field}.type is Location but {field}.target is not set; name the Target holding the backup"
+        ));
+    };
+    let Some(target_name) = ref_name(Some(target_ref)) else {
+        return SourceRef::Invalid(format!("{field}.target has no name; name the Target"));
+    };
+    let Some(location) = location.filter(|l| !l.is_empty()) else {
+        return SourceRef::Invalid(format!(
+            "{field}.type is Location but {field}.location is not set; give the backup's path on the target (<plan uid>/<backup uid>, the Backup's status.location)"
+        ));
+    };
+    SourceRef::Location {
+        target_namespace: ref_namespace(target_ref, default_ns).to_string(),
+        target_name,
+        location: location.clone(),
+    }
+}
+
+impl RestoreKind for Restore {
+    const KIND: &'static str = "Restore";
+    fn restore_status(&self) -> Option<&RestoreStatus> {
+        self.status.as_ref()
+    }
+    fn api_for(&self, client: Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+    fn source_ref(&self, _install_namespace: &str) -> SourceRef {
+        let ns = self.namespace().unwrap_or_default();
+        let s = &self.spec.source;
+        match s.type_ {
+            RestoreSourceType::Backup => match ref_name(s.backup.as_ref()) {
+                Some(name) => SourceRef::Backup {
+                    namespace: s
+                        .backup
+                        .as_ref()
+                        .map_or(ns.as_str(), |b| ref_namespace(b, &ns))
+                        .to_string(),
+                    name,
+                },
+                None => SourceRef::Invalid(
+                    "spec.source.type is Backup but spec.source.backup has no name; name the Backup to restore".into(),
+                ),
+            },
+            RestoreSourceType::Location => location_source(
+                s.target.as_ref(),
+                s.location.as_ref(),
+                &ns,
+                "spec.source",
+            ),
+            other => SourceRef::Invalid(format!(
+                "source type {other:?} is not supported by this version; use Backup or Location"
+            )),
+        }
+    }
+    fn cleanup_on_failure(&self) -> bool {
+        self.spec
+            .action_flags
+            .as_ref()
+            .and_then(|f| f.cleanup_on_failure)
+            == Some(true)
+    }
+    fn only_metadata(&self) -> bool {
+        self.spec
+            .restore_flags
+            .as_ref()
+            .and_then(|f| f.only_metadata)
+            == Some(true)
+    }
+    fn hooks_configured(&self) -> bool {
+        self.spec.hook_config.is_some()
+    }
+    fn image_restore(&self) -> bool {
+        self.spec
+            .action_flags
+            .as_ref()
+            .and_then(|f| f.image_restore)
+            == Some(true)
+    }
+    fn metamover_namespace(&self) -> Option<String> {
+        self.namespace()
+    }
+}
+
+impl RestoreKind for ClusterRestore {
+    const KIND: &'static str = "ClusterRestore";
+    fn restore_status(&self) -> Option<&RestoreStatus> {
+        self.status.as_ref()
+    }
+    fn api_for(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+    fn source_ref(&self, install_namespace: &str) -> SourceRef {
+        let s = &self.spec.source;
+        match s.type_ {
+            ClusterRestoreSourceType::ClusterBackup => match ref_name(s.cluster_backup.as_ref()) {
+                Some(name) => SourceRef::ClusterBackup { name },
+                None => SourceRef::Invalid(
+                    "spec.source.type is ClusterBackup but spec.source.clusterBackup has no name; name the ClusterBackup to restore".into(),
+                ),
+            },
+            ClusterRestoreSourceType::Location => location_source(
+                s.target.as_ref(),
+                s.location.as_ref(),
+                install_namespace,
+                "spec.source",
+            ),
+            other => SourceRef::Invalid(format!(
+                "source type {other:?} is not supported by this version; use ClusterBackup or Location"
+            )),
+        }
+    }
+    fn cleanup_on_failure(&self) -> bool {
+        self.spec
+            .action_flags
+            .as_ref()
+            .and_then(|f| f.cleanup_on_failure)
+            == Some(true)
+    }
+    fn only_metadata(&self) -> bool {
+        false
+    }
+    fn hooks_configured(&self) -> bool {
+        self.spec
+            .components
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c.hook_config.is_some()))
+    }
+    fn image_restore(&self) -> bool {
+        self.spec
+            .action_flags
+            .as_ref()
+            .and_then(|f| f.image_restore)
+            == Some(true)
+    }
+    fn metamover_namespace(&self) -> Option<String> {
+        None
+    }
+}
+
+/// `<plan uid>/<backup uid>`: two path segments of UID-like characters (pure). Anything else —
+/// `..`, absolute paths, extra segments — is refused before it reaches a Job.
+pub fn check_location(location: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = location.split('/').collect();
+    let ok = parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 128
+                && p != &"."
+                && p != &".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "location {location:?} is not a backup location; give <plan uid>/<backup uid> as in the Backup's status.location"
+        ))
+    }
+}
+
+/// A resolved source: where the backup is and how Jobs reach it.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    /// The Target.
+    pub target: Target,
+    /// `<plan uid>/<backup uid>`.
+    pub location: String,
+}
+
+fn require_available(target: Option<Target>, what: &str) -> std::result::Result<Target, String> {
+    match target {
+        None => Err(format!(
+            "{what} does not exist; create it or correct the reference"
+        )),
+        Some(t) if !target_controller::is_available(&t) => Err(format!(
+            "Target {}/{} is not Available: {}",
+            t.namespace().unwrap_or_default(),
+            t.name_any(),
+            target_controller::unavailable_reason(&t)
+        )),
+        Some(t) => Ok(t),
+    }
+}
+
+async fn get_target(ctx: &Context, ns: &str, name: &str) -> Result<Option<Target>> {
+    Api::<Target>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("read Target {ns}/{name}"), e))
+}
+
+fn backup_usable(
+    status: Option<&tvk_api::backup::BackupStatus>,
+    what: &str,
+) -> std::result::Result<String, String> {
+    let state = status.and_then(|s| s.status);
+    if state != Some(BackupState::Available) {
+        return Err(format!(
+            "{what} is not Available (status {}); only an Available backup can be restored",
+            state.map_or_else(|| "not set yet".to_string(), |s| format!("{s:?}"))
+        ));
+    }
+    let location = status
+        .and_then(|s| s.location.clone())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| format!("{what} is Available but has no status.location"))?;
+    check_location(&location)?;
+    Ok(location)
+}
+
+/// Resolves the source: the backup must be Available and its Target Available; a Location
+/// needs an Available Target. `Ok(Err(reason))` is a spec the user must fix.
+pub async fn resolve_source(
+    ctx: &Context,
+    source: &SourceRef,
+) -> Result<std::result::Result<ResolvedSource, String>> {
+    let install_ns = ctx.config.install_namespace.clone();
+    Ok(match source {
+        SourceRef::Invalid(reason) => Err(reason.clone()),
+        SourceRef::Backup { namespace, name } => {
+            let what = format!("Backup {namespace}/{name}");
+            let Some(backup) = Api::<Backup>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| Error::kube(format!("read {what}"), e))?
+            else {
+                return Ok(Err(format!(
+                    "{what} does not exist; correct spec.source.backup"
+                )));
+            };
+            let location = match backup_usable(backup.status.as_ref(), &what) {
+                Ok(l) => l,
+                Err(e) => return Ok(Err(e)),
+            };
+            let plan_ref = &backup.spec.backup_plan;
+            let plan_ns = ref_namespace(plan_ref, namespace).to_string();
+            let plan_name = plan_ref.name.clone().unwrap_or_default();
+            let plan = Api::<BackupPlan>::namespaced(ctx.client.clone(), &plan_ns)
+                .get_opt(&plan_name)
+                .await
+                .map_err(|e| Error::kube(format!("read BackupPlan {plan_ns}/{plan_name}"), e))?;
+            let Some(plan) = plan else {
+                return Ok(Err(format!(
+                    "the plan {plan_ns}/{plan_name} of {what} no longer exists, so its Target is unknown; restore with spec.source.type Location, the Target and location {location}"
+                )));
+            };
+            let t = &plan.spec.backup_config.target;
+            let tns = ref_namespace(t, &plan_ns).to_string();
+            let tname = t.name.clone().unwrap_or_default();
+            let target = get_target(ctx, &tns, &tname).await?;
+            require_available(
+                target,
+                &format!("Target {tns}/{tname} of the backup's plan"),
+            )
+            .map(|target| ResolvedSource { target, location })
+        }
+        SourceRef::ClusterBackup { name } => {
+            let what = format!("ClusterBackup {name}");
+            let Some(backup) = Api::<ClusterBackup>::all(ctx.client.clone())
+                .get_opt(name)
+                .await
+                .map_err(|e| Error::kube(format!("read {what}"), e))?
+            else {
+                return Ok(Err(format!(
+                    "{what} does not exist; correct spec.source.clusterBackup"
+                )));
+            };
+            let location = match backup_usable(backup.status.as_ref(), &what) {
+                Ok(l) => l,
+                Err(e) => return Ok(Err(e)),
+            };
+            let plan_name = backup
+                .spec
+                .cluster_backup_plan
+                .name
+                .clone()
+                .unwrap_or_default();
+            let plan = Api::<ClusterBackupPlan>::all(ctx.client.clone())
+                .get_opt(&plan_name)
+                .await
+                .map_err(|e| Error::kube(format!("read ClusterBackupPlan {plan_name}"), e))?;
+            let Some(plan) = plan else {
+                return Ok(Err(format!(
+                    "the plan {plan_name} of {what} no longer exists, so its Target is unknown; restore with spec.source.type Location, the Target and location {location}"
+                )));
+            };
+            let t = &plan.spec.backup_config.target;
+            let tns = ref_namespace(t, &install_ns).to_string();
+            let tname = t.name.clone().unwrap_or_default();
+            let target = get_target(ctx, &tns, &tname).await?;
+            require_available(
+                target,
+                &format!("Target {tns}/{tname} of the backup's plan"),
+            )
+            .map(|target| ResolvedSource { target, location })
+        }
+        SourceRef::Location {
+            target_namespace,
+            target_name,
+            location,
+        } => {
+            if let Err(e) = check_location(location) {
+                return Ok(Err(e));
+            }
+            let target = get_target(ctx, target_namespace, target_name).await?;
+            require_available(target, &format!("Target {target_namespace}/{target_name}")).map(
+                |target| ResolvedSource {
+                    target,
+                    location: location.clone(),
+                },
+            )
+        }
+    })
+}
+
+/// Whether an S3 target holds the commit object of `location` (`<location>/_metadata/commit.json`,
+/// written last by the metamover). `Ok(None)`: not known here (an NFS target, or the target
+/// could not be reached in-process) — the metaprocessor's `restore-plan` checks it again.
+pub async fn committed_on_target(
+    ctx: &Context,
+    target: &Target,
+    location: &str,
+) -> Result<Option<bool>> {
+    if target.spec.type_ != tvk_api::target::TargetType::ObjectStore {
+        return Ok(None);
+    }
+    let probe = match target_controller::s3_probe_inputs(target, ctx).await? {
+        Ok(p) => p,
+        Err(_) => return Ok(None),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let key = format!("{location}/_metadata/commit.json");
+    let found = tokio::task::spawn_blocking(move || {
+        target_controller::with_store(&probe, handle, |store| {
+            store.list(&key).map(|keys| keys.contains(&key))
+        })
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?;
+    Ok(match found {
+        Ok(Ok(found)) => Some(found),
+        _ => None,
+    })
+}
+
+/// A restore's status being advanced, with the Events to publish.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The status.
+    pub status: RestoreStatus,
+    /// (warning, reason, message) of each change.
+    pub events: Vec<(bool, String, String)>,
+    now: String,
+}
+
+impl Progress {
+    /// Starts from the observed status.
+    pub fn new(status: RestoreStatus, now: &str) -> Self {
+        Self {
+            status,
+            events: Vec::new(),
+            now: now.to_string(),
+        }
+    }
+
+    fn record(&mut self, phase: RestorePhase, state: RestorePhaseStatus, reason: &str) {
+        let mut conditions = self.status.condition.take().unwrap_or_default();
+        if set_condition(&mut conditions, phase, state, reason, &self.now) {
+            self.events.push((
+                matches!(
+                    state,
+                    RestorePhaseStatus::Failed | RestorePhaseStatus::Error
+                ),
+                format!("{phase:?}{state:?}"),
+                reason.to_string(),
+            ));
+        }
+        self.status.condition = Some(conditions);
+    }
+
+    fn set(&mut self, phase: RestorePhase, state: RestorePhaseStatus, reason: &str) {
+        self.record(phase, state, reason);
+        self.status.phase = Some(phase);
+        self.status.phase_status = Some(state);
+    }
+
+    /// Enters `phase`.
+    pub fn begin(&mut self, phase: RestorePhase, reason: &str) {
+        self.set(phase, RestorePhaseStatus::InProgress, reason);
+    }
+
+    /// Completes `phase`.
+    pub fn complete(&mut self, phase: RestorePhase, reason: &str) {
+        self.set(phase, RestorePhaseStatus::Completed, reason);
+    }
+
+    /// Records `phase` as skipped, with why (the current phase does not move).
+    pub fn skip(&mut self, phase: RestorePhase, reason: &str) {
+        self.record(phase, RestorePhaseStatus::Skipped, reason);
+    }
+
+    /// Ends the restore `Failed` in `phase`.
+    pub fn fail(&mut self, phase: RestorePhase, reason: &str) {
+        self.set(phase, RestorePhaseStatus::Failed, reason);
+        self.status.status = Some(RestoreState::Failed);
+        self.finish();
+    }
+
+    /// The phase the restore failed in, if it failed.
+    pub fn failed_phase(&self) -> Option<RestorePhase> {
+        (self.status.status == Some(RestoreState::Failed))
+            .then_some(self.status.phase)
+            .flatten()
+    }
+
+    /// Ends the restore `Completed`.
+    pub fn succeed(&mut self) {
+        self.status.status = Some(RestoreState::Completed);
+        self.status.percentage_completion = Some(100);
+        self.events.push((
+            false,
+            "RestoreCompleted".into(),
+            "the application's data and objects are restored".into(),
+        ));
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.status.completion_timestamp = Some(self.now.clone());
+        if let Some(start) = &self.status.start_timestamp
+            && let (Ok(a), Ok(b)) = (
+                start.parse::<jiff::Timestamp>(),
+                self.now.parse::<jiff::Timestamp>(),
+            )
+        {
+            self.status.duration = Some(go_duration(b.duration_since(a)));
+        }
+    }
+}
+
+/// Names and places of one restore.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    /// `Restore` or `ClusterRestore`.
+    pub kind: &'static str,
+    /// Namespace (a Restore's; None for a ClusterRestore).
+    pub ns: Option<String>,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// Where the Jobs and temporary claims live (the install namespace).
+    pub job_ns: String,
+    /// `ns/name` or `name`.
+    pub reference: String,
+    /// Owner reference for the Jobs.
+    pub owner: Option<OwnerReference>,
+}
+
+/// Reads the plan the metaprocessor wrote (pure).
+pub fn read_plan(status: &RestoreStatus) -> std::result::Result<RestorePlan, String> {
+    match RestorePlan::from_status_value(status.restore_application.as_ref()) {
+        Err(e) => Err(format!(
+            "status.restoreApplication written by the metaprocessor is not readable: {e}"
+        )),
+        Ok(None) => Err("the metaprocessor Job succeeded but wrote no status.restoreApplication (the restore plan)".into()),
+        Ok(Some(plan)) => Ok(plan),
+    }
+}
+
+/// Why a finished Validation forbids the restore (pure): every blocking problem, in one reason.
+pub fn blocking_reason(plan: &RestorePlan) -> Option<String> {
+    (!plan.blocking.is_empty()).then(|| {
+        format!(
+            "the restore is blocked ({} problem(s)): {}",
+            plan.blocking.len(),
+            plan.blocking.join("; ")
+        )
+    })
+}
+
+/// The objects the metadata restore reported as failed (pure), for the failure reason.
+pub fn failed_objects(plan: &RestorePlan) -> Vec<String> {
+    plan.objects
+        .iter()
+        .filter(|o| o.result == Some(ObjectResult::Failed))
+        .map(|o| {
+            let name = match &o.namespace {
+                Some(ns) => format!("{ns}/{}", o.name),
+                None => o.name.clone(),
+            };
+            format!(
+                "{} {name}: {}",
+                o.kind,
+                o.error.clone().unwrap_or_else(|| "no reason given".into())
+            )
+        })
+        .collect()
+}
+
+/// Bytes of all planned volumes (pure).
+pub fn total_volume_bytes(plan: &RestorePlan) -> u64 {
+    plan.volumes
+        .iter()
+        .filter_map(|v| v.size.as_ref().and_then(quantity_bytes))
+        .sum()
+}
+
+/// Reconciles one Restore.
+pub async fn reconcile_restore(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
+    let result = reconcile(&*restore, &ctx).await;
+    ctx.metrics
+        .observe("restore", result.as_ref().err().map(Error::category));
+    result
+}
+
+/// Reconciles one ClusterRestore.
+pub async fn reconcile_cluster_restore(
+    restore: Arc<ClusterRestore>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let result = reconcile(&*restore, &ctx).await;
+    ctx.metrics
+        .observe("clusterrestore", result.as_ref().err().map(Error::category));
+    result
+}
+
+/// The phase machine of either kind.
+pub async fn reconcile<K: RestoreKind>(restore: &K, ctx: &Context) -> Result<Action> {
+    let observed = restore.restore_status().cloned().unwrap_or_default();
+    // Terminal states never change again.
+    if matches!(
+        observed.status,
+        Some(RestoreState::Completed | RestoreState::Failed)
+    ) {
+        return Ok(Action::await_change());
+    }
+    let name = restore.name_any();
+    let ns = restore.meta().namespace.clone();
+    let uid = restore.uid().ok_or(Error::Incomplete {
+        kind: K::KIND,
+        field: "uid",
+    })?;
+    let job_ns = ctx.config.install_namespace.clone();
+    let same_ns = ns.as_deref().is_none_or(|n| n == job_ns);
+    let ids = Ids {
+        kind: K::KIND,
+        reference: match &ns {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.clone(),
+        },
+        owner: same_ns.then(|| restore.controller_owner_ref(&())).flatten(),
+        ns,
+        name,
+        uid,
+        job_ns,
+    };
+    let mut progress = Progress::new(observed.clone(), &now_rfc3339());
+    let action = step(restore, ctx, &ids, &mut progress).await?;
+    if let Some(failed) = progress.failed_phase() {
+        // Cleanup before the terminal status is written: an error here is retried, and a
+        // failed restore is never left with its Jobs or partial objects behind.
+        let plan = RestorePlan::from_status_value(progress.status.restore_application.as_ref())
+            .ok()
+            .flatten();
+        let summary =
+            cleanup::run(ctx, &ids, plan.as_ref(), restore.cleanup_on_failure(), true).await?;
+        progress.record(
+            RestorePhase::RestoreCleanup,
+            RestorePhaseStatus::Completed,
+            &summary,
+        );
+        progress.status.phase = Some(failed);
+        progress.status.phase_status = Some(RestorePhaseStatus::Failed);
+    }
+    let mut to_write = progress.status.clone();
+    // status.restoreApplication and createdNamespaces belong to the metaprocessor.
+    to_write.restore_application = None;
+    to_write.created_namespaces = None;
+    let mut observed_cmp = observed;
+    observed_cmp.restore_application = None;
+    observed_cmp.created_namespaces = None;
+    if to_write != observed_cmp {
+        apply_status(
+            &restore.api_for(ctx.client.clone()),
+            restore,
+            FIELD_MANAGER,
+            &to_write,
+        )
+        .await?;
+        for (warning, reason, note) in &progress.events {
+            ctx.event(restore, *warning, reason, note.clone()).await;
+        }
+    }
+    Ok(action)
+}
+
+async fn step<K: RestoreKind>(
+    restore: &K,
+    ctx: &Context,
+    ids: &Ids,
+    progress: &mut Progress,
+) -> Result<Action> {
+    let poll = Action::requeue(ctx.backup_poll);
+    let phase = progress.status.phase;
+    // Every phase needs the source (the Target's flags); a source that vanished mid-restore
+    // fails the phase it is in.
+    let source = resolve_source(ctx, &restore.source_ref(&ids.job_ns)).await?;
+    let current = phase.unwrap_or(RestorePhase::Validation);
+    let source = match source {
+        Ok(s) => s,
+        Err(reason) => {
+            progress.fail(current, &reason);
+            return Ok(Action::await_change());
+        }
+    };
+    let access = match job_access(&source.target, &ids.job_ns) {
+        Ok(a) => a,
+        Err(e) => {
+            progress.fail(current, &e.to_string());
+            return Ok(Action::await_change());
+        }
+    };
+    match phase {
+        None | Some(RestorePhase::Validation) => {
+            if progress.status.status.is_none() || phase.is_none() {
+                // A cross-cluster restore names a location: it must be a committed backup.
+                if matches!(restore.source_ref(&ids.job_ns), SourceRef::Location { .. })
+                    && committed_on_target(ctx, &source.target, &source.location).await?
+                        == Some(false)
+                {
+                    progress.fail(
+                        RestorePhase::Validation,
+                        &format!(
+                            "{} on Target {}/{} is not a committed backup: {}/_metadata/commit.json does not exist (the backup never finished, or the location is wrong)",
+                            source.location,
+                            source.target.namespace().unwrap_or_default(),
+                            source.target.name_any(),
+                            source.location
+                        ),
+                    );
+                    return Ok(Action::await_change());
+                }
+                let s = &mut progress.status;
+                s.status = Some(RestoreState::InProgress);
+                s.start_timestamp.get_or_insert_with(now_rfc3339);
+                s.percentage_completion = Some(0);
+                s.restore_scope = Some(if K::KIND == "Restore" {
+                    "App".into()
+                } else {
+                    "Namespace".into()
+                });
+                progress.begin(
+                    RestorePhase::Validation,
+                    &format!(
+                        "computing the restore plan of {} (metaprocessor Job)",
+                        source.location
+                    ),
+                );
+            }
+            let state = metamover_job(
+                restore,
+                ctx,
+                ids,
+                &access,
+                &source.location,
+                RestorePhase::Validation,
+                "restore-plan",
+                progress,
+            )
+            .await?;
+            match state {
+                JobState::Missing | JobState::Running => Ok(poll),
+                JobState::Failed(_) => Ok(Action::await_change()),
+                JobState::Succeeded => {
+                    let plan = match read_plan(&progress.status) {
+                        Ok(p) => p,
+                        Err(reason) => {
+                            progress.fail(RestorePhase::Validation, &reason);
+                            return Ok(Action::await_change());
+                        }
+                    };
+                    if let Some(reason) = blocking_reason(&plan) {
+                        progress.fail(RestorePhase::Validation, &reason);
+                        return Ok(Action::await_change());
+                    }
+                    let total = total_volume_bytes(&plan);
+                    progress.status.size = Some(IntOrString::String(total.to_string()));
+                    let c = &plan.counts;
+                    progress.complete(
+                        RestorePhase::Validation,
+                        &format!(
+                            "restore plan: {} object(s) to create, {} to patch, {} to skip, {} excluded, {} volume(s){}",
+                            c.create,
+                            c.patch,
+                            c.skip,
+                            c.exclude,
+                            plan.volumes.len(),
+                            if plan.warnings.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; warnings: {}", plan.warnings.join("; "))
+                            }
+                        ),
+                    );
+                    progress.skip(
+                        RestorePhase::ImageRestore,
+                        if restore.image_restore() {
+                            "container image restore is not implemented yet (issue #9); the images the workloads name must be reachable"
+                        } else {
+                            "actionFlags.imageRestore is not set"
+                        },
+                    );
+                    if restore.only_metadata() || plan.volumes.is_empty() {
+                        progress.skip(
+                            RestorePhase::DataRestore,
+                            if restore.only_metadata() {
+                                "restoreFlags.onlyMetadata is set"
+                            } else {
+                                "the backup has no volumes to restore"
+                            },
+                        );
+                        progress.status.percentage_completion = Some(80);
+                        progress.begin(
+                            RestorePhase::MetadataRestore,
+                            "recreating the application's objects (metaprocessor Job)",
+                        );
+                    } else {
+                        progress.begin(
+                            RestorePhase::DataRestore,
+                            &format!(
+                                "restoring {} volume(s), {total} bytes (datamover Jobs)",
+                                plan.volumes.len()
+                            ),
+                        );
+                    }
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(RestorePhase::DataRestore) => {
+            let plan = match read_plan(&progress.status) {
+                Ok(p) => p,
+                Err(reason) => {
+                    progress.fail(RestorePhase::DataRestore, &reason);
+                    return Ok(Action::await_change());
+                }
+            };
+            let outcome = data::step(ctx, ids, &plan, &access).await?;
+            let total = total_volume_bytes(&plan).max(1);
+            let pct = outcome.done_bytes.saturating_mul(80) / total;
+            progress.status.percentage_completion = Some(i64::try_from(pct.min(80)).unwrap_or(80));
+            match outcome.state {
+                data::DataState::Failed(reason) => {
+                    ctx.metrics.job_failed("DataRestore");
+                    progress.fail(RestorePhase::DataRestore, &reason);
+                    Ok(Action::await_change())
+                }
+                data::DataState::Working => Ok(poll),
+                data::DataState::Done => {
+                    progress.status.percentage_completion = Some(80);
+                    progress.complete(
+                        RestorePhase::DataRestore,
+                        &format!(
+                            "{} volume(s) restored and bound to their claims",
+                            plan.volumes.len()
+                        ),
+                    );
+                    progress.begin(
+                        RestorePhase::MetadataRestore,
+                        "recreating the application's objects (metaprocessor Job)",
+                    );
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(RestorePhase::MetadataRestore) => {
+            let state = metamover_job(
+                restore,
+                ctx,
+                ids,
+                &access,
+                &source.location,
+                RestorePhase::MetadataRestore,
+                "restore",
+                progress,
+            )
+            .await?;
+            match state {
+                JobState::Missing | JobState::Running => Ok(poll),
+                JobState::Failed(_) => Ok(Action::await_change()),
+                JobState::Succeeded => {
+                    let created = RestorePlan::from_status_value(
+                        progress.status.restore_application.as_ref(),
+                    )
+                    .ok()
+                    .flatten()
+                    .map_or(0, |p| p.created.len());
+                    progress.complete(
+                        RestorePhase::MetadataRestore,
+                        &format!("the application's objects are restored ({created} created)"),
+                    );
+                    let hook_reason = if restore.hooks_configured() {
+                        "not run: post-restore hooks are not executed by this version"
+                    } else {
+                        "no hooks configured"
+                    };
+                    progress.skip(RestorePhase::HookTargetIdentification, hook_reason);
+                    progress.skip(RestorePhase::Unquiesce, hook_reason);
+                    let summary = cleanup::run(ctx, ids, None, false, false).await?;
+                    progress.complete(RestorePhase::RestoreCleanup, &summary);
+                    progress.succeed();
+                    Ok(Action::await_change())
+                }
+            }
+        }
+        Some(other) => {
+            progress.fail(
+                other,
+                &format!("phase {other:?} is not run by this control plane version (found after a restart or upgrade); the restore cannot be resumed"),
+            );
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Moves a Job built by [`build_job`] from the backup labels to the restore's: labels
+/// [`LABEL_RESTORE`] / [`LABEL_RESTORE_UID`] and annotation [`ANNOTATION_RESTORE_REF`], on the
+/// Job and its pod template.
+pub fn relabel_for_restore(job: &mut Job, ids: &Ids) {
+    let fix = |meta: &mut ObjectMeta| {
+        let labels = meta.labels.get_or_insert_with(Default::default);
+        labels.remove(LABEL_BACKUP);
+        labels.remove(LABEL_BACKUP_UID);
+        labels.insert(
+            LABEL_RESTORE.into(),
+            ids.name.chars().take(63).collect::<String>(),
+        );
+        labels.insert(LABEL_RESTORE_UID.into(), ids.uid.clone());
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.remove(ANNOTATION_BACKUP_REF);
+        }
+    };
+    fix(&mut job.metadata);
+    job.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_RESTORE_REF.into(), ids.reference.clone());
+    if let Some(spec) = job.spec.as_mut() {
+        fix(spec.template.metadata.get_or_insert_with(Default::default));
+    }
+}
+
+/// Creates (or adopts) a Job and reads its state; 409 on create adopts the existing Job.
+async fn ensure_job(ctx: &Context, ids: &Ids, job: &Job) -> Result<()> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ids.job_ns);
+    match api.create(&PostParams::default(), job).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(Error::kube(
+            format!("create Job {}/{}", ids.job_ns, job.name_any()),
+            e,
+        )),
+    }
+}
+
+async fn read_job(ctx: &Context, ids: &Ids, name: &str) -> Result<JobState> {
+    let existing = Api::<Job>::namespaced(ctx.client.clone(), &ids.job_ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("read Job {}/{name}", ids.job_ns), e))?;
+    Ok(job_state(existing.as_ref()))
+}
+
+/// The metaprocessor Job of `phase` (`restore-plan` or `restore`): created or adopted, its
+/// state read; a failed Job fails the restore with the Job's message and the failed objects.
+#[allow(clippy::too_many_arguments)]
+async fn metamover_job<K: RestoreKind>(
+    restore: &K,
+    ctx: &Context,
+    ids: &Ids,
+    access: &TargetAccess,
+    location: &str,
+    phase: RestorePhase,
+    action: &str,
+    progress: &mut Progress,
+) -> Result<JobState> {
+    let name = object_name(&format!("{phase:?}"), &ids.uid, action);
+    let state = read_job(ctx, ids, &name).await?;
+    match &state {
+        JobState::Missing => {
+            let mut args = vec![action.to_string(), "--kind".into(), K::KIND.into()];
+            if let Some(ns) = restore.metamover_namespace() {
+                args.extend(["--namespace".into(), ns]);
+            }
+            args.extend([
+                "--name".into(),
+                ids.name.clone(),
+                "--location".into(),
+                location.to_string(),
+            ]);
+            let request = JobRequest {
+                name: name.clone(),
+                namespace: &ids.job_ns,
+                backup_label: ids.name.chars().take(63).collect(),
+                backup_uid: &ids.uid,
+                backup_ref: ids.reference.clone(),
+                owner: ids.owner.clone(),
+                phase: "metadata",
+                image: ctx.config.images.metamover.clone(),
+                service_account: Some(ctx.config.service_accounts.metamover.clone()),
+                args,
+                access: access.clone(),
+                resources: ctx.config.job_resources.metadata.clone(),
+            };
+            let mut job = build_job(&request, &ctx.config)?;
+            relabel_for_restore(&mut job, ids);
+            ensure_job(ctx, ids, &job).await?;
+        }
+        JobState::Failed(message) => {
+            ctx.metrics.job_failed(&format!("{phase:?}"));
+            let mut reason = format!("Job {}/{name} failed: {message}", ids.job_ns);
+            if let Ok(Some(plan)) =
+                RestorePlan::from_status_value(progress.status.restore_application.as_ref())
+            {
+                let failed = failed_objects(&plan);
+                if !failed.is_empty() {
+                    reason = format!("{}; {reason}", failed.join("; "));
+                }
+            }
+            progress.fail(phase, &reason);
+        }
+        JobState::Running | JobState::Succeeded => {}
+    }
+    Ok(state)
+}
+
+/// Requeue policy on errors.
+pub fn error_policy<K: RestoreKind>(_restore: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, kind = K::KIND, "restore reconcile failed");
+    if error.is_user_error() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn locations_must_be_two_uid_segments() {
+        assert!(check_location("plan-uid/bkp-uid").is_ok());
+        for bad in [
+            "",
+            "plan",
+            "/plan/bkp",
+            "plan/../x",
+            "../bkp",
+            "plan/bkp/extra",
+            "plan/b kp",
+            "plan/",
+        ] {
+            let err = check_location(bad).unwrap_err();
+            assert!(err.contains("<plan uid>/<backup uid>"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn unsupported_source_types_are_refused_by_name() {
+        let r: Restore = serde_json::from_value(json!({
+            "apiVersion": "triliovault.trilio.io/v1", "kind": "Restore",
+            "metadata": {"name": "r", "namespace": "app"},
+            "spec": {"source": {"type": "Snapshot", "snapshot": {"name": "s"}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            r.source_ref("trilio-system"),
+            SourceRef::Invalid(
+                "source type Snapshot is not supported by this version; use Backup or Location"
+                    .into()
+            )
+        );
+        let c: ClusterRestore = serde_json::from_value(json!({
+            "apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterRestore",
+            "metadata": {"name": "r"},
+            "spec": {"source": {"type": "Location", "target": {"name": "t"}, "location": "p/b"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            c.source_ref("trilio-system"),
+            SourceRef::Location {
+                target_namespace: "trilio-system".into(),
+                target_name: "t".into(),
+                location: "p/b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn blocking_problems_are_all_in_the_reason_and_failed_objects_are_named() {
+        let plan: RestorePlan = serde_json::from_value(json!({
+            "objects": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "dest", "name": "web",
+                 "action": "Create", "result": "Failed", "error": "image field invalid"},
+                {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "dest", "name": "c",
+                 "action": "Create", "result": "Created"}
+            ],
+            "blocking": ["ConfigMap dest/settings already exists; set restoreFlags.skipIfAlreadyExists", "StorageClass fast does not exist"]
+        }))
+        .unwrap();
+        let reason = blocking_reason(&plan).unwrap();
+        assert!(
+            reason.contains("2 problem(s)")
+                && reason.contains("settings")
+                && reason.contains("StorageClass fast"),
+            "{reason}"
+        );
+        assert_eq!(
+            failed_objects(&plan),
+            vec!["Deployment dest/web: image field invalid".to_string()]
+        );
+        assert_eq!(blocking_reason(&RestorePlan::default()), None);
+    }
+}
