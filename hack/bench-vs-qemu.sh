@@ -4,6 +4,10 @@
 # commands plugged in as OURS_*. The harness's own variables pass straight through:
 #   SIZE (4G) FILL (0.10) CHANGE (0.01) SEED (1) DATA_DIR RUNS (10) — and VARIANTS, PHYS, KEEP.
 # Example: SIZE=512M RUNS=3 VARIANTS=0 PHYS=0 hack/bench-vs-qemu.sh
+# INTERLEAVED=N (default 0) then runs N more rounds of the full-backup and restore rows
+# alternating qemu-img and ours (qemu, ours, qemu, ours, ...) on the same volumes, printing
+# median wall time and median CPU time (user + sys) of each: on a shared box the harness
+# times every qemu-img row before ours, so a change of load between them moves its ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -34,4 +38,56 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 rc=0
 bash "$harness" || rc=$?
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+
+INTERLEAVED=${INTERLEAVED:-0}
+if (( INTERLEAVED > 0 )); then
+  data=${DATA_DIR:-${TMPDIR:-/tmp}/tvk-bench}
+  vol=$data/vol-$SIZE-f$FILL-s$SEED.raw
+  vol2=$data/vol-$SIZE-f$FILL-s$SEED-c$CHANGE.raw
+  [[ -f $vol && -f $vol2 ]] || { echo "interleaved rounds need the harness's volumes in $data" >&2; exit 1; }
+  w=$data/interleaved
+  rm -rf "$w"; mkdir -p "$w/state"
+  cat "$vol" "$vol2" >/dev/null
+  # Chains to restore: qemu-img's true diff, and ours.
+  qemu-img convert -O qcow2 "$vol" "$w/q_full.qcow2"
+  qemu-img create -q -f qcow2 -b "$vol2" -F raw "$w/q_inc.qcow2"
+  qemu-img rebase -b "$w/q_full.qcow2" -F qcow2 "$w/q_inc.qcow2"
+  "$bin" --progress none image full "$vol" "$w/o_full.qcow2" --index "$w/state/index" --no-sync >/dev/null
+  "$bin" --progress none image incremental "$vol2" "$w/o_full.qcow2" "$w/o_inc.qcow2" "$w/state" --no-sync >/dev/null
+  # timed LABEL CMD...: appends "label wall cpu" (seconds) to $w/times.
+  timed() {
+    local label=$1; shift
+    /usr/bin/time -f "$label %e %U %S" -a -o "$w/raw" "$@" >/dev/null
+  }
+  : >"$w/raw"
+  echo "interleaved rounds ($INTERLEAVED), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  for ((i = 0; i < INTERLEAVED; i++)); do
+    rm -f "$w/x.qcow2"; timed qemu_full qemu-img convert -O qcow2 "$vol" "$w/x.qcow2"
+    rm -f "$w/x.qcow2"; timed ours_full "$bin" --progress none image full "$vol" "$w/x.qcow2" --index "$w/x.index" --no-sync
+    rm -f "$w/x.raw"; timed qemu_restore qemu-img convert -O raw "$w/q_inc.qcow2" "$w/x.raw"
+    rm -f "$w/x.raw"; timed ours_restore "$bin" --progress none image restore "$w/o_inc.qcow2" "$w/x.raw" --index "$w/state/index" --no-sync
+  done
+  cmp "$vol2" "$w/x.raw" || { echo "interleaved: our restored volume differs from the source" >&2; rc=1; }
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  python3 - "$w/raw" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) != 4:
+        continue
+    label, wall, user, sys_ = parts
+    rows.setdefault(label, []).append((float(wall), float(user) + float(sys_)))
+def med(label, k):
+    return statistics.median(v[k] for v in rows[label])
+print("| row | qemu wall | ours wall | ratio | qemu CPU | ours CPU | ratio |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for row in ("full", "restore"):
+    q, o = "qemu_" + row, "ours_" + row
+    if q in rows and o in rows:
+        qw, ow, qc, oc = med(q, 0), med(o, 0), med(q, 1), med(o, 1)
+        print(f"| {row} (n={len(rows[o])}) | {qw:.3f} | {ow:.3f} | {ow / qw:.2f} | {qc:.3f} | {oc:.3f} | {oc / qc:.2f} |")
+PY
+  rm -rf "$w"
+fi
 exit "$rc"

@@ -1,4 +1,4 @@
-//! Command line: `backup`, `restore`, `verify`, `info`, `coalesce` against a target, and
+//! Command line: `backup`, `restore`, `verify`, `info`, `coalesce`, `probe` against a target, and
 //! `image …` (local image-level commands, used by the benchmark harness).
 //! Exit codes: 0 ok, 1 fatal (bad input, corruption), 75 (EX_TEMPFAIL) retryable.
 
@@ -18,6 +18,7 @@ use tvk_datamover::{
     flatten::flatten_chain,
     index::IndexReader,
     object_io::{LocalFileSink, LocalObject, RandomRead},
+    probe::probe_target,
     progress::{BarProgress, JsonProgress, NoProgress, Progress},
     qcow2::{DEFAULT_CLUSTER_BITS, reader::Qcow2Image},
     repository::{
@@ -109,6 +110,12 @@ enum Command {
         /// Backup ids to remove (repeat).
         #[arg(long, required = true)]
         expire: Vec<String>,
+    },
+    /// Check that the target can hold backups: create-only write, read back, list and delete
+    /// of `.tvk-probe/<unique>` (the Target controller's validation Job).
+    Probe {
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Image-level operations on local files (benchmarks, debugging).
     #[command(subcommand)]
@@ -242,6 +249,11 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
     let handle = runtime.handle().clone();
     match command {
         Command::Image(c) => run_image(c, progress),
+        Command::Probe { target } => {
+            let target = target.open(handle)?;
+            let r = probe_target(&target)?;
+            serde_json::to_value(r).map_err(|e| Error::Usage(e.to_string()))
+        }
         Command::Backup {
             target,
             id,

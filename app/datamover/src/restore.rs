@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::{
     error::{Error, Result},
     index::{ClusterState, IndexReader},
+    object_io::DirectWrites,
     progress::Progress,
     qcow2::reader::{ClusterMapping, Qcow2Image},
     volume::{BufferPool, is_zero},
@@ -160,6 +161,8 @@ pub struct Destination {
     is_block: bool,
     /// `fallocate` zeroing still worth trying (cleared at the first "not supported").
     offload_zeroing: std::sync::atomic::AtomicBool,
+    /// Direct writes of verified data (see [`DirectWrites`]).
+    direct: DirectWrites,
 }
 
 impl Destination {
@@ -182,6 +185,7 @@ impl Destination {
             zero_fill: is_block,
             is_block,
             offload_zeroing: true.into(),
+            direct: DirectWrites::open(path),
         })
     }
 
@@ -203,6 +207,7 @@ impl Destination {
             zero_fill: true,
             is_block,
             offload_zeroing: true.into(),
+            direct: DirectWrites::open(path),
         })
     }
 
@@ -397,11 +402,12 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
     }
     dest.prepare(size)?;
     // Pipeline without per-range barriers: this thread merges the L2 maps and reads the
-    // index, sending runs to reader/verifier workers; one writer thread writes (parallel
-    // pwrite to one file contends on the inode lock). Buffers are pooled; every queue is
-    // bounded, so memory is too.
+    // index, sending runs to workers that read, verify and write them (direct I/O where the
+    // destination supports it). Buffers are pooled; every queue is bounded, so memory is too.
     let pool = Arc::new(BufferPool::default());
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    // At least 4: with direct writes a worker waits for the device after verifying its run,
+    // and the others keep hashing (and keep several writes in flight) meanwhile.
+    let workers = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(4, 8));
     let failed = std::sync::atomic::AtomicBool::new(false);
     let first_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let fail = |e: Error| {
@@ -445,8 +451,8 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                     let r = match job {
                         Job::Run(run) => verify_run(chain, &run, pool, size, mismatch).and_then(
                             |(off, data, len)| {
-                                dest.file
-                                    .write_all_at(&data[..len], off)
+                                dest.direct
+                                    .write_all_at(&dest.file, &data[..len], off)
                                     .map_err(|e| Error::io("write", &dest.name, e))?;
                                 written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
                                 Ok(())
