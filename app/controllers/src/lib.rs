@@ -15,6 +15,7 @@ pub mod config;
 pub mod context;
 pub mod create_backup;
 pub mod error;
+pub mod hooks;
 pub mod jobs;
 pub use tvk_lease as leader;
 pub mod naming;

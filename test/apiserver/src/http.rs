@@ -10,8 +10,8 @@ use crate::{
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::State as AxState,
-    http::{HeaderMap, Method, StatusCode, Uri, header},
+    extract::{FromRequest, FromRequestParts, State as AxState, ws::WebSocketUpgrade},
+    http::{Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -30,6 +30,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     /// Closed (set to true) when the server shuts down: open watches end.
     pub stop: watch::Receiver<bool>,
+    /// The `pods/exec` handler and the execs served.
+    pub exec: Arc<crate::exec::ExecState>,
 }
 
 impl Shared {
@@ -132,13 +134,13 @@ fn parse_query(query: &str) -> HashMap<String, String> {
         .collect()
 }
 
-async fn handle(
-    AxState(app): AxState<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(AxState(app): AxState<Arc<Shared>>, request: axum::extract::Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let (method, uri, headers) = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.headers.clone(),
+    );
     let path = uri.path().to_string();
     let raw_query = uri.query().unwrap_or_default().to_string();
     let query = parse_query(&raw_query);
@@ -160,6 +162,19 @@ async fn handle(
     });
     let Some(route) = route(&path) else {
         return error_response(&ApiError::no_route());
+    };
+    if let Route::Resource(rp) = &route
+        && rp.sub.as_deref() == Some("exec")
+        && rp.plural == "pods"
+        && rp.group.is_empty()
+    {
+        return exec(&app, rp, &mut parts, &raw_query).await;
+    }
+    // The body only now: an exec upgrade has none to read.
+    let body = match Bytes::from_request(axum::extract::Request::from_parts(parts, body), &()).await
+    {
+        Ok(b) => b,
+        Err(rejection) => return rejection.into_response(),
     };
     let accept = header_str(header::ACCEPT).unwrap_or_default();
     if !matches!(route, Route::Resource(_)) && method != Method::GET {
@@ -227,6 +242,64 @@ async fn handle(
             }
         }
     }
+}
+
+/// `pods/{name}/exec`: checks the pod and the parameters, then upgrades to a WebSocket with a
+/// channel.k8s.io subprotocol and serves the command (see [`crate::exec`]). Errors before the
+/// upgrade are plain `Status` answers (a client sees only the HTTP code, as with a real
+/// apiserver).
+async fn exec(
+    app: &Arc<Shared>,
+    rp: &ResourcePath,
+    parts: &mut axum::http::request::Parts,
+    raw_query: &str,
+) -> Response {
+    let (Some(ns), Some(name)) = (rp.namespace.as_deref(), rp.name.as_deref()) else {
+        return error_response(&ApiError::no_route());
+    };
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return error_response(&ApiError::method_not_allowed(parts.method.as_str()));
+    }
+    let pod = {
+        let st = app.lock();
+        let Some(res) = st.registry.by_plural("", "v1", "pods").cloned() else {
+            return error_response(&ApiError::no_route());
+        };
+        match st.get(&res, Some(ns), name) {
+            Ok(p) => p,
+            Err(e) => return error_response(&e),
+        }
+    };
+    let request = match crate::exec::parse_request(ns, &pod, raw_query) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    // kube sends GET with the upgrade headers (kubectl's POST is SPDY, which is not served).
+    let method = std::mem::replace(&mut parts.method, Method::GET);
+    let upgrade = WebSocketUpgrade::from_request_parts(parts, &()).await;
+    parts.method = method;
+    let Ok(upgrade) = upgrade else {
+        return error_response(&ApiError::bad_request(
+            "Upgrade request required: exec is served over a WebSocket (v5.channel.k8s.io or v4.channel.k8s.io)",
+        ));
+    };
+    let requested: Vec<String> = parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let protocol = match crate::exec::pick_protocol(&requested) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let state = app.exec.clone();
+    upgrade
+        .protocols([protocol.clone()])
+        .on_upgrade(move |socket| crate::exec::serve(socket, protocol, request, state))
 }
 
 struct Request {
@@ -379,11 +452,9 @@ fn resource(
             app.lock().get(res, ns, name)?;
             Ok(Reply::Text(String::new()))
         }
-        (Some(_), Some(sub @ ("exec" | "scale" | "finalize")), _) => {
-            Err(ApiError::bad_request(format!(
-                "the {sub} subresource is listed in discovery but not implemented by the test apiserver"
-            )))
-        }
+        (Some(_), Some(sub @ ("scale" | "finalize")), _) => Err(ApiError::bad_request(format!(
+            "the {sub} subresource is listed in discovery but not implemented by the test apiserver"
+        ))),
         (_, _, m) => Err(ApiError::method_not_allowed(m.as_str())),
     }
 }

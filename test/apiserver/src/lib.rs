@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod exec;
 mod fieldset;
 mod http;
 mod registry;
@@ -23,6 +24,7 @@ mod selector;
 mod store;
 
 pub use error::{ApiError, StartError};
+pub use exec::{ExecOutcome, ExecRecord, ExecRequest, ExecResult};
 pub use registry::ResourceDef;
 pub use store::{CONTROLLER_MANAGER, RecordedRequest};
 
@@ -94,6 +96,7 @@ impl ApiServer {
         let shared = Arc::new(http::Shared {
             state: Mutex::new(State::new(options.history, events, gc_notify.clone())),
             stop: stop_rx.clone(),
+            exec: Arc::default(),
         });
 
         let dir = tempfile::Builder::new()
@@ -313,6 +316,31 @@ impl ApiServer {
             .iter()
             .filter(|r| r.is_write())
             .count()
+    }
+
+    /// Serves `pods/{name}/exec` with `handler` instead of running the command as a local
+    /// process. The handler runs on a blocking thread (it may sleep to play a slow command);
+    /// its output is sent when it returns. When the client goes away first the exec is recorded
+    /// as [`ExecOutcome::Cancelled`] (the handler's thread still finishes; its result is
+    /// dropped).
+    pub fn on_exec<F>(&self, handler: F)
+    where
+        F: Fn(&ExecRequest) -> ExecResult + Send + Sync + 'static,
+    {
+        self.shared.exec.set_handler(Some(Arc::new(handler)));
+    }
+
+    /// Back to the default: an exec runs its command as a local process (argv as given, no
+    /// shell unless the command names one; stdin is /dev/null; environment of the test plus
+    /// `HOSTNAME`, `TVK_EXEC_NAMESPACE`, `TVK_EXEC_POD`, `TVK_EXEC_CONTAINER`). A client that
+    /// goes away kills the command's whole process group.
+    pub fn exec_locally(&self) {
+        self.shared.exec.set_handler(None);
+    }
+
+    /// Every exec served so far, in the order they ended.
+    pub fn execs(&self) -> Vec<ExecRecord> {
+        self.shared.exec.records()
     }
 
     /// The latest resourceVersion (one counter for every resource, as etcd's revision).
