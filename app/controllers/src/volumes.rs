@@ -817,15 +817,8 @@ pub async fn upload_volumes(
                 total,
             ));
         };
-        // 1. The snapshot to restore the temporary claim from, in the Job namespace.
-        let staged = match stage_snapshot(ctx, ids, ds, &ns, &pvc_name, &names).await? {
-            Ok(Some(s)) => s,
-            Ok(None) => continue,
-            Err(reason) => return Ok(failed(reason, total)),
-        };
-        // 2. The temporary block claim.
-        ensure_claim(ctx, ids, ds, &ns, &pvc_name, &names, &staged).await?;
-        // 3. The Job of the current attempt.
+        // The Job of the current attempt: the Jobs are read first, so a volume whose upload
+        // finished is recognised even after its snapshot and claim were cleaned up.
         let mut attempt = 0u32;
         let outcome = loop {
             let job_name = VolumeNames::job(&ids.uid, &ns, &pvc_name, attempt);
@@ -835,6 +828,13 @@ pub async fn upload_volumes(
                 .map_err(|e| Error::kube(format!("read Job {}/{job_name}", ids.job_ns), e))?;
             match job_state(job.as_ref()) {
                 JobState::Missing => {
+                    // The snapshot in the Job namespace, then the temporary block claim.
+                    let staged = match stage_snapshot(ctx, ids, ds, &ns, &pvc_name, &names).await? {
+                        Ok(Some(s)) => s,
+                        Ok(None) => break AttemptOutcome::Staging,
+                        Err(reason) => break AttemptOutcome::Failed(reason),
+                    };
+                    ensure_claim(ctx, ids, ds, &ns, &pvc_name, &names, &staged).await?;
                     if running >= max_running {
                         break AttemptOutcome::Queued;
                     }
@@ -914,7 +914,7 @@ pub async fn upload_volumes(
                     "waiting for a free data Job slot (jobSpec.maxParallelDataJobs = {max_running})"
                 ),
             ),
-            AttemptOutcome::Running => {}
+            AttemptOutcome::Running | AttemptOutcome::Staging => {}
             AttemptOutcome::Succeeded => {
                 pending -= 1;
                 done_bytes += ds_bytes(ds);
@@ -951,6 +951,7 @@ pub async fn upload_volumes(
 }
 
 enum AttemptOutcome {
+    Staging,
     Queued,
     Running,
     Succeeded,

@@ -949,3 +949,25 @@ mod mirror {
         },
     }
 }
+
+#[tokio::test]
+async fn a_finished_upload_is_recognised_even_when_its_snapshot_is_already_gone() {
+    let (client, _server) = fake(world("Full", default_classes())).await;
+    let ctx = ctx_with(&client, 4);
+    to_first_upload(&client, &ctx).await;
+    let j = data_jobs(&client).await;
+    finish_job(&client, j[0].metadata.name.as_deref().unwrap(), true).await;
+    // As after a crash between the cleanup and the status write.
+    let names = VolumeNames::new(&buid(&client).await, APP, "data");
+    Api::<VolumeSnapshot>::namespaced(client.clone(), APP)
+        .delete(&names.snapshot, &Default::default())
+        .await
+        .unwrap();
+    let b = reconcile_with(&client, &ctx).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.phase, Some(BackupPhase::MetadataUpload), "{s:?}");
+    assert_eq!(
+        snapshot_of(&b).data_snapshots().next().unwrap().uploaded,
+        Some(true)
+    );
+}
