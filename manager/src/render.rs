@@ -340,10 +340,11 @@ pub struct RenderInputs {
 }
 
 impl RenderInputs {
-    /// The `RELATED_IMAGE_*` variables of this process's environment.
+    /// The `RELATED_IMAGE_*` and proxy variables of this process's environment.
     pub fn related_images_from_env() -> Vec<(String, String)> {
         values::RELATED_IMAGES
             .iter()
+            .chain(values::PROXY_ENV)
             .filter_map(|(name, _)| {
                 std::env::var(name)
                     .ok()

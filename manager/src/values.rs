@@ -2,7 +2,8 @@
 //!
 //! Precedence, lowest first (each layer deep-merged over the previous one):
 //! 1. `templates/values.yaml` (the defaults shipped with this version),
-//! 2. the manager's `RELATED_IMAGE_*` environment (image references, set by OLM or the Deployment),
+//! 2. the manager's `RELATED_IMAGE_*` environment (image references, set by OLM or the Deployment)
+//!    and its `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY` (OLM injects the cluster-wide proxy),
 //! 3. `spec.helmValues`,
 //! 4. `spec.componentConfiguration` (each key lands in `components.<key>`),
 //! 5. the typed TVM fields (`logConfig`, `dataJobResources`, `ingressConfig`, `csiConfig`, ...;
@@ -81,6 +82,30 @@ pub struct Images {
     /// Pull Secrets of every pod.
     #[serde(default)]
     pub pull_secrets: Vec<String>,
+}
+
+/// The cluster's egress proxy, handed to every workload the manager renders and, through
+/// `tvk-config`, to every Job the control plane starts (`HTTP_PROXY`, `HTTPS_PROXY`,
+/// `NO_PROXY`). Unset fields render nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyValues {
+    /// Proxy for plain-HTTP requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_proxy: Option<String>,
+    /// Proxy for HTTPS requests (S3 targets, registries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_proxy: Option<String>,
+    /// Hosts, domains and CIDRs reached directly (the API server, cluster services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyValues {
+    /// No proxy variable set: nothing to render.
+    pub fn is_empty(&self) -> bool {
+        self.http_proxy.is_none() && self.https_proxy.is_none() && self.no_proxy.is_none()
+    }
 }
 
 /// Log configuration handed to the application.
@@ -265,6 +290,9 @@ pub struct Values {
     pub webhook: WebhookValues,
     /// Monitoring.
     pub monitoring: MonitoringValues,
+    /// Egress proxy of every workload and Job (absent when none is set).
+    #[serde(default, skip_serializing_if = "ProxyValues::is_empty")]
+    pub proxy: ProxyValues,
     /// Free-form keys from `helmValues` that no typed field reads (kept for templates).
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -276,6 +304,15 @@ pub const RELATED_IMAGES: &[(&str, &str)] = &[
     ("RELATED_IMAGE_WEBHOOK", "webhook"),
     ("RELATED_IMAGE_DATAMOVER", "datamover"),
     ("RELATED_IMAGE_METAMOVER", "metamover"),
+];
+
+/// Proxy variables of the manager's environment and the `proxy.*` value each sets. OLM
+/// injects them into the manager's Deployment from the cluster-wide proxy configuration; the
+/// manager passes them on to everything it renders (upper case only, as OLM sets them).
+pub const PROXY_ENV: &[(&str, &str)] = &[
+    ("HTTP_PROXY", "httpProxy"),
+    ("HTTPS_PROXY", "httpsProxy"),
+    ("NO_PROXY", "noProxy"),
 ];
 
 /// Typed top-level keys, for the shadowing check.
@@ -297,6 +334,7 @@ const TYPED_KEYS: &[&str] = &[
     "components",
     "webhook",
     "monitoring",
+    "proxy",
 ];
 
 /// Deep-merges `overlay` into `base`: objects key by key, `null` deletes, anything else replaces.
@@ -496,7 +534,7 @@ fn typed_overlay(spec: &TrilioVaultManagerSpec) -> Result<Value, ValuesError> {
 /// Merges the layers of the module docs into typed values.
 ///
 /// `defaults` is the parsed `templates/values.yaml`; `related_images` the manager's
-/// `RELATED_IMAGE_*` variables that are set (name, image).
+/// `RELATED_IMAGE_*` and [`PROXY_ENV`] variables that are set (name, value).
 pub fn merge(
     defaults: &Value,
     related_images: &[(String, String)],
@@ -509,6 +547,12 @@ pub fn merge(
             set_path(
                 &mut merged,
                 &format!("images.{key}"),
+                Value::String(image.clone()),
+            );
+        } else if let Some((_, key)) = PROXY_ENV.iter().find(|(env, _)| env == name) {
+            set_path(
+                &mut merged,
+                &format!("proxy.{key}"),
                 Value::String(image.clone()),
             );
         }
@@ -609,6 +653,35 @@ mod tests {
         assert_eq!(o.value, json!("hello world"));
         assert!("novalue".parse::<Override>().is_err());
         assert!("a..b=1".parse::<Override>().is_err());
+    }
+
+    #[test]
+    fn proxy_variables_become_proxy_values_and_helm_values_win() {
+        let defaults = crate::render::TemplateSource::embedded();
+        let renderer = crate::render::Renderer::new(&defaults).unwrap();
+        let spec: TrilioVaultManagerSpec = serde_json::from_value(json!({
+            "applicationScope": "Cluster",
+            "helmValues": {"proxy": {"noProxy": ".svc,10.0.0.0/16"}}
+        }))
+        .unwrap();
+        let env = vec![
+            (
+                "HTTPS_PROXY".to_string(),
+                "http://proxy.corp:3128".to_string(),
+            ),
+            ("NO_PROXY".to_string(), "ignored-by-helm-values".to_string()),
+        ];
+        let values = merge(renderer.defaults(), &env, &spec, &[]).unwrap();
+        assert_eq!(
+            values.proxy,
+            ProxyValues {
+                http_proxy: None,
+                https_proxy: Some("http://proxy.corp:3128".into()),
+                no_proxy: Some(".svc,10.0.0.0/16".into()),
+            }
+        );
+        let none = merge(renderer.defaults(), &[], &spec, &[]).unwrap();
+        assert_eq!(none.proxy.https_proxy, None);
     }
 
     #[test]

@@ -23,15 +23,33 @@ fn load(case: &str) -> TrilioVaultManager {
     serde_json::from_value(value).unwrap()
 }
 
+/// The `RELATED_IMAGE_*` variables the golden cases run with, as OLM sets them: the golden
+/// files must not change each time `cargo xtask images` refreshes the compiled-in digests.
+fn related_images() -> Vec<(String, String)> {
+    tvk_manager::values::RELATED_IMAGES
+        .iter()
+        .map(|(env, key)| {
+            (
+                env.to_string(),
+                format!("registry.example/tvk/{key}@sha256:{}", "ab".repeat(32)),
+            )
+        })
+        .collect()
+}
+
 /// Inputs per case: the cluster case has the Prometheus Operator and a known CA bundle.
 fn inputs(case: &str) -> RenderInputs {
     match case {
         "cluster" => RenderInputs {
             api_versions: vec!["monitoring.coreos.com/v1".into()],
             ca_bundle: Some(CA_PEM.into()),
+            related_images: related_images(),
             ..Default::default()
         },
-        _ => RenderInputs::default(),
+        _ => RenderInputs {
+            related_images: related_images(),
+            ..Default::default()
+        },
     }
 }
 
@@ -308,8 +326,60 @@ fn typed_fields_reach_the_objects() {
     );
     assert_eq!(
         app["images"]["datamover"],
-        "ghcr.io/tvk-rs/tvk-datamover:0.1.0"
+        format!("registry.example/tvk/datamover@sha256:{}", "ab".repeat(32))
     );
+}
+
+/// Without any `RELATED_IMAGE_*` (a plain `tvk-manager run` or `render`), the compiled-in
+/// defaults name every image by digest — the digests of images/images.lock.json — in every
+/// container and in the configuration the control plane starts its Jobs from.
+#[test]
+fn compiled_in_defaults_name_every_image_by_digest_from_the_lock() {
+    let lock: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/images.lock.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let registry = lock["registry"].as_str().unwrap();
+    let renderer = Renderer::new(&templates()).unwrap();
+    for (key, name) in [
+        ("controlPlane", "tvk-control-plane"),
+        ("webhook", "tvk-webhook"),
+        ("datamover", "tvk-datamover"),
+        ("metamover", "tvk-metamover"),
+    ] {
+        let want = format!(
+            "{registry}/{name}@{}",
+            lock["images"][name].as_str().unwrap()
+        );
+        assert_eq!(
+            renderer.defaults()["images"][key],
+            want.as_str(),
+            "images.{key}"
+        );
+    }
+    let manifest = renderer
+        .render(&load("cluster"), &RenderInputs::default())
+        .unwrap();
+    let mut images = 0;
+    for object in &manifest.objects {
+        let spec = &object.data["spec"]["template"]["spec"];
+        for container in spec["containers"].as_array().into_iter().flatten() {
+            let image = container["image"].as_str().unwrap();
+            assert!(
+                image.starts_with(registry) && image.contains("@sha256:"),
+                "{} names {image}, not an image of the lock by digest",
+                object.metadata.name.as_deref().unwrap_or_default()
+            );
+            images += 1;
+        }
+    }
+    assert!(images >= 2, "no workload rendered");
+    let config = find(&manifest, "ConfigMap", "tvk-config").unwrap();
+    let text = config.data["data"]["config.yaml"].as_str().unwrap();
+    assert!(!text.contains(":0.1.0"), "a tag in tvk-config: {text}");
 }
 
 #[test]
@@ -542,5 +612,61 @@ fn every_generated_crd_is_rendered_first() {
             .filter(|k| *k == "CustomResourceDefinition")
             .count(),
         crd_files
+    );
+}
+
+/// OLM injects the cluster-wide proxy into the manager as HTTP_PROXY / HTTPS_PROXY / NO_PROXY;
+/// every workload the manager renders gets them, and tvk-config hands them to the control
+/// plane for its Jobs. Without them nothing proxy-related is rendered.
+#[test]
+fn proxy_environment_reaches_every_workload_and_the_job_configuration() {
+    let renderer = Renderer::new(&templates()).unwrap();
+    let mut inputs = inputs("cluster");
+    let proxy = [
+        ("HTTP_PROXY", "http://proxy.corp:3128"),
+        ("HTTPS_PROXY", "http://proxy.corp:3129"),
+        ("NO_PROXY", ".cluster.local,.svc,10.0.0.0/16"),
+    ];
+    inputs
+        .related_images
+        .extend(proxy.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let manifest = renderer.render(&load("cluster"), &inputs).unwrap();
+    let mut workloads = 0;
+    for object in &manifest.objects {
+        let spec = &object.data["spec"]["template"]["spec"];
+        for container in spec["containers"].as_array().into_iter().flatten() {
+            workloads += 1;
+            for (name, value) in proxy {
+                let env = container["env"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{}: no env", container["name"]));
+                assert!(
+                    env.iter().any(|e| e["name"] == name && e["value"] == value),
+                    "{} lacks {name}={value}: {env:?}",
+                    container["name"]
+                );
+            }
+        }
+    }
+    assert!(workloads >= 2, "control plane and webhook rendered");
+    let config = find(&manifest, "ConfigMap", "tvk-config").unwrap();
+    let app: Value = tvk_api::yaml::parse_single(
+        config.data["data"]["config.yaml"].as_str().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(app["proxy"]["httpProxy"], "http://proxy.corp:3128");
+    assert_eq!(app["proxy"]["httpsProxy"], "http://proxy.corp:3129");
+    assert_eq!(app["proxy"]["noProxy"], ".cluster.local,.svc,10.0.0.0/16");
+
+    let plain = render("cluster");
+    let yaml = plain.to_yaml().unwrap();
+    assert!(!yaml.contains("_PROXY"), "proxy env without a proxy");
+    let config = find(&plain, "ConfigMap", "tvk-config").unwrap();
+    assert!(
+        !config.data["data"]["config.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("proxy:")
     );
 }

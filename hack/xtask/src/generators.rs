@@ -27,6 +27,8 @@ pub fn all() -> Result<Files, String> {
     files.extend(tvm_crd()?);
     files.extend(images::containerfiles());
     let lock = ImageLock::read(&root.join(images::LOCK_PATH))?;
+    images::check_lock_version(&lock)?;
+    files.extend(images::values_defaults(&root, &lock)?);
     files.extend(packaging_without_catalog(&root, &lock)?);
     files.extend(catalog::generate(&root, &lock)?);
     Ok(files)

@@ -248,6 +248,71 @@ impl ImageLock {
     }
 }
 
+/// The manager's defaults file: its `images.*` references are generated from the lock.
+pub const VALUES_PATH: &str = "templates/values.yaml";
+
+/// `templates/values.yaml` with each `images.<key>` of the manager's `RELATED_IMAGE_*` table
+/// set to the image's reference by digest from `lock`. The rest of the file is hand-edited and
+/// kept as it is, so the manager's compiled-in defaults, the bundles and the plain install all
+/// name the same digests, and `check-generated` fails when the file and the lock disagree.
+pub fn values_defaults(root: &Path, lock: &ImageLock) -> Result<Files, String> {
+    let path = root.join(VALUES_PATH);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
+    let mut wanted = BTreeMap::new();
+    for (env, key) in tvk_manager::values::RELATED_IMAGES {
+        let image = app_images()
+            .find(|i| i.related_env == Some(*env))
+            .ok_or_else(|| {
+                format!(
+                    "the manager reads {env} but no image in hack/xtask IMAGES has related_env {env}; add it to the table"
+                )
+            })?;
+        wanted.insert(*key, lock.reference(image.name)?);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_images = false;
+    let mut seen = BTreeMap::new();
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches('\n');
+        if !bare.starts_with(' ') && !bare.starts_with('#') && !bare.is_empty() {
+            in_images = bare.trim_end() == "images:";
+        }
+        let replaced = in_images
+            .then(|| bare.strip_prefix("  "))
+            .flatten()
+            .and_then(|rest| rest.split_once(':'))
+            .and_then(|(key, _)| wanted.get_key_value(key));
+        match replaced {
+            Some((key, reference)) => {
+                out.push_str(&format!("  {key}: {reference}\n"));
+                seen.insert(*key, ());
+            }
+            None => out.push_str(line),
+        }
+    }
+    if let Some(key) = wanted.keys().find(|k| !seen.contains_key(*k)) {
+        return Err(format!(
+            "{VALUES_PATH}: no `images.{key}:` line (two-space indent under a top-level `images:`) to write the digest reference into; add `  {key}: x` under `images:`"
+        ));
+    }
+    Ok(Files::from([(PathBuf::from(VALUES_PATH), out)]))
+}
+
+/// Refuses a lock built for another version than the workspace's: bumping the version
+/// without rebuilding the images would ship the old version's images under the new one.
+pub fn check_lock_version(lock: &ImageLock) -> Result<(), String> {
+    let version = env!("CARGO_PKG_VERSION");
+    if lock.version == version {
+        Ok(())
+    } else {
+        Err(format!(
+            "{LOCK_PATH} records images built for version {}, but the workspace is version {version}; run `cargo xtask images` to build and record this version's images",
+            lock.version
+        ))
+    }
+}
+
 /// `sha256:` followed by 64 lower-case hex digits.
 pub fn is_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|hex| {
@@ -298,7 +363,7 @@ pub fn run(root: &Path, args: &ImagesArgs) -> Result<(), String> {
         .unwrap_or_else(|| root.join("target/image-build"));
     let bin_dir = target_dir.join(TARGET).join(PROFILE);
     if args.build_only {
-        build_binaries(root, &target_dir)?;
+        build_binaries(root, &target_dir, IMAGES)?;
         for image in IMAGES {
             check_static(&bin_dir.join(image.name))?;
         }
@@ -336,7 +401,7 @@ pub fn run(root: &Path, args: &ImagesArgs) -> Result<(), String> {
     };
 
     if !args.no_build {
-        build_binaries(root, &target_dir)?;
+        build_binaries(root, &target_dir, IMAGES)?;
     }
     let work = tvk_testkit::TempDir::new("xtask-images")?;
     let buildah = Buildah::new(work.path(), &push_registry);
@@ -355,7 +420,18 @@ pub fn run(root: &Path, args: &ImagesArgs) -> Result<(), String> {
         catalog: BTreeMap::new(),
     };
     let containerfiles = containerfiles();
-    for image in IMAGES {
+    // The manager compiles in templates/values.yaml, whose image references are the other
+    // images' digests: build its image last, after writing those digests (and rebuilding it
+    // when they changed), so the manager's own defaults name the images built with it.
+    let manager = manager_image();
+    let ordered = IMAGES
+        .iter()
+        .filter(|i| i.name != manager.name)
+        .chain(std::iter::once(manager));
+    for image in ordered {
+        if image.name == manager.name {
+            refresh_manager_defaults(root, &out, &lock, &target_dir, args.no_build)?;
+        }
         let binary = bin_dir.join(image.name);
         check_static(&binary)?;
         let context = work.path().join("context").join(image.name);
@@ -419,6 +495,40 @@ pub fn run(root: &Path, args: &ImagesArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes the digests of the images built so far into `templates/values.yaml` when the
+/// generated files go into the repository itself, and rebuilds the manager binary when that
+/// changed the file. With `--out` elsewhere (the e2e test) the repository is left alone: the
+/// manager keeps the committed defaults, and everything shipped sets `RELATED_IMAGE_*`.
+fn refresh_manager_defaults(
+    root: &Path,
+    out: &Path,
+    lock: &ImageLock,
+    target_dir: &Path,
+    no_build: bool,
+) -> Result<(), String> {
+    let same = |a: &Path, b: &Path| {
+        a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().ok() == Some(a))
+    };
+    if !same(root, out) {
+        return Ok(());
+    }
+    let files = values_defaults(root, lock)?;
+    let path = root.join(VALUES_PATH);
+    let before = std::fs::read_to_string(&path).unwrap_or_default();
+    if files.get(Path::new(VALUES_PATH)) == Some(&before) {
+        return Ok(());
+    }
+    crate::write_into(root, &files)?;
+    if no_build {
+        return Err(format!(
+            "{VALUES_PATH} now names the new image digests, but --no-build keeps a manager binary compiled with the old ones; rerun without --no-build"
+        ));
+    }
+    build_binaries(root, target_dir, &[*manager_image()])
+}
+
 /// `host[:port]/namespace`: no scheme, no tag, no trailing slash.
 fn validate_registry(registry: &str) -> Result<(), String> {
     let ok = !registry.is_empty()
@@ -449,8 +559,8 @@ fn copy(from: &Path, to: &Path) -> Result<(), String> {
         .map_err(|e| format!("failed to copy {} to {}: {e}", from.display(), to.display()))
 }
 
-/// Builds every binary of [`IMAGES`] statically (glibc, `+crt-static`) with the image profile.
-fn build_binaries(root: &Path, target_dir: &Path) -> Result<(), String> {
+/// Builds the binaries of `images` statically (glibc, `+crt-static`) with the image profile.
+fn build_binaries(root: &Path, target_dir: &Path, images: &[ImageSpec]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -469,12 +579,12 @@ fn build_binaries(root: &Path, target_dir: &Path) -> Result<(), String> {
         // With an explicit --target, RUSTFLAGS reach only target code, not proc-macros.
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    for image in IMAGES {
+    for image in images {
         command.args(["-p", image.package]);
     }
     println!(
         "building {} static binaries (profile {PROFILE}, {TARGET})",
-        IMAGES.len()
+        images.len()
     );
     run_status(&mut command, "cargo build of the image binaries")
 }
@@ -605,5 +715,57 @@ impl Buildah {
                 "buildah reported {digest:?} as the digest of {name}"
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::bundle::tests::fake_lock;
+
+    fn root_with_values(text: &str) -> tvk_testkit::TempDir {
+        let root = tvk_testkit::TempDir::new("xtask-values").unwrap();
+        std::fs::create_dir_all(root.path().join("templates")).unwrap();
+        std::fs::write(root.path().join(VALUES_PATH), text).unwrap();
+        root
+    }
+
+    #[test]
+    fn values_defaults_name_each_image_by_digest_and_keep_the_rest() {
+        let lock = fake_lock();
+        let root = root_with_values(
+            "# head\nimages:\n  controlPlane: a:1\n  webhook: b:1\n  datamover: c:1\n  metamover: d:1\n  pullPolicy: IfNotPresent\nother:\n  webhook: keep\n",
+        );
+        let files = values_defaults(root.path(), &lock).unwrap();
+        let text = &files[Path::new(VALUES_PATH)];
+        for (key, name) in [
+            ("controlPlane", "tvk-control-plane"),
+            ("webhook", "tvk-webhook"),
+            ("datamover", "tvk-datamover"),
+            ("metamover", "tvk-metamover"),
+        ] {
+            let line = format!("  {key}: {}\n", lock.reference(name).unwrap());
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        assert!(text.starts_with("# head\nimages:\n"));
+        assert!(text.ends_with("  pullPolicy: IfNotPresent\nother:\n  webhook: keep\n"));
+        assert!(!text.contains(":1\n"), "a tag left: {text}");
+    }
+
+    #[test]
+    fn a_missing_image_key_is_refused_naming_it() {
+        let root = root_with_values("images:\n  controlPlane: a\n  webhook: b\n  datamover: c\n");
+        let err = values_defaults(root.path(), &fake_lock()).unwrap_err();
+        assert!(err.contains("images.metamover"), "{err}");
+    }
+
+    #[test]
+    fn a_lock_of_another_version_is_refused() {
+        let mut lock = fake_lock();
+        check_lock_version(&lock).unwrap();
+        lock.version = "0.0.1".into();
+        let err = check_lock_version(&lock).unwrap_err();
+        assert!(err.contains("cargo xtask images"), "{err}");
     }
 }
