@@ -522,3 +522,143 @@ fn trilio_vault_manager_is_validated() {
         "{stderr}"
     );
 }
+
+/// A minimal HTTP forward proxy (absolute-form requests and CONNECT tunnels) that records the
+/// target of every request it relays, to prove a client went through it.
+struct ForwardProxy {
+    addr: std::net::SocketAddr,
+    targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn start_forward_proxy() -> ForwardProxy {
+    use std::{
+        io::{BufRead, BufReader},
+        net::{TcpListener, TcpStream},
+        sync::{Arc, Mutex},
+    };
+    fn pipe(mut from: TcpStream, mut to: TcpStream) {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+    fn relay(client: TcpStream, targets: Arc<Mutex<Vec<String>>>) {
+        let mut reader = BufReader::new(client.try_clone().unwrap());
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            head.extend_from_slice(line.as_bytes());
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let head_text = String::from_utf8_lossy(&head).to_string();
+        let mut words = head_text.split_whitespace();
+        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        targets.lock().unwrap().push(format!("{method} {target}"));
+        let mut client_w = client.try_clone().unwrap();
+        let upstream = if method == "CONNECT" {
+            let upstream = TcpStream::connect(target).unwrap();
+            client_w
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+            upstream
+        } else {
+            let authority = target
+                .strip_prefix("http://")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_else(|| panic!("not an absolute-form request: {head_text}"));
+            let mut upstream = TcpStream::connect(authority).unwrap();
+            upstream.write_all(&head).unwrap();
+            upstream
+        };
+        // Bytes the reader buffered past the head belong to the body.
+        let buffered = reader.buffer().to_vec();
+        let mut upstream_w = upstream.try_clone().unwrap();
+        upstream_w.write_all(&buffered).unwrap();
+        let back = std::thread::spawn(move || pipe(upstream, client_w));
+        pipe(reader.into_inner(), upstream_w);
+        let _ = back.join();
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let shared = targets.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let targets = shared.clone();
+            std::thread::spawn(move || relay(stream, targets));
+        }
+    });
+    ForwardProxy { addr, targets }
+}
+
+/// Proxy-aware (OLM injects HTTP_PROXY / HTTPS_PROXY / NO_PROXY): `kubectl-tvk mirror` sends
+/// every registry request through the proxy named in its environment — and fails when that
+/// proxy is unreachable, so the requests cannot have gone around it.
+#[test]
+fn mirror_goes_through_the_proxy_named_in_its_environment() {
+    let registry = tvk_testkit::private_registry().unwrap();
+    let addr = registry.addr().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let digest = runtime.block_on(push_test_image(&addr, "tvk/proxied"));
+    let image = format!("{addr}/tvk/proxied@{digest}");
+    let catalog = TempDir::new("cli-mirror-proxy-fbc").unwrap();
+    std::fs::create_dir(catalog.path().join("tvk")).unwrap();
+    std::fs::write(
+        catalog.path().join("tvk/catalog.yaml"),
+        format!(
+            "schema: olm.package\nname: tvk\ndefaultChannel: stable\n---\nschema: olm.channel\n\
+             name: stable\npackage: tvk\nentries:\n- name: tvk.v1.0.0\n---\nschema: olm.bundle\n\
+             name: tvk.v1.0.0\npackage: tvk\nimage: {image}\nrelatedImages: []\n\
+             properties:\n- {{type: olm.package, value: {{packageName: tvk, version: 1.0.0}}}}\n"
+        ),
+    )
+    .unwrap();
+    let out = TempDir::new("cli-mirror-proxy-out").unwrap();
+    let run = |proxy: &str, layout: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kubectl-tvk"))
+            .args(["mirror", "--catalog"])
+            .arg(catalog.path())
+            .args(["--src-tls-verify=false", "--output-dir"])
+            .arg(out.path().join("resources"))
+            .arg(format!("dir:{}", out.path().join(layout).display()))
+            .env("HTTP_PROXY", proxy)
+            .env("HTTPS_PROXY", proxy)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .output()
+            .unwrap()
+    };
+
+    let proxy = start_forward_proxy();
+    let output = run(&format!("http://{}", proxy.addr), "layout");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // The proxy records the first request of each connection (later ones on a kept-alive
+    // connection are relayed without parsing): the registry was reached through it.
+    let targets = proxy.targets.lock().unwrap().clone();
+    assert!(
+        targets
+            .iter()
+            .any(|t| t.starts_with(&format!("GET http://{addr}/v2/"))),
+        "no registry request went through the proxy: {targets:?}"
+    );
+    assert!(
+        targets.iter().all(|t| t.contains(&addr)),
+        "the proxy relayed something else: {targets:?}"
+    );
+    let (_, hex) = digest.split_once(':').unwrap();
+    assert!(out.path().join("layout/blobs/sha256").join(hex).is_file());
+
+    // A proxy that is not there: the mirror fails instead of going around it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let output = run(&dead, "layout-2");
+    assert_ne!(output.status.code(), Some(0), "{}", text(&output.stdout));
+}
