@@ -409,8 +409,11 @@ pub async fn apply(
         kind: "BackupPlan",
         field: "uid",
     })?;
-    let tz = jiff::tz::TimeZone::get(&ctx.config.schedule_policy_timezone)
-        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let zone = &ctx.config.schedule_policy_timezone;
+    let tz = jiff::tz::TimeZone::get(zone).unwrap_or_else(|error| {
+        tracing::warn!(%error, zone, "the schedule time zone cannot be loaded (no time zone database in this image?); retention counts days in UTC");
+        jiff::tz::TimeZone::UTC
+    });
     let backups = plan_backups(ctx, plan, &ns).await?;
     let retained: Vec<RetainedBackup> = backups
         .iter()
