@@ -37,8 +37,10 @@ use tvk_api::{
 use crate::{
     context::Context,
     error::{Error, Result, is_conflict},
+    hooks,
     jobs::{JobRequest, JobState, LABEL_BACKUP_UID, build_job, job_state},
     naming::object_name,
+    retention,
     status_patch::{apply_status, now_rfc3339, set_condition},
     target_access::{job_access, ref_namespace},
     target_controller, volumes,
@@ -261,7 +263,7 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action>
     result
 }
 
-async fn reconcile_inner(backup: &Backup, ctx: &Context) -> Result<Action> {
+async fn reconcile_inner(backup: &Backup, ctx: &Arc<Context>) -> Result<Action> {
     let observed = backup.status.clone().unwrap_or_default();
     // Terminal states never change again.
     if observed.status.is_some_and(BackupState::is_terminal) {
@@ -371,7 +373,7 @@ async fn reconcile_inner(backup: &Backup, ctx: &Context) -> Result<Action> {
 
 async fn step(
     backup: &Backup,
-    ctx: &Context,
+    ctx: &Arc<Context>,
     ids: &Ids,
     plan: Option<&BackupPlan>,
     plan_key: &str,
@@ -468,30 +470,26 @@ async fn step(
                             return Ok(Action::await_change());
                         }
                         SnapshotFinding::Volumes(pvcs) if !pvcs.is_empty() => {
-                            let hooks = plan.and_then(|p| p.spec.hook_config.as_ref()).is_some();
-                            let hook_reason = if hooks {
-                                "not run: hooks are not executed by this version"
-                            } else {
-                                "no hooks configured"
-                            };
-                            progress.skip(BackupPhase::HookTargetIdentification, hook_reason);
-                            progress.skip(BackupPhase::Quiesce, hook_reason);
-                            skip_images(plan, progress);
                             progress.status.percentage_completion = Some(20);
-                            progress.begin(
-                                BackupPhase::DataSnapshot,
-                                &format!(
-                                    "taking CSI snapshots of {} PersistentVolumeClaim(s)",
-                                    pvcs.len()
-                                ),
-                            );
+                            if hooks_configured(plan) {
+                                progress.begin(
+                                    BackupPhase::HookTargetIdentification,
+                                    "finding the pods and containers of the plan's hooks",
+                                );
+                            } else {
+                                progress.skip(
+                                    BackupPhase::HookTargetIdentification,
+                                    "no hooks configured",
+                                );
+                                progress.skip(BackupPhase::Quiesce, "no hooks configured");
+                                start_data_snapshot(plan, progress, pvcs.len());
+                            }
                             return Ok(Action::requeue(Duration::from_secs(1)));
                         }
                         SnapshotFinding::Volumes(_) => {}
                     }
-                    let hooks = plan.and_then(|p| p.spec.hook_config.as_ref()).is_some();
-                    let hook_reason = if hooks {
-                        "not run: hooks are not executed by this version and the application has no volumes to quiesce for"
+                    let hook_reason = if hooks_configured(plan) {
+                        "not run: the application has no volumes to quiesce for"
                     } else {
                         "no hooks configured"
                     };
@@ -516,6 +514,77 @@ async fn step(
                 }
             }
         }
+        Some(BackupPhase::HookTargetIdentification) => {
+            let Some(plan) = plan else {
+                progress.fail(
+                    BackupPhase::HookTargetIdentification,
+                    "the BackupPlan vanished mid-backup",
+                );
+                return Ok(Action::await_change());
+            };
+            match hooks::identify(ctx, &ids.ns, plan).await? {
+                Err(reason) => {
+                    progress.fail(BackupPhase::HookTargetIdentification, &reason);
+                    Ok(Action::await_change())
+                }
+                Ok(targets) => {
+                    let pods: std::collections::BTreeSet<&str> = targets
+                        .hooks
+                        .iter()
+                        .flat_map(|h| h.pods.iter().map(|p| p.name.as_str()))
+                        .collect();
+                    progress.complete(
+                        BackupPhase::HookTargetIdentification,
+                        &format!(
+                            "{} hook(s) apply to {} pod(s); {} pod(s) or container(s) skipped (not running)",
+                            targets.hooks.len(),
+                            pods.len(),
+                            targets.skipped.len()
+                        ),
+                    );
+                    progress.begin(BackupPhase::Quiesce, "running the pre (quiesce) hooks");
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(BackupPhase::Quiesce) => {
+            let Some(plan) = plan else {
+                progress.fail(BackupPhase::Quiesce, "the BackupPlan vanished mid-backup");
+                return Ok(Action::await_change());
+            };
+            let targets = match hooks::identify(ctx, &ids.ns, plan).await? {
+                Ok(t) => t,
+                Err(reason) => {
+                    progress.fail(BackupPhase::Quiesce, &reason);
+                    return Ok(Action::await_change());
+                }
+            };
+            match hooks_off_thread(ctx, &targets, true).await? {
+                Ok(report) => {
+                    for w in report.warnings() {
+                        progress.events.push((true, "HookFailureIgnored".into(), w));
+                    }
+                    progress.complete(
+                        BackupPhase::Quiesce,
+                        &format!("the pre hooks ran ({} step(s))", report.executions.len()),
+                    );
+                    let count = read_snapshot(progress)
+                        .map(|s| s.data_snapshots().count())
+                        .unwrap_or(0);
+                    start_data_snapshot(Some(plan), progress, count);
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+                Err(reason) => {
+                    // An application is never left quiesced.
+                    let post = match hooks_off_thread(ctx, &targets, false).await? {
+                        Ok(_) => "the post hooks ran".to_string(),
+                        Err(r) => format!("the post hooks failed too: {r}"),
+                    };
+                    progress.fail(BackupPhase::Quiesce, &format!("{reason}; {post}"));
+                    Ok(Action::await_change())
+                }
+            }
+        }
         Some(BackupPhase::DataSnapshot) => {
             let mut snap = match read_snapshot(progress) {
                 Ok(s) => s,
@@ -533,6 +602,14 @@ async fn step(
             store_snapshot(progress, &snap)?;
             match outcome {
                 volumes::Step::Failed(reason) => {
+                    let reason = if quiesced(progress) {
+                        match run_unquiesce(ctx, ids, plan).await? {
+                            Ok(done) => format!("{reason}; {done}"),
+                            Err(post) => format!("{reason}; {post}"),
+                        }
+                    } else {
+                        reason
+                    };
                     progress.fail(BackupPhase::DataSnapshot, &reason);
                     Ok(Action::await_change())
                 }
@@ -542,15 +619,20 @@ async fn step(
                 }
                 volumes::Step::Done(reason) => {
                     progress.complete(BackupPhase::DataSnapshot, &reason);
-                    let hooks = plan.and_then(|p| p.spec.hook_config.as_ref()).is_some();
-                    progress.skip(
-                        BackupPhase::Unquiesce,
-                        if hooks {
-                            "not run: hooks are not executed by this version"
-                        } else {
-                            "no hooks configured"
-                        },
-                    );
+                    if quiesced(progress) {
+                        match run_unquiesce(ctx, ids, plan).await? {
+                            Ok(done) => progress.complete(BackupPhase::Unquiesce, &done),
+                            Err(post) => {
+                                progress.fail(
+                                    BackupPhase::Unquiesce,
+                                    &format!("{post}; check that the application is running normally, then run the backup again"),
+                                );
+                                return Ok(Action::await_change());
+                            }
+                        }
+                    } else {
+                        progress.skip(BackupPhase::Unquiesce, "no hooks configured");
+                    }
                     let total = volumes::total_bytes(&snap);
                     progress.status.size = Some(size_of(total));
                     if snap.data_snapshots().all(volumes::is_skipped) {
@@ -659,17 +741,44 @@ async fn step(
                     let retention = plan
                         .and_then(|p| p.spec.backup_config.retention_policy.as_ref())
                         .is_some();
-                    progress.skip(
-                        BackupPhase::Retention,
-                        if retention {
-                            "the retention policy is not applied by this version; no backup was expired"
-                        } else {
-                            "no retention policy"
-                        },
-                    );
-                    delete_jobs(ctx, ids).await?;
-                    progress.complete(BackupPhase::Cleanup, "the backup's Jobs are deleted");
-                    progress.succeed();
+                    if retention {
+                        progress.begin(BackupPhase::Retention, "applying the retention policy");
+                        return Ok(Action::requeue(Duration::from_secs(1)));
+                    }
+                    progress.skip(BackupPhase::Retention, "no retention policy");
+                    finish(ctx, ids, progress).await?;
+                    Ok(Action::await_change())
+                }
+            }
+        }
+        Some(BackupPhase::Retention) => {
+            let (Some(plan), Some(target)) = (plan, target) else {
+                progress.skip(
+                    BackupPhase::Retention,
+                    "not applied: the plan or its Target vanished; the backup is committed",
+                );
+                finish(ctx, ids, progress).await?;
+                return Ok(Action::await_change());
+            };
+            match retention::apply(ctx, plan, target, backup).await? {
+                retention::RetentionStep::Running(reason) => {
+                    progress.begin(BackupPhase::Retention, &reason);
+                    Ok(poll)
+                }
+                retention::RetentionStep::Done(report) => {
+                    let summary = if report.summary.is_empty() {
+                        "no backup expired".to_string()
+                    } else {
+                        report.summary
+                    };
+                    progress.complete(BackupPhase::Retention, &summary);
+                    finish(ctx, ids, progress).await?;
+                    Ok(Action::await_change())
+                }
+                // A retention failure never fails a good backup: the condition says Error.
+                retention::RetentionStep::Failed(message) => {
+                    progress.set(BackupPhase::Retention, BackupPhaseStatus::Error, &message);
+                    finish(ctx, ids, progress).await?;
                     Ok(Action::await_change())
                 }
             }
@@ -682,6 +791,89 @@ async fn step(
             Ok(Action::await_change())
         }
     }
+}
+
+/// Runs the pre (`quiesce`) or post hooks on a blocking thread of the runtime: their futures
+/// (a stream of exec futures over borrowed units) are not provably `Send` for the controller's
+/// generic bound, so they are driven there with `Handle::block_on`.
+async fn hooks_off_thread(
+    ctx: &Arc<Context>,
+    targets: &hooks::HookTargets,
+    quiesce: bool,
+) -> Result<std::result::Result<hooks::HookReport, String>> {
+    let (ctx, targets) = (ctx.clone(), targets.clone());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            if quiesce {
+                hooks::quiesce(&ctx, &targets).await
+            } else {
+                hooks::unquiesce(&ctx, &targets).await
+            }
+        })
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// Cleanup and `Available`.
+async fn finish(ctx: &Context, ids: &Ids, progress: &mut Progress) -> Result<()> {
+    delete_jobs(ctx, ids).await?;
+    progress.complete(BackupPhase::Cleanup, "the backup's Jobs are deleted");
+    progress.succeed();
+    Ok(())
+}
+
+/// The plan has hooks to run.
+fn hooks_configured(plan: Option<&BackupPlan>) -> bool {
+    plan.and_then(|p| p.spec.hook_config.as_ref())
+        .is_some_and(|c| !c.hooks.is_empty())
+}
+
+/// Quiesce ran (so every later failure, and the end of DataSnapshot, runs the post hooks).
+fn quiesced(progress: &Progress) -> bool {
+    progress.status.condition.iter().flatten().any(|c| {
+        c.phase == Some(BackupPhase::Quiesce) && c.status == Some(BackupPhaseStatus::Completed)
+    })
+}
+
+/// Runs the post hooks in every pod the plan's hooks identify now (a superset of where the pre
+/// hooks ran; see `hooks::unquiesce`). `Err` says what failed and that the application may
+/// still be quiesced.
+async fn run_unquiesce(
+    ctx: &Arc<Context>,
+    ids: &Ids,
+    plan: Option<&BackupPlan>,
+) -> Result<std::result::Result<String, String>> {
+    let Some(plan) = plan else {
+        return Ok(Err(
+            "the BackupPlan vanished, so the post hooks could not be run: the application may still be quiesced".into(),
+        ));
+    };
+    let targets = match hooks::identify(ctx, &ids.ns, plan).await? {
+        Ok(t) => t,
+        Err(reason) => {
+            return Ok(Err(format!(
+                "the post hooks could not be run ({reason}): the application may still be quiesced"
+            )));
+        }
+    };
+    Ok(match hooks_off_thread(ctx, &targets, false).await? {
+        Ok(report) => Ok(format!(
+            "the post hooks ran ({} step(s))",
+            report.executions.len()
+        )),
+        Err(reason) => Err(format!("{reason}: the application may still be quiesced")),
+    })
+}
+
+/// Images are skipped, DataSnapshot begins.
+fn start_data_snapshot(plan: Option<&BackupPlan>, progress: &mut Progress, volumes: usize) {
+    skip_images(plan, progress);
+    progress.begin(
+        BackupPhase::DataSnapshot,
+        &format!("taking CSI snapshots of {volumes} PersistentVolumeClaim(s)"),
+    );
 }
 
 fn skip_images(plan: Option<&BackupPlan>, progress: &mut Progress) {
@@ -859,10 +1051,11 @@ async fn delete_jobs(ctx: &Context, ids: &Ids) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the backup's objects under `status.location` on an S3 target: first
-/// `_metadata/commit.json` (the backup stops being committed), then the rest. Volume data is
-/// refused (no version of this controller writes it; deleting it needs the chain check and
-/// coalescing). A target that cannot be reached keeps the finalizer and is retried.
+/// Deletes the backup's data on its target through [`retention::delete_backup_data`] (the one
+/// copy of that logic: metadata first, volume data only by coalescing, never what another
+/// backup's chain needs). The finalizer stays while it is running or failed (an `Err` keeps it
+/// and retries); a vanished plan or Target releases it with a warning Event naming the location
+/// left on the target.
 async fn delete_data(backup: &Backup, ctx: &Context) -> Result<Action> {
     let Some(location) = backup.status.as_ref().and_then(|s| s.location.clone()) else {
         return Ok(Action::await_change());
@@ -884,61 +1077,42 @@ async fn delete_data(backup: &Backup, ctx: &Context) -> Result<Action> {
         }
         None => None,
     };
-    let Some(target) = target.filter(|t| t.spec.type_ == tvk_api::target::TargetType::ObjectStore)
-    else {
+    let Some(target) = target else {
         ctx.event(
             backup,
             true,
             "BackupDataKept",
-            format!("the data at {location} is left on the target: its plan or Target no longer exists, or the Target is NFS (deleting NFS data is not implemented)"),
+            format!(
+                "the data at {location} is left on the target: its plan or Target no longer exists"
+            ),
         )
         .await;
         return Ok(Action::await_change());
     };
-    let probe = match target_controller::s3_probe_inputs(&target, ctx).await? {
-        Ok(p) => p,
-        Err(f) => return Err(Error::TargetData(format!("{}: {}", f.reason, f.message))),
-    };
-    let handle = tokio::runtime::Handle::current();
-    let prefix = location.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        target_controller::with_store(&probe, handle, |store| -> std::result::Result<usize, String> {
-            let keys = store.list(&prefix).map_err(|e| e.to_string())?;
-            let metadata = format!("{prefix}/_metadata/");
-            if let Some(volume) = keys.iter().find(|k| !k.starts_with(&metadata)) {
-                return Err(format!(
-                    "{volume} is volume data; deleting volume data (chain check, coalescing) is not implemented, nothing was deleted"
-                ));
-            }
-            let commit = format!("{metadata}commit.json");
-            if keys.contains(&commit) {
-                store.delete(&commit).map_err(|e| e.to_string())?;
-            }
-            for key in keys.iter().filter(|k| **k != commit) {
-                store.delete(key).map_err(|e| e.to_string())?;
-            }
-            Ok(keys.len())
-        })
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))?;
-    match outcome {
-        Ok(Ok(count)) => {
+    match retention::delete_backup_data(ctx, backup, &target).await? {
+        retention::RetentionStep::Done(report) => {
             ctx.event(
                 backup,
                 false,
                 "BackupDataDeleted",
-                format!("{count} object(s) under {location} deleted"),
+                if report.summary.is_empty() {
+                    format!("the data under {location} is deleted")
+                } else {
+                    report.summary
+                },
             )
             .await;
             Ok(Action::await_change())
         }
-        Ok(Err(message)) => {
+        // The finalizer stays: an error requeues the deletion.
+        retention::RetentionStep::Running(reason) => Err(Error::TargetData(format!(
+            "deleting the data under {location}: {reason}"
+        ))),
+        retention::RetentionStep::Failed(message) => {
             ctx.event(backup, true, "BackupDataDeletionFailed", message.clone())
                 .await;
             Err(Error::TargetData(message))
         }
-        Err(f) => Err(Error::TargetData(format!("{}: {}", f.reason, f.message))),
     }
 }
 
