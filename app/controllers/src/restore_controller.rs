@@ -466,10 +466,12 @@ pub async fn committed_on_target(
         Err(_) => return Ok(None),
     };
     let handle = tokio::runtime::Handle::current();
-    let key = format!("{location}/_metadata/commit.json");
+    let dir = format!("{location}/_metadata");
+    let key = format!("{dir}/commit.json");
+    // `list` takes a directory-like prefix.
     let found = tokio::task::spawn_blocking(move || {
         target_controller::with_store(&probe, handle, |store| {
-            store.list(&key).map(|keys| keys.contains(&key))
+            store.list(&dir).map(|keys| keys.contains(&key))
         })
     })
     .await
@@ -645,7 +647,8 @@ pub fn total_volume_bytes(plan: &RestorePlan) -> u64 {
 
 /// Reconciles one Restore.
 pub async fn reconcile_restore(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
-    let result = reconcile(&*restore, &ctx).await;
+    // Boxed: the phase machine's future is large.
+    let result = Box::pin(reconcile(&*restore, &ctx)).await;
     ctx.metrics
         .observe("restore", result.as_ref().err().map(Error::category));
     result
@@ -656,7 +659,7 @@ pub async fn reconcile_cluster_restore(
     restore: Arc<ClusterRestore>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    let result = reconcile(&*restore, &ctx).await;
+    let result = Box::pin(reconcile(&*restore, &ctx)).await;
     ctx.metrics
         .observe("clusterrestore", result.as_ref().err().map(Error::category));
     result

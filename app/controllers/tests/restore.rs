@@ -1,0 +1,1159 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The Restore and ClusterRestore phase machine against tvk-test-apiserver (HTTP, discovery,
+//! status subresources): every transition, every failure it reports, the DataRestore claims,
+//! volumes and Jobs (shape golden-tested, parallelism bounded, re-bind of the hydrated volume),
+//! cleanupOnFailure deleting exactly what the restore created, terminal states that never
+//! change, and a restarted controller adopting its Jobs. The test plays the kubelet, the volume
+//! binder and the metaprocessor: it marks Jobs finished, binds staging claims to volumes and
+//! writes `status.restoreApplication`; the Jobs' commands are not run here.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use tvk_api::restore::{ClusterRestore, Restore, RestorePhase, RestorePhaseStatus, RestoreState};
+use tvk_control_plane::{context::Context, restore_controller};
+use tvk_test_apiserver::ApiServer;
+
+const NS: &str = common::NS;
+const DEST: &str = "dest";
+const V1: &str = "triliovault.trilio.io/v1";
+const LOCATION: &str = "plan-uid/bkp-uid";
+
+struct World {
+    server: ApiServer,
+    ctx: Arc<Context>,
+}
+
+async fn world(max_parallel: u32) -> World {
+    tvk_control_plane::install_tls_provider();
+    let server = ApiServer::start().await.unwrap();
+    for crd in tvk_api::crd::all() {
+        server.create(serde_json::to_value(crd).unwrap()).unwrap();
+    }
+    for ns in [NS, DEST] {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .unwrap();
+    }
+    server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "s3", "namespace": NS},
+        "spec": {"type": "ObjectStore", "vendor": "AWS", "objectStoreCredentials": {"bucketName": "bucket", "region": "eu-west-1", "credentialSecret": {"name": "s3-creds"}}},
+        "status": {"status": "Available"}})).unwrap();
+    server.create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "plan", "namespace": NS},
+        "spec": {"backupConfig": {"target": {"name": "s3"}}}, "status": {"status": "Available"}})).unwrap();
+    server
+        .create(
+            json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": "bkp", "namespace": NS},
+        "spec": {"type": "Full", "backupPlan": {"name": "plan"}},
+        "status": {"status": "Available", "location": LOCATION}}),
+        )
+        .unwrap();
+    let mut config = common::config("Cluster");
+    config.job_spec.max_parallel_data_jobs = max_parallel;
+    let mut ctx = Context::new(server.client(), config, None);
+    ctx.backup_poll = Duration::from_millis(100);
+    World {
+        server,
+        ctx: Arc::new(ctx),
+    }
+}
+
+fn restore_obj(name: &str, source: Value, extra: Value) -> Value {
+    let mut spec = json!({"source": source});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"apiVersion": V1, "kind": "Restore", "metadata": {"name": name, "namespace": DEST}, "spec": spec})
+}
+
+fn backup_source() -> Value {
+    json!({"type": "Backup", "backup": {"name": "bkp", "namespace": NS}})
+}
+
+impl World {
+    fn restores(&self) -> Api<Restore> {
+        Api::namespaced(self.ctx.client.clone(), DEST)
+    }
+
+    async fn reconcile(&self, name: &str) -> Restore {
+        let r = self.restores().get(name).await.unwrap();
+        Box::pin(restore_controller::reconcile(&r, &self.ctx))
+            .await
+            .unwrap();
+        self.restores().get(name).await.unwrap()
+    }
+
+    async fn jobs(&self, uid: &str) -> Vec<Job> {
+        Api::<Job>::namespaced(self.ctx.client.clone(), NS)
+            .list(
+                &ListParams::default().labels(&format!("triliovault.trilio.io/restore-uid={uid}")),
+            )
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn finish_job(&self, name: &str, ok: bool, message: &str) {
+        let (kind, reason) = if ok {
+            ("Complete", "Completed")
+        } else {
+            ("Failed", "BackoffLimitExceeded")
+        };
+        Api::<Job>::namespaced(self.ctx.client.clone(), NS)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": message}]}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The metaprocessor's part: a merge patch of status.restoreApplication.
+    async fn write_plan(&self, name: &str, plan: Value) {
+        self.restores()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"restoreApplication": plan}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The volume binder's part: a PV for the staging claim, the claim bound to it.
+    fn bind_staging(&self, claim: &str, pv: &str) {
+        self.server
+            .create(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": pv, "annotations": {"pv.kubernetes.io/provisioned-by": "hostpath.csi.test", "unrelated": "x"}},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "volumeMode": "Block",
+                         "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "fast",
+                         "claimRef": {"namespace": NS, "name": claim},
+                         "csi": {"driver": "hostpath.csi.test", "volumeHandle": format!("handle-{pv}"), "volumeAttributes": {"a": "b"}}}}))
+            .unwrap();
+        self.server
+            .apply(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": NS}, "spec": {"volumeName": pv}}))
+            .unwrap();
+    }
+}
+
+fn condition(r: &Restore, phase: RestorePhase) -> (Option<RestorePhaseStatus>, String) {
+    let c = r
+        .status
+        .as_ref()
+        .unwrap()
+        .condition
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.phase == Some(phase))
+        .unwrap_or_else(|| panic!("no {phase:?} condition in {:?}", r.status))
+        .clone();
+    (c.status, c.reason.unwrap_or_default())
+}
+
+fn state(r: &Restore) -> (Option<RestoreState>, Option<RestorePhase>) {
+    let s = r.status.as_ref().unwrap();
+    (s.status, s.phase)
+}
+
+fn volume(pvc: &str, mode: &str, size: &str) -> Value {
+    json!({"namespace": DEST, "pvcName": pvc, "sourceNamespace": "app", "sourcePvcName": pvc,
+        "location": format!("{LOCATION}/uid-{pvc}"), "size": size, "volumeMode": mode,
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "fast",
+        "pvcMetadata": json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": pvc, "namespace": DEST, "labels": {"app": "demo"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}).to_string()})
+}
+
+fn plan(volumes: Vec<Value>) -> Value {
+    json!({"source": {"location": LOCATION, "backupName": "bkp", "backupNamespace": NS, "kind": "Backup"},
+        "objects": [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": DEST, "name": "settings", "action": "Create"}],
+        "counts": {"create": 1, "skip": 0, "patch": 0, "exclude": 0},
+        "volumes": volumes, "namespaces": [{"name": DEST, "exists": true}]})
+}
+
+fn arg_after(job: &Job, flag: &str) -> Option<String> {
+    let args = job.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+        .args
+        .clone()?;
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).cloned()
+}
+
+fn args(job: &Job) -> Vec<String> {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
+/// Runs Validation to its Job and completes it with `plan_value`.
+async fn validated(w: &World, name: &str, plan_value: Value) -> Restore {
+    let r = w.reconcile(name).await;
+    let uid = r.uid().unwrap();
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::Validation)
+        )
+    );
+    let jobs = w.jobs(&uid).await;
+    assert_eq!(jobs.len(), 1);
+    w.write_plan(name, plan_value).await;
+    w.finish_job(&jobs[0].name_any(), true, "").await;
+    w.reconcile(name).await
+}
+
+#[tokio::test]
+async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
+    let w = world(1).await;
+    w.server
+        .create(restore_obj("rst", backup_source(), json!({})))
+        .unwrap();
+    let r = w.reconcile("rst").await;
+    let uid = r.uid().unwrap();
+    let s = r.status.clone().unwrap();
+    assert_eq!(s.status, Some(RestoreState::InProgress));
+    assert!(s.start_timestamp.is_some());
+    assert_eq!(s.percentage_completion, Some(0));
+    // Validation: one metaprocessor Job, however often we reconcile.
+    w.reconcile("rst").await;
+    let jobs = w.jobs(&uid).await;
+    assert_eq!(jobs.len(), 1, "one Job per step");
+    let v = &jobs[0];
+    assert!(
+        v.name_any().starts_with("tvk-validation-"),
+        "{}",
+        v.name_any()
+    );
+    assert_eq!(
+        &args(v)[..10],
+        &[
+            "restore-plan",
+            "--kind",
+            "Restore",
+            "--namespace",
+            DEST,
+            "--name",
+            "rst",
+            "--location",
+            LOCATION,
+            "--target"
+        ]
+        .map(String::from)
+    );
+    assert_eq!(arg_after(v, "--target").as_deref(), Some("s3://bucket"));
+    assert_eq!(
+        v.annotations()
+            .get("triliovault.trilio.io/restore-ref")
+            .map(String::as_str),
+        Some("dest/rst")
+    );
+    assert!(v.labels().get("triliovault.trilio.io/backup-uid").is_none());
+    // Nothing is written to the destination before Validation completes.
+    assert!(
+        w.server
+            .list("v1", "PersistentVolumeClaim", Some(DEST))
+            .is_empty()
+    );
+
+    w.write_plan(
+        "rst",
+        plan(vec![
+            volume("data", "Filesystem", "1Gi"),
+            volume("raw", "Block", "3Gi"),
+        ]),
+    )
+    .await;
+    w.finish_job(&v.name_any(), true, "").await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::DataRestore)
+        )
+    );
+    let (vs, reason) = condition(&r, RestorePhase::Validation);
+    assert_eq!(vs, Some(RestorePhaseStatus::Completed));
+    assert!(
+        reason.contains("1 object(s) to create") && reason.contains("2 volume(s)"),
+        "{reason}"
+    );
+    assert_eq!(
+        condition(&r, RestorePhase::ImageRestore).0,
+        Some(RestorePhaseStatus::Skipped)
+    );
+    assert_eq!(
+        r.status.as_ref().unwrap().size,
+        Some(
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                (4u64 << 30).to_string()
+            )
+        )
+    );
+
+    // DataRestore, maxParallelDataJobs 1: one data Job and its Block staging claim at a time.
+    let r = w.reconcile("rst").await;
+    let data_jobs: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .collect();
+    assert_eq!(data_jobs.len(), 1, "bounded by maxParallelDataJobs");
+    let first = &data_jobs[0];
+    assert_eq!(arg_after(first, "--plan").as_deref(), Some("plan-uid"));
+    assert_eq!(arg_after(first, "--backup").as_deref(), Some("bkp-uid"));
+    assert_eq!(arg_after(first, "--volume").as_deref(), Some("uid-data"));
+    assert_eq!(
+        arg_after(first, "--dest").as_deref(),
+        Some("/dev/tvk-volume")
+    );
+    let claim_name = first
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        })
+        .unwrap();
+    let staging = w
+        .server
+        .get("v1", "PersistentVolumeClaim", Some(NS), &claim_name)
+        .unwrap();
+    assert!(claim_name.starts_with("tvk-rst-"), "{claim_name}");
+    assert_eq!(staging["spec"]["volumeMode"], "Block");
+    assert_eq!(staging["spec"]["storageClassName"], "fast");
+    assert_eq!(
+        staging["spec"]["resources"]["requests"]["storage"],
+        (1u64 << 30).to_string()
+    );
+    assert_eq!(r.status.as_ref().unwrap().percentage_completion, Some(0));
+
+    // The Job hydrates the staging claim; the binder had bound it to pv-data.
+    w.bind_staging(&claim_name, "pv-data");
+    w.finish_job(&first.name_any(), true, "").await;
+    let r = w.reconcile("rst").await;
+    // Re-bind: a new volume with the same storage, Filesystem mode, pre-bound to dest/data.
+    let finals = w.server.list("v1", "PersistentVolume", None);
+    let final_pv = finals
+        .iter()
+        .find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("tvk-rst-pv-")
+        })
+        .expect("final volume");
+    assert_eq!(final_pv["spec"]["csi"]["volumeHandle"], "handle-pv-data");
+    assert_eq!(final_pv["spec"]["csi"]["volumeAttributes"]["a"], "b");
+    assert_eq!(final_pv["spec"]["volumeMode"], "Filesystem");
+    assert_eq!(final_pv["spec"]["persistentVolumeReclaimPolicy"], "Delete");
+    assert_eq!(final_pv["spec"]["claimRef"]["namespace"], DEST);
+    assert_eq!(final_pv["spec"]["claimRef"]["name"], "data");
+    assert_eq!(
+        final_pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
+        "hostpath.csi.test"
+    );
+    assert!(
+        final_pv["metadata"]["annotations"]
+            .get("unrelated")
+            .is_none()
+    );
+    assert!(
+        w.server
+            .get("v1", "PersistentVolume", None, "pv-data")
+            .is_none(),
+        "staging volume deleted"
+    );
+    assert!(
+        w.server
+            .get("v1", "PersistentVolumeClaim", Some(NS), &claim_name)
+            .is_none(),
+        "staging claim deleted"
+    );
+    let data = w
+        .server
+        .get("v1", "PersistentVolumeClaim", Some(DEST), "data")
+        .unwrap();
+    assert_eq!(data["spec"]["volumeName"], final_pv["metadata"]["name"]);
+    assert_eq!(data["spec"]["volumeMode"], "Filesystem");
+    assert_eq!(data["metadata"]["labels"]["app"], "demo");
+    assert_eq!(
+        data["metadata"]["labels"]["triliovault.trilio.io/restore-uid"],
+        uid.as_str()
+    );
+    // 1 GiB of 4 finished: 20 % of the 80 the data phase spans. The second Job started.
+    assert_eq!(r.status.as_ref().unwrap().percentage_completion, Some(20));
+    let second: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| {
+            j.name_any().starts_with("tvk-datarestore-") && j.name_any() != first.name_any()
+        })
+        .collect();
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        arg_after(&second[0], "--volume").as_deref(),
+        Some("uid-raw")
+    );
+    let claim2 = object_claim(&second[0]);
+    w.bind_staging(&claim2, "pv-raw");
+    w.finish_job(&second[0].name_any(), true, "").await;
+    let r = w.reconcile("rst").await;
+    let raw = w
+        .server
+        .get("v1", "PersistentVolumeClaim", Some(DEST), "raw")
+        .unwrap();
+    assert_eq!(raw["spec"]["volumeMode"], "Block");
+    assert_eq!(
+        condition(&r, RestorePhase::DataRestore).0,
+        Some(RestorePhaseStatus::Completed)
+    );
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::MetadataRestore)
+        )
+    );
+    assert_eq!(r.status.as_ref().unwrap().percentage_completion, Some(80));
+
+    // MetadataRestore: the metaprocessor's restore Job.
+    let r = w.reconcile("rst").await;
+    let meta: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-metadatarestore-"))
+        .collect();
+    assert_eq!(meta.len(), 1);
+    assert_eq!(args(&meta[0])[0], "restore");
+    assert_eq!(arg_after(&meta[0], "--location").as_deref(), Some(LOCATION));
+    assert_eq!(state(&r).1, Some(RestorePhase::MetadataRestore));
+    w.finish_job(&meta[0].name_any(), true, "").await;
+    let r = w.reconcile("rst").await;
+    let s = r.status.clone().unwrap();
+    assert_eq!(s.status, Some(RestoreState::Completed), "{s:?}");
+    assert_eq!(s.percentage_completion, Some(100));
+    assert!(s.completion_timestamp.is_some() && s.duration.is_some());
+    assert_eq!(
+        condition(&r, RestorePhase::RestoreCleanup).0,
+        Some(RestorePhaseStatus::Completed)
+    );
+    assert_eq!(
+        condition(&r, RestorePhase::Unquiesce).0,
+        Some(RestorePhaseStatus::Skipped)
+    );
+    assert!(
+        w.jobs(&uid).await.is_empty(),
+        "the restore's Jobs are deleted"
+    );
+    // The plan written by the metaprocessor survives the controller's status writes.
+    assert!(
+        s.restore_application.unwrap()["volumes"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    );
+    // The restored claims stay.
+    assert!(
+        w.server
+            .get("v1", "PersistentVolumeClaim", Some(DEST), "data")
+            .is_some()
+    );
+
+    // Terminal: nothing changes, nothing is written.
+    let mark = w.server.mark();
+    w.reconcile("rst").await;
+    w.reconcile("rst").await;
+    assert_eq!(w.server.writes_since(mark), 0);
+}
+
+fn object_claim(job: &Job) -> String {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unusable_sources_fail_validation_with_the_reason_and_start_nothing() {
+    let w = world(4).await;
+    w.server.create(json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": "running", "namespace": NS},
+        "spec": {"type": "Full", "backupPlan": {"name": "plan"}}, "status": {"status": "InProgress"}})).unwrap();
+    w.server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "down", "namespace": NS},
+        "spec": {"type": "ObjectStore", "vendor": "AWS", "objectStoreCredentials": {"bucketName": "b", "credentialSecret": {"name": "c"}}},
+        "status": {"status": "Unavailable", "condition": [{"phase": "Validation", "status": "Failed", "reason": "AuthenticationFailed: refused"}]}})).unwrap();
+    let cases = [
+        (
+            "missing",
+            json!({"type": "Backup", "backup": {"name": "nope", "namespace": NS}}),
+            "Backup trilio-system/nope does not exist",
+        ),
+        (
+            "inprogress",
+            json!({"type": "Backup", "backup": {"name": "running", "namespace": NS}}),
+            "is not Available (status InProgress)",
+        ),
+        (
+            "snapshot",
+            json!({"type": "Snapshot", "snapshot": {"name": "s"}}),
+            "source type Snapshot is not supported by this version",
+        ),
+        (
+            "badloc",
+            json!({"type": "Location", "target": {"name": "s3", "namespace": NS}, "location": "../etc"}),
+            "is not a backup location",
+        ),
+        (
+            "noloc",
+            json!({"type": "Location", "target": {"name": "s3", "namespace": NS}}),
+            "spec.source.location is not set",
+        ),
+        (
+            "down",
+            json!({"type": "Location", "target": {"name": "down", "namespace": NS}, "location": LOCATION}),
+            "AuthenticationFailed: refused",
+        ),
+        (
+            "notarget",
+            json!({"type": "Location", "target": {"name": "gone", "namespace": NS}, "location": LOCATION}),
+            "Target trilio-system/gone does not exist",
+        ),
+    ];
+    for (name, source, expected) in cases {
+        w.server
+            .create(restore_obj(name, source, json!({})))
+            .unwrap();
+        let r = w.reconcile(name).await;
+        assert_eq!(
+            state(&r),
+            (Some(RestoreState::Failed), Some(RestorePhase::Validation)),
+            "{name}"
+        );
+        let (st, reason) = condition(&r, RestorePhase::Validation);
+        assert_eq!(st, Some(RestorePhaseStatus::Failed));
+        assert!(reason.contains(expected), "{name}: {reason}");
+        assert!(w.jobs(&r.uid().unwrap()).await.is_empty(), "{name}: no Job");
+    }
+}
+
+#[tokio::test]
+async fn a_location_source_validates_with_the_target_and_location() {
+    let w = world(4).await;
+    w.server.create(restore_obj("loc", json!({"type": "Location", "target": {"name": "s3", "namespace": NS}, "location": "p-1/b-2"}), json!({}))).unwrap();
+    let r = w.reconcile("loc").await;
+    let jobs = w.jobs(&r.uid().unwrap()).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        arg_after(&jobs[0], "--location").as_deref(),
+        Some("p-1/b-2")
+    );
+    assert_eq!(
+        arg_after(&jobs[0], "--target").as_deref(),
+        Some("s3://bucket")
+    );
+}
+
+#[tokio::test]
+async fn a_blocking_plan_fails_validation_with_every_problem_and_writes_nothing() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("rst", backup_source(), json!({})))
+        .unwrap();
+    let mut p = plan(vec![volume("data", "Filesystem", "1Gi")]);
+    p["blocking"] = json!([
+        "ConfigMap dest/settings already exists; set restoreFlags.skipIfAlreadyExists or patchIfAlreadyExists, or delete it",
+        "StorageClass fast does not exist; create it or map it with restoreStorageClass"
+    ]);
+    let r = validated(&w, "rst", p).await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
+    );
+    let (_, reason) = condition(&r, RestorePhase::Validation);
+    assert!(
+        reason.contains("2 problem(s)")
+            && reason.contains("dest/settings")
+            && reason.contains("StorageClass fast"),
+        "{reason}"
+    );
+    assert!(
+        w.server
+            .list("v1", "PersistentVolumeClaim", Some(DEST))
+            .is_empty()
+    );
+    assert!(
+        w.server
+            .list("v1", "PersistentVolumeClaim", Some(NS))
+            .is_empty()
+    );
+    assert!(
+        w.jobs(&r.uid().unwrap()).await.is_empty(),
+        "Jobs deleted on failure"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_validation_job_or_a_missing_plan_fails_validation() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("jobfail", backup_source(), json!({})))
+        .unwrap();
+    let r = w.reconcile("jobfail").await;
+    let job = w.jobs(&r.uid().unwrap()).await.remove(0);
+    w.finish_job(
+        &job.name_any(),
+        false,
+        "exit code 1: no _metadata/commit.json at plan-uid/bkp-uid",
+    )
+    .await;
+    let r = w.reconcile("jobfail").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
+    );
+    assert!(
+        condition(&r, RestorePhase::Validation)
+            .1
+            .contains("commit.json")
+    );
+
+    w.server
+        .create(restore_obj("noplan", backup_source(), json!({})))
+        .unwrap();
+    let r = w.reconcile("noplan").await;
+    let job = w.jobs(&r.uid().unwrap()).await.remove(0);
+    w.finish_job(&job.name_any(), true, "").await;
+    let r = w.reconcile("noplan").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Failed));
+    assert!(
+        condition(&r, RestorePhase::Validation)
+            .1
+            .contains("wrote no status.restoreApplication")
+    );
+}
+
+#[tokio::test]
+async fn only_metadata_skips_data_restore() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "meta",
+            backup_source(),
+            json!({"restoreFlags": {"onlyMetadata": true}}),
+        ))
+        .unwrap();
+    let r = validated(&w, "meta", plan(vec![volume("data", "Filesystem", "1Gi")])).await;
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::MetadataRestore)
+        )
+    );
+    let (st, reason) = condition(&r, RestorePhase::DataRestore);
+    assert_eq!(st, Some(RestorePhaseStatus::Skipped));
+    assert!(reason.contains("onlyMetadata"));
+    w.reconcile("meta").await;
+    assert!(
+        w.server
+            .list("v1", "PersistentVolumeClaim", Some(NS))
+            .is_empty(),
+        "no staging claim"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_data_job_with_cleanup_on_failure_deletes_only_what_the_restore_made() {
+    let w = world(4).await;
+    // A claim of someone else in the destination: never touched.
+    w.server.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "other", "namespace": DEST},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})).unwrap();
+    w.server
+        .create(restore_obj(
+            "rst",
+            backup_source(),
+            json!({"actionFlags": {"cleanupOnFailure": true}}),
+        ))
+        .unwrap();
+    let r = validated(
+        &w,
+        "rst",
+        plan(vec![
+            volume("data", "Filesystem", "1Gi"),
+            volume("raw", "Block", "1Gi"),
+        ]),
+    )
+    .await;
+    let uid = r.uid().unwrap();
+    w.reconcile("rst").await;
+    let data_jobs: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .collect();
+    assert_eq!(data_jobs.len(), 2, "both volumes in parallel (max 4)");
+    let (ok, bad) = if arg_after(&data_jobs[0], "--volume").as_deref() == Some("uid-data") {
+        (&data_jobs[0], &data_jobs[1])
+    } else {
+        (&data_jobs[1], &data_jobs[0])
+    };
+    w.bind_staging(&object_claim(ok), "pv-ok");
+    w.finish_job(&ok.name_any(), true, "").await;
+    w.bind_staging(&object_claim(bad), "pv-bad");
+    w.finish_job(
+        &bad.name_any(),
+        false,
+        "exit code 1: digest mismatch in uid-raw at offset 65536",
+    )
+    .await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::DataRestore))
+    );
+    let (_, reason) = condition(&r, RestorePhase::DataRestore);
+    assert!(
+        reason.contains("volume dest/raw") && reason.contains("digest mismatch"),
+        "{reason}"
+    );
+    assert_eq!(
+        condition(&r, RestorePhase::RestoreCleanup).0,
+        Some(RestorePhaseStatus::Completed)
+    );
+    // The restored claim of the good volume and its volume are gone, the other claim stays.
+    assert!(
+        w.server
+            .get("v1", "PersistentVolumeClaim", Some(DEST), "data")
+            .is_none()
+    );
+    assert!(
+        w.server
+            .get("v1", "PersistentVolumeClaim", Some(DEST), "other")
+            .is_some()
+    );
+    assert!(
+        w.server
+            .list("v1", "PersistentVolume", None)
+            .iter()
+            .all(|p| p["metadata"]["name"] == "pv-bad"
+                || !p["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("tvk-rst-pv-"))
+    );
+    // Staging claims and Jobs are gone.
+    assert!(
+        w.server
+            .list("v1", "PersistentVolumeClaim", Some(NS))
+            .is_empty()
+    );
+    assert!(w.jobs(&uid).await.is_empty());
+    let mark = w.server.mark();
+    w.reconcile("rst").await;
+    assert_eq!(w.server.writes_since(mark), 0, "terminal");
+}
+
+#[tokio::test]
+async fn a_failed_metadata_restore_names_the_object_and_cleanup_spares_unlabelled_objects() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "rst",
+            backup_source(),
+            json!({"actionFlags": {"cleanupOnFailure": true}}),
+        ))
+        .unwrap();
+    let r = validated(&w, "rst", plan(vec![])).await;
+    let uid = r.uid().unwrap();
+    assert_eq!(
+        condition(&r, RestorePhase::DataRestore).0,
+        Some(RestorePhaseStatus::Skipped)
+    );
+    w.reconcile("rst").await;
+    // What the metaprocessor did: created one ConfigMap (labelled), and a pre-existing
+    // ConfigMap of the same name as one it lists is not labelled.
+    w.server.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "made", "namespace": DEST,
+        "labels": {"triliovault.trilio.io/restore-uid": uid}}})).unwrap();
+    w.server.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": DEST}, "data": {"mine": "yes"}})).unwrap();
+    let mut p = plan(vec![]);
+    p["objects"] = json!([
+        {"apiVersion": "v1", "kind": "ConfigMap", "namespace": DEST, "name": "made", "action": "Create", "result": "Created"},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": DEST, "name": "web", "action": "Create", "result": "Failed",
+         "error": "admission webhook denied the request: image must come from registry.example.com"}]);
+    p["created"] = json!([
+        {"apiVersion": "v1", "kind": "ConfigMap", "namespace": DEST, "name": "made"},
+        {"apiVersion": "v1", "kind": "ConfigMap", "namespace": DEST, "name": "settings"}]);
+    w.write_plan("rst", p).await;
+    let meta = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-metadatarestore-"))
+        .unwrap();
+    w.finish_job(&meta.name_any(), false, "exit code 1").await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::Failed),
+            Some(RestorePhase::MetadataRestore)
+        )
+    );
+    let (_, reason) = condition(&r, RestorePhase::MetadataRestore);
+    assert!(
+        reason.contains("Deployment dest/web: admission webhook denied"),
+        "{reason}"
+    );
+    let (_, cleanup) = condition(&r, RestorePhase::RestoreCleanup);
+    assert!(
+        cleanup.contains("1 object(s)") && cleanup.contains("ConfigMap dest/settings"),
+        "{cleanup}"
+    );
+    assert!(
+        w.server
+            .get("v1", "ConfigMap", Some(DEST), "made")
+            .is_none()
+    );
+    let kept = w
+        .server
+        .get("v1", "ConfigMap", Some(DEST), "settings")
+        .unwrap();
+    assert_eq!(kept["data"]["mine"], "yes");
+}
+
+#[tokio::test]
+async fn without_cleanup_on_failure_restored_claims_stay() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("rst", backup_source(), json!({})))
+        .unwrap();
+    let r = validated(&w, "rst", plan(vec![volume("data", "Filesystem", "1Gi")])).await;
+    let uid = r.uid().unwrap();
+    w.reconcile("rst").await;
+    let job = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .unwrap();
+    w.bind_staging(&object_claim(&job), "pv-1");
+    w.finish_job(&job.name_any(), true, "").await;
+    w.reconcile("rst").await;
+    let meta = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-metadatarestore-"));
+    let meta = match meta {
+        Some(m) => m,
+        None => {
+            w.reconcile("rst").await;
+            w.jobs(&uid)
+                .await
+                .into_iter()
+                .find(|j| j.name_any().starts_with("tvk-metadatarestore-"))
+                .unwrap()
+        }
+    };
+    w.finish_job(&meta.name_any(), false, "exit code 1").await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Failed));
+    assert!(
+        w.server
+            .get("v1", "PersistentVolumeClaim", Some(DEST), "data")
+            .is_some()
+    );
+    assert!(w.jobs(&uid).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_restarted_controller_adopts_its_jobs() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("rst", backup_source(), json!({})))
+        .unwrap();
+    let r = w.reconcile("rst").await;
+    let uid = r.uid().unwrap();
+    let name = w.jobs(&uid).await[0].name_any();
+    // A new controller (fresh context) after a restart: same Job, nothing duplicated.
+    let mut ctx = Context::new(w.server.client(), common::config("Cluster"), None);
+    ctx.backup_poll = Duration::from_millis(100);
+    let r = w.restores().get("rst").await.unwrap();
+    restore_controller::reconcile(&r, &ctx).await.unwrap();
+    let jobs = w.jobs(&uid).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].name_any(), name);
+    // A Job whose creation answered 409 (made by the previous leader) is adopted, not an error.
+    let stale = w.restores().get("rst").await.unwrap();
+    Api::<Job>::namespaced(w.ctx.client.clone(), NS)
+        .delete(&name, &Default::default())
+        .await
+        .unwrap();
+    restore_controller::reconcile(&stale, &ctx).await.unwrap();
+    restore_controller::reconcile(&stale, &w.ctx).await.unwrap();
+    assert_eq!(w.jobs(&uid).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_cluster_restore_of_a_cluster_backup_completes() {
+    let w = world(4).await;
+    w.server
+        .create(
+            json!({"apiVersion": V1, "kind": "ClusterBackupPlan", "metadata": {"name": "cplan"},
+        "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}}}}),
+        )
+        .unwrap();
+    w.server
+        .create(
+            json!({"apiVersion": V1, "kind": "ClusterBackup", "metadata": {"name": "cbkp"},
+        "spec": {"type": "Full", "clusterBackupPlan": {"name": "cplan"}},
+        "status": {"status": "Available", "location": "cplan-uid/cbkp-uid"}}),
+        )
+        .unwrap();
+    w.server
+        .create(
+            json!({"apiVersion": V1, "kind": "ClusterRestore", "metadata": {"name": "crst"},
+        "spec": {"source": {"type": "ClusterBackup", "clusterBackup": {"name": "cbkp"}},
+                 "components": [{"backupNamespace": "app", "restoreNamespace": DEST}]}}),
+        )
+        .unwrap();
+    let api: Api<ClusterRestore> = Api::all(w.ctx.client.clone());
+    let step = || async {
+        let r = api.get("crst").await.unwrap();
+        restore_controller::reconcile(&r, &w.ctx).await.unwrap();
+        api.get("crst").await.unwrap()
+    };
+    let r = step().await;
+    let uid = r.uid().unwrap();
+    let jobs = w.jobs(&uid).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        &args(&jobs[0])[..7],
+        &[
+            "restore-plan",
+            "--kind",
+            "ClusterRestore",
+            "--name",
+            "crst",
+            "--location",
+            "cplan-uid/cbkp-uid"
+        ]
+        .map(String::from)
+    );
+    assert_eq!(
+        jobs[0]
+            .annotations()
+            .get("triliovault.trilio.io/restore-ref")
+            .map(String::as_str),
+        Some("crst")
+    );
+    assert_eq!(
+        jobs[0].owner_references()[0].uid,
+        uid,
+        "owned by the ClusterRestore"
+    );
+    let mut p = plan(vec![]);
+    p["source"]["kind"] = json!("ClusterBackup");
+    api.patch_status(
+        "crst",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"restoreApplication": p, "createdNamespaces": [DEST]}})),
+    )
+    .await
+    .unwrap();
+    w.finish_job(&jobs[0].name_any(), true, "").await;
+    let r = step().await;
+    assert_eq!(
+        r.status.as_ref().unwrap().phase,
+        Some(RestorePhase::MetadataRestore)
+    );
+    let r = step().await;
+    let meta = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-metadatarestore-"))
+        .unwrap();
+    assert!(!args(&meta).contains(&"--namespace".to_string()));
+    assert_eq!(
+        r.status.as_ref().unwrap().status,
+        Some(RestoreState::InProgress)
+    );
+    w.finish_job(&meta.name_any(), true, "").await;
+    let r = step().await;
+    let s = r.status.unwrap();
+    assert_eq!(s.status, Some(RestoreState::Completed));
+    assert_eq!(
+        s.created_namespaces,
+        Some(vec![DEST.to_string()]),
+        "the metaprocessor's field survives"
+    );
+}
+
+#[tokio::test]
+async fn data_restore_job_and_claim_golden() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("rst", backup_source(), json!({})))
+        .unwrap();
+    let r = validated(&w, "rst", plan(vec![volume("data", "Filesystem", "1Gi")])).await;
+    let uid = r.uid().unwrap();
+    w.reconcile("rst").await;
+    let mut job = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .unwrap();
+    let claim_name = object_claim(&job);
+    let job_name = job.name_any();
+    job.metadata.resource_version = None;
+    job.metadata.creation_timestamp = None;
+    job.metadata.uid = None;
+    job.metadata.generation = None;
+    job.metadata.managed_fields = None;
+    job.status = None;
+    let mut claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(
+        w.server
+            .get("v1", "PersistentVolumeClaim", Some(NS), &claim_name)
+            .unwrap(),
+    )
+    .unwrap();
+    claim.metadata.resource_version = None;
+    claim.metadata.creation_timestamp = None;
+    claim.metadata.uid = None;
+    claim.metadata.generation = None;
+    claim.metadata.managed_fields = None;
+    claim.status = None;
+    let text = format!(
+        "{}---\n{}",
+        tvk_api::yaml::to_string(&job).unwrap(),
+        tvk_api::yaml::to_string(&claim).unwrap()
+    )
+    .replace(&uid, "RESTORE-UID")
+    .replace(&job_name, "tvk-datarestore-HASH")
+    .replace(&claim_name, "tvk-rst-HASH");
+    let key = claim
+        .labels()
+        .get("triliovault.trilio.io/restore-volume")
+        .unwrap()
+        .clone();
+    let text = text.replace(&key, "VOLUME-KEY");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/restore-data-job.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    pretty_assertions::assert_eq!(golden, text, "run with UPDATE_GOLDEN=1 to accept");
+}
+
+/// Puts an object on moto (unsigned; moto does not check signatures).
+fn put_object(addr: std::net::SocketAddr, bucket: &str, key: &str, body: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT /{bucket}/{key} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "put failed: {resp}");
+}
+
+#[tokio::test]
+async fn a_location_without_a_commit_object_is_refused_before_any_job() {
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = tvk_testkit::unique_name("rst");
+    common::create_bucket(moto.addr(), &bucket);
+    put_object(moto.addr(), &bucket, "p-1/b-ok/_metadata/commit.json", "{}");
+    put_object(
+        moto.addr(),
+        &bucket,
+        "p-1/b-half/_metadata/index.json",
+        "{}",
+    );
+    let w = world(4).await;
+    w.server.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "moto-creds", "namespace": NS},
+        "stringData": {"accessKey": tvk_testkit::S3_ACCESS_KEY, "secretKey": tvk_testkit::S3_SECRET_KEY}})).unwrap();
+    w.server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "moto", "namespace": NS},
+        "spec": {"type": "ObjectStore", "vendor": "MinIO", "objectStoreCredentials": {"bucketName": bucket, "url": moto.url(),
+            "region": tvk_testkit::S3_REGION, "credentialSecret": {"name": "moto-creds"}}},
+        "status": {"status": "Available"}})).unwrap();
+    let source = |loc: &str| json!({"type": "Location", "target": {"name": "moto", "namespace": NS}, "location": loc});
+    w.server
+        .create(restore_obj("half", source("p-1/b-half"), json!({})))
+        .unwrap();
+    let r = w.reconcile("half").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
+    );
+    let (_, reason) = condition(&r, RestorePhase::Validation);
+    assert!(
+        reason.contains("p-1/b-half/_metadata/commit.json does not exist"),
+        "{reason}"
+    );
+    assert!(w.jobs(&r.uid().unwrap()).await.is_empty());
+
+    w.server
+        .create(restore_obj("ok", source("p-1/b-ok"), json!({})))
+        .unwrap();
+    let r = w.reconcile("ok").await;
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::Validation)
+        )
+    );
+    assert_eq!(w.jobs(&r.uid().unwrap()).await.len(), 1);
+}
