@@ -366,7 +366,7 @@ async fn e2e_metadata_backup_with_real_metamover_jobs_reaches_available() {
     );
     assert_eq!(commit["object"]["metadata"]["name"], "b1");
     // Cleanup removed the backup's Jobs (the Pods go with them).
-    for _ in 0..300 {
+    for _ in 0..600 {
         if world.server.list("batch/v1", "Job", Some(NS)).is_empty() {
             break;
         }
@@ -609,7 +609,7 @@ async fn e2e_volume_full_then_incremental_restore_bit_exact() {
         }
         left
     };
-    for _ in 0..300 {
+    for _ in 0..600 {
         if left().is_empty() {
             break;
         }
