@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tvk_api::{
     backup_plan::BackupPlan,
-    common::{HookMode, HookTarget},
+    common::{HookConfig, HookMode, HookTarget},
     hook::{Hook, HookAction},
 };
 
@@ -254,9 +254,29 @@ pub async fn identify(
     backup_ns: &str,
     plan: &BackupPlan,
 ) -> Result<std::result::Result<HookTargets, String>> {
-    let plan_name = plan.name_any();
     let plan_ns = plan.namespace().unwrap_or_else(|| backup_ns.to_string());
-    let Some(config) = plan.spec.hook_config.as_ref() else {
+    let owner = format!("BackupPlan {plan_ns}/{}", plan.name_any());
+    identify_config(
+        ctx,
+        backup_ns,
+        &plan_ns,
+        plan.spec.hook_config.as_ref(),
+        &owner,
+    )
+    .await
+}
+
+/// [`identify`] for any `hookConfig` (a ClusterBackupPlan component's, a restore's): pods of
+/// `backup_ns`, Hook references without a namespace looked up in `hooks_ns`, `owner` naming
+/// the configuration in messages (e.g. "ClusterBackupPlan all components[2]").
+pub async fn identify_config(
+    ctx: &Context,
+    backup_ns: &str,
+    hooks_ns: &str,
+    config: Option<&HookConfig>,
+    owner: &str,
+) -> Result<std::result::Result<HookTargets, String>> {
+    let Some(config) = config else {
         return Ok(Ok(HookTargets {
             namespace: backup_ns.to_string(),
             ..HookTargets::default()
@@ -275,7 +295,7 @@ pub async fn identify(
         ..HookTargets::default()
     };
     for (index, item) in config.hooks.iter().enumerate() {
-        let at = format!("BackupPlan {plan_ns}/{plan_name} hookConfig.hooks[{index}]");
+        let at = format!("{owner} hookConfig.hooks[{index}]");
         let Some(name) = item.hook.name.as_deref().filter(|n| !n.is_empty()) else {
             return Ok(Err(format!("{at}.hook has no name: name the Hook to run")));
         };
@@ -284,7 +304,7 @@ pub async fn identify(
             .namespace
             .as_deref()
             .filter(|n| !n.is_empty())
-            .unwrap_or(&plan_ns);
+            .unwrap_or(hooks_ns);
         let hook_key = format!("{hook_ns}/{name}");
         let hook = Api::<Hook>::namespaced(ctx.client.clone(), hook_ns)
             .get_opt(name)
