@@ -8,7 +8,9 @@
 //! - [`apply`] runs in the just-committed backup's Retention phase. Backups of one plan never
 //!   overlap (the backup controller serialises them), so no new incremental can take an
 //!   expired backup as its parent while the coalesce runs (RELIABILITY 10). Each expired
-//!   backup turns `Coalescing` with `status.coalesceInfo`; one `tvk-datamover coalesce` Job per
+//!   backup gets `status.coalesceInfo` (its `status` stays `Available`: the backup controller
+//!   fails any non-terminal Backup it finds in phase Cleanup, so `Coalescing` would need a
+//!   guard there first); one `tvk-datamover coalesce` Job per
 //!   volume removes all expired backups of that volume in one call (the datamover rewrites the
 //!   survivors' chains first, then deletes what nothing references; object-locked objects are
 //!   deferred, never forced); when every Job succeeded the expired Backup objects are deleted,
@@ -379,7 +381,7 @@ async fn plan_backups(ctx: &Context, plan: &BackupPlan, ns: &str) -> Result<Vec<
 /// `report.summary`; `Running` → stay in Retention (`InProgress`), requeue; `Failed` → the
 /// Retention condition `Error` with the message (an Event with it) and carry on to Cleanup and
 /// `Available`: a retention failure never fails a good backup. Expired backups whose coalesce
-/// failed stay `Coalescing` with the error in their `coalesceInfo` and are retried by the next
+/// failed keep the error in their `coalesceInfo` and are retried by the next
 /// retention run of the plan (or when the user deletes them).
 pub async fn apply(
     ctx: &Context,
@@ -438,14 +440,17 @@ pub async fn apply(
     let newly: BTreeSet<String> = expired(&policy, &retained, jiff::Timestamp::now())
         .into_iter()
         .collect();
-    // Backups left Coalescing by this run's earlier calls, or by an earlier run that failed.
+    // Backups marked (coalesceInfo) by this run's earlier calls, or by an earlier run that
+    // failed.
     let mut expiring: Vec<&Backup> = backups
         .iter()
         .filter(|b| {
             let uid = b.uid().unwrap_or_default();
             uid != just_uid
                 && (newly.contains(&uid)
-                    || b.status.as_ref().and_then(|s| s.status) == Some(BackupState::Coalescing))
+                    || b.status.as_ref().is_some_and(|s| {
+                        s.status == Some(BackupState::Coalescing) || s.coalesce_info.is_some()
+                    }))
         })
         .collect();
     expiring.sort_by_key(|b| (taken_at(b), b.uid()));
@@ -518,7 +523,7 @@ pub async fn apply(
             })
             .collect();
         return Ok(RetentionStep::Failed(format!(
-            "coalescing expired backup(s) {} failed: {}; they stay Coalescing and are retried by the next retention run (or delete them); every other backup is still restorable",
+            "coalescing expired backup(s) {} failed: {}; they keep the error in coalesceInfo and are retried by the next retention run (or delete them); every other backup is still restorable",
             failures.join(", "),
             messages.join("; ")
         )));
@@ -853,18 +858,17 @@ fn coalesce_info(jobs: &[&CoalesceOutcome]) -> CoalesceInfo {
     }
 }
 
-/// Sets `status: Coalescing` and `coalesceInfo` on an expired backup (merge patch, only when
+/// Sets `coalesceInfo` on an expired backup (merge patch, only when
 /// something changed), with an Event on each state change.
 async fn mark_coalescing(ctx: &Context, backup: &Backup, info: &CoalesceInfo) -> Result<()> {
     let status = backup.status.clone().unwrap_or_default();
-    if status.status == Some(BackupState::Coalescing) && status.coalesce_info.as_ref() == Some(info)
-    {
+    if status.coalesce_info.as_ref() == Some(info) {
         return Ok(());
     }
     let ns = backup.namespace().unwrap_or_default();
     let name = backup.name_any();
     let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"status": {"status": "Coalescing", "coalesceInfo": info}});
+    let patch = json!({"status": {"coalesceInfo": info}});
     match api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -874,7 +878,7 @@ async fn mark_coalescing(ctx: &Context, backup: &Backup, info: &CoalesceInfo) ->
         Err(e) if is_not_found(&e) => return Ok(()),
         Err(e) => {
             return Err(Error::kube(
-                format!("mark expired Backup {ns}/{name} Coalescing"),
+                format!("record the coalesce of expired Backup {ns}/{name}"),
                 e,
             ));
         }

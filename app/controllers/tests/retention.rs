@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Retention and deletion of backups against tvk-test-apiserver (HTTP, status subresources,
-//! finalizers) and moto: expired backups get coalesce Jobs (golden), turn Coalescing, and are
+//! finalizers) and moto: expired backups get coalesce Jobs (golden) and coalesceInfo, and are
 //! deleted once the Jobs complete (the test marks them complete: it plays the kubelet; the
 //! datamover's coalesce itself is tested in the datamover crate); kept backups are untouched;
 //! a deleted backup's metadata goes first and its volume data is handed to a coalesce Job,
@@ -206,7 +206,10 @@ async fn expired_backups_are_coalesced_then_deleted_and_kept_ones_untouched() {
     }
     for name in ["b1", "b2"] {
         let s = env.state(name).unwrap();
-        assert_eq!(s["status"], "Coalescing", "{name}");
+        assert_eq!(
+            s["status"], "Available",
+            "{name}: the backup controller owns status"
+        );
         assert_eq!(s["coalesceInfo"]["state"], "CommitStarted", "{name}");
     }
 
@@ -290,7 +293,7 @@ async fn a_failed_coalesce_fails_retention_only_and_names_the_datamover_error() 
     assert!(message.contains(&format!("{NS}/b1")), "{message}");
     let s = env.state("b1").unwrap();
     assert_eq!(
-        s["status"], "Coalescing",
+        s["status"], "Available",
         "not deleted: retried by the next run"
     );
     assert_eq!(s["coalesceInfo"]["state"], "CommitFailed");
@@ -303,7 +306,7 @@ async fn a_failed_coalesce_fails_retention_only_and_names_the_datamover_error() 
     );
     assert_eq!(env.state("b2").unwrap()["status"], "InProgress");
 
-    // The next backup's retention run retries the Coalescing one with a new Job.
+    // The next backup's retention run retries the marked one with a new Job.
     env.backup("b3", "InProgress", 4, &["vol-a"]).await;
     assert!(matches!(env.apply("b3").await, RetentionStep::Running(_)));
     let retry = env
