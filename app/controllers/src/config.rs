@@ -56,9 +56,47 @@ pub struct Config {
     pub service_accounts: ServiceAccounts,
     /// Images of the Jobs.
     pub images: Images,
+    /// The cluster's egress proxy (the manager's own HTTP_PROXY/HTTPS_PROXY/NO_PROXY, which
+    /// OLM injects), passed on to every Job.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
     /// Everything else (logConfig, masterEncryptionKeyConfig, …), kept for later use.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// Proxy settings of tvk-config (`proxy:`), all optional.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// `HTTP_PROXY`.
+    #[serde(default)]
+    pub http_proxy: Option<String>,
+    /// `HTTPS_PROXY`.
+    #[serde(default)]
+    pub https_proxy: Option<String>,
+    /// `NO_PROXY`.
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyConfig {
+    /// The environment variables to set, in a fixed order; empty values are left out.
+    pub fn env(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("HTTP_PROXY", &self.http_proxy),
+            ("HTTPS_PROXY", &self.https_proxy),
+            ("NO_PROXY", &self.no_proxy),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            value
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| (name, v))
+        })
+        .collect()
+    }
 }
 
 fn default_timezone() -> String {
@@ -304,7 +342,7 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 

@@ -100,6 +100,16 @@ pub fn build_job(request: &JobRequest<'_>, config: &Config) -> Result<Job> {
         }],
         "volumes": to_value("Job volumes", &request.access.volumes)?,
     });
+    // The cluster's egress proxy reaches every Job (S3 endpoints, registries); the Kubernetes
+    // API is reached in-cluster, which kube never sends through a proxy.
+    if let Some(env) = pod_spec
+        .pointer_mut("/containers/0/env")
+        .and_then(Value::as_array_mut)
+    {
+        for (name, value) in config.proxy.env() {
+            env.push(json!({"name": name, "value": value}));
+        }
+    }
     if let Some(obj) = pod_spec.as_object_mut() {
         if let Some(sa) = &request.service_account {
             obj.insert("serviceAccountName".into(), json!(sa));
@@ -197,5 +207,65 @@ mod erased {
         fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
             serde_json::to_value(self)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::target_access::TargetAccess;
+
+    fn request(namespace: &str) -> JobRequest<'_> {
+        JobRequest {
+            name: "tvk-job".into(),
+            namespace,
+            backup_label: "ns.b".into(),
+            backup_uid: "uid",
+            backup_ref: "ns/b".into(),
+            owner: None,
+            phase: "data",
+            image: "img".into(),
+            service_account: None,
+            args: vec!["backup".into()],
+            access: TargetAccess::default(),
+            resources: None,
+        }
+    }
+
+    fn env_of(job: &Job) -> Vec<(String, String)> {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn the_clusters_proxy_reaches_every_job_and_nothing_is_set_without_one() {
+        let yaml = format!(
+            "{}proxy:\n  httpsProxy: http://proxy.corp:3128\n  noProxy: .svc,10.0.0.0/8\n",
+            crate::config::tests::SAMPLE
+        );
+        let config = Config::parse(&yaml, "config.yaml").unwrap();
+        let job = build_job(&request("trilio-system"), &config).unwrap();
+        assert_eq!(
+            env_of(&job),
+            vec![
+                ("HTTPS_PROXY".into(), "http://proxy.corp:3128".into()),
+                ("NO_PROXY".into(), ".svc,10.0.0.0/8".into()),
+            ]
+        );
+        let plain = Config::parse(crate::config::tests::SAMPLE, "config.yaml").unwrap();
+        assert!(env_of(&build_job(&request("trilio-system"), &plain).unwrap()).is_empty());
     }
 }

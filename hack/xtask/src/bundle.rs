@@ -473,8 +473,10 @@ fn csv(root: &Path, lock: &ImageLock, input: CsvInput<'_>) -> Result<Value, Stri
     put("operators.operatorframework.io/builder", "tvk-xtask");
     put("features.operators.openshift.io/disconnected", "true");
     put("features.operators.openshift.io/fips-compliant", "false");
-    // The manager's kube client does not use HTTP(S)_PROXY yet.
-    put("features.operators.openshift.io/proxy-aware", "false");
+    // OLM's HTTP_PROXY/HTTPS_PROXY/NO_PROXY reach the manager's workloads (values.proxy), the
+    // control plane's Jobs (tvk-config `proxy`) and every HTTP client (reqwest and object_store
+    // read them); the Kubernetes API is reached in-cluster, never through the proxy.
+    put("features.operators.openshift.io/proxy-aware", "true");
     put("features.operators.openshift.io/tls-profiles", "false");
     put("features.operators.openshift.io/token-auth-aws", "false");
     put("features.operators.openshift.io/token-auth-azure", "false");
@@ -1397,6 +1399,10 @@ pub(crate) mod tests {
                 "annotation {key} missing"
             );
         }
+        assert_eq!(
+            csv["metadata"]["annotations"]["features.operators.openshift.io/proxy-aware"],
+            "true"
+        );
         let examples: Vec<Value> = serde_json::from_str(
             csv["metadata"]["annotations"]["alm-examples"]
                 .as_str()
