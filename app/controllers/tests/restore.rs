@@ -1157,3 +1157,74 @@ async fn a_location_without_a_commit_object_is_refused_before_any_job() {
     );
     assert_eq!(w.jobs(&r.uid().unwrap()).await.len(), 1);
 }
+
+/// A restore into a namespace that does not exist yet (a ClusterRestore's mapping): the
+/// DataRestore phase creates it, labelled, before the final claims need it, and a failed
+/// restore with cleanupOnFailure deletes it again — and only it.
+#[tokio::test]
+async fn a_missing_destination_namespace_is_created_for_the_volumes_and_removed_on_failure() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "rst",
+            backup_source(),
+            json!({"actionFlags": {"cleanupOnFailure": true}}),
+        ))
+        .unwrap();
+    let mut vol = volume("data", "Block", "1Gi");
+    vol["namespace"] = json!("fresh");
+    let mut claim: Value = serde_json::from_str(vol["pvcMetadata"].as_str().unwrap()).unwrap();
+    claim["metadata"]["namespace"] = json!("fresh");
+    vol["pvcMetadata"] = json!(claim.to_string());
+    let mut plan_value = plan(vec![vol]);
+    plan_value["namespaces"] =
+        json!([{"name": DEST, "exists": true}, {"name": "fresh", "exists": false}]);
+    let r = validated(&w, "rst", plan_value).await;
+    let uid = r.uid().unwrap();
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::DataRestore)
+        )
+    );
+    w.reconcile("rst").await;
+    let ns = w
+        .server
+        .get("v1", "Namespace", None, "fresh")
+        .expect("the destination namespace is created before its claims");
+    assert_eq!(
+        ns["metadata"]["labels"]["triliovault.trilio.io/restore-uid"],
+        json!(uid)
+    );
+    let data_jobs: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .collect();
+    assert_eq!(data_jobs.len(), 1);
+    w.bind_staging(&object_claim(&data_jobs[0]), "pv-data");
+    w.finish_job(
+        &data_jobs[0].name_any(),
+        false,
+        "exit code 1: target unreachable",
+    )
+    .await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::DataRestore))
+    );
+    let (_, reason) = condition(&r, RestorePhase::RestoreCleanup);
+    assert!(reason.contains("1 namespace(s)"), "{reason}");
+    let gone = w
+        .server
+        .get("v1", "Namespace", None, "fresh")
+        .is_none_or(|ns| !ns["metadata"]["deletionTimestamp"].is_null());
+    assert!(gone, "the namespace this restore created is deleted");
+    assert!(
+        w.server.get("v1", "Namespace", None, DEST).is_some(),
+        "an existing namespace is never deleted"
+    );
+}

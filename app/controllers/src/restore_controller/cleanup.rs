@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{PersistentVolume, PersistentVolumeClaim},
+    core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim},
 };
 use kube::{
     Api, ResourceExt,
@@ -97,8 +97,25 @@ pub async fn run(
         for pv in finals.items {
             delete_ignoring_missing(&pvs, &pv.name_any(), "PersistentVolume").await?;
         }
+        // Namespaces this restore created (planned as missing and labelled by it), last.
+        let mut created_namespaces = 0;
+        if let Some(plan) = plan {
+            let api: Api<Namespace> = Api::all(ctx.client.clone());
+            let labelled = api
+                .list(&ListParams::default().labels(&ours))
+                .await
+                .map_err(|e| Error::kube("list the restore's namespaces", e))?;
+            for ns in labelled.items {
+                let name = ns.name_any();
+                if plan.namespaces.iter().any(|n| !n.exists && n.name == name)
+                    && delete_ignoring_missing(&api, &name, "Namespace").await?
+                {
+                    created_namespaces += 1;
+                }
+            }
+        }
         notes.push(format!(
-            "cleanupOnFailure: {deleted} object(s) and {claims} claim(s) created by this restore deleted"
+            "cleanupOnFailure: {deleted} object(s), {claims} claim(s) and {created_namespaces} namespace(s) created by this restore deleted"
         ));
         if !kept.is_empty() {
             notes.push(format!(

@@ -28,8 +28,8 @@ use k8s_openapi::{
     api::{
         batch::v1::Job,
         core::v1::{
-            ObjectReference as CoreObjectReference, PersistentVolume, PersistentVolumeClaim,
-            PersistentVolumeClaimVolumeSource, Volume, VolumeDevice,
+            Namespace, ObjectReference as CoreObjectReference, PersistentVolume,
+            PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Volume, VolumeDevice,
         },
     },
     apimachinery::pkg::api::resource::Quantity,
@@ -404,6 +404,14 @@ pub async fn step(
             done_bytes: 0,
         });
     }
+    // A ClusterRestore into namespaces that do not exist yet: the final claims need them now,
+    // before the metaprocessor runs (it adopts these, labelled by this restore, as its own).
+    if let Err(reason) = ensure_namespaces(ctx, ids, plan).await? {
+        return Ok(DataOutcome {
+            state: DataState::Failed(reason),
+            done_bytes: 0,
+        });
+    }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ids.job_ns);
     let running = jobs
         .list(&ListParams::default().labels(&format!(
@@ -438,6 +446,59 @@ pub async fn step(
         DataState::Working
     };
     Ok(DataOutcome { state, done_bytes })
+}
+
+/// Creates the plan's missing destination namespaces, labelled with this restore's UID; a
+/// namespace that is being deleted is a failure naming it.
+pub async fn ensure_namespaces(
+    ctx: &Context,
+    ids: &Ids,
+    plan: &RestorePlan,
+) -> Result<std::result::Result<(), String>> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let needed = plan
+        .namespaces
+        .iter()
+        .filter(|n| !n.exists)
+        .map(|n| n.name.as_str())
+        .chain(plan.volumes.iter().map(|v| v.namespace.as_str()));
+    let mut seen = std::collections::BTreeSet::new();
+    for name in needed.filter(|n| seen.insert(*n)) {
+        match api
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("read Namespace {name}"), e))?
+        {
+            Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
+                return Ok(Err(format!(
+                    "destination namespace {name} is being deleted; wait until it is gone, or restore into another namespace"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let ns = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_string()),
+                        labels: Some(BTreeMap::from([
+                            (LABEL_RESTORE_UID.to_string(), ids.uid.clone()),
+                            (
+                                "app.kubernetes.io/managed-by".to_string(),
+                                "tvk-control-plane".to_string(),
+                            ),
+                        ])),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                };
+                match api.create(&PostParams::default(), &ns).await {
+                    Ok(_) => {}
+                    Err(e) if is_conflict(&e) => {}
+                    Err(e) => return Err(Error::kube(format!("create Namespace {name}"), e)),
+                }
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 async fn volume_step(
