@@ -765,7 +765,7 @@ async fn run_coalesce(
 
 /// The datamover's own error and last coalesce state, from the termination messages of the
 /// Job's pods (`FallbackToLogsOnError`: the tail of its JSON lines).
-async fn datamover_failure(
+pub(crate) async fn datamover_failure(
     ctx: &Context,
     job_ns: &str,
     job: &str,

@@ -16,13 +16,14 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     runtime::controller::Action,
 };
 use serde_json::json;
@@ -37,10 +38,11 @@ use tvk_datamover::target::{S3Config, Target as Store};
 
 use crate::{
     context::{CONTROLLER_NAME, Context},
-    error::{Error, Result},
-    naming::short_hash,
+    error::{Error, Result, is_conflict, is_not_found},
+    jobs::{JobRequest, JobState, LABEL_BACKUP, LABEL_BACKUP_UID, build_job, job_state},
+    naming::{object_name, short_hash},
     status_patch::{apply_status, now_rfc3339, set_condition},
-    target_access::{ACCESS_KEY, DEFAULT_REGION, SECRET_KEY, ref_namespace},
+    target_access::{ACCESS_KEY, DEFAULT_REGION, SECRET_KEY, job_access, ref_namespace},
 };
 
 /// Field manager of the Target controller.
@@ -644,11 +646,11 @@ async fn reconcile_inner(target: &Target, ctx: &Context) -> Result<Action> {
     let api: Api<Target> = Api::namespaced(ctx.client.clone(), &ns);
     let old = target.status.clone().unwrap_or_default();
     let mut status = old.clone();
-    let outcome: ProbeResult = match target.spec.type_ {
-        TargetType::ObjectStore => match s3_probe_inputs(target, ctx).await? {
+    let outcome: Option<ProbeResult> = match target.spec.type_ {
+        TargetType::ObjectStore => Some(match s3_probe_inputs(target, ctx).await? {
             Err(failure) => Err(failure),
             Ok(probe) => probe_target(probe).await?,
-        },
+        }),
         TargetType::Nfs => {
             let (pv, pvc) = nfs_objects(target)?;
             let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -671,14 +673,21 @@ async fn reconcile_inner(target: &Target, ctx: &Context) -> Result<Action> {
                 Some(&ns),
             ));
             let bound = applied.status.and_then(|s| s.phase).as_deref() == Some("Bound");
-            Err(ProbeFailure {
-                reason: "ProbeNotAvailable",
-                message: format!(
-                    "the share is {} as PersistentVolume {pv_name} / claim {ns}/{pv_name}; proving it writable needs a validation Job with a probe command, which the datamover image does not offer yet",
-                    if bound { "bound" } else { "being bound" }
-                ),
-            })
+            if bound {
+                nfs_probe(target, ctx).await?
+            } else {
+                Some(Err(ProbeFailure {
+                    reason: "ClaimNotBound",
+                    message: format!(
+                        "the share is being bound as PersistentVolume {pv_name} / claim {ns}/{pv_name}; it is probed once the claim is Bound"
+                    ),
+                }))
+            }
         }
+    };
+    // The NFS validation Job is still running: nothing to report yet.
+    let Some(outcome) = outcome else {
+        return Ok(Action::requeue(Duration::from_secs(5)));
     };
     // The same failure must give the same reason, or every re-validation would write status.
     let outcome = outcome.map_err(|f| ProbeFailure {
@@ -731,6 +740,95 @@ async fn reconcile_inner(target: &Target, ctx: &Context) -> Result<Action> {
         TargetState::Available => Action::requeue(ctx.target_revalidation),
         _ => Action::requeue(Duration::from_secs(60)),
     })
+}
+
+/// Label naming the Target a validation Job probes.
+pub const LABEL_TARGET_UID: &str = "triliovault.trilio.io/target-uid";
+
+/// Proves an NFS share writable from where backups run: a Job in the install namespace with
+/// the Target's claim mounted runs `tvk-datamover probe --target /mnt/target` (create-only
+/// write, read-back, list, delete). `None` while the Job runs; a finished Job is deleted, so
+/// the next re-validation probes anew (one Job per Target generation at a time).
+async fn nfs_probe(target: &Target, ctx: &Context) -> Result<Option<ProbeResult>> {
+    let job_ns = ctx.config.install_namespace.clone();
+    let access = match job_access(target, &job_ns) {
+        Ok(a) => a,
+        Err(e) => {
+            return Ok(Some(Err(ProbeFailure {
+                reason: "NotReachableFromJobs",
+                message: e.to_string(),
+            })));
+        }
+    };
+    let uid = target.uid().ok_or(Error::Incomplete {
+        kind: "Target",
+        field: "uid",
+    })?;
+    let generation = target.metadata.generation.unwrap_or(0).to_string();
+    let name = object_name("TargetProbe", &uid, &generation);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job_ns);
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("read Job {job_ns}/{name}"), e))?;
+    let result = match job_state(existing.as_ref()) {
+        JobState::Missing => {
+            let request = JobRequest {
+                name: name.clone(),
+                namespace: &job_ns,
+                backup_label: String::new(),
+                backup_uid: &uid,
+                backup_ref: String::new(),
+                owner: (target.namespace().as_deref() == Some(job_ns.as_str()))
+                    .then(|| target.controller_owner_ref(&()))
+                    .flatten(),
+                phase: "metadata",
+                image: ctx.config.images.datamover.clone(),
+                service_account: Some(ctx.config.service_accounts.datamover.clone()),
+                args: vec!["probe".into()],
+                access,
+                resources: ctx.config.job_resources.metadata.clone(),
+            };
+            let mut job = build_job(&request, &ctx.config)?;
+            // A validation Job belongs to its Target, not to a backup.
+            let labels = job.metadata.labels.get_or_insert_with(Default::default);
+            labels.remove(LABEL_BACKUP);
+            labels.remove(LABEL_BACKUP_UID);
+            labels.insert(LABEL_TARGET_UID.into(), uid.clone());
+            if let Some(annotations) = job.metadata.annotations.as_mut() {
+                annotations.remove(crate::jobs::ANNOTATION_BACKUP_REF);
+            }
+            if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+                for c in &mut pod.containers {
+                    c.termination_message_policy = Some("FallbackToLogsOnError".into());
+                }
+            }
+            match api.create(&PostParams::default(), &job).await {
+                Ok(_) => {}
+                Err(e) if is_conflict(&e) => {}
+                Err(e) => return Err(Error::kube(format!("create Job {job_ns}/{name}"), e)),
+            }
+            return Ok(None);
+        }
+        JobState::Running => return Ok(None),
+        JobState::Succeeded => Ok(()),
+        JobState::Failed(job_message) => {
+            let (error, _) = crate::retention::datamover_failure(ctx, &job_ns, &name).await?;
+            let message = error.unwrap_or(job_message);
+            Err(ProbeFailure {
+                reason: "ProbeFailed",
+                message: format!(
+                    "the validation Job {job_ns}/{name} (tvk-datamover probe) failed: {message}; check that nfsExport exists and is exported to the cluster's nodes, that nfsOptions allow writing as the Job's non-root user, and that the share is not full"
+                ),
+            })
+        }
+    };
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(Error::kube(format!("delete Job {job_ns}/{name}"), e)),
+    }
+    Ok(Some(result))
 }
 
 /// `objectLockingEnabled: true` cannot be verified through the object store client (it has no
