@@ -1,9 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Volume data of a backup against kube-fake-client: VolumeSnapshot class choice (default class,
+//! Volume data of a backup against tvk-test-apiserver (hooks exec'd as local processes): VolumeSnapshot class choice (default class,
 //! excluded driver, missing class), readiness polling, the install-namespace clone of a
 //! snapshot, the block-mode temporary claim, datamover Jobs (arguments parsed with the
 //! datamover's own target flags, golden file, parallel bound, exit-75 retries, parent of an
-//! incremental) and the cleanup on success and on failure.
+//! incremental), the cleanup on success and on failure, and the hook phases around the
+//! snapshots (a failed pre hook still unquiesces; post hooks run once the snapshots are ready).
 
 mod common;
 
@@ -245,6 +246,20 @@ async fn to_data_snapshot(
     ctx: &std::sync::Arc<Context>,
     pvcs: &[&str],
 ) -> Backup {
+    let b = through_meta_snapshot(client, ctx, pvcs).await;
+    assert_eq!(
+        b.status.as_ref().unwrap().phase,
+        Some(BackupPhase::DataSnapshot)
+    );
+    b
+}
+
+/// The metamover Job finishes and reports `pvcs`; one reconcile after it.
+async fn through_meta_snapshot(
+    client: &kube::Client,
+    ctx: &std::sync::Arc<Context>,
+    pvcs: &[&str],
+) -> Backup {
     reconcile_with(client, ctx).await;
     reconcile_with(client, ctx).await;
     let name = jobs(client).await[0].metadata.name.clone().unwrap();
@@ -264,12 +279,7 @@ async fn to_data_snapshot(
         )
         .await
         .unwrap();
-    let b = reconcile_with(client, ctx).await;
-    assert_eq!(
-        b.status.as_ref().unwrap().phase,
-        Some(BackupPhase::DataSnapshot)
-    );
-    b
+    reconcile_with(client, ctx).await
 }
 
 async fn snapshot(client: &kube::Client, pvc: &str) -> VolumeSnapshot {
@@ -970,4 +980,105 @@ async fn a_finished_upload_is_recognised_even_when_its_snapshot_is_already_gone(
         snapshot_of(&b).data_snapshots().next().unwrap().uploaded,
         Some(true)
     );
+}
+
+/// A plan whose hook quiesces the pod `db-0` in APP: the pre command is `pre`, the post command
+/// writes `post_marker` (so the test sees that the application was unquiesced).
+fn with_hooks(mut objects: Vec<Value>, pre: &str, post_marker: &std::path::Path) -> Vec<Value> {
+    objects[1]["spec"]["hookConfig"] = json!({"mode": "Sequential", "hooks": [
+        {"hook": {"name": "db-quiesce", "namespace": APP},
+         "podSelector": {"labels": [{"matchLabels": {"app": "db"}}]}, "containerRegex": "^db$"}]});
+    objects.push(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Hook",
+        "metadata": {"name": "db-quiesce", "namespace": APP},
+        "spec": {"pre": {"execAction": {"command": ["sh", "-c", pre]}, "maxRetryCount": 0, "timeoutSeconds": 10},
+                 "post": {"execAction": {"command": ["sh", "-c", format!("echo unquiesced >> {}", post_marker.display())]},
+                          "maxRetryCount": 0, "timeoutSeconds": 10}}}));
+    objects.push(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": APP, "labels": {"app": "db"}},
+        "spec": {"containers": [{"name": "db", "image": "postgres"}]},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "db", "image": "postgres", "imageID": "",
+            "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}));
+    objects
+}
+
+#[tokio::test]
+async fn a_failed_pre_hook_fails_quiesce_and_the_post_hooks_still_run() {
+    let dir = tvk_testkit::TempDir::new("hooks").unwrap();
+    let marker = dir.path().join("post");
+    let (client, _server) = fake(with_hooks(
+        world("Full", default_classes()),
+        "echo cannot flush >&2; exit 3",
+        &marker,
+    ))
+    .await;
+    let ctx = ctx_with(&client, 4);
+    let b = through_meta_snapshot(&client, &ctx, &["data"]).await;
+    assert_eq!(
+        b.status.as_ref().unwrap().phase,
+        Some(BackupPhase::HookTargetIdentification)
+    );
+    let b = reconcile_with(&client, &ctx).await;
+    let (state, reason) = condition(&b, BackupPhase::HookTargetIdentification);
+    assert_eq!(state, Some(BackupPhaseStatus::Completed), "{reason}");
+    assert!(reason.contains("1 pod(s)"), "{reason}");
+    let b = reconcile_with(&client, &ctx).await;
+    assert_eq!(b.status.as_ref().unwrap().status, Some(BackupState::Failed));
+    let (state, reason) = condition(&b, BackupPhase::Quiesce);
+    assert_eq!(state, Some(BackupPhaseStatus::Failed));
+    assert!(
+        reason.contains("cannot flush") && reason.contains("the post hooks ran"),
+        "{reason}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "unquiesced\n",
+        "the application is never left quiesced"
+    );
+    assert!(
+        Api::<VolumeSnapshot>::namespaced(client.clone(), APP)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no snapshot is taken of an application that could not be quiesced"
+    );
+}
+
+#[tokio::test]
+async fn the_application_is_unquiesced_once_its_snapshots_are_ready() {
+    let dir = tvk_testkit::TempDir::new("hooks").unwrap();
+    let marker = dir.path().join("post");
+    let pre_marker = dir.path().join("pre");
+    let (client, _server) = fake(with_hooks(
+        world("Full", default_classes()),
+        &format!("echo quiesced > {}", pre_marker.display()),
+        &marker,
+    ))
+    .await;
+    let ctx = ctx_with(&client, 4);
+    through_meta_snapshot(&client, &ctx, &["data"]).await;
+    reconcile_with(&client, &ctx).await; // identification
+    let b = reconcile_with(&client, &ctx).await; // pre hooks
+    assert_eq!(
+        condition(&b, BackupPhase::Quiesce).0,
+        Some(BackupPhaseStatus::Completed)
+    );
+    assert!(pre_marker.exists(), "the pre hook ran in the pod");
+    assert!(
+        !marker.exists(),
+        "not unquiesced before the snapshot is taken"
+    );
+    reconcile_with(&client, &ctx).await; // the VolumeSnapshot
+    make_ready(&client, "data").await;
+    let b = reconcile_with(&client, &ctx).await;
+    assert_eq!(
+        condition(&b, BackupPhase::Unquiesce).0,
+        Some(BackupPhaseStatus::Completed)
+    );
+    assert_eq!(
+        b.status.as_ref().unwrap().phase,
+        Some(BackupPhase::DataUpload)
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "unquiesced\n");
 }
