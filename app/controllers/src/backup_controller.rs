@@ -1021,8 +1021,10 @@ async fn run_job(
                 Err(e) => return Err(Error::kube(format!("create Job {}/{name}", ids.job_ns), e)),
             }
         }
-        JobState::Failed(message) => {
+        JobState::Failed(job_message) => {
             ctx.metrics.job_failed(&format!("{phase:?}"));
+            let message =
+                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, job_message).await?;
             progress.fail(
                 phase,
                 &format!("Job {}/{name} failed: {message}", ids.job_ns),

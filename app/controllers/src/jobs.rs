@@ -5,12 +5,19 @@
 //! an owner reference to the Backup when both live in one namespace, the configured
 //! `activeDeadlineSeconds`, resources and worker scheduling, the restricted Pod Security
 //! profile, `backoffLimit: 0` (the controller decides about retries; exit 75 = retryable) and
-//! the target flags, env and volumes of [`crate::target_access`].
+//! the target flags, env and volumes of [`crate::target_access`]. Containers end with
+//! `terminationMessagePolicy: FallbackToLogsOnError`, so a failed pod's termination message is
+//! the tail of its JSON lines and [`pod_outcome`] can name the tool's own error instead of the
+//! Job controller's "reached the specified backoff limit".
 
 use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::ResourceRequirements},
+    api::{
+        batch::v1::Job,
+        core::v1::{Pod, ResourceRequirements},
+    },
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
+use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 
 use crate::{
@@ -91,6 +98,7 @@ pub fn build_job(request: &JobRequest<'_>, config: &Config) -> Result<Job> {
             "env": to_value("Job env", &request.access.env)?,
             "volumeMounts": to_value("Job volume mounts", &request.access.volume_mounts)?,
             "resources": to_value("Job resources", &request.resources.clone().unwrap_or_default())?,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": {
                 "allowPrivilegeEscalation": false,
                 "readOnlyRootFilesystem": true,
@@ -165,6 +173,63 @@ pub enum JobState {
     Succeeded,
     /// Failed; the message of the Job's Failed condition.
     Failed(String),
+}
+
+/// What the pods of a finished Job left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodOutcome {
+    /// Exit code of the last terminated container.
+    pub exit_code: Option<i32>,
+    /// The `error` of the tool's final `{"event":"result","ok":false,…}` line, from the
+    /// termination message.
+    pub tool_error: Option<String>,
+}
+
+/// Reads the exit code and the tool's own error from the pods of Job `job` (label `job-name`,
+/// set by every Kubernetes version's Job controller).
+pub async fn pod_outcome(client: &kube::Client, namespace: &str, job: &str) -> Result<PodOutcome> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .map_err(|e| Error::kube(format!("list the pods of Job {namespace}/{job}"), e))?;
+    let mut outcome = PodOutcome::default();
+    for terminated in list
+        .items
+        .iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()))
+    {
+        outcome.exit_code = Some(terminated.exit_code);
+        if let Some(error) = terminated.message.as_deref().and_then(result_error) {
+            outcome.tool_error = Some(error);
+        }
+    }
+    Ok(outcome)
+}
+
+/// The `error` of the last failed `{"event":"result"…}` JSON line in `text` (pure).
+pub fn result_error(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .filter(|v| v.get("event") == Some(&json!("result")) && v.get("ok") == Some(&json!(false)))
+        .filter_map(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .next_back()
+}
+
+/// A failed Job's message for a condition: the tool's own error when its pod left one, else
+/// the Job controller's message.
+pub async fn failure_message(
+    client: &kube::Client,
+    namespace: &str,
+    job: &str,
+    job_message: &str,
+) -> Result<String> {
+    Ok(pod_outcome(client, namespace, job)
+        .await?
+        .tool_error
+        .unwrap_or_else(|| job_message.to_string()))
 }
 
 /// Reads a Job's state (pure).
@@ -248,6 +313,28 @@ mod tests {
             .into_iter()
             .map(|e| (e.name, e.value.unwrap_or_default()))
             .collect()
+    }
+
+    #[test]
+    fn the_tools_own_error_is_read_from_the_last_failed_result_line() {
+        let tail = "{\"event\":\"progress\",\"percent\":40}\nnot json\n{\"event\":\"result\",\"ok\":false,\"error\":\"digest mismatch at 65536\",\"retryable\":false}\n";
+        assert_eq!(
+            result_error(tail).as_deref(),
+            Some("digest mismatch at 65536")
+        );
+        assert_eq!(result_error("{\"event\":\"result\",\"ok\":true}"), None);
+        assert_eq!(result_error("panicked at src/main.rs"), None);
+        let job = build_job(
+            &request("ns"),
+            &Config::parse(crate::config::tests::SAMPLE, "config.yaml").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            job.spec.unwrap().template.spec.unwrap().containers[0]
+                .termination_message_policy
+                .as_deref(),
+            Some("FallbackToLogsOnError")
+        );
     }
 
     #[test]

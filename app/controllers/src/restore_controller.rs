@@ -1057,8 +1057,10 @@ async fn metamover_job<K: RestoreKind>(
             relabel_for_restore(&mut job, ids);
             ensure_job(ctx, ids, &job).await?;
         }
-        JobState::Failed(message) => {
+        JobState::Failed(job_message) => {
             ctx.metrics.job_failed(&format!("{phase:?}"));
+            let message =
+                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, job_message).await?;
             let mut reason = format!("Job {}/{name} failed: {message}", ids.job_ns);
             if let Ok(Some(plan)) =
                 RestorePlan::from_status_value(progress.status.restore_application.as_ref())

@@ -662,11 +662,6 @@ fn coalesce_job_for(
                 on_pod_conditions: None,
             }],
         });
-        if let Some(pod) = spec.template.spec.as_mut() {
-            for c in &mut pod.containers {
-                c.termination_message_policy = Some("FallbackToLogsOnError".into());
-            }
-        }
     }
     Ok(job)
 }
@@ -765,7 +760,7 @@ async fn run_coalesce(
 
 /// The datamover's own error and last coalesce state, from the termination messages of the
 /// Job's pods (`FallbackToLogsOnError`: the tail of its JSON lines).
-pub(crate) async fn datamover_failure(
+async fn datamover_failure(
     ctx: &Context,
     job_ns: &str,
     job: &str,

@@ -798,11 +798,6 @@ async fn nfs_probe(target: &Target, ctx: &Context) -> Result<Option<ProbeResult>
             if let Some(annotations) = job.metadata.annotations.as_mut() {
                 annotations.remove(crate::jobs::ANNOTATION_BACKUP_REF);
             }
-            if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                for c in &mut pod.containers {
-                    c.termination_message_policy = Some("FallbackToLogsOnError".into());
-                }
-            }
             match api.create(&PostParams::default(), &job).await {
                 Ok(_) => {}
                 Err(e) if is_conflict(&e) => {}
@@ -813,8 +808,8 @@ async fn nfs_probe(target: &Target, ctx: &Context) -> Result<Option<ProbeResult>
         JobState::Running => return Ok(None),
         JobState::Succeeded => Ok(()),
         JobState::Failed(job_message) => {
-            let (error, _) = crate::retention::datamover_failure(ctx, &job_ns, &name).await?;
-            let message = error.unwrap_or(job_message);
+            let message =
+                crate::jobs::failure_message(&ctx.client, &job_ns, &name, &job_message).await?;
             Err(ProbeFailure {
                 reason: "ProbeFailed",
                 message: format!(

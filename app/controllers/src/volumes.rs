@@ -45,7 +45,7 @@ use k8s_openapi::{
     api::{
         batch::v1::Job,
         core::v1::{
-            PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume, VolumeDevice,
+            PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Volume, VolumeDevice,
         },
         storage::v1::StorageClass,
     },
@@ -883,9 +883,11 @@ pub async fn upload_volumes(
                 }
                 JobState::Running => break AttemptOutcome::Running,
                 JobState::Succeeded => break AttemptOutcome::Succeeded,
-                JobState::Failed(message) => {
-                    let exit = pod_exit_code(ctx, &ids.job_ns, &job_name).await?;
-                    if exit == Some(EXIT_RETRYABLE) && attempt < MAX_RETRIES {
+                JobState::Failed(job_message) => {
+                    let pods =
+                        crate::jobs::pod_outcome(&ctx.client, &ids.job_ns, &job_name).await?;
+                    let message = pods.tool_error.unwrap_or(job_message);
+                    if pods.exit_code == Some(EXIT_RETRYABLE) && attempt < MAX_RETRIES {
                         attempt += 1;
                         continue;
                     }
@@ -1291,23 +1293,6 @@ pub fn attach_block_device(job: &mut Job, claim: &str, path: &str) {
                 device_path: path.to_string(),
             });
     }
-}
-
-/// Exit code of the (last) terminated container of a Job's pods.
-async fn pod_exit_code(ctx: &Context, ns: &str, job: &str) -> Result<Option<i32>> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-        .await
-        .map_err(|e| Error::kube(format!("list the pods of Job {ns}/{job}"), e))?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|p| p.status.as_ref())
-        .flat_map(|s| s.container_statuses.iter().flatten())
-        .filter_map(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()))
-        .map(|t| t.exit_code)
-        .next_back())
 }
 
 /// Deletes the volume objects of the backup (temporary claims, clones, snapshots); idempotent.

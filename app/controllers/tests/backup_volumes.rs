@@ -199,11 +199,17 @@ async fn finish_job(client: &kube::Client, name: &str, ok: bool) {
 
 /// A failed pod of Job `job` whose container exited `code`.
 async fn failed_pod(client: &kube::Client, job: &str, code: i32) {
+    failed_pod_saying(client, job, code, "").await;
+}
+
+/// A failed pod of Job `job` (labelled as the Job controller does) whose container exited
+/// `code` leaving `message` as its termination message.
+async fn failed_pod_saying(client: &kube::Client, job: &str, code: i32, message: &str) {
     let name = format!("{job}-pod");
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NS,
-            "labels": {"batch.kubernetes.io/job-name": job}},
+            "labels": {"batch.kubernetes.io/job-name": job, "job-name": job}},
         "spec": {"containers": [{"name": "data", "image": "x"}]}
     }))
     .unwrap();
@@ -213,7 +219,7 @@ async fn failed_pod(client: &kube::Client, job: &str, code: i32) {
         &name,
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {"phase": "Failed", "containerStatuses": [{"name": "data", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": code}}}]}})),
+            "state": {"terminated": {"exitCode": code, "message": message}}}]}})),
     )
     .await
     .unwrap();
@@ -767,6 +773,28 @@ async fn a_permanent_job_failure_fails_the_backup_naming_the_pvc_and_the_job_mes
             && reason.contains("backoff limit")
             && !reason.contains("retr"),
         "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_upload_names_the_datamovers_own_error() {
+    let (client, _server) = fake(world("Full", default_classes())).await;
+    let ctx = ctx_with(&client, 4);
+    to_first_upload(&client, &ctx).await;
+    let name = VolumeNames::job(&buid(&client).await, APP, "data", 0);
+    failed_pod_saying(
+        &client,
+        &name,
+        1,
+        "{\"event\":\"progress\",\"percent\":12}\n{\"event\":\"result\",\"ok\":false,\"error\":\"reading /dev/tvk-volume at offset 1048576: Input/output error\"}",
+    )
+    .await;
+    finish_job(&client, &name, false).await;
+    let b = reconcile_with(&client, &ctx).await;
+    let reason = condition(&b, BackupPhase::DataUpload).1;
+    assert!(
+        reason.contains("Input/output error") && !reason.contains("backoff limit"),
+        "the tool's error, not the Job controller's: {reason}"
     );
 }
 

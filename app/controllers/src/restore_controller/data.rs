@@ -540,10 +540,15 @@ async fn volume_step(
         return rebind(ctx, ids, volume, &names, &staging).await;
     }
     match read_job(ctx, ids, &names.job).await? {
-        JobState::Failed(message) => Ok(VolumeState::Failed(format!(
-            "{what} ({}): Job {}/{} failed: {message}",
-            volume.location, ids.job_ns, names.job
-        ))),
+        JobState::Failed(job_message) => {
+            let message =
+                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &names.job, &job_message)
+                    .await?;
+            Ok(VolumeState::Failed(format!(
+                "{what} ({}): Job {}/{} failed: {message}",
+                volume.location, ids.job_ns, names.job
+            )))
+        }
         JobState::Running => Ok(VolumeState::Working),
         JobState::Missing => {
             if *slots == 0 {
