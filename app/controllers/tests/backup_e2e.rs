@@ -622,3 +622,131 @@ async fn e2e_volume_full_then_incremental_restore_bit_exact() {
     );
     world.stop().await;
 }
+
+/// Backup, then Restore into another namespace with every Job's real command: the
+/// metaprocessor's restore-plan and restore, and a datamover restore Job that hydrates a
+/// staging claim whose volume is then re-bound to the restored claim — the restored volume
+/// holds the backed-up bytes and the application's objects are back in the new namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_restore_into_another_namespace_with_real_jobs() {
+    const SIZE: usize = 8 << 20;
+    const DEST: &str = "shop-restored";
+    let world = World::start().await;
+    seed_application(&world.server);
+    world
+        .server
+        .create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": APP},
+            "spec": {"storageClassName": "hostpath", "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "8Mi"}}}}))
+        .unwrap();
+    let file = world
+        .kubelet
+        .volume_file(APP, "data", Duration::from_secs(30))
+        .await
+        .unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all_at(&pattern(2 << 20, 21), 1 << 20).unwrap();
+        f.write_all_at(&pattern(4096, 22), (SIZE - 4096) as u64)
+            .unwrap();
+    }
+    let backed_up = std::fs::read(&file).unwrap();
+    world.plan().await;
+    world.backup("full", "Full").await;
+
+    world
+        .server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEST}}))
+        .unwrap();
+    world
+        .server
+        .create(json!({"apiVersion": V1, "kind": "Restore", "metadata": {"name": "back", "namespace": DEST},
+            "spec": {"source": {"type": "Backup", "backup": {"name": "full", "namespace": APP}},
+                // No Deployment controller here: the Deployment never becomes ready.
+                "resourcesReadyWaitSeconds": 2}}))
+        .unwrap();
+    let mut done = Value::Null;
+    for _ in 0..1200 {
+        done = world
+            .server
+            .get(V1, "Restore", Some(DEST), "back")
+            .unwrap_or_default();
+        if matches!(
+            done["status"]["status"].as_str(),
+            Some("Completed" | "Failed")
+        ) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if done["status"]["status"] != "Completed" {
+        let runs: Vec<String> = world
+            .kubelet
+            .runs()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{} {:?} {} {}\n  stdout: {}\n  stderr: {}",
+                    r.namespace, r.name, r.command, r.reason, r.message, r.stdout, r.stderr
+                )
+            })
+            .collect();
+        panic!(
+            "Restore ended {}:\n{:#}\nJobs run:\n{}",
+            done["status"]["status"],
+            done["status"],
+            runs.join("\n")
+        );
+    }
+    // The application's objects, in the new namespace.
+    for (v, k, name) in [
+        ("v1", "ConfigMap", "web-config"),
+        ("v1", "Secret", "web-secret"),
+        ("v1", "ServiceAccount", "web"),
+        ("apps/v1", "Deployment", "web"),
+        ("v1", "Service", "web"),
+        ("v1", "PersistentVolumeClaim", "data"),
+    ] {
+        assert!(
+            world.server.get(v, k, Some(DEST), name).is_some(),
+            "{k} {name} not restored into {DEST}"
+        );
+    }
+    let cm = world
+        .server
+        .get("v1", "ConfigMap", Some(DEST), "web-config")
+        .unwrap();
+    assert_eq!(cm["data"]["LISTEN"], ":8080");
+    assert!(
+        done["status"]["restoreApplication"]["warnings"]
+            .to_string()
+            .contains("was not ready after resourcesReadyWaitSeconds"),
+        "a workload that never became ready is a warning: {}",
+        done["status"]["restoreApplication"]["warnings"]
+    );
+    // The volume: the restored claim's storage holds the backed-up bytes.
+    let restored = world
+        .kubelet
+        .volume_file(DEST, "data", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let bytes = std::fs::read(&restored).unwrap();
+    assert_eq!(bytes.len(), backed_up.len());
+    assert!(
+        bytes == backed_up,
+        "the restored volume differs from the backed-up data"
+    );
+    // The real commands ran: restore-plan, datamover restore, metaprocessor restore.
+    let commands: Vec<String> = world
+        .kubelet
+        .runs()
+        .iter()
+        .filter_map(|r| r.command.get(1).cloned())
+        .collect();
+    for c in ["restore-plan", "restore"] {
+        assert!(commands.iter().any(|x| x == c), "{c} not run: {commands:?}");
+    }
+    world.stop().await;
+}
