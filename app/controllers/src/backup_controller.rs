@@ -263,7 +263,19 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action>
     result
 }
 
-async fn reconcile_inner(backup: &Backup, ctx: &Arc<Context>) -> Result<Action> {
+async fn reconcile_inner(cached: &Backup, ctx: &Arc<Context>) -> Result<Action> {
+    // The watch cache can lag behind this controller's own last status write; acting on a
+    // stale phase would re-run a finished step (re-create a Job that cleanup already deleted).
+    // Read the stored object.
+    let Some(fresh) =
+        Api::<Backup>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default())
+            .get_opt(&cached.name_any())
+            .await
+            .map_err(|e| Error::kube(format!("read Backup {}", cached.name_any()), e))?
+    else {
+        return Ok(Action::await_change());
+    };
+    let backup = &fresh;
     let observed = backup.status.clone().unwrap_or_default();
     // Terminal states never change again.
     if observed.status.is_some_and(BackupState::is_terminal) {
