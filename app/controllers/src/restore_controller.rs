@@ -666,7 +666,18 @@ pub async fn reconcile_cluster_restore(
 }
 
 /// The phase machine of either kind.
-pub async fn reconcile<K: RestoreKind>(restore: &K, ctx: &Context) -> Result<Action> {
+pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Action> {
+    // Act on the stored object: the watch cache can lag behind this controller's own last
+    // status write, and a stale phase would re-run a finished step (as for backups).
+    let Some(fresh) = cached
+        .api_for(ctx.client.clone())
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(|e| Error::kube(format!("read {} {}", K::KIND, cached.name_any()), e))?
+    else {
+        return Ok(Action::await_change());
+    };
+    let restore = &fresh;
     let observed = restore.restore_status().cloned().unwrap_or_default();
     // Terminal states never change again.
     if matches!(

@@ -791,28 +791,16 @@ async fn datamover_failure(
 /// The error of the final `{"event":"result","ok":false,"error":…}` line and the last
 /// `{"event":"coalesce","coalesceInfo":{"state":…}}` state in the datamover's output (pure).
 pub fn parse_datamover_lines(text: &str) -> (Option<String>, Option<CoalesceState>) {
-    let mut error = None;
-    let mut state = None;
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
-            continue;
-        };
-        match v.get("event").and_then(|e| e.as_str()) {
-            Some("result") if v.get("ok") == Some(&json!(false)) => {
-                error = v.get("error").and_then(|e| e.as_str()).map(str::to_owned);
-            }
-            Some("coalesce") => {
-                if let Some(s) = v
-                    .pointer("/coalesceInfo/state")
-                    .and_then(|s| serde_json::from_value::<CoalesceState>(s.clone()).ok())
-                {
-                    state = Some(s);
-                }
-            }
-            _ => {}
-        }
-    }
-    (error, state)
+    let state = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
+        .filter(|v| v.get("event") == Some(&json!("coalesce")))
+        .filter_map(|v| {
+            v.pointer("/coalesceInfo/state")
+                .and_then(|s| serde_json::from_value::<CoalesceState>(s.clone()).ok())
+        })
+        .next_back();
+    (crate::jobs::result_error(text), state)
 }
 
 /// A backup's `coalesceInfo` from the Jobs of its volumes (pure). No Job (no volumes):
