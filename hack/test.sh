@@ -122,3 +122,9 @@ if [ -n "${KUBECONFIG:-}" ]; then
 else
   log "SKIPPED: real-cluster e2e tests (e2e_* in app/api/tests/e2e.rs, manager/tests/e2e.rs) — set KUBECONFIG to run them; they are not counted as passed"
 fi
+if [ -n "${KUBECONFIG:-}" ] && [ -n "${TVK_E2E_S3_BUCKET:-}" ]; then
+  log "opt-in real-cluster backup/restore e2e (hack/e2e-cluster.sh)"
+  hack/e2e-cluster.sh
+else
+  log "SKIPPED: real-cluster backup -> incremental -> restore e2e (hack/e2e-cluster.sh) — set KUBECONFIG, TVK_E2E_S3_BUCKET and AWS credentials to run it; not counted as passed"
+fi
