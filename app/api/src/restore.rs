@@ -387,9 +387,42 @@ pub struct RestoreStatus {
     /// Namespaces a ClusterRestore created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_namespaces: Option<Vec<String>>,
+    /// Container images of the backup and where they were restored (ImageRestore, written by
+    /// `tvk-metamover images restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<RestoredImage>>,
     /// Fields of other product versions, kept.
     #[serde(flatten)]
     pub unknown: UnknownFields,
+}
+
+/// What ImageRestore did with one backed-up image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImageRestoreResult {
+    /// The original reference was still pullable: nothing copied, workloads unchanged.
+    Reachable,
+    /// Pushed to the restore registry under the original tag.
+    Pushed,
+    /// The original tag named a different image in the restore registry: pushed under a newly
+    /// generated tag.
+    PushedNewTag,
+    /// The original tag named a different image and `overrideImageIfExist` was set: replaced.
+    Overwritten,
+}
+
+/// One backed-up image in a restore's status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredImage {
+    /// The original reference, exactly as the backed-up workloads name it.
+    pub image: String,
+    /// Digest of the manifest or index (`sha256:…`).
+    pub digest: String,
+    /// The reference restored workloads use instead; absent when the original was reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_image: Option<String>,
+    /// What was done.
+    pub result: ImageRestoreResult,
 }
 
 /// Restore of a ClusterBackup into several namespaces.

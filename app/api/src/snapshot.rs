@@ -39,6 +39,27 @@ pub struct Snapshot {
     /// Everything else: label/GVK selections and whole namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomSnapshot>,
+    /// Container images of the backed-up workloads, stored on the target
+    /// (`tvk-metamover images backup`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<SnapshotImage>,
+    /// Fields of other product versions, kept.
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// One container image stored with a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotImage {
+    /// The reference exactly as a workload names it (`registry/repo:tag`, `repo@sha256:…`).
+    pub image: String,
+    /// Digest of the manifest or index the reference resolved to (`sha256:…`).
+    pub digest: String,
+    /// Platforms stored (`linux/amd64`, …); empty for a single-platform manifest whose config
+    /// names none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
     /// Fields of other product versions, kept.
     #[serde(flatten)]
     pub unknown: UnknownFields,
@@ -297,6 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn images_round_trip() {
+        let original = json!({"images": [
+            {"image": "127.0.0.1:5001/app/web:1.0", "digest": "sha256:ab",
+             "platforms": ["linux/amd64", "linux/arm64"]},
+            {"image": "busybox@sha256:cd", "digest": "sha256:cd"}
+        ]});
+        let snap = Snapshot::from_status_value(Some(&original))
+            .unwrap()
+            .unwrap();
+        assert_eq!(snap.images.len(), 2);
+        assert_eq!(snap.images[0].platforms, ["linux/amd64", "linux/arm64"]);
+        assert!(snap.images[1].platforms.is_empty());
+        assert_eq!(snap.to_value().unwrap(), original);
+    }
+
+    #[test]
     fn absent_or_null_snapshot_is_none() {
         assert_eq!(Snapshot::from_status_value(None).unwrap(), None);
         assert_eq!(
@@ -321,6 +358,7 @@ mod tests {
             .map(|d| d.persistent_volume_claim_name.as_str())
             .collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
+        assert!(snap.images.is_empty());
         for d in snap.data_snapshots_mut() {
             d.location = Some(format!("plan/backup/{}", d.persistent_volume_claim_name));
             d.snapshot_type = Some(BackupType::Incremental);
