@@ -121,13 +121,42 @@ impl CredentialStore {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(OciError::io("read auth file", path, e)),
         };
+        let file: AuthFile = serde_json::from_str(&text).map_err(|e| OciError::AuthFile {
+            path: path.to_owned(),
+            reason: format!("not a valid auth file: {e}"),
+        })?;
+        self.merge_entries(file.auths, path)
+    }
+
+    /// Adds the credentials of a Kubernetes pull secret: the `.dockerconfigjson` of a
+    /// `kubernetes.io/dockerconfigjson` Secret (`{"auths": {…}}`) or the `.dockercfg` of a
+    /// legacy `kubernetes.io/dockercfg` one (the bare map). Keys already present win (pass
+    /// secrets in the order they should be tried). `source` names the secret in errors.
+    pub fn merge_docker_config(&mut self, text: &[u8], source: &str) -> Result<(), OciError> {
+        let path = Path::new(source);
+        let bad = |e: serde_json::Error| OciError::AuthFile {
+            path: path.to_owned(),
+            reason: format!("not a valid docker config: {e}"),
+        };
+        let value: serde_json::Value = serde_json::from_slice(text).map_err(bad)?;
+        let auths = match value.get("auths") {
+            Some(auths) => auths.clone(),
+            None => value,
+        };
+        let entries: HashMap<String, AuthEntry> = serde_json::from_value(auths).map_err(bad)?;
+        self.merge_entries(entries, path)
+    }
+
+    fn merge_entries(
+        &mut self,
+        auths: HashMap<String, AuthEntry>,
+        path: &Path,
+    ) -> Result<(), OciError> {
         let bad = |reason: String| OciError::AuthFile {
             path: path.to_owned(),
             reason,
         };
-        let file: AuthFile =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not a valid auth file: {e}")))?;
-        for (key, entry) in file.auths {
+        for (key, entry) in auths {
             let credentials = match (entry.auth, entry.username, entry.password) {
                 (Some(auth), _, _) if !auth.is_empty() => {
                     let decoded = STANDARD
@@ -292,6 +321,39 @@ mod tests {
             Some(Challenge::Basic)
         );
         assert_eq!(Challenge::parse("Negotiate"), None);
+    }
+
+    #[test]
+    fn pull_secrets_in_both_kubernetes_formats() {
+        let auth = STANDARD.encode("puller:s3cret");
+        let mut store = CredentialStore::anonymous();
+        store
+            .merge_docker_config(
+                format!(r#"{{"auths":{{"reg.example.com:5000":{{"auth":"{auth}"}}}}}}"#).as_bytes(),
+                "secret app/pull",
+            )
+            .unwrap();
+        store
+            .merge_docker_config(
+                br#"{"https://index.docker.io/v1/":{"username":"hub","password":"pw"},
+                     "reg.example.com:5000":{"username":"second","password":"x"}}"#,
+                "secret app/legacy",
+            )
+            .unwrap();
+        let c = store.lookup("reg.example.com:5000", "team/app").unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.expose()),
+            ("puller", "s3cret")
+        );
+        assert_eq!(
+            store.lookup("docker.io", "library/x").unwrap().username,
+            "hub"
+        );
+        let err = store
+            .merge_docker_config(b"{not json", "secret app/broken")
+            .unwrap_err();
+        assert!(err.to_string().contains("secret app/broken"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

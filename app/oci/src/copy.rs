@@ -28,6 +28,7 @@ use crate::{
     manifest::{Descriptor, Manifest, ManifestContent},
     reference::Digest,
     registry::{MountOutcome, RegistryClient},
+    store::ImageStore,
 };
 
 /// Where images are read from or written to.
@@ -37,6 +38,10 @@ pub enum Endpoint {
     Registry(Arc<RegistryClient>),
     /// An OCI image layout (`dir:PATH`): one blob store for every repository.
     Layout(Arc<OciLayout>),
+    /// The content-addressed image store of a backup target (S3 or NFS): one blob store for
+    /// every repository, as a layout, but without an `index.json` (backups record their
+    /// images themselves).
+    Store(Arc<ImageStore>),
 }
 
 /// One side of a copy: an endpoint and the repository in it (ignored by layouts' blob store).
@@ -220,6 +225,11 @@ impl CopyEngine {
                 };
                 layout.read_manifest(&descriptor, name).await
             }
+            Endpoint::Store(store) => {
+                store
+                    .read_manifest(digest, descriptor.map(|d| d.media_type.as_str()), name)
+                    .await
+            }
         }
     }
 
@@ -283,6 +293,7 @@ impl CopyEngine {
                     .await?
             }
             Endpoint::Layout(layout) => layout.write_manifest(manifest).await?,
+            Endpoint::Store(store) => store.write_manifest(manifest).await?,
         }
         self.stats.manifests_written.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -303,6 +314,7 @@ impl CopyEngine {
                 blob.digest
             ),
             Endpoint::Layout(l) => format!("{}@{}", l.root().display(), blob.digest),
+            Endpoint::Store(s) => format!("store {}@{}", s.display(), blob.digest),
         };
         let cell = self
             .inflight
@@ -394,10 +406,16 @@ impl CopyEngine {
                     return Ok(BlobOutcome::Skipped);
                 }
             }
+            // Present with the right size: its content was verified when it was written.
+            Endpoint::Store(store) => {
+                if store.has_blob(digest, blob.size).await? {
+                    return Ok(BlobOutcome::Skipped);
+                }
+            }
         }
         let what = format!("blob {digest} of {name}");
         let max_attempts = match &source.endpoint {
-            Endpoint::Registry(_) => self.retry.max_attempts.clamp(1, 3),
+            Endpoint::Registry(_) | Endpoint::Store(_) => self.retry.max_attempts.clamp(1, 3),
             Endpoint::Layout(_) => 1,
         };
         let mut attempt = 0;
@@ -433,6 +451,9 @@ impl CopyEngine {
                 ))
             }
             Endpoint::Layout(layout) => Box::pin(layout.read_blob_unverified(&blob.digest).await?),
+            Endpoint::Store(store) => {
+                Box::pin(store.read_blob_unverified(&blob.digest, what).await?)
+            }
         };
         let verdict = Arc::new(Mutex::new(None));
         let verifying =
@@ -447,6 +468,7 @@ impl CopyEngine {
             Endpoint::Layout(layout) => {
                 layout.write_blob(&blob.digest, verifying).await.map(|_| ())
             }
+            Endpoint::Store(store) => store.write_blob(&blob.digest, blob.size, verifying).await,
         };
         // The stream's own verdict names the real cause (digest mismatch, truncation, a source
         // read error) better than the destination's "body aborted".

@@ -175,6 +175,18 @@ pub enum OciError {
     /// The TLS settings (CA file) are unusable.
     #[error("invalid TLS configuration: {0}")]
     Tls(String),
+    /// An operation on the image store of a backup target (S3 or NFS) failed (after the
+    /// object store's own retries).
+    #[error("failed to {action} {key} on the backup target: {source}")]
+    Store {
+        /// What was being done ("read", "write", "list" …).
+        action: &'static str,
+        /// The object's key (relative to the target).
+        key: String,
+        /// The object store's error (boxed: it is large and errors are rare).
+        #[source]
+        source: Box<object_store::Error>,
+    },
 }
 
 impl OciError {
@@ -183,6 +195,10 @@ impl OciError {
         match self {
             Self::Status { status, .. } => *status == 429 || *status >= 500,
             Self::Stalled { .. } => true,
+            Self::Store { source, .. } => matches!(
+                **source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
             Self::Transport { source, .. } => {
                 source.is_timeout()
                     || source.is_connect()
@@ -209,6 +225,7 @@ impl OciError {
             Self::Io { .. } | Self::InvalidLayout { .. } => "LayoutError",
             Self::AuthFile { .. } | Self::Tls(_) => "Configuration",
             Self::Aborted { .. } => "Aborted",
+            Self::Store { .. } => "TargetError",
         }
     }
 
