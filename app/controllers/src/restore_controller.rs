@@ -22,6 +22,7 @@
 
 mod cleanup;
 mod data;
+pub mod post_hooks;
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
@@ -39,8 +40,8 @@ use tvk_api::{
     backup::{Backup, BackupState, ClusterBackup},
     backup_plan::{BackupPlan, ClusterBackupPlan},
     restore::{
-        ClusterRestore, ClusterRestoreSourceType, Restore, RestorePhase, RestorePhaseStatus,
-        RestoreSourceType, RestoreState, RestoreStatus,
+        ClusterRestore, ClusterRestoreSourceType, ImageRegistry, Restore, RestorePhase,
+        RestorePhaseStatus, RestoreSourceType, RestoreState, RestoreStatus,
     },
     restore_plan::{ObjectResult, RestorePlan},
     target::Target,
@@ -50,6 +51,7 @@ use crate::{
     backup_controller::go_duration,
     context::Context,
     error::{Error, Result, is_conflict},
+    hooks,
     jobs::{
         ANNOTATION_BACKUP_REF, JobRequest, JobState, LABEL_BACKUP, LABEL_BACKUP_UID, build_job,
         job_state,
@@ -86,10 +88,13 @@ pub trait RestoreKind:
     fn cleanup_on_failure(&self) -> bool;
     /// `restoreFlags.onlyMetadata`.
     fn only_metadata(&self) -> bool;
-    /// Post-restore hooks are configured.
-    fn hooks_configured(&self) -> bool;
+    /// The post-restore hooks: per destination namespace, its `hookConfig` (with at least one
+    /// hook) and how messages name it.
+    fn hook_configs(&self) -> Vec<post_hooks::HookSite>;
     /// `actionFlags.imageRestore`.
     fn image_restore(&self) -> bool;
+    /// `spec.imageRegistry`.
+    fn image_registry(&self) -> Option<&ImageRegistry>;
     /// `--namespace` of the metaprocessor (a Restore's namespace; none for a ClusterRestore).
     fn metamover_namespace(&self) -> Option<String>;
 }
@@ -202,8 +207,19 @@ impl RestoreKind for Restore {
             .and_then(|f| f.only_metadata)
             == Some(true)
     }
-    fn hooks_configured(&self) -> bool {
-        self.spec.hook_config.is_some()
+    fn hook_configs(&self) -> Vec<post_hooks::HookSite> {
+        let ns = self.namespace().unwrap_or_default();
+        self.spec
+            .hook_config
+            .iter()
+            .filter(|c| !c.hooks.is_empty())
+            .map(|c| post_hooks::HookSite {
+                namespace: ns.clone(),
+                hooks_namespace: ns.clone(),
+                config: c.clone(),
+                owner: format!("Restore {ns}/{}", self.name_any()),
+            })
+            .collect()
     }
     fn image_restore(&self) -> bool {
         self.spec
@@ -211,6 +227,9 @@ impl RestoreKind for Restore {
             .as_ref()
             .and_then(|f| f.image_restore)
             == Some(true)
+    }
+    fn image_registry(&self) -> Option<&ImageRegistry> {
+        self.spec.image_registry.as_ref()
     }
     fn metamover_namespace(&self) -> Option<String> {
         self.namespace()
@@ -255,11 +274,29 @@ impl RestoreKind for ClusterRestore {
     fn only_metadata(&self) -> bool {
         false
     }
-    fn hooks_configured(&self) -> bool {
+    fn hook_configs(&self) -> Vec<post_hooks::HookSite> {
+        let excluded = self.spec.exclude_components.clone().unwrap_or_default();
         self.spec
             .components
-            .as_ref()
-            .is_some_and(|c| c.iter().any(|c| c.hook_config.is_some()))
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, c)| !excluded.contains(&c.backup_namespace))
+            .filter_map(|(i, c)| {
+                let config = c.hook_config.clone().filter(|h| !h.hooks.is_empty())?;
+                let ns = c
+                    .restore_namespace
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| c.backup_namespace.clone());
+                Some(post_hooks::HookSite {
+                    hooks_namespace: ns.clone(),
+                    namespace: ns,
+                    config,
+                    owner: format!("ClusterRestore {} components[{i}]", self.name_any()),
+                })
+            })
+            .collect()
     }
     fn image_restore(&self) -> bool {
         self.spec
@@ -267,6 +304,9 @@ impl RestoreKind for ClusterRestore {
             .as_ref()
             .and_then(|f| f.image_restore)
             == Some(true)
+    }
+    fn image_registry(&self) -> Option<&ImageRegistry> {
+        self.spec.image_registry.as_ref()
     }
     fn metamover_namespace(&self) -> Option<String> {
         None
@@ -637,6 +677,103 @@ pub fn failed_objects(plan: &RestorePlan) -> Vec<String> {
         .collect()
 }
 
+/// Why a restore asking for `actionFlags.imageRestore` cannot restore images (pure): the
+/// registry the images are pushed to must be named in full. `None` when images are not asked
+/// for or the registry is complete.
+pub fn image_registry_problem(
+    image_restore: bool,
+    registry: Option<&ImageRegistry>,
+) -> Option<String> {
+    if !image_restore {
+        return None;
+    }
+    let Some(r) = registry else {
+        return Some(
+            "actionFlags.imageRestore is set but spec.imageRegistry is not: set spec.imageRegistry (registry, repository, registryAuthSecret) to the registry the images are restored into, or unset actionFlags.imageRestore".into(),
+        );
+    };
+    let mut missing = Vec::new();
+    if r.registry.trim().is_empty() {
+        missing.push("spec.imageRegistry.registry");
+    }
+    if r.repository.trim().is_empty() {
+        missing.push("spec.imageRegistry.repository");
+    }
+    if ref_name(Some(&r.registry_auth_secret)).is_none() {
+        missing.push("spec.imageRegistry.registryAuthSecret.name");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "actionFlags.imageRestore is set but {} {} empty: name the registry, the repository in it and the kubernetes.io/dockerconfigjson Secret that may push there",
+            missing.join(" and "),
+            if missing.len() == 1 { "is" } else { "are" }
+        )
+    })
+}
+
+/// After DataRestore (done or skipped): ImageRestore when `actionFlags.imageRestore` is set,
+/// else it is skipped and MetadataRestore begins.
+fn after_data<K: RestoreKind>(restore: &K, progress: &mut Progress) {
+    match restore.image_registry().filter(|_| restore.image_restore()) {
+        Some(registry) => progress.begin(
+            RestorePhase::ImageRestore,
+            &format!(
+                "restoring the container images that are no longer reachable into {}/{} (metaprocessor Job)",
+                registry.registry, registry.repository
+            ),
+        ),
+        None => {
+            progress.skip(
+                RestorePhase::ImageRestore,
+                "actionFlags.imageRestore is not set",
+            );
+            begin_metadata(progress);
+        }
+    }
+}
+
+fn begin_metadata(progress: &mut Progress) {
+    progress.begin(
+        RestorePhase::MetadataRestore,
+        "recreating the application's objects (metaprocessor Job)",
+    );
+}
+
+/// The ImageRestore condition's reason from the metaprocessor's `status.images[]` (pure):
+/// how many images were still reachable and how many were pushed (under which result).
+pub fn images_summary(status: &RestoreStatus) -> String {
+    let images = status.images.as_deref().unwrap_or_default();
+    if images.is_empty() {
+        return "the backup names no container image".into();
+    }
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for image in images {
+        *counts.entry(format!("{:?}", image.result)).or_default() += 1;
+    }
+    let restored: Vec<String> = images
+        .iter()
+        .filter_map(|i| {
+            i.restored_image
+                .as_ref()
+                .map(|to| format!("{} -> {to}", i.image))
+        })
+        .collect();
+    format!(
+        "{} image(s): {}{}",
+        images.len(),
+        counts
+            .iter()
+            .map(|(result, n)| format!("{n} {result}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if restored.is_empty() {
+            String::new()
+        } else {
+            format!("; workloads will use {}", restored.join(", "))
+        }
+    )
+}
+
 /// Bytes of all planned volumes (pure).
 pub fn total_volume_bytes(plan: &RestorePlan) -> u64 {
     plan.volumes
@@ -725,12 +862,14 @@ pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Acti
         progress.status.phase_status = Some(RestorePhaseStatus::Failed);
     }
     let mut to_write = progress.status.clone();
-    // status.restoreApplication and createdNamespaces belong to the metaprocessor.
+    // status.restoreApplication, createdNamespaces and images belong to the metaprocessor.
     to_write.restore_application = None;
     to_write.created_namespaces = None;
+    to_write.images = None;
     let mut observed_cmp = observed;
     observed_cmp.restore_application = None;
     observed_cmp.created_namespaces = None;
+    observed_cmp.images = None;
     if to_write != observed_cmp {
         apply_status(
             &restore.api_for(ctx.client.clone()),
@@ -775,6 +914,12 @@ async fn step<K: RestoreKind>(
     match phase {
         None | Some(RestorePhase::Validation) => {
             if progress.status.status.is_none() || phase.is_none() {
+                if let Some(reason) =
+                    image_registry_problem(restore.image_restore(), restore.image_registry())
+                {
+                    progress.fail(RestorePhase::Validation, &reason);
+                    return Ok(Action::await_change());
+                }
                 // A cross-cluster restore names a location: it must be a committed backup.
                 if matches!(restore.source_ref(&ids.job_ns), SourceRef::Location { .. })
                     && committed_on_target(ctx, &source.target, &source.location).await?
@@ -816,7 +961,7 @@ async fn step<K: RestoreKind>(
                 &access,
                 &source.location,
                 RestorePhase::Validation,
-                "restore-plan",
+                &["restore-plan"],
                 progress,
             )
             .await?;
@@ -854,14 +999,6 @@ async fn step<K: RestoreKind>(
                             }
                         ),
                     );
-                    progress.skip(
-                        RestorePhase::ImageRestore,
-                        if restore.image_restore() {
-                            "container image restore is not implemented yet (issue #9); the images the workloads name must be reachable"
-                        } else {
-                            "actionFlags.imageRestore is not set"
-                        },
-                    );
                     if restore.only_metadata() || plan.volumes.is_empty() {
                         progress.skip(
                             RestorePhase::DataRestore,
@@ -872,10 +1009,7 @@ async fn step<K: RestoreKind>(
                             },
                         );
                         progress.status.percentage_completion = Some(80);
-                        progress.begin(
-                            RestorePhase::MetadataRestore,
-                            "recreating the application's objects (metaprocessor Job)",
-                        );
+                        after_data(restore, progress);
                     } else {
                         progress.begin(
                             RestorePhase::DataRestore,
@@ -907,7 +1041,19 @@ async fn step<K: RestoreKind>(
                     progress.fail(RestorePhase::DataRestore, &reason);
                     Ok(Action::await_change())
                 }
-                data::DataState::Working => Ok(poll),
+                data::DataState::Working => {
+                    if !outcome.retries.is_empty() {
+                        progress.begin(
+                            RestorePhase::DataRestore,
+                            &format!(
+                                "restoring {} volume(s), {total} bytes (datamover Jobs); retrying: {}",
+                                plan.volumes.len(),
+                                outcome.retries.join("; ")
+                            ),
+                        );
+                    }
+                    Ok(poll)
+                }
                 data::DataState::Done => {
                     progress.status.percentage_completion = Some(80);
                     progress.complete(
@@ -917,10 +1063,32 @@ async fn step<K: RestoreKind>(
                             plan.volumes.len()
                         ),
                     );
-                    progress.begin(
-                        RestorePhase::MetadataRestore,
-                        "recreating the application's objects (metaprocessor Job)",
+                    after_data(restore, progress);
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(RestorePhase::ImageRestore) => {
+            let state = metamover_job(
+                restore,
+                ctx,
+                ids,
+                &access,
+                &source.location,
+                RestorePhase::ImageRestore,
+                &["images", "restore"],
+                progress,
+            )
+            .await?;
+            match state {
+                JobState::Missing | JobState::Running => Ok(poll),
+                JobState::Failed(_) => Ok(Action::await_change()),
+                JobState::Succeeded => {
+                    progress.complete(
+                        RestorePhase::ImageRestore,
+                        &images_summary(&progress.status),
                     );
+                    begin_metadata(progress);
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
             }
@@ -933,7 +1101,7 @@ async fn step<K: RestoreKind>(
                 &access,
                 &source.location,
                 RestorePhase::MetadataRestore,
-                "restore",
+                &["restore"],
                 progress,
             )
             .await?;
@@ -951,16 +1119,70 @@ async fn step<K: RestoreKind>(
                         RestorePhase::MetadataRestore,
                         &format!("the application's objects are restored ({created} created)"),
                     );
-                    let hook_reason = if restore.hooks_configured() {
-                        "not run: post-restore hooks are not executed by this version"
-                    } else {
-                        "no hooks configured"
-                    };
-                    progress.skip(RestorePhase::HookTargetIdentification, hook_reason);
-                    progress.skip(RestorePhase::Unquiesce, hook_reason);
-                    let summary = cleanup::run(ctx, ids, None, false, false).await?;
-                    progress.complete(RestorePhase::RestoreCleanup, &summary);
-                    progress.succeed();
+                    let sites = restore.hook_configs();
+                    if sites.is_empty() {
+                        progress.skip(
+                            RestorePhase::HookTargetIdentification,
+                            "no hooks configured",
+                        );
+                        progress.skip(RestorePhase::Unquiesce, "no hooks configured");
+                        finish(ctx, ids, progress).await?;
+                        return Ok(Action::await_change());
+                    }
+                    progress.begin(
+                        RestorePhase::HookTargetIdentification,
+                        &post_hooks::waiting_reason(&sites),
+                    );
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(RestorePhase::HookTargetIdentification) => {
+            let sites = restore.hook_configs();
+            match post_hooks::identify(ctx, &sites, progress).await? {
+                post_hooks::Identified::Failed(reason) => {
+                    progress.fail(RestorePhase::HookTargetIdentification, &reason);
+                    Ok(Action::await_change())
+                }
+                post_hooks::Identified::Waiting => Ok(Action::requeue(Duration::from_secs(2))),
+                post_hooks::Identified::Ready(targets) => {
+                    let warnings: Vec<String> = targets
+                        .iter()
+                        .flat_map(hooks::HookTargets::warnings)
+                        .collect();
+                    for w in &warnings {
+                        progress
+                            .events
+                            .push((true, "HookTargetWarning".into(), w.clone()));
+                    }
+                    progress.complete(
+                        RestorePhase::HookTargetIdentification,
+                        &post_hooks::identified_summary(&targets, warnings.len()),
+                    );
+                    progress.begin(RestorePhase::Unquiesce, "running the post-restore hooks");
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+            }
+        }
+        Some(RestorePhase::Unquiesce) => {
+            let sites = restore.hook_configs();
+            match post_hooks::run(ctx, &sites).await? {
+                Err(reason) => {
+                    progress.fail(RestorePhase::Unquiesce, &reason);
+                    Ok(Action::await_change())
+                }
+                Ok(report) => {
+                    for w in report.warnings() {
+                        progress.events.push((true, "HookFailureIgnored".into(), w));
+                    }
+                    progress.complete(
+                        RestorePhase::Unquiesce,
+                        &format!(
+                            "the post-restore hooks ran ({} step(s))",
+                            report.executions.len()
+                        ),
+                    );
+                    finish(ctx, ids, progress).await?;
                     Ok(Action::await_change())
                 }
             }
@@ -973,6 +1195,14 @@ async fn step<K: RestoreKind>(
             Ok(Action::await_change())
         }
     }
+}
+
+/// RestoreCleanup of a successful restore, then `Completed`.
+async fn finish(ctx: &Context, ids: &Ids, progress: &mut Progress) -> Result<()> {
+    let summary = cleanup::run(ctx, ids, None, false, false).await?;
+    progress.complete(RestorePhase::RestoreCleanup, &summary);
+    progress.succeed();
+    Ok(())
 }
 
 /// Moves a Job built by [`build_job`] from the backup labels to the restore's: labels
@@ -1023,7 +1253,7 @@ async fn read_job(ctx: &Context, ids: &Ids, name: &str) -> Result<JobState> {
     Ok(job_state(existing.as_ref()))
 }
 
-/// The metaprocessor Job of `phase` (`restore-plan` or `restore`): created or adopted, its
+/// The metaprocessor Job of `phase` (`restore-plan`, `images restore` or `restore`): created or adopted, its
 /// state read; a failed Job fails the restore with the Job's message and the failed objects.
 #[allow(clippy::too_many_arguments)]
 async fn metamover_job<K: RestoreKind>(
@@ -1033,14 +1263,15 @@ async fn metamover_job<K: RestoreKind>(
     access: &TargetAccess,
     location: &str,
     phase: RestorePhase,
-    action: &str,
+    command: &[&str],
     progress: &mut Progress,
 ) -> Result<JobState> {
-    let name = object_name(&format!("{phase:?}"), &ids.uid, action);
+    let name = object_name(&format!("{phase:?}"), &ids.uid, &command.join(" "));
     let state = read_job(ctx, ids, &name).await?;
     match &state {
         JobState::Missing => {
-            let mut args = vec![action.to_string(), "--kind".into(), K::KIND.into()];
+            let mut args: Vec<String> = command.iter().map(|c| (*c).to_string()).collect();
+            args.extend(["--kind".into(), K::KIND.into()]);
             if let Some(ns) = restore.metamover_namespace() {
                 args.extend(["--namespace".into(), ns]);
             }

@@ -297,10 +297,6 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         "{reason}"
     );
     assert_eq!(
-        condition(&r, RestorePhase::ImageRestore).0,
-        Some(RestorePhaseStatus::Skipped)
-    );
-    assert_eq!(
         r.status.as_ref().unwrap().size,
         Some(
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
@@ -437,6 +433,11 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
     assert_eq!(
         condition(&r, RestorePhase::DataRestore).0,
         Some(RestorePhaseStatus::Completed)
+    );
+    // After the data: ImageRestore (skipped without actionFlags.imageRestore).
+    assert_eq!(
+        condition(&r, RestorePhase::ImageRestore).0,
+        Some(RestorePhaseStatus::Skipped)
     );
     assert_eq!(
         state(&r),
@@ -1227,4 +1228,628 @@ async fn a_missing_destination_namespace_is_created_for_the_volumes_and_removed_
         w.server.get("v1", "Namespace", None, DEST).is_some(),
         "an existing namespace is never deleted"
     );
+}
+
+/// A failed pod of Job `job` (labelled as the Job controller does) whose container exited
+/// `code` leaving `message` (the tool's JSON lines) as its termination message.
+async fn failed_pod(w: &World, job: &str, code: i32, message: &str) {
+    let name = format!("{job}-pod");
+    w.server
+        .create(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS,
+                "labels": {"batch.kubernetes.io/job-name": job, "job-name": job}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(w.ctx.client.clone(), NS)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed", "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "message": message}}}]}})),
+        )
+        .await
+        .unwrap();
+}
+
+fn registry() -> Value {
+    json!({"registry": "127.0.0.1:5002", "repository": "restored",
+        "registryAuthSecret": {"name": "push-creds"}, "skipTLSVerify": true})
+}
+
+#[tokio::test]
+async fn image_restore_without_a_complete_registry_fails_validation_naming_the_field() {
+    let w = world(4).await;
+    let cases = [
+        (
+            "noregistry",
+            json!({"actionFlags": {"imageRestore": true}}),
+            "spec.imageRegistry is not",
+        ),
+        (
+            "norepo",
+            json!({"actionFlags": {"imageRestore": true},
+                "imageRegistry": {"registry": "r.example:5000", "repository": "", "registryAuthSecret": {"name": "s"}}}),
+            "spec.imageRegistry.repository is empty",
+        ),
+        (
+            "nosecret",
+            json!({"actionFlags": {"imageRestore": true},
+                "imageRegistry": {"registry": "", "repository": "x", "registryAuthSecret": {}}}),
+            "spec.imageRegistry.registry and spec.imageRegistry.registryAuthSecret.name are empty",
+        ),
+    ];
+    for (name, extra, expected) in cases {
+        w.server
+            .create(restore_obj(name, backup_source(), extra))
+            .unwrap();
+        let r = w.reconcile(name).await;
+        assert_eq!(
+            state(&r),
+            (Some(RestoreState::Failed), Some(RestorePhase::Validation)),
+            "{name}"
+        );
+        let (_, reason) = condition(&r, RestorePhase::Validation);
+        assert!(reason.contains(expected), "{name}: {reason}");
+        assert!(w.jobs(&r.uid().unwrap()).await.is_empty(), "{name}: no Job");
+    }
+    // Without imageRestore a missing registry is fine, and ImageRestore is skipped.
+    w.server
+        .create(restore_obj("plain", backup_source(), json!({})))
+        .unwrap();
+    let r = validated(&w, "plain", plan(vec![])).await;
+    assert_eq!(state(&r).1, Some(RestorePhase::MetadataRestore));
+    let (st, reason) = condition(&r, RestorePhase::ImageRestore);
+    assert_eq!(st, Some(RestorePhaseStatus::Skipped));
+    assert!(
+        reason.contains("actionFlags.imageRestore is not set"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn image_restore_runs_its_job_after_data_restore_and_before_metadata_restore() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "img",
+            backup_source(),
+            json!({"actionFlags": {"imageRestore": true}, "imageRegistry": registry()}),
+        ))
+        .unwrap();
+    let r = validated(&w, "img", plan(vec![volume("data", "Filesystem", "1Gi")])).await;
+    let uid = r.uid().unwrap();
+    // Volumes first: DataRestore runs, no image Job yet.
+    assert_eq!(state(&r).1, Some(RestorePhase::DataRestore));
+    w.reconcile("img").await;
+    let data: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .collect();
+    assert_eq!(data.len(), 1);
+    assert!(
+        w.jobs(&uid)
+            .await
+            .iter()
+            .all(|j| !j.name_any().starts_with("tvk-imagerestore-"))
+    );
+    w.bind_staging(&object_claim(&data[0]), "pv-img");
+    w.finish_job(&data[0].name_any(), true, "").await;
+    let r = w.reconcile("img").await;
+    assert_eq!(
+        condition(&r, RestorePhase::DataRestore).0,
+        Some(RestorePhaseStatus::Completed)
+    );
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::ImageRestore)
+        )
+    );
+    assert!(
+        condition(&r, RestorePhase::ImageRestore)
+            .1
+            .contains("127.0.0.1:5002/restored"),
+    );
+    // One metaprocessor Job running `images restore`, however often we reconcile.
+    w.reconcile("img").await;
+    w.reconcile("img").await;
+    let images: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-imagerestore-"))
+        .collect();
+    assert_eq!(images.len(), 1, "one Job per step");
+    let job = &images[0];
+    assert_eq!(
+        &args(job)[..11],
+        &[
+            "images",
+            "restore",
+            "--kind",
+            "Restore",
+            "--namespace",
+            DEST,
+            "--name",
+            "img",
+            "--location",
+            LOCATION,
+            "--target"
+        ]
+        .map(String::from)
+    );
+    assert_eq!(arg_after(job, "--target").as_deref(), Some("s3://bucket"));
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("tvk-metamover"));
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("ghcr.io/tvk-rs/tvk-metamover:0.1.0")
+    );
+    assert_eq!(
+        job.labels()
+            .get("triliovault.trilio.io/restore-uid")
+            .map(String::as_str),
+        Some(uid.as_str())
+    );
+    // No metadata Job before the images are done.
+    assert!(
+        w.jobs(&uid)
+            .await
+            .iter()
+            .all(|j| !j.name_any().starts_with("tvk-metadatarestore-"))
+    );
+    // The metaprocessor's part: status.images.
+    w.restores()
+        .patch_status(
+            "img",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"images": [
+                {"image": "docker.io/library/nginx:1.25", "digest": "sha256:aa", "result": "Reachable"},
+                {"image": "gone.example/app/web:v1", "digest": "sha256:bb",
+                 "restoredImage": "127.0.0.1:5002/restored/web:v1", "result": "Pushed"}]}})),
+        )
+        .await
+        .unwrap();
+    w.finish_job(&job.name_any(), true, "").await;
+    let r = w.reconcile("img").await;
+    let (st, reason) = condition(&r, RestorePhase::ImageRestore);
+    assert_eq!(st, Some(RestorePhaseStatus::Completed));
+    assert!(
+        reason.contains("2 image(s)")
+            && reason.contains("1 Pushed")
+            && reason.contains("1 Reachable")
+            && reason.contains("gone.example/app/web:v1 -> 127.0.0.1:5002/restored/web:v1"),
+        "{reason}"
+    );
+    assert_eq!(state(&r).1, Some(RestorePhase::MetadataRestore));
+    // The controller's status writes keep the metaprocessor's images.
+    assert_eq!(r.status.as_ref().unwrap().images.as_ref().unwrap().len(), 2);
+    w.reconcile("img").await;
+    let meta: Vec<Job> = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-metadatarestore-"))
+        .collect();
+    assert_eq!(meta.len(), 1);
+    w.finish_job(&meta[0].name_any(), true, "").await;
+    let r = w.reconcile("img").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Completed));
+    assert_eq!(r.status.as_ref().unwrap().images.as_ref().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_image_restore_job_fails_the_restore_with_the_tools_error() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "img",
+            backup_source(),
+            json!({"actionFlags": {"imageRestore": true, "cleanupOnFailure": true}, "imageRegistry": registry()}),
+        ))
+        .unwrap();
+    // No volumes: DataRestore is skipped, ImageRestore begins at once.
+    let r = validated(&w, "img", plan(vec![])).await;
+    let uid = r.uid().unwrap();
+    assert_eq!(
+        condition(&r, RestorePhase::DataRestore).0,
+        Some(RestorePhaseStatus::Skipped)
+    );
+    assert_eq!(state(&r).1, Some(RestorePhase::ImageRestore));
+    w.reconcile("img").await;
+    let job = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-imagerestore-"))
+        .unwrap();
+    failed_pod(
+        &w,
+        &job.name_any(),
+        1,
+        "{\"event\":\"result\",\"ok\":false,\"error\":\"image gone.example/app/web:v1: registry 127.0.0.1:5002 refused the credentials of Secret dest/push-creds\"}",
+    )
+    .await;
+    w.finish_job(&job.name_any(), false, "BackoffLimitExceeded")
+        .await;
+    let r = w.reconcile("img").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::ImageRestore))
+    );
+    let (st, reason) = condition(&r, RestorePhase::ImageRestore);
+    assert_eq!(st, Some(RestorePhaseStatus::Failed));
+    assert!(
+        reason.contains("gone.example/app/web:v1") && reason.contains("refused the credentials"),
+        "{reason}"
+    );
+    assert!(w.jobs(&uid).await.is_empty(), "Jobs deleted");
+    assert!(
+        w.jobs(&uid)
+            .await
+            .iter()
+            .all(|j| !j.name_any().starts_with("tvk-metadatarestore-")),
+        "no metadata restore after a failed image restore"
+    );
+}
+
+/// The restore's data Jobs, oldest first.
+async fn data_jobs(w: &World, uid: &str) -> Vec<Job> {
+    let mut jobs: Vec<Job> = w
+        .jobs(uid)
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .collect();
+    jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
+    jobs
+}
+
+#[tokio::test]
+async fn a_data_job_that_exits_75_is_retried_under_a_new_name_and_its_retry_can_succeed() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("rst", backup_source(), json!({})))
+        .unwrap();
+    let r = validated(&w, "rst", plan(vec![volume("data", "Filesystem", "1Gi")])).await;
+    let uid = r.uid().unwrap();
+    w.reconcile("rst").await;
+    let first = data_jobs(&w, &uid).await;
+    assert_eq!(first.len(), 1);
+    let claim = object_claim(&first[0]);
+    failed_pod(
+        &w,
+        &first[0].name_any(),
+        75,
+        "{\"event\":\"result\",\"ok\":false,\"error\":\"S3 answered 503 SlowDown\",\"retryable\":true}",
+    )
+    .await;
+    w.finish_job(&first[0].name_any(), false, "BackoffLimitExceeded")
+        .await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(state(&r).0, Some(RestoreState::InProgress));
+    let (st, reason) = condition(&r, RestorePhase::DataRestore);
+    assert_eq!(st, Some(RestorePhaseStatus::InProgress));
+    assert!(
+        reason.contains("volume dest/data: attempt 2 of 4") && reason.contains("503 SlowDown"),
+        "{reason}"
+    );
+    let jobs = data_jobs(&w, &uid).await;
+    assert_eq!(jobs.len(), 2, "the failed Job stays until cleanup");
+    let second = jobs
+        .iter()
+        .find(|j| j.name_any() != first[0].name_any())
+        .unwrap();
+    assert_eq!(object_claim(second), claim, "the same staging claim");
+    assert_eq!(arg_after(second, "--volume").as_deref(), Some("uid-data"));
+    // Reconciling again adopts the retry, no third Job.
+    w.reconcile("rst").await;
+    assert_eq!(data_jobs(&w, &uid).await.len(), 2);
+    w.bind_staging(&claim, "pv-data");
+    w.finish_job(&second.name_any(), true, "").await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(
+        condition(&r, RestorePhase::DataRestore).0,
+        Some(RestorePhaseStatus::Completed)
+    );
+    assert!(
+        w.server
+            .get("v1", "PersistentVolumeClaim", Some(DEST), "data")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_data_job_failing_75_four_times_or_1_once_fails_the_restore() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("rst", backup_source(), json!({})))
+        .unwrap();
+    let r = validated(&w, "rst", plan(vec![volume("data", "Filesystem", "1Gi")])).await;
+    let uid = r.uid().unwrap();
+    w.reconcile("rst").await;
+    for attempt in 0..4 {
+        let jobs = data_jobs(&w, &uid).await;
+        assert_eq!(jobs.len(), attempt + 1, "attempt {attempt}");
+        let current = jobs
+            .iter()
+            .find(|j| {
+                j.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_none()
+            })
+            .unwrap();
+        failed_pod(
+            &w,
+            &current.name_any(),
+            75,
+            &format!("{{\"event\":\"result\",\"ok\":false,\"error\":\"timeout {attempt}\"}}"),
+        )
+        .await;
+        w.finish_job(&current.name_any(), false, "BackoffLimitExceeded")
+            .await;
+        let r = w.reconcile("rst").await;
+        if attempt < 3 {
+            assert_eq!(state(&r).0, Some(RestoreState::InProgress));
+        } else {
+            assert_eq!(
+                state(&r),
+                (Some(RestoreState::Failed), Some(RestorePhase::DataRestore))
+            );
+            let reason = condition(&r, RestorePhase::DataRestore).1;
+            assert!(
+                reason.contains("volume dest/data")
+                    && reason.contains("after 3 retries")
+                    && reason.contains("timeout 3"),
+                "{reason}"
+            );
+        }
+    }
+    assert!(w.jobs(&uid).await.is_empty(), "Jobs deleted");
+
+    // A permanent failure (exit 1) is not retried.
+    w.server
+        .create(restore_obj("perm", backup_source(), json!({})))
+        .unwrap();
+    let r = validated(&w, "perm", plan(vec![volume("data", "Filesystem", "1Gi")])).await;
+    let uid = r.uid().unwrap();
+    w.reconcile("perm").await;
+    let job = data_jobs(&w, &uid).await.remove(0);
+    failed_pod(
+        &w,
+        &job.name_any(),
+        1,
+        "{\"event\":\"result\",\"ok\":false,\"error\":\"digest mismatch at offset 4096\"}",
+    )
+    .await;
+    w.finish_job(&job.name_any(), false, "BackoffLimitExceeded")
+        .await;
+    let r = w.reconcile("perm").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Failed));
+    let reason = condition(&r, RestorePhase::DataRestore).1;
+    assert!(
+        reason.contains("digest mismatch at offset 4096") && !reason.contains("retr"),
+        "{reason}"
+    );
+}
+
+fn app_pod(w: &World, name: &str, labels: Value, phase: &str) {
+    w.server
+        .create(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": DEST, "labels": labels},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}, {"name": "sidecar", "image": "busybox"}]},
+            "status": {"phase": phase}}))
+        .unwrap();
+}
+
+fn post_hook(w: &World, name: &str, command: &[&str]) {
+    w.server
+        .create(json!({"apiVersion": V1, "kind": "Hook",
+            "metadata": {"name": name, "namespace": DEST},
+            "spec": {"post": {"execAction": {"command": command}, "timeoutSeconds": 10}}}))
+        .unwrap();
+}
+
+/// Validation (no volumes) and MetadataRestore done: the restore is at its post hooks.
+async fn to_post_hooks(w: &World, name: &str) -> String {
+    let r = validated(w, name, plan(vec![])).await;
+    let uid = r.uid().unwrap();
+    w.reconcile(name).await;
+    let meta = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-metadatarestore-"))
+        .unwrap();
+    w.finish_job(&meta.name_any(), true, "").await;
+    uid
+}
+
+#[tokio::test]
+async fn post_restore_hooks_wait_for_the_restored_pods_then_run_in_plan_order() {
+    let w = world(4).await;
+    post_hook(&w, "reindex", &["reindex", "--all"]);
+    post_hook(&w, "warm", &["warm-cache"]);
+    w.server.on_exec(|_req: &tvk_test_apiserver::ExecRequest| {
+        tvk_test_apiserver::ExecResult::exited(0, "ok", "")
+    });
+    w.server
+        .create(restore_obj(
+            "hooked",
+            backup_source(),
+            json!({"hookConfig": {"mode": "Sequential", "podReadyWaitSeconds": 60, "hooks": [
+                {"hook": {"name": "reindex"}, "podSelector": {"labels": [{"matchLabels": {"app": "db"}}]}, "containerRegex": "^main$"},
+                {"hook": {"name": "warm"}, "podSelector": {"regex": "^web-"}}]}}),
+        ))
+        .unwrap();
+    to_post_hooks(&w, "hooked").await;
+    let r = w.reconcile("hooked").await;
+    assert_eq!(
+        condition(&r, RestorePhase::MetadataRestore).0,
+        Some(RestorePhaseStatus::Completed)
+    );
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::HookTargetIdentification)
+        )
+    );
+    assert!(
+        condition(&r, RestorePhase::HookTargetIdentification)
+            .1
+            .contains("up to 60s"),
+    );
+    // No pod yet, then one Running and one still Pending: the hooks wait.
+    let r = w.reconcile("hooked").await;
+    assert_eq!(state(&r).1, Some(RestorePhase::HookTargetIdentification));
+    app_pod(&w, "db-0", json!({"app": "db"}), "Running");
+    app_pod(&w, "web-0", json!({"app": "web"}), "Pending");
+    let r = w.reconcile("hooked").await;
+    assert_eq!(state(&r).1, Some(RestorePhase::HookTargetIdentification));
+    assert!(w.server.execs().is_empty(), "nothing runs while pods start");
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(w.ctx.client.clone(), DEST)
+        .patch_status(
+            "web-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    let r = w.reconcile("hooked").await;
+    let (st, reason) = condition(&r, RestorePhase::HookTargetIdentification);
+    assert_eq!(st, Some(RestorePhaseStatus::Completed));
+    assert!(
+        reason.contains("2 post-restore hook(s) apply to 2 pod(s)"),
+        "{reason}"
+    );
+    assert_eq!(state(&r).1, Some(RestorePhase::Unquiesce));
+    let r = w.reconcile("hooked").await;
+    let s = r.status.clone().unwrap();
+    assert_eq!(s.status, Some(RestoreState::Completed), "{s:?}");
+    let (st, reason) = condition(&r, RestorePhase::Unquiesce);
+    assert_eq!(st, Some(RestorePhaseStatus::Completed));
+    assert!(reason.contains("3 step(s)"), "{reason}");
+    // Plan order: reindex in db-0's main container, then warm in both of web-0's.
+    let ran: Vec<(String, String, String)> = w
+        .server
+        .execs()
+        .iter()
+        .map(|e| {
+            (
+                e.request.pod.clone(),
+                e.request.container.clone(),
+                e.request.command[0].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            ("db-0", "main", "reindex"),
+            ("web-0", "main", "warm-cache"),
+            ("web-0", "sidecar", "warm-cache")
+        ]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_post_restore_hook_fails_the_restore_naming_hook_pod_and_container() {
+    let w = world(4).await;
+    post_hook(&w, "reindex", &["reindex"]);
+    app_pod(&w, "db-0", json!({"app": "db"}), "Running");
+    w.server.on_exec(|req: &tvk_test_apiserver::ExecRequest| {
+        if req.container == "sidecar" {
+            tvk_test_apiserver::ExecResult::exited(3, "", "index locked")
+        } else {
+            tvk_test_apiserver::ExecResult::exited(0, "", "")
+        }
+    });
+    w.server
+        .create(restore_obj(
+            "hooked",
+            backup_source(),
+            json!({"actionFlags": {"cleanupOnFailure": true},
+                "hookConfig": {"hooks": [{"hook": {"name": "reindex"}, "podSelector": {"regex": "^db-"}}]}}),
+        ))
+        .unwrap();
+    let uid = to_post_hooks(&w, "hooked").await;
+    w.reconcile("hooked").await;
+    let r = w.reconcile("hooked").await;
+    assert_eq!(state(&r).1, Some(RestorePhase::Unquiesce));
+    let r = w.reconcile("hooked").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::Unquiesce))
+    );
+    let (_, reason) = condition(&r, RestorePhase::Unquiesce);
+    assert!(
+        reason.contains("Restore dest/hooked")
+            && reason.contains("reindex")
+            && reason.contains("db-0")
+            && reason.contains("sidecar")
+            && reason.contains("index locked"),
+        "{reason}"
+    );
+    assert!(w.jobs(&uid).await.is_empty());
+
+    // A Hook that does not exist fails HookTargetIdentification naming the field.
+    w.server
+        .create(restore_obj(
+            "nohook",
+            backup_source(),
+            json!({"hookConfig": {"hooks": [{"hook": {"name": "missing"}, "podSelector": {"regex": "^db-"}}]}}),
+        ))
+        .unwrap();
+    to_post_hooks(&w, "nohook").await;
+    w.reconcile("nohook").await;
+    let r = w.reconcile("nohook").await;
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::Failed),
+            Some(RestorePhase::HookTargetIdentification)
+        )
+    );
+    let (_, reason) = condition(&r, RestorePhase::HookTargetIdentification);
+    assert!(
+        reason.contains("missing") && reason.contains("hookConfig.hooks[0]"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_pod_wait_is_over_hooks_run_where_pods_run_and_the_rest_is_a_warning() {
+    let w = world(4).await;
+    post_hook(&w, "reindex", &["reindex"]);
+    w.server.on_exec(|_req: &tvk_test_apiserver::ExecRequest| {
+        tvk_test_apiserver::ExecResult::exited(0, "", "")
+    });
+    app_pod(&w, "db-0", json!({"app": "db"}), "Running");
+    w.server
+        .create(restore_obj(
+            "hooked",
+            backup_source(),
+            json!({"hookConfig": {"podReadyWaitSeconds": 1, "hooks": [
+                {"hook": {"name": "reindex"}, "podSelector": {"regex": "^db-"}, "containerRegex": "^main$"},
+                {"hook": {"name": "reindex"}, "podSelector": {"regex": "^never-"}}]}}),
+        ))
+        .unwrap();
+    to_post_hooks(&w, "hooked").await;
+    w.reconcile("hooked").await;
+    let r = w.reconcile("hooked").await;
+    assert_eq!(state(&r).1, Some(RestorePhase::HookTargetIdentification));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = w.reconcile("hooked").await;
+    let (st, reason) = condition(&r, RestorePhase::HookTargetIdentification);
+    assert_eq!(st, Some(RestorePhaseStatus::Completed));
+    assert!(reason.contains("1 warning(s)"), "{reason}");
+    let r = w.reconcile("hooked").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Completed));
+    assert_eq!(w.server.execs().len(), 1);
 }

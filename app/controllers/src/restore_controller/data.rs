@@ -9,7 +9,10 @@
 //!    planned size, access modes and (mapped) storage class;
 //! 2. the Job `tvk-datarestore-<hash>` writes the backup's chain onto it
 //!    (`tvk-datamover restore … --dest /dev/tvk-volume`, the claim as `volumeDevices`); at most
-//!    `jobSpec.maxParallelDataJobs` of the restore's data Jobs run at once;
+//!    `jobSpec.maxParallelDataJobs` of the restore's data Jobs run at once; a Job whose pod
+//!    exited 75 (retryable) is followed by a new Job (`…#<attempt>`) on the same claim, up to
+//!    [`MAX_RETRIES`] times (the chain's writes are deterministic, so a rerun over a partly
+//!    written claim gives the same content);
 //! 3. re-bind: the staging claim's volume is labelled and set to `Retain` (its original policy
 //!    kept in an annotation), the staging claim deleted, a new volume `tvk-rst-pv-<hash>` made
 //!    from the same source (CSI `volumeHandle`, driver, attributes…) with the planned
@@ -48,6 +51,7 @@ use crate::{
     jobs::{JobRequest, JobState, build_job},
     naming::{object_name, quantity_bytes, short_hash},
     target_access::TargetAccess,
+    volumes::{EXIT_RETRYABLE, MAX_RETRIES},
 };
 
 /// Label tying a restore's claims and volumes to one planned volume.
@@ -81,6 +85,9 @@ pub struct DataOutcome {
     pub state: DataState,
     /// Sum of the sizes of finished volumes.
     pub done_bytes: u64,
+    /// Volumes whose datamover Job exited 75 (retryable) and runs again, with the attempt and
+    /// the failed attempt's error (for the DataRestore condition).
+    pub retries: Vec<String>,
 }
 
 /// Names of one volume's objects (deterministic).
@@ -90,10 +97,26 @@ pub struct VolumeNames {
     pub key: String,
     /// Staging claim in the install namespace.
     pub staging_claim: String,
-    /// Datamover Job.
+    /// Datamover Job of the first attempt (see [`VolumeNames::job_of`]).
     pub job: String,
     /// Final PersistentVolume.
     pub final_volume: String,
+}
+
+impl VolumeNames {
+    /// The datamover Job of attempt `attempt` (0 = first; a retry after exit 75 runs under a
+    /// new name, so the failed Job and its pod stay readable until cleanup).
+    pub fn job_of(&self, uid: &str, volume: &PlannedVolume, attempt: u32) -> String {
+        if attempt == 0 {
+            self.job.clone()
+        } else {
+            object_name(
+                "DataRestore",
+                uid,
+                &format!("{}#{attempt}", volume.location),
+            )
+        }
+    }
 }
 
 /// Names of `volume`'s objects for restore `uid` (pure).
@@ -300,18 +323,19 @@ pub fn final_volume(
     }
 }
 
-/// The datamover Job hydrating the staging claim (pure).
+/// The datamover Job `job_name` hydrating the staging claim (pure).
 pub fn datamover_job(
     ctx: &Context,
     ids: &Ids,
     volume: &PlannedVolume,
     access: &TargetAccess,
+    job_name: &str,
 ) -> Result<Job> {
     let names = volume_names(&ids.uid, volume);
     let [plan, backup, vol] =
         split_volume_location(&volume.location).map_err(Error::InvalidSpec)?;
     let request = JobRequest {
-        name: names.job.clone(),
+        name: job_name.to_string(),
         namespace: &ids.job_ns,
         backup_label: ids.name.chars().take(63).collect(),
         backup_uid: &ids.uid,
@@ -359,7 +383,8 @@ pub fn datamover_job(
 
 enum VolumeState {
     Done,
-    Working,
+    /// Running or waiting; `Some` names a retry in progress.
+    Working(Option<String>),
     Failed(String),
 }
 
@@ -402,6 +427,7 @@ pub async fn step(
                 "restoring volumes re-binds PersistentVolumes, which are cluster-scoped and out of reach of a Namespaced install; install with applicationScope: Cluster, or restore with restoreFlags.onlyMetadata".into(),
             ),
             done_bytes: 0,
+            retries: Vec::new(),
         });
     }
     // A ClusterRestore into namespaces that do not exist yet: the final claims need them now,
@@ -410,6 +436,7 @@ pub async fn step(
         return Ok(DataOutcome {
             state: DataState::Failed(reason),
             done_bytes: 0,
+            retries: Vec::new(),
         });
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ids.job_ns);
@@ -429,12 +456,16 @@ pub async fn step(
     let mut done_bytes = 0u64;
     let mut all_done = true;
     let mut failures = Vec::new();
+    let mut retries = Vec::new();
     for volume in &plan.volumes {
         match volume_step(ctx, ids, volume, access, &mut slots).await? {
             VolumeState::Done => {
                 done_bytes += volume.size.as_ref().and_then(quantity_bytes).unwrap_or(0);
             }
-            VolumeState::Working => all_done = false,
+            VolumeState::Working(retry) => {
+                all_done = false;
+                retries.extend(retry);
+            }
             VolumeState::Failed(reason) => failures.push(reason),
         }
     }
@@ -445,7 +476,11 @@ pub async fn step(
     } else {
         DataState::Working
     };
-    Ok(DataOutcome { state, done_bytes })
+    Ok(DataOutcome {
+        state,
+        done_bytes,
+        retries,
+    })
 }
 
 /// Creates the plan's missing destination namespaces, labelled with this restore's UID; a
@@ -539,20 +574,41 @@ async fn volume_step(
     if let Some(staging) = staging_volume(ctx, ids, &names).await? {
         return rebind(ctx, ids, volume, &names, &staging).await;
     }
-    match read_job(ctx, ids, &names.job).await? {
-        JobState::Failed(job_message) => {
-            let message =
-                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &names.job, &job_message)
-                    .await?;
-            Ok(VolumeState::Failed(format!(
-                "{what} ({}): Job {}/{} failed: {message}",
-                volume.location, ids.job_ns, names.job
-            )))
+    // The Job of the current attempt: a Job that exited 75 is followed by the next attempt.
+    let mut attempt = 0u32;
+    let mut retry_note: Option<String> = None;
+    let (job_name, state) = loop {
+        let job_name = names.job_of(&ids.uid, volume, attempt);
+        let job_message = match read_job(ctx, ids, &job_name).await? {
+            JobState::Failed(m) => m,
+            other => break (job_name, other),
+        };
+        let pods = crate::jobs::pod_outcome(&ctx.client, &ids.job_ns, &job_name).await?;
+        let message = pods.tool_error.unwrap_or(job_message);
+        if pods.exit_code == Some(EXIT_RETRYABLE) && attempt < MAX_RETRIES {
+            attempt += 1;
+            retry_note = Some(format!(
+                "{what}: attempt {} of {} (Job {job_name} exited {EXIT_RETRYABLE}, retryable: {message})",
+                attempt + 1,
+                MAX_RETRIES + 1
+            ));
+            continue;
         }
-        JobState::Running => Ok(VolumeState::Working),
+        let retried = match attempt {
+            0 => String::new(),
+            1 => " after 1 retry".to_string(),
+            n => format!(" after {n} retries"),
+        };
+        return Ok(VolumeState::Failed(format!(
+            "{what} ({}): Job {}/{job_name} failed{retried}: {message}",
+            volume.location, ids.job_ns
+        )));
+    };
+    match state {
+        JobState::Failed(_) | JobState::Running => Ok(VolumeState::Working(retry_note)),
         JobState::Missing => {
             if *slots == 0 {
-                return Ok(VolumeState::Working);
+                return Ok(VolumeState::Working(retry_note));
             }
             let claim = match staging_claim(ids, volume) {
                 Ok(c) => c,
@@ -569,15 +625,15 @@ async fn volume_step(
                 format!("staging claim {}/{}", ids.job_ns, names.staging_claim),
             )
             .await?;
-            let job = datamover_job(ctx, ids, volume, access)?;
+            let job = datamover_job(ctx, ids, volume, access, &job_name)?;
             create_adopt(
                 &Api::<Job>::namespaced(ctx.client.clone(), &ids.job_ns),
                 &job,
-                format!("Job {}/{}", ids.job_ns, names.job),
+                format!("Job {}/{job_name}", ids.job_ns),
             )
             .await?;
             *slots -= 1;
-            Ok(VolumeState::Working)
+            Ok(VolumeState::Working(retry_note))
         }
         JobState::Succeeded => {
             let staging_api: Api<PersistentVolumeClaim> =
@@ -590,14 +646,14 @@ async fn volume_step(
                 })?
             else {
                 return Ok(VolumeState::Failed(format!(
-                    "{what}: the staging claim {}/{} hydrated by Job {} is gone (deleted outside the restore); delete the Restore and restore again",
-                    ids.job_ns, names.staging_claim, names.job
+                    "{what}: the staging claim {}/{} hydrated by Job {job_name} is gone (deleted outside the restore); delete the Restore and restore again",
+                    ids.job_ns, names.staging_claim
                 )));
             };
             let Some(pv_name) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
                 return Ok(VolumeState::Failed(format!(
-                    "{what}: the staging claim {}/{} is not bound to a volume although Job {} succeeded",
-                    ids.job_ns, names.staging_claim, names.job
+                    "{what}: the staging claim {}/{} is not bound to a volume although Job {job_name} succeeded",
+                    ids.job_ns, names.staging_claim
                 )));
             };
             let Some(pv) = pvs
