@@ -11,6 +11,7 @@ use tvk_datamover::target_args::TargetArgs;
 use crate::{
     commit,
     error::{Error, Result},
+    images_backup, images_restore,
     restore::{self, RestoreKind, RestoreRef},
     snapshot::{self, BackupKind, BackupRef},
 };
@@ -140,6 +141,43 @@ pub enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Container images of backups: store, restore, collect.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+/// `tvk-metamover images …`.
+#[derive(Subcommand, Debug)]
+pub enum ImagesCommand {
+    /// Store the backed-up workloads' images on the target and record status.snapshot.images
+    /// (phase ImageBackup).
+    Backup {
+        /// The backup.
+        #[command(flatten)]
+        backup: BackupArgs,
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Push the backup's images whose originals are gone into the Restore's imageRegistry and
+    /// record status.images (phase ImageRestore).
+    Restore {
+        /// The restore.
+        #[command(flatten)]
+        restore: RestoreArgs,
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Delete the stored image blobs no backup's images.json reaches (retention).
+    Gc {
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Blobs younger than this are never collected (uploads in flight).
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u64,
+    },
 }
 
 fn emit(v: Value) {
@@ -188,6 +226,21 @@ fn run(command: Command) -> Result<Value> {
         .build()
         .map_err(|e| Error::Usage(format!("failed to start the async runtime: {e}")))?;
     runtime.block_on(async move {
+        // Garbage collection works on the target alone (no Kubernetes client needed).
+        if let Command::Images(ImagesCommand::Gc {
+            target,
+            grace_seconds,
+        }) = command
+        {
+            let target = target.open(tokio::runtime::Handle::current())?;
+            let out = images_backup::run_gc(
+                target,
+                std::time::Duration::from_secs(grace_seconds),
+                &emit,
+            )
+            .await?;
+            return serde_json::to_value(&out).map_err(|e| Error::json("encode the result", e));
+        }
         let client = kube::Client::try_default().await.map_err(|e| {
             Error::Usage(format!(
                 "failed to configure the Kubernetes client (in-cluster service account or KUBECONFIG): {e}"
@@ -236,6 +289,25 @@ fn run(command: Command) -> Result<Value> {
                     restore::run_restore(client, target, &r, &restore.location, &emit).await?;
                 Ok(json!({"created": out.created, "patched": out.patched,
                     "skipped": out.skipped, "notReady": out.not_ready}))
+            }
+            Command::Images(ImagesCommand::Backup { backup, target }) => {
+                let r = backup.to_ref()?;
+                let target = target.open(handle)?;
+                let out = images_backup::run_backup(client, target, &r, &emit).await?;
+                Ok(json!({"images": out.images.len(), "blobsCopied": out.blobs_copied,
+                    "blobsSkipped": out.blobs_skipped, "bytesCopied": out.bytes_copied,
+                    "reused": out.reused}))
+            }
+            Command::Images(ImagesCommand::Restore { restore, target }) => {
+                let r = restore.to_ref()?;
+                let target = target.open(handle)?;
+                let out =
+                    images_restore::run_restore(client, target, &r, &restore.location, &emit)
+                        .await?;
+                Ok(json!({"images": out.images, "noImagesStored": out.no_record}))
+            }
+            Command::Images(ImagesCommand::Gc { .. }) => {
+                Err(Error::Usage("images gc was handled above".into()))
             }
         }
     })

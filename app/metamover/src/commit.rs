@@ -35,7 +35,11 @@ pub struct CommitOutcome {
 
 /// The location of a backup: the Backup's `status.location` when the control plane set it
 /// (checked: two safe segments, the second the backup's UID), else `<plan uid>/<backup uid>`.
-fn location_of(object: &Value, plan_uid: &str, backup_uid: &str) -> Result<BackupLocation> {
+pub(crate) fn location_of(
+    object: &Value,
+    plan_uid: &str,
+    backup_uid: &str,
+) -> Result<BackupLocation> {
     match object.pointer("/status/location").and_then(Value::as_str) {
         Some(loc) if !loc.is_empty() => {
             let (plan, backup) = loc.split_once('/').ok_or_else(|| Error::Layout {

@@ -101,6 +101,16 @@ pub enum Error {
     /// Bad command-line or environment input.
     #[error("{0}")]
     Usage(String),
+    /// A container image could not be backed up or restored (`tvk-metamover images`).
+    #[error("{message}")]
+    Image {
+        /// What failed, naming the image (and workload or registry).
+        message: String,
+        /// A registry or target fault that may pass (429, 5xx, timeouts).
+        retryable: bool,
+        /// Short category (`ImageNotFound`, `RegistryAuth`, …).
+        category: &'static str,
+    },
 }
 
 fn describe_kube(e: &kube::Error) -> String {
@@ -133,6 +143,7 @@ impl Error {
         match self {
             Self::Kube { source, .. } => kube_retryable(source),
             Self::Target(e) => e.is_retryable(),
+            Self::Image { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -152,6 +163,7 @@ impl Error {
             Self::Restore { .. } => "Restore",
             Self::ObjectFailed { .. } => "ObjectFailed",
             Self::Usage(_) => "Usage",
+            Self::Image { category, .. } => category,
         }
     }
 }

@@ -9,7 +9,9 @@
 //! `commit` writes the commit object last, once the control plane has uploaded every volume.
 //! The restore side (the metaprocessor) reads the same layout: `restore-plan` computes a
 //! restore's plan ([`plan`], pure) against the destination, `restore` carries it out
-//! ([`restore`]).
+//! ([`restore`]). `images backup|restore|gc` store the workloads' container images on the
+//! target and bring them back into a registry ([`images`], [`images_backup`],
+//! [`images_restore`]).
 //!
 //! Split: pure modules ([`clean`], [`selection`], [`helm`], [`layout`]) hold every decision and
 //! are tested without a cluster; [`snapshot`] and [`commit`] are the thin async edges that list,
@@ -22,6 +24,9 @@ pub mod commit;
 pub mod discovery;
 pub mod error;
 pub mod helm;
+pub mod images;
+pub mod images_backup;
+pub mod images_restore;
 pub mod layout;
 pub mod object;
 pub mod plan;
