@@ -836,3 +836,82 @@ async fn images_gc_command_reports_what_it_removed() {
             == 0
     );
 }
+
+/// A registry answering 503/429 to every third request: the backup still stores every image
+/// (retried inside); one answering every request so: exit 75 (the control plane retries the
+/// Job), the image and registry named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_backup_retries_a_flaky_registry_then_reports_retryable() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let a = tvk_testkit::registry("A").unwrap().addr().to_string();
+    let image =
+        common::push_index_image(&a, &tvk_testkit::unique_name("flaky/app"), Some("1")).await;
+    for (every, expect_ok) in [(3u64, true), (1, false)] {
+        let proxy =
+            common::start_proxy(a.parse().unwrap(), common::ProxyMode::Flaky { every }).await;
+        let reference = format!("{}/{}:1", proxy.addr_string(), image.repository);
+        let server = ApiServer::start().await.unwrap();
+        let kc = server.kubeconfig_path().to_path_buf();
+        let ns = "flaky";
+        seed_namespace(&server, ns);
+        server
+            .create(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "agent", "namespace": ns},
+                "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [container("agent", &reference)]}}}}))
+            .unwrap();
+        create_backup(&server, ns, "b1");
+        let dir = TempDir::new("mm-images-flaky").unwrap();
+        let target = vec![
+            "--target".to_owned(),
+            dir.path().to_str().unwrap().to_owned(),
+        ];
+        metamover(
+            &kc,
+            &args(
+                &[
+                    "snapshot",
+                    "--kind",
+                    "Backup",
+                    "--namespace",
+                    ns,
+                    "--name",
+                    "b1",
+                ],
+                &target,
+            ),
+        )
+        .await
+        .ok();
+        let run = metamover(
+            &kc,
+            &args(
+                &[
+                    "images",
+                    "backup",
+                    "--kind",
+                    "Backup",
+                    "--namespace",
+                    ns,
+                    "--name",
+                    "b1",
+                ],
+                &target,
+            ),
+        )
+        .await;
+        assert!(proxy.injected_failures() > 0);
+        if expect_ok {
+            assert_eq!(run.ok()["images"], 1);
+            let images = backup_status_images(&server, ns, "b1").await;
+            assert_eq!(images[0]["digest"], image.digest.to_string());
+        } else {
+            assert_eq!(run.code, 75, "{:?} {}", run.lines, run.stderr);
+            assert_eq!(run.result()["retryable"], true);
+            let error = run.error();
+            assert!(error.contains(&reference), "{error}");
+            assert!(error.contains("DaemonSet flaky/agent"), "{error}");
+        }
+    }
+}
