@@ -27,7 +27,8 @@ pub mod post_hooks;
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::batch::v1::Job, apimachinery::pkg::apis::meta::v1::OwnerReference,
+    api::{batch::v1::Job, core::v1::EnvVar},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
@@ -97,6 +98,8 @@ pub trait RestoreKind:
     fn image_registry(&self) -> Option<&ImageRegistry>;
     /// `--namespace` of the metaprocessor (a Restore's namespace; none for a ClusterRestore).
     fn metamover_namespace(&self) -> Option<String>;
+    /// `spec.env`: extra environment of the restore's Jobs.
+    fn job_env(&self) -> Vec<EnvVar>;
 }
 
 /// A restore's source as written in its spec.
@@ -234,6 +237,9 @@ impl RestoreKind for Restore {
     fn metamover_namespace(&self) -> Option<String> {
         self.namespace()
     }
+    fn job_env(&self) -> Vec<EnvVar> {
+        self.spec.env.clone().unwrap_or_default()
+    }
 }
 
 impl RestoreKind for ClusterRestore {
@@ -310,6 +316,9 @@ impl RestoreKind for ClusterRestore {
     }
     fn metamover_namespace(&self) -> Option<String> {
         None
+    }
+    fn job_env(&self) -> Vec<EnvVar> {
+        Vec::new()
     }
 }
 
@@ -634,6 +643,8 @@ pub struct Ids {
     pub reference: String,
     /// Owner reference for the Jobs.
     pub owner: Option<OwnerReference>,
+    /// `spec.env` of a Restore, added to every Job's container.
+    pub env: Vec<EnvVar>,
 }
 
 /// Reads the plan the metaprocessor wrote (pure).
@@ -842,6 +853,7 @@ pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Acti
         name,
         uid,
         job_ns,
+        env: restore.job_env(),
     };
     let mut progress = Progress::new(observed.clone(), &now_rfc3339());
     let action = step(restore, ctx, &ids, &mut progress).await?;
@@ -913,12 +925,28 @@ async fn step<K: RestoreKind>(
     };
     match phase {
         None | Some(RestorePhase::Validation) => {
-            if progress.status.status.is_none() || phase.is_none() {
+            if matches!(progress.status.status, None | Some(RestoreState::Pending))
+                || phase.is_none()
+            {
                 if let Some(reason) =
                     image_registry_problem(restore.image_restore(), restore.image_registry())
+                        .or_else(|| env_problem(&ids.env, ids.ns.as_deref(), &ids.job_ns))
                 {
                     progress.fail(RestorePhase::Validation, &reason);
                     return Ok(Action::await_change());
+                }
+                // One restore at a time into a namespace: the others wait, Pending.
+                if let Some(ns) = restore.metamover_namespace()
+                    && let Some(other) = earlier_restore_running(ctx, restore, &ns).await?
+                {
+                    progress.status.status = Some(RestoreState::Pending);
+                    progress.begin(
+                        RestorePhase::Validation,
+                        &format!(
+                            "waiting: Restore {ns}/{other} is restoring into namespace {ns}; this restore starts when it has finished"
+                        ),
+                    );
+                    return Ok(poll);
                 }
                 // A cross-cluster restore names a location: it must be a committed backup.
                 if matches!(restore.source_ref(&ids.job_ns), SourceRef::Location { .. })
@@ -1197,6 +1225,47 @@ async fn step<K: RestoreKind>(
     }
 }
 
+/// Whether Restore `other` goes before the restore `me` (its metadata) into the same
+/// namespace (pure): one that is running (`InProgress`) always does; of those not started yet
+/// (no status or `Pending`), the older one (creation time, then name) does; finished ones
+/// never do.
+pub fn goes_before(me: &ObjectMeta, other: &Restore) -> bool {
+    if other.metadata.uid == me.uid {
+        return false;
+    }
+    match other.status.as_ref().and_then(|s| s.status) {
+        Some(RestoreState::InProgress) => true,
+        None | Some(RestoreState::Pending) => {
+            let key = |m: &ObjectMeta| {
+                (
+                    m.creation_timestamp.as_ref().map(|t| t.0),
+                    m.name.clone().unwrap_or_default(),
+                )
+            };
+            key(&other.metadata) < key(me)
+        }
+        Some(RestoreState::Completed | RestoreState::Failed | RestoreState::Error) => false,
+    }
+}
+
+/// The name of a Restore that goes before this one into namespace `ns` ([`goes_before`]).
+async fn earlier_restore_running<K: RestoreKind>(
+    ctx: &Context,
+    restore: &K,
+    ns: &str,
+) -> Result<Option<String>> {
+    let others = Api::<Restore>::namespaced(ctx.client.clone(), ns)
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| Error::kube(format!("list the Restores of namespace {ns}"), e))?;
+    Ok(others
+        .items
+        .iter()
+        .filter(|o| goes_before(restore.meta(), o))
+        .map(ResourceExt::name_any)
+        .min())
+}
+
 /// RestoreCleanup of a successful restore, then `Completed`.
 async fn finish(ctx: &Context, ids: &Ids, progress: &mut Progress) -> Result<()> {
     let summary = cleanup::run(ctx, ids, None, false, false).await?;
@@ -1205,10 +1274,11 @@ async fn finish(ctx: &Context, ids: &Ids, progress: &mut Progress) -> Result<()>
     Ok(())
 }
 
-/// Moves a Job built by [`build_job`] from the backup labels to the restore's: labels
-/// [`LABEL_RESTORE`] / [`LABEL_RESTORE_UID`] and annotation [`ANNOTATION_RESTORE_REF`], on the
-/// Job and its pod template.
-pub fn relabel_for_restore(job: &mut Job, ids: &Ids) {
+/// Makes a Job built by [`build_job`] the restore's: labels [`LABEL_RESTORE`] /
+/// [`LABEL_RESTORE_UID`] and annotation [`ANNOTATION_RESTORE_REF`] instead of the backup's, on
+/// the Job and its pod template, and the Restore's `spec.env` added to every container (a
+/// variable the control plane sets itself — target credentials, proxy — keeps its value).
+pub fn adapt_for_restore(job: &mut Job, ids: &Ids) {
     let fix = |meta: &mut ObjectMeta| {
         let labels = meta.labels.get_or_insert_with(Default::default);
         labels.remove(LABEL_BACKUP);
@@ -1229,7 +1299,51 @@ pub fn relabel_for_restore(job: &mut Job, ids: &Ids) {
         .insert(ANNOTATION_RESTORE_REF.into(), ids.reference.clone());
     if let Some(spec) = job.spec.as_mut() {
         fix(spec.template.metadata.get_or_insert_with(Default::default));
+        for c in spec
+            .template
+            .spec
+            .iter_mut()
+            .flat_map(|p| p.containers.iter_mut())
+        {
+            let env = c.env.get_or_insert_with(Vec::new);
+            for var in &ids.env {
+                if !env.iter().any(|e| e.name == var.name) {
+                    env.push(var.clone());
+                }
+            }
+        }
     }
+}
+
+/// Why `spec.env` cannot reach the restore's Jobs (pure): a variable read from a Secret or
+/// ConfigMap of the Restore's namespace, when the Jobs run in another namespace (a pod can only
+/// read its own namespace's), or a variable without a name.
+pub fn env_problem(env: &[EnvVar], restore_ns: Option<&str>, job_ns: &str) -> Option<String> {
+    let mut problems = Vec::new();
+    for (i, var) in env.iter().enumerate() {
+        if var.name.trim().is_empty() {
+            problems.push(format!("spec.env[{i}] has no name"));
+            continue;
+        }
+        let from = var.value_from.as_ref();
+        let source = from
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .map(|r| format!("Secret {}", r.name))
+            .or_else(|| {
+                from.and_then(|f| f.config_map_key_ref.as_ref())
+                    .map(|r| format!("ConfigMap {}", r.name))
+            });
+        if let Some(source) = source
+            && restore_ns.is_some_and(|ns| ns != job_ns)
+        {
+            problems.push(format!(
+                "spec.env[{i}] {} reads {source}, but the restore's Jobs run in namespace {job_ns} and cannot read the Restore's namespace {}; create it in {job_ns} and restore from there, or give the value inline",
+                var.name,
+                restore_ns.unwrap_or_default()
+            ));
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 /// Creates (or adopts) a Job and reads its state; 409 on create adopts the existing Job.
@@ -1296,7 +1410,7 @@ async fn metamover_job<K: RestoreKind>(
                 resources: ctx.config.job_resources.metadata.clone(),
             };
             let mut job = build_job(&request, &ctx.config)?;
-            relabel_for_restore(&mut job, ids);
+            adapt_for_restore(&mut job, ids);
             ensure_job(ctx, ids, &job).await?;
         }
         JobState::Failed(job_message) => {

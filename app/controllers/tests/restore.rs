@@ -1853,3 +1853,131 @@ async fn when_the_pod_wait_is_over_hooks_run_where_pods_run_and_the_rest_is_a_wa
     assert_eq!(state(&r).0, Some(RestoreState::Completed));
     assert_eq!(w.server.execs().len(), 1);
 }
+
+fn env_of(job: &Job) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn spec_env_reaches_the_restore_jobs_without_replacing_the_control_planes_variables() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "env",
+            backup_source(),
+            json!({"env": [{"name": "RUST_LOG", "value": "debug"},
+                           {"name": "AWS_ACCESS_KEY_ID", "value": "hijack"}]}),
+        ))
+        .unwrap();
+    let r = w.reconcile("env").await;
+    let uid = r.uid().unwrap();
+    let validation = w.jobs(&uid).await.remove(0);
+    let env = env_of(&validation);
+    assert!(
+        env.iter()
+            .any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug")),
+        "{env:?}"
+    );
+    let keys: Vec<_> = env
+        .iter()
+        .filter(|e| e.name == "AWS_ACCESS_KEY_ID")
+        .collect();
+    assert_eq!(keys.len(), 1, "{env:?}");
+    assert!(
+        keys[0].value.is_none() && keys[0].value_from.is_some(),
+        "the Target's credentials stay: {env:?}"
+    );
+    // The data Jobs get it too.
+    w.write_plan("env", plan(vec![volume("data", "Filesystem", "1Gi")]))
+        .await;
+    w.finish_job(&validation.name_any(), true, "").await;
+    w.reconcile("env").await;
+    w.reconcile("env").await;
+    let data = data_jobs(&w, &uid).await;
+    assert!(
+        env_of(&data[0])
+            .iter()
+            .any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug"))
+    );
+
+    // A variable read from a Secret of the Restore's namespace cannot reach a Job elsewhere.
+    w.server
+        .create(restore_obj(
+            "secretenv",
+            backup_source(),
+            json!({"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "t"}}}]}),
+        ))
+        .unwrap();
+    let r = w.reconcile("secretenv").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
+    );
+    let (_, reason) = condition(&r, RestorePhase::Validation);
+    assert!(
+        reason.contains("spec.env[0] TOKEN reads Secret tok")
+            && reason.contains("namespace trilio-system"),
+        "{reason}"
+    );
+    assert!(w.jobs(&r.uid().unwrap()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_second_restore_into_the_same_namespace_waits_pending_until_the_first_finishes() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("first", backup_source(), json!({})))
+        .unwrap();
+    let first = w.reconcile("first").await;
+    assert_eq!(state(&first).0, Some(RestoreState::InProgress));
+    w.server
+        .create(restore_obj("second", backup_source(), json!({})))
+        .unwrap();
+    let second = w.reconcile("second").await;
+    assert_eq!(
+        state(&second),
+        (Some(RestoreState::Pending), Some(RestorePhase::Validation))
+    );
+    let (st, reason) = condition(&second, RestorePhase::Validation);
+    assert_eq!(st, Some(RestorePhaseStatus::InProgress));
+    assert!(reason.contains("Restore dest/first"), "{reason}");
+    assert!(w.jobs(&second.uid().unwrap()).await.is_empty());
+    // Waiting writes nothing more.
+    let mark = w.server.mark();
+    w.reconcile("second").await;
+    assert_eq!(w.server.writes_since(mark), 0);
+    // A third one waits for both (the older Pending one goes first).
+    w.server
+        .create(restore_obj("third", backup_source(), json!({})))
+        .unwrap();
+    let third = w.reconcile("third").await;
+    assert_eq!(state(&third).0, Some(RestoreState::Pending));
+    // The first ends (its Validation Job fails); the second starts, the third still waits.
+    let job = w.jobs(&first.uid().unwrap()).await.remove(0);
+    w.finish_job(&job.name_any(), false, "no commit").await;
+    assert_eq!(
+        state(&w.reconcile("first").await).0,
+        Some(RestoreState::Failed)
+    );
+    let third = w.reconcile("third").await;
+    assert_eq!(state(&third).0, Some(RestoreState::Pending));
+    assert!(
+        condition(&third, RestorePhase::Validation)
+            .1
+            .contains("Restore dest/second")
+    );
+    let second = w.reconcile("second").await;
+    assert_eq!(state(&second).0, Some(RestoreState::InProgress));
+    assert_eq!(w.jobs(&second.uid().unwrap()).await.len(), 1);
+    assert!(second.status.unwrap().start_timestamp.is_some());
+}

@@ -44,7 +44,7 @@ use kube::{
 use serde_json::json;
 use tvk_api::restore_plan::{PlannedVolume, RestorePlan};
 
-use super::{Ids, LABEL_RESTORE, LABEL_RESTORE_UID, read_job, relabel_for_restore};
+use super::{Ids, LABEL_RESTORE, LABEL_RESTORE_UID, adapt_for_restore, read_job};
 use crate::{
     context::Context,
     error::{Error, Result, is_conflict, is_not_found},
@@ -359,7 +359,7 @@ pub fn datamover_job(
         resources: ctx.config.job_resources.data.clone(),
     };
     let mut job = build_job(&request, &ctx.config)?;
-    relabel_for_restore(&mut job, ids);
+    adapt_for_restore(&mut job, ids);
     if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
         pod.volumes.get_or_insert_with(Vec::new).push(Volume {
             name: "tvk-volume".into(),
