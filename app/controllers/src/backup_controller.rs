@@ -1,4 +1,5 @@
-//! The Backup controller: the backup phase machine.
+//! The Backup and ClusterBackup controller: one backup phase machine for both kinds
+//! ([`BackupKind`]).
 //!
 //! PreBackupValidation → MetaSnapshot (metamover Job) → HookTargetIdentification → Quiesce →
 //! ImageBackup → DataSnapshot → Unquiesce → DataUpload → MetadataUpload (metamover commit Job)
@@ -10,6 +11,12 @@
 //! datamover Jobs), the metamover commit Job and cleanup. Hooks, image backup (issue #9) and
 //! retention are recorded as `Skipped` with the reason.
 //!
+//! A ClusterBackup runs the same phases over every namespace its ClusterBackupPlan covers: the
+//! metamover (`--kind ClusterBackup`) discovers them and writes `namespace` per data snapshot;
+//! the hooks of every component run in its namespace; volumes are snapshotted in their
+//! namespaces; the Jobs carry an owner reference to the ClusterBackup (a cluster-scoped owner
+//! is valid for namespaced Jobs) and the annotation `backup-ref: /<name>`.
+//!
 //! Robustness: Jobs have deterministic names ([`crate::naming::object_name`]); a create that
 //! answers 409 adopts the existing Job, so a restarted controller never duplicates one. Phases
 //! are read back from the status (observed, not assumed). Terminal states (`Available`,
@@ -20,7 +27,7 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
@@ -28,8 +35,8 @@ use kube::{
     },
 };
 use tvk_api::{
-    backup::{Backup, BackupPhase, BackupPhaseStatus, BackupState, BackupStatus},
-    backup_plan::{BackupPlan, PlanState},
+    backup::{BackupPhase, BackupPhaseStatus, BackupState, BackupStatus},
+    backup_plan::PlanState,
     snapshot::Snapshot,
     target::Target,
 };
@@ -39,6 +46,7 @@ use crate::{
     error::{Error, Result, is_conflict},
     hooks,
     jobs::{JobRequest, JobState, LABEL_BACKUP_UID, build_job, job_state},
+    kinds::{BackupKind, PlanKind},
     naming::object_name,
     retention,
     status_patch::{apply_status, now_rfc3339, set_condition},
@@ -142,25 +150,30 @@ pub fn go_duration(d: jiff::SignedDuration) -> String {
 }
 
 /// Why a backup's plan or target cannot be used now (pure).
-pub fn validate_refs(
-    plan: Option<&BackupPlan>,
+pub fn validate_refs<P: PlanKind>(
+    plan: Option<&P>,
     plan_name: &str,
     target: Option<&Target>,
 ) -> std::result::Result<(), String> {
     let Some(plan) = plan else {
+        let field = if P::KIND == "BackupPlan" {
+            "spec.backupPlan"
+        } else {
+            "spec.clusterBackupPlan"
+        };
         return Err(format!(
-            "BackupPlan {plan_name} does not exist; create it or correct spec.backupPlan"
+            "{} {plan_name} does not exist; create it or correct {field}",
+            P::KIND
         ));
     };
-    if plan.status.as_ref().and_then(|s| s.status) != Some(PlanState::Available) {
+    if plan.plan_status().and_then(|s| s.status) != Some(PlanState::Available) {
         let why = plan
-            .status
-            .as_ref()
+            .plan_status()
             .and_then(|s| s.condition.as_ref())
             .and_then(|c| c.first())
             .and_then(|c| c.reason.clone())
             .unwrap_or_else(|| "not validated yet".into());
-        return Err(format!("BackupPlan {plan_name} is not Available: {why}"));
+        return Err(format!("{} {plan_name} is not Available: {why}", P::KIND));
     }
     match target {
         None => Err("the plan's Target does not exist".into()),
@@ -204,23 +217,13 @@ pub fn snapshot_finding(status: &BackupStatus) -> SnapshotFinding {
 
 /// Another backup of the same plan that is past validation and not terminal (pure): this one
 /// waits for it, so backups of a plan never overlap and an incremental's parent is committed.
-pub fn running_sibling(backup: &Backup, all: &[Backup]) -> Option<String> {
-    let ns = backup.namespace().unwrap_or_default();
-    let plan = (
-        ref_namespace(&backup.spec.backup_plan, &ns).to_string(),
-        backup.spec.backup_plan.name.clone().unwrap_or_default(),
-    );
+pub fn running_sibling<K: BackupKind>(backup: &K, all: &[K]) -> Option<String> {
+    let plan = backup.plan_key();
     all.iter()
         .filter(|b| b.uid() != backup.uid())
-        .filter(|b| {
-            let bns = b.namespace().unwrap_or_default();
-            (
-                ref_namespace(&b.spec.backup_plan, &bns).to_string(),
-                b.spec.backup_plan.name.clone().unwrap_or_default(),
-            ) == plan
-        })
+        .filter(|b| b.plan_key() == plan)
         .find(|b| {
-            b.status.as_ref().is_some_and(|s| {
+            b.backup_status().is_some_and(|s| {
                 s.status == Some(BackupState::InProgress)
                     && s.phase
                         .is_some_and(|p| p != BackupPhase::PreBackupValidation)
@@ -239,17 +242,15 @@ struct Ids {
 /// Finalizer deleting a backup's data from the target when the Backup is deleted.
 pub const FINALIZER: &str = "triliovault.trilio.io/backup-data";
 
-/// Reconciles one Backup (finalizer-wrapped: deletion removes its data from the target).
-pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = backup.namespace().ok_or(Error::Incomplete {
-        kind: "Backup",
-        field: "namespace",
-    })?;
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
+/// Reconciles one Backup or ClusterBackup (finalizer-wrapped: deletion removes its data from
+/// the target).
+pub async fn reconcile<K: BackupKind>(backup: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = backup.namespace().unwrap_or_default();
+    let api = K::api(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, backup, |event| async {
         match event {
-            FinalizerEvent::Apply(backup) => reconcile_inner(&backup, &ctx).await,
-            FinalizerEvent::Cleanup(backup) => delete_data(&backup, &ctx).await,
+            FinalizerEvent::Apply(backup) => reconcile_inner(backup.as_ref(), &ctx).await,
+            FinalizerEvent::Cleanup(backup) => delete_data(backup.as_ref(), &ctx).await,
         }
     })
     .await
@@ -258,66 +259,82 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action>
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(Box::new(other)),
     });
-    ctx.metrics
-        .observe("backup", result.as_ref().err().map(Error::category));
+    ctx.metrics.observe(
+        &K::KIND.to_ascii_lowercase(),
+        result.as_ref().err().map(Error::category),
+    );
     result
 }
 
-async fn reconcile_inner(cached: &Backup, ctx: &Arc<Context>) -> Result<Action> {
+/// The plan of `backup` and its Target, as stored now (`None` = missing).
+async fn plan_and_target<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+) -> Result<(String, Option<K::Plan>, Option<Target>)> {
+    let (plan_ns, plan_name) = backup.plan_key();
+    let plan_key = if plan_ns.is_empty() {
+        plan_name.clone()
+    } else {
+        format!("{plan_ns}/{plan_name}")
+    };
+    let plan = <K::Plan as PlanKind>::api(ctx.client.clone(), &plan_ns)
+        .get_opt(&plan_name)
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("read {} {plan_key}", <K::Plan as PlanKind>::KIND),
+                e,
+            )
+        })?;
+    let target = match &plan {
+        Some(p) => {
+            let t = &p.backup_config().target;
+            let tns =
+                ref_namespace(t, &p.refs_namespace(&ctx.config.install_namespace)).to_string();
+            Api::<Target>::namespaced(ctx.client.clone(), &tns)
+                .get_opt(&t.name.clone().unwrap_or_default())
+                .await
+                .map_err(|e| Error::kube(format!("read Target of plan {plan_key}"), e))?
+        }
+        None => None,
+    };
+    Ok((plan_key, plan, target))
+}
+
+async fn reconcile_inner<K: BackupKind>(cached: &K, ctx: &Arc<Context>) -> Result<Action> {
     // The watch cache can lag behind this controller's own last status write; acting on a
     // stale phase would re-run a finished step (re-create a Job that cleanup already deleted).
     // Read the stored object.
-    let Some(fresh) =
-        Api::<Backup>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default())
-            .get_opt(&cached.name_any())
-            .await
-            .map_err(|e| Error::kube(format!("read Backup {}", cached.name_any()), e))?
+    let Some(fresh) = K::api(ctx.client.clone(), &cached.namespace().unwrap_or_default())
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(|e| Error::kube(format!("read {} {}", K::KIND, cached.key()), e))?
     else {
         return Ok(Action::await_change());
     };
     let backup = &fresh;
-    let observed = backup.status.clone().unwrap_or_default();
+    let observed = backup.backup_status().cloned().unwrap_or_default();
     // Terminal states never change again.
     if observed.status.is_some_and(BackupState::is_terminal) {
         return Ok(Action::await_change());
     }
     let ids = Ids {
-        ns: backup.namespace().ok_or(Error::Incomplete {
-            kind: "Backup",
-            field: "namespace",
-        })?,
+        ns: backup.namespace().unwrap_or_default(),
         name: backup.name_any(),
         uid: backup.uid().ok_or(Error::Incomplete {
-            kind: "Backup",
+            kind: K::KIND,
             field: "uid",
         })?,
         job_ns: ctx.config.install_namespace.clone(),
     };
     let mut progress = Progress::new(observed.clone(), &now_rfc3339());
-    let plan_ref = &backup.spec.backup_plan;
-    let plan_ns = ref_namespace(plan_ref, &ids.ns).to_string();
-    let plan_name = plan_ref.name.clone().unwrap_or_default();
-    let plan = Api::<BackupPlan>::namespaced(ctx.client.clone(), &plan_ns)
-        .get_opt(&plan_name)
-        .await
-        .map_err(|e| Error::kube(format!("read BackupPlan {plan_ns}/{plan_name}"), e))?;
-    let target = match &plan {
-        Some(p) => {
-            let t = &p.spec.backup_config.target;
-            let tns = ref_namespace(t, &plan_ns).to_string();
-            Api::<Target>::namespaced(ctx.client.clone(), &tns)
-                .get_opt(&t.name.clone().unwrap_or_default())
-                .await
-                .map_err(|e| Error::kube(format!("read Target of plan {plan_ns}/{plan_name}"), e))?
-        }
-        None => None,
-    };
+    let (plan_key, plan, target) = plan_and_target(ctx, backup).await?;
     let action = step(
         backup,
         ctx,
         &ids,
         plan.as_ref(),
-        &format!("{plan_ns}/{plan_name}"),
+        &plan_key,
         target.as_ref(),
         &mut progress,
     )
@@ -335,7 +352,7 @@ async fn reconcile_inner(cached: &Backup, ctx: &Arc<Context>) -> Result<Action> 
     if progress.status.snapshot != observed.snapshot
         && let Some(snapshot) = &progress.status.snapshot
     {
-        let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ids.ns);
+        let api = K::api(ctx.client.clone(), &ids.ns);
         api.patch_status(
             &ids.name,
             &PatchParams::default(),
@@ -344,7 +361,7 @@ async fn reconcile_inner(cached: &Backup, ctx: &Arc<Context>) -> Result<Action> 
         .await
         .map_err(|e| {
             Error::kube(
-                format!("write status.snapshot of Backup {}/{}", ids.ns, ids.name),
+                format!("write status.snapshot of {} {}", K::KIND, backup.key()),
                 e,
             )
         })?;
@@ -355,7 +372,7 @@ async fn reconcile_inner(cached: &Backup, ctx: &Arc<Context>) -> Result<Action> 
     let mut observed_cmp = observed.clone();
     observed_cmp.snapshot = None;
     if to_write != observed_cmp {
-        let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ids.ns);
+        let api = K::api(ctx.client.clone(), &ids.ns);
         apply_status(&api, backup, FIELD_MANAGER, &to_write).await?;
         for (warning, reason, note) in &progress.events {
             ctx.event(backup, *warning, reason, note.clone()).await;
@@ -383,11 +400,11 @@ async fn reconcile_inner(cached: &Backup, ctx: &Arc<Context>) -> Result<Action> 
     Ok(action)
 }
 
-async fn step(
-    backup: &Backup,
+async fn step<K: BackupKind>(
+    backup: &K,
     ctx: &Arc<Context>,
     ids: &Ids,
-    plan: Option<&BackupPlan>,
+    plan: Option<&K::Plan>,
     plan_key: &str,
     target: Option<&Target>,
     progress: &mut Progress,
@@ -408,10 +425,10 @@ async fn step(
                 return Ok(Action::await_change());
             }
             // One backup of a plan at a time: an incremental's parent must be committed first.
-            let siblings = Api::<Backup>::namespaced(ctx.client.clone(), &ids.ns)
+            let siblings = K::api(ctx.client.clone(), &ids.ns)
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| Error::kube(format!("list Backups in {}", ids.ns), e))?;
+                .map_err(|e| Error::kube(format!("list the {}s of {plan_key}", K::KIND), e))?;
             if let Some(running) = running_sibling(backup, &siblings.items) {
                 progress.status.status = Some(BackupState::Pending);
                 progress.begin(
@@ -423,7 +440,7 @@ async fn step(
             let s = &mut progress.status;
             s.status = Some(BackupState::InProgress);
             s.start_timestamp.get_or_insert_with(now_rfc3339);
-            s.type_ = Some(backup.spec.type_);
+            s.type_ = Some(backup.backup_type());
             s.percentage_completion = Some(0);
             s.location = Some(format!("{}/{}", plan.uid().unwrap_or_default(), ids.uid));
             // T4K's stats.target; the parent of an incremental volume image must be on it.
@@ -483,7 +500,7 @@ async fn step(
                         }
                         SnapshotFinding::Volumes(pvcs) if !pvcs.is_empty() => {
                             progress.status.percentage_completion = Some(20);
-                            if hooks_configured(plan) {
+                            if hooks_configured(ctx, plan) {
                                 progress.begin(
                                     BackupPhase::HookTargetIdentification,
                                     "finding the pods and containers of the plan's hooks",
@@ -500,7 +517,7 @@ async fn step(
                         }
                         SnapshotFinding::Volumes(_) => {}
                     }
-                    let hook_reason = if hooks_configured(plan) {
+                    let hook_reason = if hooks_configured(ctx, plan) {
                         "not run: the application has no volumes to quiesce for"
                     } else {
                         "no hooks configured"
@@ -530,28 +547,33 @@ async fn step(
             let Some(plan) = plan else {
                 progress.fail(
                     BackupPhase::HookTargetIdentification,
-                    "the BackupPlan vanished mid-backup",
+                    &format!("the {} vanished mid-backup", <K::Plan as PlanKind>::KIND),
                 );
                 return Ok(Action::await_change());
             };
-            match hooks::identify(ctx, &ids.ns, plan).await? {
+            match identify_all(ctx, plan).await? {
                 Err(reason) => {
                     progress.fail(BackupPhase::HookTargetIdentification, &reason);
                     Ok(Action::await_change())
                 }
-                Ok(targets) => {
-                    let pods: std::collections::BTreeSet<&str> = targets
-                        .hooks
+                Ok(all) => {
+                    let pods: std::collections::BTreeSet<(&str, &str)> = all
                         .iter()
-                        .flat_map(|h| h.pods.iter().map(|p| p.name.as_str()))
+                        .flat_map(|t| {
+                            t.hooks.iter().flat_map(move |h| {
+                                h.pods
+                                    .iter()
+                                    .map(move |p| (t.namespace.as_str(), p.name.as_str()))
+                            })
+                        })
                         .collect();
                     progress.complete(
                         BackupPhase::HookTargetIdentification,
                         &format!(
                             "{} hook(s) apply to {} pod(s); {} pod(s) or container(s) skipped (not running)",
-                            targets.hooks.len(),
+                            all.iter().map(|t| t.hooks.len()).sum::<usize>(),
                             pods.len(),
-                            targets.skipped.len()
+                            all.iter().map(|t| t.skipped.len()).sum::<usize>()
                         ),
                     );
                     progress.begin(BackupPhase::Quiesce, "running the pre (quiesce) hooks");
@@ -561,10 +583,13 @@ async fn step(
         }
         Some(BackupPhase::Quiesce) => {
             let Some(plan) = plan else {
-                progress.fail(BackupPhase::Quiesce, "the BackupPlan vanished mid-backup");
+                progress.fail(
+                    BackupPhase::Quiesce,
+                    &format!("the {} vanished mid-backup", <K::Plan as PlanKind>::KIND),
+                );
                 return Ok(Action::await_change());
             };
-            let targets = match hooks::identify(ctx, &ids.ns, plan).await? {
+            let targets = match identify_all(ctx, plan).await? {
                 Ok(t) => t,
                 Err(reason) => {
                     progress.fail(BackupPhase::Quiesce, &reason);
@@ -572,13 +597,16 @@ async fn step(
                 }
             };
             match hooks_off_thread(ctx, &targets, true).await? {
-                Ok(report) => {
-                    for w in report.warnings() {
+                Ok(reports) => {
+                    for w in reports.iter().flat_map(hooks::HookReport::warnings) {
                         progress.events.push((true, "HookFailureIgnored".into(), w));
                     }
                     progress.complete(
                         BackupPhase::Quiesce,
-                        &format!("the pre hooks ran ({} step(s))", report.executions.len()),
+                        &format!(
+                            "the pre hooks ran ({} step(s))",
+                            reports.iter().map(|r| r.executions.len()).sum::<usize>()
+                        ),
                     );
                     let count = read_snapshot(progress)
                         .map(|s| s.data_snapshots().count())
@@ -615,7 +643,7 @@ async fn step(
             match outcome {
                 volumes::Step::Failed(reason) => {
                     let reason = if quiesced(progress) {
-                        match run_unquiesce(ctx, ids, plan).await? {
+                        match run_unquiesce(ctx, plan).await? {
                             Ok(done) => format!("{reason}; {done}"),
                             Err(post) => format!("{reason}; {post}"),
                         }
@@ -632,7 +660,7 @@ async fn step(
                 volumes::Step::Done(reason) => {
                     progress.complete(BackupPhase::DataSnapshot, &reason);
                     if quiesced(progress) {
-                        match run_unquiesce(ctx, ids, plan).await? {
+                        match run_unquiesce(ctx, plan).await? {
                             Ok(done) => progress.complete(BackupPhase::Unquiesce, &done),
                             Err(post) => {
                                 progress.fail(
@@ -686,7 +714,7 @@ async fn step(
             let candidates = parent_candidates(ctx, backup, target).await?;
             let inputs = volumes::UploadInputs {
                 ids: &vids,
-                backup_type: backup.spec.type_,
+                backup_type: backup.backup_type(),
                 candidates: &candidates,
                 target,
             };
@@ -751,7 +779,7 @@ async fn step(
                         "the backup is committed on the target",
                     );
                     let retention = plan
-                        .and_then(|p| p.spec.backup_config.retention_policy.as_ref())
+                        .and_then(|p| p.backup_config().retention_policy.as_ref())
                         .is_some();
                     if retention {
                         progress.begin(BackupPhase::Retention, "applying the retention policy");
@@ -805,23 +833,66 @@ async fn step(
     }
 }
 
-/// Runs the pre (`quiesce`) or post hooks on a blocking thread of the runtime: their futures
-/// (a stream of exec futures over borrowed units) are not provably `Send` for the controller's
-/// generic bound, so they are driven there with `Handle::block_on`.
+/// Every hook configuration of the plan identified (one [`hooks::HookTargets`] per
+/// namespace: a BackupPlan has one, a ClusterBackupPlan one per component with hooks).
+async fn identify_all<P: PlanKind>(
+    ctx: &Context,
+    plan: &P,
+) -> Result<std::result::Result<Vec<hooks::HookTargets>, String>> {
+    let mut all = Vec::new();
+    for scope in plan.hook_scopes(&ctx.config.install_namespace) {
+        match hooks::identify_config(
+            ctx,
+            &scope.namespace,
+            &scope.namespace,
+            Some(&scope.config),
+            &scope.owner,
+        )
+        .await?
+        {
+            Ok(t) => all.push(t),
+            Err(reason) => return Ok(Err(reason)),
+        }
+    }
+    Ok(Ok(all))
+}
+
+/// Runs the pre (`quiesce`) or post hooks of every namespace on a blocking thread of the
+/// runtime: their futures (a stream of exec futures over borrowed units) are not provably
+/// `Send` for the controller's generic bound, so they are driven there with
+/// `Handle::block_on`. Pre hooks stop at the first namespace that fails; post hooks run in
+/// every namespace (reverse order) and report every failure.
 async fn hooks_off_thread(
     ctx: &Arc<Context>,
-    targets: &hooks::HookTargets,
+    targets: &[hooks::HookTargets],
     quiesce: bool,
-) -> Result<std::result::Result<hooks::HookReport, String>> {
-    let (ctx, targets) = (ctx.clone(), targets.clone());
+) -> Result<std::result::Result<Vec<hooks::HookReport>, String>> {
+    let (ctx, targets) = (ctx.clone(), targets.to_vec());
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         handle.block_on(async move {
+            let mut reports = Vec::new();
             if quiesce {
-                hooks::quiesce(&ctx, &targets).await
-            } else {
-                hooks::unquiesce(&ctx, &targets).await
+                for t in &targets {
+                    match hooks::quiesce(&ctx, t).await? {
+                        Ok(r) => reports.push(r),
+                        Err(reason) => return Ok(Err(reason)),
+                    }
+                }
+                return Ok(Ok(reports));
             }
+            let mut failures = Vec::new();
+            for t in targets.iter().rev() {
+                match hooks::unquiesce(&ctx, t).await? {
+                    Ok(r) => reports.push(r),
+                    Err(reason) => failures.push(reason),
+                }
+            }
+            Ok(if failures.is_empty() {
+                Ok(reports)
+            } else {
+                Err(failures.join("; "))
+            })
         })
     })
     .await
@@ -837,9 +908,8 @@ async fn finish(ctx: &Context, ids: &Ids, progress: &mut Progress) -> Result<()>
 }
 
 /// The plan has hooks to run.
-fn hooks_configured(plan: Option<&BackupPlan>) -> bool {
-    plan.and_then(|p| p.spec.hook_config.as_ref())
-        .is_some_and(|c| !c.hooks.is_empty())
+fn hooks_configured<P: PlanKind>(ctx: &Context, plan: Option<&P>) -> bool {
+    plan.is_some_and(|p| p.hooks_configured(&ctx.config.install_namespace))
 }
 
 /// Quiesce ran (so every later failure, and the end of DataSnapshot, runs the post hooks).
@@ -852,17 +922,17 @@ fn quiesced(progress: &Progress) -> bool {
 /// Runs the post hooks in every pod the plan's hooks identify now (a superset of where the pre
 /// hooks ran; see `hooks::unquiesce`). `Err` says what failed and that the application may
 /// still be quiesced.
-async fn run_unquiesce(
+async fn run_unquiesce<P: PlanKind>(
     ctx: &Arc<Context>,
-    ids: &Ids,
-    plan: Option<&BackupPlan>,
+    plan: Option<&P>,
 ) -> Result<std::result::Result<String, String>> {
     let Some(plan) = plan else {
-        return Ok(Err(
-            "the BackupPlan vanished, so the post hooks could not be run: the application may still be quiesced".into(),
-        ));
+        return Ok(Err(format!(
+            "the {} vanished, so the post hooks could not be run: the application may still be quiesced",
+            P::KIND
+        )));
     };
-    let targets = match hooks::identify(ctx, &ids.ns, plan).await? {
+    let targets = match identify_all(ctx, plan).await? {
         Ok(t) => t,
         Err(reason) => {
             return Ok(Err(format!(
@@ -871,16 +941,16 @@ async fn run_unquiesce(
         }
     };
     Ok(match hooks_off_thread(ctx, &targets, false).await? {
-        Ok(report) => Ok(format!(
+        Ok(reports) => Ok(format!(
             "the post hooks ran ({} step(s))",
-            report.executions.len()
+            reports.iter().map(|r| r.executions.len()).sum::<usize>()
         )),
         Err(reason) => Err(format!("{reason}: the application may still be quiesced")),
     })
 }
 
 /// Images are skipped, DataSnapshot begins.
-fn start_data_snapshot(plan: Option<&BackupPlan>, progress: &mut Progress, volumes: usize) {
+fn start_data_snapshot<P: PlanKind>(plan: Option<&P>, progress: &mut Progress, volumes: usize) {
     skip_images(plan, progress);
     progress.begin(
         BackupPhase::DataSnapshot,
@@ -888,17 +958,15 @@ fn start_data_snapshot(plan: Option<&BackupPlan>, progress: &mut Progress, volum
     );
 }
 
-fn skip_images(plan: Option<&BackupPlan>, progress: &mut Progress) {
-    let skip_images = plan
-        .and_then(|p| p.spec.backup_plan_flags.as_ref())
-        .and_then(|f| f.skip_image_backup)
-        == Some(true);
+fn skip_images<P: PlanKind>(plan: Option<&P>, progress: &mut Progress) {
+    let skip_images = plan.is_some_and(PlanKind::skip_image_backup);
     progress.skip(
         BackupPhase::ImageBackup,
-        if skip_images {
-            "backupPlanFlags.skipImageBackup is set"
+        &if skip_images {
+            format!("{}.skipImageBackup is set", P::FLAGS_FIELD)
         } else {
             "container image backup is not implemented yet (issue #9); images are not on the target"
+                .into()
         },
     );
 }
@@ -926,7 +994,7 @@ fn size_of(bytes: u64) -> k8s_openapi::apimachinery::pkg::util::intstr::IntOrStr
     k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(bytes.to_string())
 }
 
-fn volume_ids(backup: &Backup, ids: &Ids, plan: Option<&BackupPlan>) -> volumes::BackupIds {
+fn volume_ids<K: BackupKind>(backup: &K, ids: &Ids, plan: Option<&K::Plan>) -> volumes::BackupIds {
     volumes::BackupIds {
         ns: ids.ns.clone(),
         name: ids.name.clone(),
@@ -936,8 +1004,7 @@ fn volume_ids(backup: &Backup, ids: &Ids, plan: Option<&BackupPlan>) -> volumes:
             .and_then(ResourceExt::uid)
             .or_else(|| {
                 backup
-                    .status
-                    .as_ref()
+                    .backup_status()
                     .and_then(|s| s.location.as_deref())
                     .and_then(|l| l.split('/').next())
                     .map(str::to_string)
@@ -947,38 +1014,45 @@ fn volume_ids(backup: &Backup, ids: &Ids, plan: Option<&BackupPlan>) -> volumes:
     }
 }
 
-/// The plan's other Available backups taken to `target` (parents of incremental images).
-async fn parent_candidates(ctx: &Context, backup: &Backup, target: &Target) -> Result<Vec<Backup>> {
+/// The plan's other backups taken to `target` (parents of incremental images).
+async fn parent_candidates<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    target: &Target,
+) -> Result<Vec<K>> {
     let ns = backup.namespace().unwrap_or_default();
-    let plan = (
-        ref_namespace(&backup.spec.backup_plan, &ns).to_string(),
-        backup.spec.backup_plan.name.clone().unwrap_or_default(),
-    );
-    let all = Api::<Backup>::namespaced(ctx.client.clone(), &ns)
+    let plan = backup.plan_key();
+    let all = K::api(ctx.client.clone(), &ns)
         .list(&ListParams::default())
         .await
-        .map_err(|e| Error::kube(format!("list Backups in {ns}"), e))?;
+        .map_err(|e| Error::kube(format!("list the {}s of the plan", K::KIND), e))?;
     let target_uid = target.uid();
     Ok(all
         .items
         .into_iter()
         .filter(|b| b.uid() != backup.uid())
-        .filter(|b| {
-            let bns = b.namespace().unwrap_or_default();
-            (
-                ref_namespace(&b.spec.backup_plan, &bns).to_string(),
-                b.spec.backup_plan.name.clone().unwrap_or_default(),
-            ) == plan
-        })
+        .filter(|b| b.plan_key() == plan)
         .filter(|b| target_uid.is_some() && volumes::backup_target_uid(b) == target_uid)
         .collect())
 }
 
+/// The owner reference of the backup's Jobs: a Backup in the Jobs' namespace, or a
+/// ClusterBackup (cluster-scoped owners are valid for namespaced objects).
+fn job_owner<K: BackupKind>(
+    backup: &K,
+    job_ns: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    match backup.namespace() {
+        Some(ns) if ns != job_ns => None,
+        _ => backup.controller_owner_ref(&()),
+    }
+}
+
 /// Creates (or adopts) the metamover Job of `phase` and reads its state; a failed Job fails the
 /// backup.
-async fn run_job(
+async fn run_job<K: BackupKind>(
     ctx: &Context,
-    backup: &Backup,
+    backup: &K,
     ids: &Ids,
     target: &Target,
     phase: BackupPhase,
@@ -1006,22 +1080,12 @@ async fn run_job(
                 namespace: &ids.job_ns,
                 backup_label: ids.name.chars().take(63).collect(),
                 backup_uid: &ids.uid,
-                backup_ref: format!("{}/{}", ids.ns, ids.name),
-                owner: (ids.ns == ids.job_ns)
-                    .then(|| backup.controller_owner_ref(&()))
-                    .flatten(),
+                backup_ref: backup.backup_ref(),
+                owner: job_owner(backup, &ids.job_ns),
                 phase: "metadata",
                 image: ctx.config.images.metamover.clone(),
                 service_account: Some(ctx.config.service_accounts.metamover.clone()),
-                args: vec![
-                    action.to_string(),
-                    "--kind".into(),
-                    "Backup".into(),
-                    "--namespace".into(),
-                    ids.ns.clone(),
-                    "--name".into(),
-                    ids.name.clone(),
-                ],
+                args: metamover_args(action, K::KIND, &ids.ns, &ids.name),
                 access,
                 resources: ctx.config.job_resources.metadata.clone(),
             };
@@ -1065,32 +1129,27 @@ async fn delete_jobs(ctx: &Context, ids: &Ids) -> Result<()> {
     Ok(())
 }
 
+/// `<action> --kind K [--namespace NS] --name NAME` of a metamover Job (no namespace for a
+/// ClusterBackup).
+fn metamover_args(action: &str, kind: &str, ns: &str, name: &str) -> Vec<String> {
+    let mut args = vec![action.to_string(), "--kind".into(), kind.to_string()];
+    if !ns.is_empty() {
+        args.extend(["--namespace".into(), ns.to_string()]);
+    }
+    args.extend(["--name".into(), name.to_string()]);
+    args
+}
+
 /// Deletes the backup's data on its target through [`retention::delete_backup_data`] (the one
 /// copy of that logic: metadata first, volume data only by coalescing, never what another
 /// backup's chain needs). The finalizer stays while it is running or failed (an `Err` keeps it
 /// and retries); a vanished plan or Target releases it with a warning Event naming the location
 /// left on the target.
-async fn delete_data(backup: &Backup, ctx: &Context) -> Result<Action> {
-    let Some(location) = backup.status.as_ref().and_then(|s| s.location.clone()) else {
+async fn delete_data<K: BackupKind>(backup: &K, ctx: &Context) -> Result<Action> {
+    let Some(location) = backup.backup_status().and_then(|s| s.location.clone()) else {
         return Ok(Action::await_change());
     };
-    let ids_ns = backup.namespace().unwrap_or_default();
-    let plan_ref = &backup.spec.backup_plan;
-    let plan_ns = ref_namespace(plan_ref, &ids_ns).to_string();
-    let plan = Api::<BackupPlan>::namespaced(ctx.client.clone(), &plan_ns)
-        .get_opt(&plan_ref.name.clone().unwrap_or_default())
-        .await
-        .map_err(|e| Error::kube("read the backup's plan", e))?;
-    let target = match &plan {
-        Some(p) => {
-            let t = &p.spec.backup_config.target;
-            Api::<Target>::namespaced(ctx.client.clone(), ref_namespace(t, &plan_ns))
-                .get_opt(&t.name.clone().unwrap_or_default())
-                .await
-                .map_err(|e| Error::kube("read the backup's Target", e))?
-        }
-        None => None,
-    };
+    let (_, _, target) = plan_and_target(ctx, backup).await?;
     let Some(target) = target else {
         ctx.event(
             backup,
@@ -1131,8 +1190,8 @@ async fn delete_data(backup: &Backup, ctx: &Context) -> Result<Action> {
 }
 
 /// Requeue policy on errors.
-pub fn error_policy(_backup: Arc<Backup>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "backup reconcile failed");
+pub fn error_policy<K: BackupKind>(_backup: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, kind = K::KIND, "backup reconcile failed");
     if error.is_user_error() {
         Action::requeue(Duration::from_secs(300))
     } else {

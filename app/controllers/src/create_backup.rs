@@ -1,5 +1,5 @@
 //! `tvk-control-plane create-backup`: what a plan's CronJob runs. It creates one Backup of the
-//! plan, of the scheduled type — except that an incremental becomes a full when the plan has
+//! BackupPlan (or one ClusterBackup of the ClusterBackupPlan), of the scheduled type — except that an incremental becomes a full when the plan has
 //! no Available backup to build on, or when `maxIncrBackupsPerFullBackup` incrementals already
 //! follow the last full ([`decide_type`]).
 //!
@@ -7,39 +7,41 @@
 //! pod finds its Backup already created (409) and succeeds without a second one.
 
 use kube::{
-    Api, Client, ResourceExt,
+    Client, Resource, ResourceExt,
     api::{ListParams, PostParams},
 };
-use serde_json::json;
 use tvk_api::{
-    backup::{Backup, BackupState, BackupType},
+    backup::{BackupState, BackupType},
     backup_plan::{BackupPlan, PlanState},
 };
 
 use crate::{
     error::{Error, Result, is_conflict},
-    target_access::ref_namespace,
+    kinds::{BackupKind, PlanKind},
 };
 
 /// Label on every Backup created by a schedule: the plan's name.
 pub const LABEL_PLAN: &str = "triliovault.trilio.io/backupplan";
 
 /// The type the Backup gets (pure). `history` is the plan's Backups in any order.
-pub fn decide_type(requested: BackupType, history: &[Backup], max_incr: Option<i64>) -> BackupType {
+pub fn decide_type<K: BackupKind>(
+    requested: BackupType,
+    history: &[K],
+    max_incr: Option<i64>,
+) -> BackupType {
     if requested != BackupType::Incremental {
         return requested;
     }
-    let mut sorted: Vec<&Backup> = history.iter().collect();
-    sorted.sort_by_key(|b| b.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    let state = |b: &Backup| b.status.as_ref().and_then(|s| s.status);
-    let taken = |b: &Backup| {
-        b.status
-            .as_ref()
+    let mut sorted: Vec<&K> = history.iter().collect();
+    sorted.sort_by_key(|b| b.meta().creation_timestamp.as_ref().map(|t| t.0));
+    let state = |b: &K| b.backup_status().and_then(|s| s.status);
+    let taken = |b: &K| {
+        b.backup_status()
             .and_then(|s| s.type_)
-            .unwrap_or(b.spec.type_)
+            .unwrap_or(b.backup_type())
     };
     // Only Available backups form the chain.
-    let chain: Vec<&Backup> = sorted
+    let chain: Vec<&K> = sorted
         .into_iter()
         .filter(|b| state(b) == Some(BackupState::Available))
         .collect();
@@ -65,7 +67,7 @@ pub fn backup_name(plan: &str, type_: BackupType, now: jiff::Timestamp) -> Strin
     format!("{}-{kind}-{stamp}", plan.trim_end_matches('-'))
 }
 
-/// Creates the Backup; returns its name.
+/// Creates the Backup of a BackupPlan; returns its name.
 pub async fn create_backup(
     client: Client,
     namespace: &str,
@@ -73,54 +75,65 @@ pub async fn create_backup(
     requested: BackupType,
     now: jiff::Timestamp,
 ) -> Result<String> {
-    let plans: Api<BackupPlan> = Api::namespaced(client.clone(), namespace);
-    let plan = plans
+    create_backup_of::<BackupPlan>(client, namespace, plan_name, requested, now).await
+}
+
+/// Creates the Backup (BackupPlan) or ClusterBackup (ClusterBackupPlan; `namespace` unused);
+/// returns its name.
+pub async fn create_backup_of<P: PlanKind>(
+    client: Client,
+    namespace: &str,
+    plan_name: &str,
+    requested: BackupType,
+    now: jiff::Timestamp,
+) -> Result<String> {
+    let what = if namespace.is_empty() || P::KIND != "BackupPlan" {
+        format!("{} {plan_name}", P::KIND)
+    } else {
+        format!("{} {namespace}/{plan_name}", P::KIND)
+    };
+    let plan = P::api(client.clone(), namespace)
         .get_opt(plan_name)
         .await
-        .map_err(|e| Error::kube(format!("read BackupPlan {namespace}/{plan_name}"), e))?
+        .map_err(|e| Error::kube(format!("read {what}"), e))?
         .ok_or_else(|| {
             Error::InvalidSpec(format!(
-                "BackupPlan {namespace}/{plan_name} does not exist; its CronJob is left over and is removed by the control plane"
+                "{what} does not exist; its CronJob is left over and is removed by the control plane"
             ))
         })?;
-    if plan.status.as_ref().and_then(|s| s.status) != Some(PlanState::Available) {
+    if plan.plan_status().and_then(|s| s.status) != Some(PlanState::Available) {
         return Err(Error::InvalidSpec(format!(
-            "BackupPlan {namespace}/{plan_name} is not Available; see its status.condition for why (no Backup created)"
+            "{what} is not Available; see its status.condition for why (nothing created)"
         )));
     }
-    let backups: Api<Backup> = Api::namespaced(client, namespace);
-    let history: Vec<Backup> = backups
+    let kind = <P::Backup as BackupKind>::KIND;
+    let backups = <P::Backup as BackupKind>::api(client, namespace);
+    let key = (plan.namespace().unwrap_or_default(), plan.name_any());
+    let history: Vec<P::Backup> = backups
         .list(&ListParams::default())
         .await
-        .map_err(|e| Error::kube(format!("list Backups in {namespace}"), e))?
+        .map_err(|e| Error::kube(format!("list the {kind}s of {what}"), e))?
         .items
         .into_iter()
-        .filter(|b| {
-            b.spec.backup_plan.name.as_deref() == Some(plan_name)
-                && ref_namespace(&b.spec.backup_plan, namespace) == namespace
-        })
+        .filter(|b| b.plan_key() == key)
         .collect();
     let type_ = decide_type(
         requested,
         &history,
-        plan.spec.backup_config.max_incr_backups_per_full_backup,
+        plan.backup_config().max_incr_backups_per_full_backup,
     );
     let name = backup_name(plan_name, type_, now);
-    let backup: Backup = serde_json::from_value(json!({
-        "apiVersion": "triliovault.trilio.io/v1",
-        "kind": "Backup",
-        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_PLAN: plan.name_any()}},
-        "spec": {"type": type_, "backupPlan": {"name": plan_name, "namespace": namespace}},
-    }))
-    .map_err(|source| Error::Serde {
-        what: "the Backup",
-        source,
-    })?;
+    let mut backup = <P::Backup as BackupKind>::new_for(&plan, &name, type_);
+    backup
+        .meta_mut()
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_PLAN.to_string(), plan.name_any());
     match backups.create(&PostParams::default(), &backup).await {
         Ok(_) => Ok(name),
-        // A retried pod of the same schedule run: the Backup exists already.
+        // A retried pod of the same schedule run: the backup exists already.
         Err(e) if is_conflict(&e) => Ok(name),
-        Err(e) => Err(Error::kube(format!("create Backup {namespace}/{name}"), e)),
+        Err(e) => Err(Error::kube(format!("create {kind} {name}"), e)),
     }
 }
 
@@ -128,6 +141,8 @@ pub async fn create_backup(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use serde_json::json;
+    use tvk_api::backup::Backup;
 
     fn backup(name: &str, at: &str, taken: &str, state: &str) -> Backup {
         serde_json::from_value(json!({
@@ -142,7 +157,11 @@ mod tests {
     #[test]
     fn incremental_becomes_full_without_a_base_or_after_max_incrementals() {
         use BackupType::{Full, Incremental};
-        assert_eq!(decide_type(Incremental, &[], Some(3)), Full, "no chain yet");
+        assert_eq!(
+            decide_type::<Backup>(Incremental, &[], Some(3)),
+            Full,
+            "no chain yet"
+        );
         let failed_full = [backup("a", "2026-01-01T00:00:00Z", "Full", "Failed")];
         assert_eq!(
             decide_type(Incremental, &failed_full, None),

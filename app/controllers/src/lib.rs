@@ -17,6 +17,7 @@ pub mod create_backup;
 pub mod error;
 pub mod hooks;
 pub mod jobs;
+pub mod kinds;
 pub use tvk_lease as leader;
 pub mod naming;
 pub mod operations;

@@ -44,13 +44,14 @@ struct RunArgs {
 enum Command {
     /// Run the controllers (in cluster, or out of cluster through KUBECONFIG).
     Run(RunArgs),
-    /// Create one Backup of a BackupPlan (what the plan's CronJobs run).
+    /// Create one Backup of a BackupPlan, or one ClusterBackup of a ClusterBackupPlan (what
+    /// the plan's CronJobs run).
     CreateBackup {
-        /// Kind of plan (only BackupPlan has schedules in this version).
-        #[arg(long, default_value = "BackupPlan")]
+        /// Kind of plan.
+        #[arg(long, default_value = "BackupPlan", value_parser = ["BackupPlan", "ClusterBackupPlan"])]
         kind: String,
-        /// Namespace of the plan.
-        #[arg(long)]
+        /// Namespace of the plan (a BackupPlan; a ClusterBackupPlan has none).
+        #[arg(long, default_value = "")]
         namespace: String,
         /// Name of the plan.
         #[arg(long)]
@@ -107,8 +108,8 @@ fn init_logging(json: bool) {
 
 fn create_backup(kind: &str, namespace: &str, name: &str, type_: &str) -> anyhow::Result<()> {
     init_logging(false);
-    if kind != "BackupPlan" {
-        anyhow::bail!("--kind {kind}: only BackupPlan schedules are supported by this version");
+    if kind == "BackupPlan" && namespace.is_empty() {
+        anyhow::bail!("--kind BackupPlan needs --namespace (the plan's namespace)");
     }
     let requested = if type_ == "Full" {
         tvk_api::backup::BackupType::Full
@@ -123,15 +124,25 @@ fn create_backup(kind: &str, namespace: &str, name: &str, type_: &str) -> anyhow
         let client = kube::Client::try_default()
             .await
             .context("failed to connect to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
-        let created = tvk_control_plane::create_backup::create_backup(
-            client,
-            namespace,
-            name,
-            requested,
-            jiff::Timestamp::now(),
-        )
-        .await?;
-        println!("{{\"event\":\"result\",\"ok\":true,\"backup\":\"{namespace}/{created}\"}}");
+        let now = jiff::Timestamp::now();
+        let created = if kind == "ClusterBackupPlan" {
+            tvk_control_plane::create_backup::create_backup_of::<
+                tvk_api::backup_plan::ClusterBackupPlan,
+            >(client, "", name, requested, now)
+            .await?
+        } else {
+            tvk_control_plane::create_backup::create_backup(client, namespace, name, requested, now)
+                .await?
+        };
+        let backup = if kind == "ClusterBackupPlan" {
+            created
+        } else {
+            format!("{namespace}/{created}")
+        };
+        println!(
+            "{}",
+            serde_json::json!({"event": "result", "ok": true, "backup": backup})
+        );
         Ok(())
     })
 }

@@ -1,4 +1,5 @@
-//! The BackupPlan controller (and the ClusterBackupPlan's shared logic).
+//! The BackupPlan and ClusterBackupPlan controller: one pipeline for both kinds
+//! ([`PlanKind`]).
 //!
 //! fetch (Target, retention and schedule Policies, Hooks, encryption Secret) → validate (pure:
 //! [`validate`]) → build the CronJobs of the schedule policies (pure: [`cron_jobs`]) → apply
@@ -13,10 +14,19 @@
 //! the TVM's `schedulePolicyTimezone` as CronJob `timeZone`, and never overlap
 //! (`concurrencyPolicy: Forbid`). `maxIncrBackupsPerFullBackup` is applied when the backup is
 //! created ([`crate::create_backup`]).
+//!
+//! A ClusterBackupPlan's references default to the install namespace; every component's Hooks
+//! are checked (default namespace: the component's); every `backupComponents[]` namespace must
+//! exist; `status.backupPlans` lists the namespaces the plan covers now
+//! ([`cluster_coverage`]: components and `namespaceSelector[]` matches), one entry per
+//! namespace `{namespace, selectedBy[], hooks}`.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use k8s_openapi::api::{batch::v1::CronJob, core::v1::Secret};
+use k8s_openapi::api::{
+    batch::v1::CronJob,
+    core::v1::{Namespace, Secret},
+};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
@@ -27,8 +37,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 use tvk_api::{
-    backup::{Backup, BackupState},
-    backup_plan::{BackupPlan, BackupPlanStatus, PlanState},
+    backup::BackupState,
+    backup_plan::{BackupPlanStatus, ClusterBackupPlanSpec, PlanState},
     common::ObjectReference,
     hook::Hook,
     policy::{Policy, PolicyType},
@@ -38,6 +48,7 @@ use tvk_api::{
 use crate::{
     context::{CONTROLLER_NAME, Context},
     error::{Error, Result},
+    kinds::{BackupKind, PlanKind},
     naming::object_name,
     status_patch::{apply_status, now_rfc3339},
     target_access::ref_namespace,
@@ -304,12 +315,12 @@ pub fn policy_crons(policy: &Policy) -> std::result::Result<Vec<String>, String>
 }
 
 /// `status.stats.backupSummary` from the plan's Backups (pure).
-pub fn backup_summary(backups: &[Backup]) -> Value {
-    let mut sorted: Vec<&Backup> = backups.iter().collect();
-    sorted.sort_by_key(|b| b.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    let state = |b: &Backup| b.status.as_ref().and_then(|s| s.status);
+pub fn backup_summary<K: BackupKind>(backups: &[K]) -> Value {
+    let mut sorted: Vec<&K> = backups.iter().collect();
+    sorted.sort_by_key(|b| b.meta().creation_timestamp.as_ref().map(|t| t.0));
+    let state = |b: &K| b.backup_status().and_then(|s| s.status);
     let reference =
-        |b: &Backup| json!({"name": b.name_any(), "namespace": b.namespace(), "uid": b.uid()});
+        |b: &K| json!({"name": b.name_any(), "namespace": b.namespace(), "uid": b.uid()});
     let latest = sorted.last().map(|b| reference(b));
     let last_ok = sorted
         .iter()
@@ -352,12 +363,13 @@ where
         .map_err(|e| Error::kube(format!("read {what} {name}"), e))
 }
 
-/// Fetches everything a plan refers to.
+/// Fetches everything a plan refers to. `hooks`: each Hook reference with the namespace it
+/// defaults to.
 pub async fn fetch_refs(
     ctx: &Context,
     plan_ns: &str,
     config: &tvk_api::backup_plan::BackupConfig,
-    hooks: &[ObjectReference],
+    hooks: &[(ObjectReference, String)],
     encryption: Option<&ObjectReference>,
 ) -> Result<PlanRefs> {
     let client = &ctx.client;
@@ -385,8 +397,8 @@ pub async fn fetch_refs(
             refs.incremental_schedule = Some(policy(r).await?);
         }
     }
-    for hook in hooks {
-        let ns = ref_namespace(hook, plan_ns);
+    for (hook, default_ns) in hooks {
+        let ns = ref_namespace(hook, default_ns);
         let name = hook.name.clone().unwrap_or_default();
         let found = get_opt(Api::<Hook>::namespaced(client.clone(), ns), &name, "Hook")
             .await?
@@ -406,6 +418,60 @@ pub async fn fetch_refs(
         refs.encryption_secret = Some((format!("{ns}/{name}"), found));
     }
     Ok(refs)
+}
+
+/// The namespaces a ClusterBackupPlan covers (pure): every `backupComponents[]` namespace and
+/// every namespace of `namespaces` (name, labels) matched by a `namespaceSelector[]` label
+/// selector (any of them). Returns the `status.backupPlans` entries (by namespace) and the
+/// reasons the plan cannot run (a component namespace that does not exist, an invalid
+/// selector).
+pub fn cluster_coverage(
+    spec: &ClusterBackupPlanSpec,
+    namespaces: &[(String, std::collections::BTreeMap<String, String>)],
+) -> (Vec<Value>, Vec<String>) {
+    use kube::core::{Selector, SelectorExt};
+    let mut covered: std::collections::BTreeMap<String, (Vec<String>, bool)> =
+        std::collections::BTreeMap::new();
+    let mut reasons = Vec::new();
+    for (i, c) in spec.backup_components.iter().flatten().enumerate() {
+        if !namespaces.iter().any(|(n, _)| *n == c.namespace) {
+            reasons.push(format!(
+                "backupComponents[{i}]: namespace {} does not exist; create it or remove the component",
+                c.namespace
+            ));
+            continue;
+        }
+        let entry = covered.entry(c.namespace.clone()).or_default();
+        entry.0.push(format!("backupComponents[{i}]"));
+        entry.1 |= c.hook_config.as_ref().is_some_and(|h| !h.hooks.is_empty());
+    }
+    for (i, sel) in spec.namespace_selector.iter().flatten().enumerate() {
+        for (j, ls) in sel.label_selector.iter().flatten().enumerate() {
+            let selector = match Selector::try_from(ls.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    reasons.push(format!(
+                        "namespaceSelector[{i}].labelSelector[{j}] is not a valid label selector ({e}); fix the plan"
+                    ));
+                    continue;
+                }
+            };
+            for (ns, labels) in namespaces {
+                if selector.matches(labels) {
+                    let entry = covered.entry(ns.clone()).or_default();
+                    let by = format!("namespaceSelector {}", sel.name);
+                    if !entry.0.contains(&by) {
+                        entry.0.push(by);
+                    }
+                }
+            }
+        }
+    }
+    let entries = covered
+        .into_iter()
+        .map(|(ns, (by, hooks))| json!({"namespace": ns, "selectedBy": by, "hooks": hooks}))
+        .collect();
+    (entries, reasons)
 }
 
 /// Applies `wanted` CronJobs and deletes the plan's other CronJobs.
@@ -458,16 +524,13 @@ pub async fn delete_cron_jobs_except(
     Ok(())
 }
 
-/// Reconciles one BackupPlan (finalizer-wrapped).
-pub async fn reconcile(plan: Arc<BackupPlan>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = plan.namespace().ok_or(Error::Incomplete {
-        kind: "BackupPlan",
-        field: "namespace",
-    })?;
-    let api: Api<BackupPlan> = Api::namespaced(ctx.client.clone(), &ns);
+/// Reconciles one BackupPlan or ClusterBackupPlan (finalizer-wrapped).
+pub async fn reconcile<P: PlanKind>(plan: Arc<P>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = plan.namespace().unwrap_or_default();
+    let api = P::api(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, plan, |event| async {
         match event {
-            FinalizerEvent::Apply(plan) => apply(&plan, &ctx).await,
+            FinalizerEvent::Apply(plan) => apply(plan.as_ref(), &ctx).await,
             FinalizerEvent::Cleanup(plan) => {
                 delete_cron_jobs_except(&ctx, &plan.uid().unwrap_or_default(), &BTreeSet::new())
                     .await?;
@@ -477,32 +540,60 @@ pub async fn reconcile(plan: Arc<BackupPlan>, ctx: Arc<Context>) -> Result<Actio
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .observe("backupplan", result.as_ref().err().map(Error::category));
+    ctx.metrics.observe(
+        &P::KIND.to_ascii_lowercase(),
+        result.as_ref().err().map(Error::category),
+    );
     result
 }
 
-async fn apply(plan: &BackupPlan, ctx: &Context) -> Result<Action> {
-    let ns = plan.namespace().unwrap_or_default();
+async fn apply<P: PlanKind>(plan: &P, ctx: &Context) -> Result<Action> {
+    let own_ns = plan.namespace().unwrap_or_default();
+    let ns = plan.refs_namespace(&ctx.config.install_namespace);
     let uid = plan.uid().ok_or(Error::Incomplete {
-        kind: "BackupPlan",
+        kind: P::KIND,
         field: "uid",
     })?;
-    let hooks: Vec<ObjectReference> = plan
-        .spec
-        .hook_config
-        .as_ref()
-        .map(|h| h.hooks.iter().map(|t| t.hook.clone()).collect())
-        .unwrap_or_default();
+    let hooks: Vec<(ObjectReference, String)> = plan
+        .hook_scopes(&ctx.config.install_namespace)
+        .into_iter()
+        .flat_map(|scope| {
+            scope
+                .config
+                .hooks
+                .iter()
+                .map(|t| (t.hook.clone(), scope.namespace.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let refs = fetch_refs(
         ctx,
         &ns,
-        &plan.spec.backup_config,
+        plan.backup_config(),
         &hooks,
-        plan.spec.encryption.as_ref().map(|e| &e.encryption_secret),
+        plan.encryption_secret(),
     )
     .await?;
-    let mut reasons = validate(&ns, &plan.spec.backup_config, &refs);
+    let mut reasons = validate(&ns, plan.backup_config(), &refs);
+    let mut backup_plans = None;
+    if let Some(spec) = plan.cluster_spec() {
+        let namespaces = Api::<Namespace>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::kube("list namespaces (ClusterBackupPlan coverage)", e))?
+            .items
+            .into_iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect::<Vec<_>>();
+        let (entries, more) = cluster_coverage(spec, &namespaces);
+        if entries.is_empty() && more.is_empty() {
+            reasons.push(
+                "the plan covers no namespace: no backupComponents[] namespace exists and no namespace matches namespaceSelector[]; create or label a namespace".into(),
+            );
+        }
+        reasons.extend(more);
+        backup_plans = Some(entries);
+    }
     let mut schedules = Vec::new();
     for (kind, policy) in [
         (ScheduleKind::Full, &refs.full_schedule),
@@ -517,16 +608,11 @@ async fn apply(plan: &BackupPlan, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    let plan_paused = plan
-        .spec
-        .backup_plan_flags
-        .as_ref()
-        .and_then(|f| f.pause_schedule)
-        == Some(true);
+    let plan_paused = plan.paused();
     let suspend = plan_paused || ctx.config.pause_schedule || !reasons.is_empty();
     let inputs = CronInputs {
-        kind: "BackupPlan",
-        namespace: &ns,
+        kind: P::KIND,
+        namespace: &own_ns,
         name: &plan.name_any(),
         uid: &uid,
         suspend,
@@ -534,29 +620,38 @@ async fn apply(plan: &BackupPlan, ctx: &Context) -> Result<Action> {
     };
     let wanted = cron_jobs(&inputs, &ctx.config)?;
     sync_cron_jobs(ctx, &uid, &wanted).await?;
-    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
-    let mine: Vec<Backup> = backups
+    let key = (own_ns.clone(), plan.name_any());
+    let mine: Vec<P::Backup> = <P::Backup as BackupKind>::api(ctx.client.clone(), &own_ns)
         .list(&ListParams::default())
         .await
-        .map_err(|e| Error::kube(format!("list Backups in {ns}"), e))?
+        .map_err(|e| {
+            Error::kube(
+                format!(
+                    "list the {}s of {}",
+                    <P::Backup as BackupKind>::KIND,
+                    plan.key()
+                ),
+                e,
+            )
+        })?
         .items
         .into_iter()
-        .filter(|b| {
-            b.spec.backup_plan.name.as_deref() == Some(plan.name_any().as_str())
-                && ref_namespace(&b.spec.backup_plan, &ns) == ns
-        })
+        .filter(|b| b.plan_key() == key)
         .collect();
-    let old = plan.status.clone().unwrap_or_default();
-    let status = plan_status(
+    let old = plan.plan_status().cloned().unwrap_or_default();
+    let mut status = plan_status(
         &old,
         &reasons,
         &schedules,
         plan_paused || ctx.config.pause_schedule,
         &mine,
     );
+    if backup_plans.is_some() {
+        status.backup_plans = backup_plans;
+    }
     if status != old {
         apply_status(
-            &Api::<BackupPlan>::namespaced(ctx.client.clone(), &ns),
+            &P::api(ctx.client.clone(), &own_ns),
             plan,
             FIELD_MANAGER,
             &status,
@@ -581,7 +676,7 @@ async fn apply(plan: &BackupPlan, ctx: &Context) -> Result<Action> {
             .await;
         }
     }
-    // Targets and policies are not watched: look again periodically.
+    // Targets, policies and namespaces are not watched: look again periodically.
     Ok(Action::requeue(if reasons.is_empty() {
         Duration::from_secs(300)
     } else {
@@ -595,7 +690,7 @@ pub fn plan_status(
     reasons: &[String],
     schedules: &[(ScheduleKind, Vec<String>)],
     paused: bool,
-    backups: &[Backup],
+    backups: &[impl BackupKind],
 ) -> BackupPlanStatus {
     let mut status = old.clone();
     let now = now_rfc3339();
@@ -658,8 +753,8 @@ pub fn plan_status(
 }
 
 /// Requeue policy on errors.
-pub fn error_policy(_plan: Arc<BackupPlan>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "backup plan reconcile failed");
+pub fn error_policy<P: PlanKind>(_plan: Arc<P>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, kind = P::KIND, "backup plan reconcile failed");
     if error.is_user_error() {
         Action::requeue(Duration::from_secs(300))
     } else {

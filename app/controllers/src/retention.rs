@@ -38,13 +38,12 @@ use k8s_openapi::api::{
     core::v1::Pod,
 };
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 use tvk_api::{
-    backup::{Backup, BackupState, CoalesceInfo, CoalesceState},
-    backup_plan::BackupPlan,
+    backup::{BackupState, CoalesceInfo, CoalesceState},
     policy::{DayOfWeek, MonthOfYear, Policy, PolicyType, RetentionConfig},
     snapshot::Snapshot,
     target::{Target, TargetType},
@@ -55,6 +54,7 @@ use crate::{
     context::Context,
     error::{Error, Result, is_conflict, is_not_found},
     jobs::{JobRequest, JobState, build_job, job_state},
+    kinds::{BackupKind, PlanKind},
     naming::object_name,
     target_access::{job_access, ref_namespace},
     target_controller,
@@ -258,8 +258,8 @@ pub enum RetentionStep {
 
 /// Data directories of a backup on a target, parsed from `status.location`
 /// (`<plan uid>/<backup uid>`). `None` when the location is not of that form for this backup.
-fn location_of(backup: &Backup) -> Option<(String, String)> {
-    let location = backup.status.as_ref()?.location.clone()?;
+fn location_of<K: BackupKind>(backup: &K) -> Option<(String, String)> {
+    let location = backup.backup_status()?.location.clone()?;
     let (plan, uid) = location.split_once('/')?;
     let ok = |s: &str| {
         !s.is_empty()
@@ -283,14 +283,13 @@ fn valid_volume(v: &str) -> bool {
 
 /// The volumes (PVC UIDs) a backup wrote, from the `location` of each data snapshot in
 /// `status.snapshot` (`<plan uid>/<backup uid>/<pvc uid>`).
-pub fn backup_volumes(backup: &Backup) -> Vec<String> {
+pub fn backup_volumes<K: BackupKind>(backup: &K) -> Vec<String> {
     let Some((plan, uid)) = location_of(backup) else {
         return Vec::new();
     };
     let prefix = format!("{plan}/{uid}/");
     let snapshot = backup
-        .status
-        .as_ref()
+        .backup_status()
         .and_then(|s| Snapshot::from_status_value(s.snapshot.as_ref()).ok())
         .flatten();
     let mut volumes: BTreeSet<String> = BTreeSet::new();
@@ -310,28 +309,28 @@ pub fn backup_volumes(backup: &Backup) -> Vec<String> {
 }
 
 /// When a backup was taken: completion, else start, else creation time.
-fn taken_at(backup: &Backup) -> Option<jiff::Timestamp> {
-    let status = backup.status.as_ref();
+fn taken_at<K: BackupKind>(backup: &K) -> Option<jiff::Timestamp> {
+    let status = backup.backup_status();
     status
         .and_then(|s| s.completion_timestamp.as_deref())
         .or_else(|| status.and_then(|s| s.start_timestamp.as_deref()))
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .or_else(|| backup.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| backup.meta().creation_timestamp.as_ref().map(|t| t.0))
 }
 
-fn backup_key(b: &Backup) -> String {
-    format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any())
+fn backup_key<K: BackupKind>(b: &K) -> String {
+    b.key()
 }
 
 /// The plan's retention policy, or why it cannot be used.
-async fn retention_config(
+async fn retention_config<P: PlanKind>(
     ctx: &Context,
-    plan: &BackupPlan,
+    plan: &P,
 ) -> Result<Option<std::result::Result<RetentionConfig, String>>> {
-    let Some(reference) = &plan.spec.backup_config.retention_policy else {
+    let Some(reference) = &plan.backup_config().retention_policy else {
         return Ok(None);
     };
-    let plan_ns = plan.namespace().unwrap_or_default();
+    let plan_ns = plan.refs_namespace(&ctx.config.install_namespace);
     let ns = ref_namespace(reference, &plan_ns).to_string();
     let name = reference.name.clone().unwrap_or_default();
     let policy = Api::<Policy>::namespaced(ctx.client.clone(), &ns)
@@ -353,23 +352,17 @@ async fn retention_config(
 }
 
 /// The plan's Backups (same plan reference and data under the plan's UID).
-async fn plan_backups(ctx: &Context, plan: &BackupPlan, ns: &str) -> Result<Vec<Backup>> {
-    let plan_ns = plan.namespace().unwrap_or_default();
-    let plan_name = plan.name_any();
+async fn plan_backups<K: BackupKind>(ctx: &Context, plan: &K::Plan, ns: &str) -> Result<Vec<K>> {
+    let key = (plan.namespace().unwrap_or_default(), plan.name_any());
     let plan_uid = plan.uid().unwrap_or_default();
-    let all = Api::<Backup>::namespaced(ctx.client.clone(), ns)
+    let all = K::api(ctx.client.clone(), ns)
         .list(&ListParams::default())
         .await
-        .map_err(|e| Error::kube(format!("list Backups in {ns}"), e))?;
+        .map_err(|e| Error::kube(format!("list the {}s of {}", K::KIND, plan.key()), e))?;
     Ok(all
         .items
         .into_iter()
-        .filter(|b| {
-            let bns = b.namespace().unwrap_or_default();
-            ref_namespace(&b.spec.backup_plan, &bns) == plan_ns
-                && b.spec.backup_plan.name.as_deref() == Some(plan_name.as_str())
-                && location_of(b).is_some_and(|(p, _)| p == plan_uid)
-        })
+        .filter(|b| b.plan_key() == key && location_of(b).is_some_and(|(p, _)| p == plan_uid))
         .collect())
 }
 
@@ -383,11 +376,11 @@ async fn plan_backups(ctx: &Context, plan: &BackupPlan, ns: &str) -> Result<Vec<
 /// `Available`: a retention failure never fails a good backup. Expired backups whose coalesce
 /// failed keep the error in their `coalesceInfo` and are retried by the next
 /// retention run of the plan (or when the user deletes them).
-pub async fn apply(
+pub async fn apply<K: BackupKind>(
     ctx: &Context,
-    plan: &BackupPlan,
+    plan: &K::Plan,
     target: &Target,
-    just_committed: &Backup,
+    just_committed: &K,
 ) -> Result<RetentionStep> {
     let policy = match retention_config(ctx, plan).await? {
         None => {
@@ -399,16 +392,13 @@ pub async fn apply(
         Some(Err(reason)) => return Ok(RetentionStep::Failed(reason)),
         Some(Ok(p)) => p,
     };
-    let ns = just_committed.namespace().ok_or(Error::Incomplete {
-        kind: "Backup",
-        field: "namespace",
-    })?;
+    let ns = just_committed.namespace().unwrap_or_default();
     let just_uid = just_committed.uid().ok_or(Error::Incomplete {
-        kind: "Backup",
+        kind: K::KIND,
         field: "uid",
     })?;
     let plan_uid = plan.uid().ok_or(Error::Incomplete {
-        kind: "BackupPlan",
+        kind: <K::Plan as PlanKind>::KIND,
         field: "uid",
     })?;
     let zone = &ctx.config.schedule_policy_timezone;
@@ -416,15 +406,15 @@ pub async fn apply(
         tracing::warn!(%error, zone, "the schedule time zone cannot be loaded (no time zone database in this image?); retention counts days in UTC");
         jiff::tz::TimeZone::UTC
     });
-    let backups = plan_backups(ctx, plan, &ns).await?;
+    let backups: Vec<K> = plan_backups::<K>(ctx, plan, &ns).await?;
     let retained: Vec<RetainedBackup> = backups
         .iter()
         .filter_map(|b| {
             let uid = b.uid()?;
             let standing = if uid == just_uid {
                 Standing::JustCommitted
-            } else if b.status.as_ref().and_then(|s| s.status) == Some(BackupState::Available)
-                && b.metadata.deletion_timestamp.is_none()
+            } else if b.backup_status().and_then(|s| s.status) == Some(BackupState::Available)
+                && b.meta().deletion_timestamp.is_none()
             {
                 Standing::Committed
             } else {
@@ -442,18 +432,18 @@ pub async fn apply(
         .collect();
     // Backups marked (coalesceInfo) by this run's earlier calls, or by an earlier run that
     // failed.
-    let mut expiring: Vec<&Backup> = backups
+    let mut expiring: Vec<&K> = backups
         .iter()
         .filter(|b| {
             let uid = b.uid().unwrap_or_default();
             uid != just_uid
                 && (newly.contains(&uid)
-                    || b.status.as_ref().is_some_and(|s| {
+                    || b.backup_status().is_some_and(|s| {
                         s.status == Some(BackupState::Coalescing) || s.coalesce_info.is_some()
                     }))
         })
         .collect();
-    expiring.sort_by_key(|b| (taken_at(b), b.uid()));
+    expiring.sort_by_key(|b| (taken_at(*b), b.uid()));
     if expiring.is_empty() {
         return Ok(RetentionStep::Done(RetentionReport {
             summary: format!(
@@ -474,7 +464,7 @@ pub async fn apply(
     // Volume → expired backups holding it: one coalesce call per volume.
     let mut by_volume: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for b in &expiring {
-        for v in backup_volumes(b) {
+        for v in backup_volumes(*b) {
             by_volume
                 .entry(v)
                 .or_default()
@@ -497,16 +487,16 @@ pub async fn apply(
     let mut failures: Vec<String> = Vec::new();
     let mut running: Vec<String> = Vec::new();
     for b in &expiring {
-        let volumes = backup_volumes(b);
+        let volumes = backup_volumes(*b);
         let mine: Vec<&CoalesceOutcome> = volumes.iter().filter_map(|v| outcomes.get(v)).collect();
         let info = coalesce_info(&mine);
-        mark_coalescing(ctx, b, &info).await?;
+        mark_coalescing(ctx, *b, &info).await?;
         match info.state {
             Some(CoalesceState::CommitFailed | CoalesceState::Qcow2MovementFailed) => {
-                failures.push(backup_key(b));
+                failures.push(backup_key(*b));
             }
             Some(CoalesceState::Qcow2MovementCompleted) => {}
-            _ => running.push(backup_key(b)),
+            _ => running.push(backup_key(*b)),
         }
     }
     let jobs: Vec<String> = outcomes
@@ -540,13 +530,18 @@ pub async fn apply(
     let mut expired_keys = Vec::new();
     for b in &expiring {
         let name = b.name_any();
-        let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
+        let api = K::api(ctx.client.clone(), &ns);
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Error::kube(format!("delete expired Backup {ns}/{name}"), e)),
+            Err(e) => {
+                return Err(Error::kube(
+                    format!("delete expired {} {}", K::KIND, b.key()),
+                    e,
+                ));
+            }
         }
-        expired_keys.push(backup_key(b));
+        expired_keys.push(backup_key(*b));
     }
     Ok(RetentionStep::Done(RetentionReport {
         summary: format!(
@@ -569,21 +564,21 @@ struct JobOwner {
 }
 
 impl JobOwner {
-    fn of(backup: &Backup, job_ns: &str) -> Result<Self> {
-        let namespace = backup.namespace().ok_or(Error::Incomplete {
-            kind: "Backup",
-            field: "namespace",
-        })?;
+    fn of<K: BackupKind>(backup: &K, job_ns: &str) -> Result<Self> {
+        let namespace = backup.namespace();
         Ok(Self {
             name: backup.name_any(),
             uid: backup.uid().ok_or(Error::Incomplete {
-                kind: "Backup",
+                kind: K::KIND,
                 field: "uid",
             })?,
-            owner: (namespace == job_ns)
+            // A ClusterBackup (cluster-scoped) may own namespaced Jobs.
+            owner: namespace
+                .as_deref()
+                .is_none_or(|ns| ns == job_ns)
                 .then(|| backup.controller_owner_ref(&()))
                 .flatten(),
-            namespace,
+            namespace: namespace.unwrap_or_default(),
         })
     }
 }
@@ -602,10 +597,10 @@ pub struct CoalesceCall<'a> {
 /// The coalesce Job of one volume (pure): `tvk-datamover coalesce --plan P --volume V
 /// --expire B…` plus the target flags, retried by Kubernetes on exit 75 only; it works for
 /// (labels, annotation, owner reference) `owner_backup`.
-pub fn coalesce_job(
+pub fn coalesce_job<K: BackupKind>(
     config: &crate::config::Config,
     name: &str,
-    owner_backup: &Backup,
+    owner_backup: &K,
     call: &CoalesceCall<'_>,
     access: &crate::target_access::TargetAccess,
 ) -> Result<Job> {
@@ -843,14 +838,18 @@ fn coalesce_info(jobs: &[&CoalesceOutcome]) -> CoalesceInfo {
 
 /// Sets `coalesceInfo` on an expired backup (merge patch, only when
 /// something changed), with an Event on each state change.
-async fn mark_coalescing(ctx: &Context, backup: &Backup, info: &CoalesceInfo) -> Result<()> {
-    let status = backup.status.clone().unwrap_or_default();
+async fn mark_coalescing<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    info: &CoalesceInfo,
+) -> Result<()> {
+    let status = backup.backup_status().cloned().unwrap_or_default();
     if status.coalesce_info.as_ref() == Some(info) {
         return Ok(());
     }
     let ns = backup.namespace().unwrap_or_default();
     let name = backup.name_any();
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
+    let api = K::api(ctx.client.clone(), &ns);
     let patch = json!({"status": {"coalesceInfo": info}});
     match api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -861,7 +860,11 @@ async fn mark_coalescing(ctx: &Context, backup: &Backup, info: &CoalesceInfo) ->
         Err(e) if is_not_found(&e) => return Ok(()),
         Err(e) => {
             return Err(Error::kube(
-                format!("record the coalesce of expired Backup {ns}/{name}"),
+                format!(
+                    "record the coalesce of expired {} {}",
+                    K::KIND,
+                    backup.key()
+                ),
                 e,
             ));
         }
@@ -905,14 +908,13 @@ async fn mark_coalescing(ctx: &Context, backup: &Backup, info: &CoalesceInfo) ->
 /// mount the share, so the volumes come from `status.snapshot` and their coalesce Jobs mount
 /// it; the metadata under `_metadata/` is left on the share (no Job command deletes it yet),
 /// said in a Warning Event.
-pub async fn delete_backup_data(
+pub async fn delete_backup_data<K: BackupKind>(
     ctx: &Context,
-    backup: &Backup,
+    backup: &K,
     target: &Target,
 ) -> Result<RetentionStep> {
     if backup
-        .status
-        .as_ref()
+        .backup_status()
         .and_then(|s| s.location.as_ref())
         .is_none()
     {
@@ -925,21 +927,17 @@ pub async fn delete_backup_data(
         return Ok(RetentionStep::Failed(format!(
             "status.location {:?} is not <plan uid>/<backup uid> of this backup; nothing was deleted — remove the finalizer {} by hand if the data should stay",
             backup
-                .status
-                .as_ref()
+                .backup_status()
                 .and_then(|s| s.location.clone())
                 .unwrap_or_default(),
             backup_controller::FINALIZER
         )));
     };
-    let ns = backup.namespace().ok_or(Error::Incomplete {
-        kind: "Backup",
-        field: "namespace",
-    })?;
-    let siblings = Api::<Backup>::namespaced(ctx.client.clone(), &ns)
+    let ns = backup.namespace().unwrap_or_default();
+    let siblings = K::api(ctx.client.clone(), &ns)
         .list(&ListParams::default())
         .await
-        .map_err(|e| Error::kube(format!("list Backups in {ns}"), e))?;
+        .map_err(|e| Error::kube(format!("list the {}s of the plan", K::KIND), e))?;
     if let Some(running) = backup_controller::running_sibling(backup, &siblings.items) {
         return Ok(RetentionStep::Running(format!(
             "waiting for backup {running} of the same plan to finish: it may build on this backup's data"
@@ -959,8 +957,7 @@ pub async fn delete_backup_data(
         }
     }
     let coalesced = backup
-        .status
-        .as_ref()
+        .backup_status()
         .and_then(|s| s.coalesce_info.as_ref())
         .and_then(|i| i.state)
         == Some(CoalesceState::Qcow2MovementCompleted);

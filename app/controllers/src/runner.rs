@@ -17,8 +17,8 @@ use kube::{
     runtime::{Controller, watcher},
 };
 use tvk_api::{
-    backup::Backup,
-    backup_plan::BackupPlan,
+    backup::{Backup, ClusterBackup},
+    backup_plan::{BackupPlan, ClusterBackupPlan},
     restore::{ClusterRestore, Restore},
     target::Target,
 };
@@ -100,11 +100,29 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
     let plans = Controller::new(scoped::<BackupPlan>(&ctx), watcher::Config::default())
         .graceful_shutdown_on(stop.clone())
         .run(
-            plan_controller::reconcile,
-            plan_controller::error_policy,
+            plan_controller::reconcile::<BackupPlan>,
+            plan_controller::error_policy::<BackupPlan>,
             ctx.clone(),
         )
         .for_each(|r| async move { log_result("backupplan", r) });
+    let cluster_plans = async {
+        // A Namespaced install cannot watch cluster-scoped kinds.
+        if ctx.config.watch_namespace().is_some() {
+            return;
+        }
+        Controller::new(
+            Api::<ClusterBackupPlan>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .graceful_shutdown_on(stop.clone())
+        .run(
+            plan_controller::reconcile::<ClusterBackupPlan>,
+            plan_controller::error_policy::<ClusterBackupPlan>,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("clusterbackupplan", r) })
+        .await;
+    };
     // Jobs run in the install namespace; each names its backup in an annotation.
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.install_namespace);
     let backups = Controller::new(scoped::<Backup>(&ctx), watcher::Config::default())
@@ -114,16 +132,44 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
             |job: Job| {
                 let reference = job.annotations().get(ANNOTATION_BACKUP_REF)?.clone();
                 let (ns, name) = reference.split_once('/')?;
-                Some(ObjectRef::<Backup>::new(name).within(ns))
+                (!ns.is_empty()).then(|| ObjectRef::<Backup>::new(name).within(ns))
             },
         )
         .graceful_shutdown_on(stop.clone())
         .run(
-            backup_controller::reconcile,
-            backup_controller::error_policy,
+            backup_controller::reconcile::<Backup>,
+            backup_controller::error_policy::<Backup>,
             ctx.clone(),
         )
         .for_each(|r| async move { log_result("backup", r) });
+    let cluster_backups = async {
+        if ctx.config.watch_namespace().is_some() {
+            return;
+        }
+        // A ClusterBackup's Jobs name it as `/<name>`.
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.install_namespace);
+        Controller::new(
+            Api::<ClusterBackup>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            jobs,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tvk-control-plane"),
+            |job: Job| {
+                let reference = job.annotations().get(ANNOTATION_BACKUP_REF)?;
+                let name = reference.strip_prefix('/')?;
+                Some(ObjectRef::<ClusterBackup>::new(name))
+            },
+        )
+        .graceful_shutdown_on(stop.clone())
+        .run(
+            backup_controller::reconcile::<ClusterBackup>,
+            backup_controller::error_policy::<ClusterBackup>,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("clusterbackup", r) })
+        .await;
+    };
     // Restore Jobs name their restore as `ns/name` (Restore) or `name` (ClusterRestore).
     let restore_jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.install_namespace);
     let restores = Controller::new(scoped::<Restore>(&ctx), watcher::Config::default())
@@ -170,7 +216,15 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
         .await;
     };
     ctx.metrics.set_ready(true);
-    futures::join!(targets, plans, backups, restores, cluster_restores);
+    futures::join!(
+        targets,
+        plans,
+        cluster_plans,
+        backups,
+        cluster_backups,
+        restores,
+        cluster_restores
+    );
     ctx.metrics.set_ready(false);
 }
 

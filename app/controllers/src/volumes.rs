@@ -61,7 +61,7 @@ use kube::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::json;
 use tvk_api::{
-    backup::{Backup, BackupPhase, BackupPhaseStatus, BackupState, BackupType},
+    backup::{BackupPhase, BackupPhaseStatus, BackupState, BackupType},
     common::ObjectReference,
     snapshot::{DataSnapshot, Snapshot, VolumeSnapshotInfo},
     target::Target,
@@ -71,6 +71,7 @@ use crate::{
     context::{CONTROLLER_NAME, Context},
     error::{Error, Result, is_conflict, is_not_found},
     jobs::{JobRequest, JobState, LABEL_BACKUP, LABEL_BACKUP_UID, build_job, job_state},
+    kinds::BackupKind,
     naming::{object_name, parse_quantity, quantity_bytes},
     status_patch::set_condition,
     target_access::TargetAccess,
@@ -401,7 +402,8 @@ fn meta(ids: &BackupIds, name: &str, ns: Option<&str>) -> ObjectMeta {
             format!("{}/{}", ids.ns, ids.name),
         )])),
         owner_references: match (&ids.owner, ns) {
-            (Some(o), Some(ns)) if ns == ids.ns => Some(vec![o.clone()]),
+            // A ClusterBackup (cluster-scoped) owns objects in any namespace.
+            (Some(o), Some(ns)) if ns == ids.ns || ids.ns.is_empty() => Some(vec![o.clone()]),
             _ => None,
         },
         ..ObjectMeta::default()
@@ -694,16 +696,15 @@ fn snapshot_info(name: &str, ns: &str, status: BackupState) -> VolumeSnapshotInf
 /// The parent of an incremental image of the volume whose PVC has `pvc_uid` (pure): the most
 /// recently completed `Available` backup among `candidates` (the plan's backups on the same
 /// Target, excluding this one) whose snapshot has that volume uploaded. `None` → full image.
-pub fn choose_parent(candidates: &[Backup], pvc_uid: &str) -> Option<String> {
+pub fn choose_parent<K: BackupKind>(candidates: &[K], pvc_uid: &str) -> Option<String> {
     let mut with_volume: Vec<(&str, String)> = candidates
         .iter()
         .filter(|b| {
-            b.status
-                .as_ref()
+            b.backup_status()
                 .is_some_and(|s| s.status == Some(BackupState::Available))
         })
         .filter_map(|b| {
-            let status = b.status.as_ref()?;
+            let status = b.backup_status()?;
             let snap = Snapshot::from_status_value(status.snapshot.as_ref()).ok()??;
             let has = snap
                 .data_snapshots()
@@ -725,10 +726,9 @@ pub fn choose_parent(candidates: &[Backup], pvc_uid: &str) -> Option<String> {
 }
 
 /// The Target a backup was taken to, as recorded in `status.stats.target` (T4K's field).
-pub fn backup_target_uid(backup: &Backup) -> Option<String> {
+pub fn backup_target_uid<K: BackupKind>(backup: &K) -> Option<String> {
     backup
-        .status
-        .as_ref()
+        .backup_status()
         .and_then(|s| s.stats.as_ref())
         .and_then(|s| s.get("target"))
         .and_then(|t| t.get("uid"))
@@ -760,22 +760,22 @@ pub fn total_bytes(snap: &Snapshot) -> u64 {
 }
 
 /// Inputs of [`upload_volumes`] besides the snapshot.
-pub struct UploadInputs<'a> {
+pub struct UploadInputs<'a, K: BackupKind> {
     /// The backup.
     pub ids: &'a BackupIds,
     /// Requested type: an Incremental takes a parent per volume when one exists.
     pub backup_type: BackupType,
     /// The plan's other backups on the same Target (parent candidates).
-    pub candidates: &'a [Backup],
+    pub candidates: &'a [K],
     /// The Target's Job flags.
     pub target: &'a Target,
 }
 
 /// DataUpload: stages every ready snapshot as a block claim in the Job namespace and runs the
 /// datamover Jobs (bounded, retried on exit 75).
-pub async fn upload_volumes(
+pub async fn upload_volumes<K: BackupKind>(
     ctx: &Context,
-    inputs: &UploadInputs<'_>,
+    inputs: &UploadInputs<'_, K>,
     snap: &mut Snapshot,
 ) -> Result<UploadProgress> {
     let ids = inputs.ids;
@@ -1259,7 +1259,9 @@ pub fn datamover_job(
         backup_label: ids.name.chars().take(63).collect(),
         backup_uid: &ids.uid,
         backup_ref: format!("{}/{}", ids.ns, ids.name),
-        owner: (ids.ns == ids.job_ns).then(|| ids.owner.clone()).flatten(),
+        owner: (ids.ns == ids.job_ns || ids.ns.is_empty())
+            .then(|| ids.owner.clone())
+            .flatten(),
         phase: "data",
         image: ctx.config.images.datamover.clone(),
         service_account: Some(ctx.config.service_accounts.datamover.clone()),
