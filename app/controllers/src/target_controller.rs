@@ -3,8 +3,10 @@
 //! fetch (credential Secret, CA ConfigMap; for NFS the PersistentVolume and claim of the share)
 //! → probe (S3: an in-process create-only write, read-back, list and delete of a probe object
 //! with the Target's own credentials, region, endpoint and TLS settings, through the
-//! datamover's target code) → classify a failure (DNS, TLS, authentication, missing bucket,
-//! permission, unreachable endpoint, clock skew) → stats → status (`Available` /
+//! datamover's target code; with `objectLockingEnabled: true` also a signed
+//! GetObjectLockConfiguration of the bucket) → classify a failure by the datamover's error
+//! kind (DNS, TLS, authentication, missing bucket, permission, unreachable endpoint,
+//! throttled, server error, clock skew, object lock not enabled) → stats → status (`Available` /
 //! `Unavailable`, one `Validation` condition whose reason says why), written only when it
 //! changed.
 //!
@@ -34,7 +36,10 @@ use tvk_api::{
         Target, TargetPhase, TargetPhaseStatus, TargetState, TargetStats, TargetStatus, TargetType,
     },
 };
-use tvk_datamover::target::{S3Config, Target as Store};
+use tvk_datamover::{
+    error::ErrorKind,
+    target::{S3Config, Target as Store},
+};
 
 use crate::{
     context::{CONTROLLER_NAME, Context},
@@ -55,7 +60,7 @@ pub const PROBE_PREFIX: &str = ".tvk-probe";
 pub struct ProbeFailure {
     /// CamelCase category: DNSResolutionFailed, TLSFailed, AuthenticationFailed,
     /// BucketNotFound, PermissionDenied, EndpointUnreachable, ClockSkew, CredentialsMissing,
-    /// ObjectLockNotVerified, ProbeFailed.
+    /// ObjectLockNotEnabled, Throttled, EndpointError, ProbeFailed.
     pub reason: &'static str,
     /// What happened and what to do.
     pub message: String,
@@ -73,6 +78,9 @@ pub struct S3Probe {
     pub ca_pem: Option<String>,
     /// Key of the probe object.
     pub key: String,
+    /// `objectLockingEnabled: true`: the bucket's Object Lock configuration must be enabled
+    /// (GetObjectLockConfiguration), or the Target is Unavailable (`ObjectLockNotEnabled`).
+    pub expect_object_lock: bool,
 }
 
 impl std::fmt::Debug for S3Probe {
@@ -84,86 +92,120 @@ impl std::fmt::Debug for S3Probe {
     }
 }
 
-/// The one failure classifier of target access: a CamelCase reason and what to do, from the
-/// datamover's typed error where its variant says it (`TlsUntrusted`, `ClockSkew`,
-/// `TargetUnavailable`), else from the (credential-redacted) text of the error and its source
-/// chain. `None` when nothing is recognised.
+/// The one failure classifier of target access: a CamelCase reason and what to do. A typed
+/// datamover error is classified by its [`tvk_datamover::error::ErrorKind`] (derived by the
+/// datamover from the error's typed source chain: S3 error code, HTTP status, rustls and I/O
+/// errors); only text without a typed error (a Job's result line, a plain HTTP client's
+/// error) falls back to the message. `None` when nothing is recognised.
 pub fn classify_failure(
     typed: Option<&tvk_datamover::Error>,
     text: &str,
 ) -> Option<(&'static str, &'static str)> {
-    const DNS: (&str, &str) = (
-        "DNSResolutionFailed",
-        "the endpoint's host name does not resolve: check objectStoreCredentials.url and the cluster's DNS",
-    );
-    const TLS: (&str, &str) = (
-        "TLSFailed",
-        "the TLS connection failed: give the endpoint's CA in sslCertConfig (certConfigMap, certKey), or use an http:// URL if the endpoint has no TLS",
-    );
-    const UNREACHABLE: (&str, &str) = (
-        "EndpointUnreachable",
-        "the endpoint cannot be reached: check objectStoreCredentials.url, network policies and proxies",
-    );
     match typed {
-        Some(tvk_datamover::Error::ClockSkew { .. }) => {
-            return Some(("ClockSkew", "fix time synchronisation (NTP) on the nodes"));
-        }
-        Some(tvk_datamover::Error::TlsUntrusted { .. }) => return Some(TLS),
-        _ => {}
+        Some(e) => reason_for_kind(e.kind()),
+        None => classify_text(text).and_then(reason_for_kind),
     }
-    let lower = text.to_ascii_lowercase();
-    let any = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    let found = if any(&[
-        "dns error",
-        "failed to lookup address",
-        "name or service not known",
-        "no such host",
-        "nodename nor servname",
-    ]) {
-        DNS
-    } else if any(&[
-        "certificate",
-        "tls",
-        "ssl",
-        "handshake",
-        "unknownissuer",
-        "invalid peer",
-        "invalidcontenttype",
-        "corrupt message",
-    ]) {
-        TLS
-    } else if any(&[
-        "invalidaccesskeyid",
-        "signaturedoesnotmatch",
-        "unauthenticated",
-        "invalidtoken",
-    ]) {
-        (
+}
+
+/// Condition reason and advice of a failure kind; `None` for kinds that say nothing about the
+/// Target's settings (the caller reports its own message).
+pub fn reason_for_kind(kind: ErrorKind) -> Option<(&'static str, &'static str)> {
+    Some(match kind {
+        ErrorKind::Dns => (
+            "DNSResolutionFailed",
+            "the endpoint's host name does not resolve: check objectStoreCredentials.url and the cluster's DNS",
+        ),
+        ErrorKind::Tls => (
+            "TLSFailed",
+            "the TLS connection failed: give the endpoint's CA in sslCertConfig (certConfigMap, certKey), or use an http:// URL if the endpoint has no TLS",
+        ),
+        ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::TargetUnavailable => (
+            "EndpointUnreachable",
+            "the endpoint cannot be reached: check objectStoreCredentials.url, network policies and proxies",
+        ),
+        ErrorKind::Auth => (
             "AuthenticationFailed",
             "the endpoint refused the credentials: check the accessKey and secretKey in the credential Secret",
-        )
-    } else if any(&["nosuchbucket", "bucket does not exist"]) {
-        (
+        ),
+        ErrorKind::BucketMissing => (
             "BucketNotFound",
             "the bucket does not exist: create it or correct objectStoreCredentials.bucketName",
-        )
-    } else if any(&["accessdenied", "permission", "forbidden", "403"]) {
-        (
+        ),
+        ErrorKind::Permission => (
             "PermissionDenied",
             "the credentials may not write, read, list and delete objects in this bucket: grant s3:PutObject, GetObject, ListBucket and DeleteObject",
-        )
-    } else if any(&[
-        "connection refused",
-        "error sending request",
-        "timed out",
-        "connect",
-    ]) || matches!(typed, Some(tvk_datamover::Error::TargetUnavailable { .. }))
-    {
-        UNREACHABLE
-    } else {
-        return None;
-    };
-    Some(found)
+        ),
+        ErrorKind::ClockSkew => ("ClockSkew", "fix time synchronisation (NTP) on the nodes"),
+        ErrorKind::Throttled => (
+            "Throttled",
+            "the endpoint asks clients to slow down (SlowDown, 429, 503); it is re-validated later",
+        ),
+        ErrorKind::Server => (
+            "EndpointError",
+            "the endpoint failed with a server error (5xx); it is re-validated later",
+        ),
+        ErrorKind::ObjectLock => (
+            "ObjectLockNotEnabled",
+            "objectLockingEnabled is set but the bucket has no Object Lock configuration: create the bucket with Object Lock enabled, or set objectLockingEnabled to false",
+        ),
+        ErrorKind::NotFound
+        | ErrorKind::AlreadyExists
+        | ErrorKind::NoSpace
+        | ErrorKind::LocalIo
+        | ErrorKind::Interrupted
+        | ErrorKind::Corrupt
+        | ErrorKind::InvalidInput
+        | ErrorKind::TargetRefused => return None,
+    })
+}
+
+/// The kind an error message names, for text that comes without a typed error (a Job's
+/// result line, a plain HTTP client's error chain).
+fn classify_text(text: &str) -> Option<ErrorKind> {
+    let lower = text.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    Some(
+        if any(&[
+            "dns error",
+            "failed to lookup address",
+            "name or service not known",
+            "no such host",
+            "nodename nor servname",
+        ]) {
+            ErrorKind::Dns
+        } else if any(&[
+            "certificate",
+            "tls",
+            "ssl",
+            "handshake",
+            "unknownissuer",
+            "invalid peer",
+            "invalidcontenttype",
+            "corrupt message",
+        ]) {
+            ErrorKind::Tls
+        } else if any(&[
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+            "unauthenticated",
+            "invalidtoken",
+        ]) {
+            ErrorKind::Auth
+        } else if any(&["nosuchbucket", "bucket does not exist"]) {
+            ErrorKind::BucketMissing
+        } else if any(&["accessdenied", "permission", "forbidden", "403"]) {
+            ErrorKind::Permission
+        } else if any(&[
+            "connection refused",
+            "error sending request",
+            "timed out",
+            "connect",
+        ]) {
+            ErrorKind::Connect
+        } else {
+            return None;
+        },
+    )
 }
 
 /// Classifies an error of the datamover's target code (credential-redacted text).
@@ -180,7 +222,9 @@ pub fn classify(error: &tvk_datamover::Error) -> ProbeFailure {
 /// The S3 probe: create-only write, read back, list, delete. Blocking (call it off the async
 /// workers); `handle` runs the S3 calls.
 pub fn probe_s3(probe: &S3Probe, handle: tokio::runtime::Handle) -> ProbeResult {
-    with_store(probe, handle, |store| run_s3_probe(store, &probe.key))?
+    with_store(probe, handle, |store| {
+        run_s3_probe(store, &probe.key, probe.expect_object_lock)
+    })?
 }
 
 /// Opens the Target's bucket (CA bundle in a temporary file for the duration) and runs `f`.
@@ -218,16 +262,15 @@ pub fn with_store<R>(
     result
 }
 
-fn run_s3_probe(store: &Store, key: &str) -> ProbeResult {
+fn run_s3_probe(store: &Store, key: &str, expect_object_lock: bool) -> ProbeResult {
     let payload = format!("tvk probe {key}\n");
     store
         .put_create_only(key, Bytes::from(payload.clone()))
         .map_err(|e| match e {
-            // S3 answers a write into a missing bucket with 404 NoSuchBucket, which the
-            // datamover reports as a missing object.
+            // A write into a missing bucket answers 404 without NoSuchBucket on some stores.
             tvk_datamover::Error::MissingObject { .. } => ProbeFailure {
                 reason: "BucketNotFound",
-                message: "the bucket does not exist (a write answered 404 NoSuchBucket): create it or correct objectStoreCredentials.bucketName".into(),
+                message: "the bucket does not exist (a write answered 404): create it or correct objectStoreCredentials.bucketName".into(),
             },
             e => classify(&e),
         })?;
@@ -254,7 +297,11 @@ fn run_s3_probe(store: &Store, key: &str) -> ProbeResult {
     })();
     let deleted = store.delete(key).map_err(|e| classify(&e));
     outcome?;
-    deleted
+    deleted?;
+    if expect_object_lock {
+        store.verify_object_lock().map_err(|e| classify(&e))?;
+    }
+    Ok(())
 }
 
 /// Runs the S3 probe off the async workers and, when it could not connect, diagnoses why.
@@ -443,6 +490,7 @@ pub async fn s3_probe_inputs(
         config,
         ca_pem,
         key: format!("{PROBE_PREFIX}/{uid}-{nanos}"),
+        expect_object_lock: s3.object_locking_enabled == Some(true),
     }))
 }
 
@@ -826,8 +874,9 @@ async fn nfs_probe(target: &Target, ctx: &Context) -> Result<Option<ProbeResult>
     Ok(Some(result))
 }
 
-/// `objectLockingEnabled: true` cannot be verified through the object store client (it has no
-/// GetObjectLockConfiguration): the condition says so rather than claim it.
+/// With `objectLockingEnabled: true` an S3 Target is Available only after the probe verified the
+/// bucket's Object Lock configuration (GetObjectLockConfiguration, [`run_s3_probe`]); the
+/// condition says so.
 fn object_lock_note(target: &Target) -> &'static str {
     let expected = target
         .spec
@@ -836,7 +885,7 @@ fn object_lock_note(target: &Target) -> &'static str {
         .and_then(|s| s.object_locking_enabled)
         == Some(true);
     if expected {
-        "; ObjectLockNotVerified: objectLockingEnabled is set but the bucket's object lock configuration is not checked by this version"
+        "; the bucket's Object Lock configuration is enabled (verified with GetObjectLockConfiguration)"
     } else {
         ""
     }

@@ -36,7 +36,43 @@ fn probe_config(endpoint: &str, bucket: &str) -> S3Probe {
             target_controller::PROBE_PREFIX,
             unique_name("probe")
         ),
+        expect_object_lock: false,
     }
+}
+
+/// Creates a bucket with S3 Object Lock enabled (moto honours the creation header).
+fn create_locked_bucket(addr: std::net::SocketAddr, bucket: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nx-amz-bucket-object-lock-enabled: true\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+/// `objectLockingEnabled: true`: the probe verifies the bucket's Object Lock configuration
+/// with a signed GetObjectLockConfiguration — a locked bucket passes, a plain one is named
+/// `ObjectLockNotEnabled` (and without the expectation the plain bucket passes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_lock_is_verified_when_the_target_expects_it() {
+    let moto = moto().unwrap();
+    let locked = unique_name("tgt-locked");
+    create_locked_bucket(moto.addr(), &locked);
+    let plain = unique_name("tgt-plain");
+    common::create_bucket(moto.addr(), &plain);
+    let expecting = |bucket: &str| S3Probe {
+        expect_object_lock: true,
+        ..probe_config(&moto.url(), bucket)
+    };
+    run_probe(expecting(&locked)).await.unwrap();
+    let failure = run_probe(expecting(&plain)).await.unwrap_err();
+    assert_eq!(failure.reason, "ObjectLockNotEnabled", "{failure:?}");
+    assert!(failure.message.contains("Object Lock"), "{failure:?}");
+    run_probe(probe_config(&moto.url(), &plain)).await.unwrap();
 }
 
 async fn run_probe(probe: S3Probe) -> ProbeResult {
@@ -289,6 +325,24 @@ fn one_classifier_reads_typed_errors_and_error_chains() {
         reason(Some(&unavailable), "503"),
         Some("EndpointUnreachable")
     );
+    // The kind decides, not the text.
+    let throttled = tvk_datamover::Error::Target {
+        kind: tvk_datamover::error::ErrorKind::Throttled,
+        action: "write",
+        object: "x".into(),
+        message: "AccessDenied certificate".into(),
+    };
+    assert_eq!(
+        reason(Some(&throttled), "AccessDenied certificate"),
+        Some("Throttled")
+    );
+    let no_bucket = tvk_datamover::Error::Target {
+        kind: tvk_datamover::error::ErrorKind::BucketMissing,
+        action: "write",
+        object: "x".into(),
+        message: "opaque".into(),
+    };
+    assert_eq!(reason(Some(&no_bucket), "opaque"), Some("BucketNotFound"));
     for (text, expected) in [
         (
             "error sending request: client error (Connect): dns error: failed to lookup address information",

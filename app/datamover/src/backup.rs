@@ -1,14 +1,21 @@
 //! Full and incremental backup of one volume into an image + digest index.
 //!
-//! Pipeline: reader thread (sparse reads: page-cache mappings) → this thread (zero detection
-//! and BLAKE3 of each cluster with rayon — measured faster than hashing on this thread alone;
-//! per-cluster decision against the parent's index) → sink thread (sequential writes or
-//! multipart parts). An incremental never reads old images:
+//! Pipeline: reader thread (sparse reads: page-cache mappings) → dispatcher thread handing
+//! each chunk to the rayon pool for zero detection and BLAKE3 of its clusters (one task per
+//! 1 MiB chunk, several chunks in flight, results consumed in volume order) → this thread
+//! (per-cluster decision against the parent's index) → sink threads (sequential writes or
+//! multipart parts). Hashing whole chunks per task, ahead of the decisions, keeps both cores
+//! busy with few wake-ups; splitting each chunk's clusters over rayon (the previous design)
+//! blocked this thread once per chunk and cost ~14 000 context switches per 4 GiB volume.
+//! An incremental never reads old images:
 //! it compares with the parent's index, which describes the parent's whole volume.
 
-use std::{io::Read, path::Path};
-
-use rayon::prelude::*;
+use std::{
+    io::Read,
+    path::Path,
+    sync::mpsc::{Receiver, sync_channel},
+    thread::JoinHandle,
+};
 
 use crate::{
     error::{Error, Result},
@@ -100,7 +107,8 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
         (Some(_), Some(ranges)) => Some(cluster_ranges(ranges, job.cluster_bits, size)),
         _ => None,
     };
-    let (rx, reader_thread) = volume.stream(job.cluster_bits, examine);
+    let (pieces, reader_thread) = volume.stream(job.cluster_bits, examine);
+    let (rx, dispatcher) = hash_ahead(pieces, cs as usize);
     let mut engine = Engine {
         writer: &mut writer,
         index: &mut index,
@@ -112,14 +120,16 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
     };
     let mut result = Ok(());
     for piece in rx.iter() {
-        let r = piece.and_then(|p| engine.handle(p));
+        let r = piece.and_then(|(p, states)| engine.handle(p, states));
         if let Err(e) = r {
             result = Err(e);
             break;
         }
     }
     let bytes_read = engine.bytes_read;
+    // Closing the queue stops the dispatcher, whose exit closes the reader's queue.
     drop(rx);
+    let _ = dispatcher.join();
     let _ = reader_thread.join();
     if let Err(e) = result {
         writer.abort();
@@ -153,6 +163,53 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
     })
 }
 
+/// Chunks hashed ahead of the decisions (bounds the mappings in flight: 1 MiB each).
+const HASH_AHEAD: usize = 8;
+
+/// A piece with, for data, where its clusters' states arrive once hashed.
+type Hashed = Result<(Piece, Option<Receiver<Vec<ClusterState>>>)>;
+
+/// Zero test and BLAKE3 of each whole cluster of `data`.
+fn cluster_states(data: &[u8], cs: usize) -> Vec<ClusterState> {
+    data.chunks(cs)
+        .map(|c| {
+            if is_zero(c) {
+                ClusterState::Zero
+            } else {
+                ClusterState::Data(*blake3::hash(c).as_bytes())
+            }
+        })
+        .collect()
+}
+
+/// Starts the dispatcher: passes `pieces` on in order, each data chunk with the receiving
+/// end of a rayon task hashing it. Stops when either side closes.
+fn hash_ahead(pieces: Receiver<Result<Piece>>, cs: usize) -> (Receiver<Hashed>, JoinHandle<()>) {
+    let (tx, rx) = sync_channel::<Hashed>(HASH_AHEAD);
+    let handle = std::thread::spawn(move || {
+        for piece in pieces.iter() {
+            let item = piece.map(|p| {
+                let states = match &p {
+                    Piece::Data { data, .. } => {
+                        let (stx, srx) = sync_channel(1);
+                        let data = data.clone();
+                        rayon::spawn(move || {
+                            let _ = stx.send(cluster_states(&data, cs));
+                        });
+                        Some(srx)
+                    }
+                    Piece::Hole { .. } | Piece::Unchanged { .. } => None,
+                };
+                (p, states)
+            });
+            if tx.send(item).is_err() {
+                return;
+            }
+        }
+    });
+    (rx, handle)
+}
+
 struct Engine<'a, 'p> {
     writer: &'a mut Qcow2Writer,
     index: &'a mut IndexWriter,
@@ -172,7 +229,7 @@ impl Engine<'_, '_> {
         }
     }
 
-    fn handle(&mut self, piece: Piece) -> Result<()> {
+    fn handle(&mut self, piece: Piece, states: Option<Receiver<Vec<ClusterState>>>) -> Result<()> {
         match piece {
             Piece::Hole { first, count } => {
                 if self.parent.is_none() {
@@ -201,17 +258,9 @@ impl Engine<'_, '_> {
                 let cs = self.cs as usize;
                 let n = data.as_ref().len() / cs;
                 self.bytes_read += data.as_ref().len() as u64;
-                let states: Vec<ClusterState> = data
-                    .as_ref()
-                    .par_chunks(cs)
-                    .map(|c| {
-                        if is_zero(c) {
-                            ClusterState::Zero
-                        } else {
-                            ClusterState::Data(*blake3::hash(c).as_bytes())
-                        }
-                    })
-                    .collect();
+                let states = states.and_then(|r| r.recv().ok()).ok_or_else(|| {
+                    Error::Usage("internal error: a hashing task stopped without a result".into())
+                })?;
                 // Runs of clusters to store, flushed as one slice each (no copies).
                 let mut run_start: Option<usize> = None;
                 for (i, state) in states.iter().enumerate() {

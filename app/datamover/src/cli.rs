@@ -17,7 +17,7 @@ use tvk_datamover::{
     coalesce::{CoalesceState, coalesce},
     flatten::flatten_chain,
     index::IndexReader,
-    object_io::{LocalFileSink, LocalObject, RandomRead},
+    object_io::{LocalFileSink, LocalObject, RandomRead, WriteMode},
     probe::probe_target,
     progress::{BarProgress, JsonProgress, NoProgress, Progress},
     qcow2::{DEFAULT_CLUSTER_BITS, reader::Qcow2Image},
@@ -116,6 +116,11 @@ enum Command {
     Probe {
         #[command(flatten)]
         target: TargetArgs,
+        /// Also verify that the S3 bucket has Object Lock enabled (GetObjectLockConfiguration);
+        /// the probe fails with kind ObjectLock when it has not (Targets with
+        /// `objectLockingEnabled: true`).
+        #[arg(long)]
+        expect_object_lock: bool,
     },
     /// Image-level operations on local files (benchmarks, debugging).
     #[command(subcommand)]
@@ -228,7 +233,7 @@ pub fn main() -> ExitCode {
             println!(
                 "{}",
                 serde_json::json!({"event": "result", "ok": false, "error": e.to_string(),
-                    "category": e.category(), "retryable": retryable})
+                    "kind": e.kind().as_str(), "category": e.category(), "retryable": retryable})
             );
             eprintln!("error: {e}");
             if retryable {
@@ -249,9 +254,12 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
     let handle = runtime.handle().clone();
     match command {
         Command::Image(c) => run_image(c, progress),
-        Command::Probe { target } => {
+        Command::Probe {
+            target,
+            expect_object_lock,
+        } => {
             let target = target.open(handle)?;
-            let r = probe_target(&target)?;
+            let r = probe_target(&target, expect_object_lock)?;
             serde_json::to_value(r).map_err(|e| Error::Usage(e.to_string()))
         }
         Command::Backup {
@@ -432,7 +440,7 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
             no_sync,
         } => {
             let chain = local_chain(&top)?;
-            let dest = Destination::open(&out)?;
+            let dest = Destination::open(&out)?.with_write_mode(WriteMode::for_output(!no_sync));
             let index = index.as_deref().map(open_index).transpose()?;
             let s = run_restore(
                 RestoreJob {

@@ -3,6 +3,140 @@
 
 use std::io;
 
+/// The cause of a failure, for programs: exit codes, the `"kind"` of the JSON result line and
+/// the Target controller's condition reasons all come from it. Derived from typed sources
+/// (`io::ErrorKind`, object_store's HTTP status and error kind, the S3 error `<Code>`, rustls
+/// and I/O errors found by walking the `source()` chain) — see `target::s3_error_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The endpoint's host name does not resolve.
+    Dns,
+    /// The connection was refused, reset or could not be opened.
+    Connect,
+    /// A request or connection timed out.
+    Timeout,
+    /// TLS failed (untrusted certificate, or TLS spoken to a plain-HTTP port).
+    Tls,
+    /// The credentials were refused (InvalidAccessKeyId, SignatureDoesNotMatch, 401).
+    Auth,
+    /// The credentials may not do this (AccessDenied, 403, EACCES).
+    Permission,
+    /// The bucket does not exist (NoSuchBucket).
+    BucketMissing,
+    /// An object or file is missing.
+    NotFound,
+    /// A create-only write found the object present.
+    AlreadyExists,
+    /// The target asked us to slow down (SlowDown, 429, 503).
+    Throttled,
+    /// The target failed (5xx other than 503).
+    Server,
+    /// A deletion was refused by object lock / WORM retention.
+    ObjectLock,
+    /// The node's clock is off (RequestTimeTooSkewed).
+    ClockSkew,
+    /// No space left (ENOSPC, EDQUOT).
+    NoSpace,
+    /// Another local I/O failure.
+    LocalIo,
+    /// A system call was interrupted.
+    Interrupted,
+    /// Stored data is damaged or malformed (image, index, manifest, digest mismatch).
+    Corrupt,
+    /// Bad command-line or API input.
+    InvalidInput,
+    /// The target refused an operation for another reason retrying does not fix.
+    TargetRefused,
+    /// The target failed for a cause not identified above; retried.
+    TargetUnavailable,
+}
+
+impl ErrorKind {
+    /// The name used in the JSON result line and in condition reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "Dns",
+            Self::Connect => "Connect",
+            Self::Timeout => "Timeout",
+            Self::Tls => "Tls",
+            Self::Auth => "Auth",
+            Self::Permission => "Permission",
+            Self::BucketMissing => "BucketMissing",
+            Self::NotFound => "NotFound",
+            Self::AlreadyExists => "AlreadyExists",
+            Self::Throttled => "Throttled",
+            Self::Server => "Server",
+            Self::ObjectLock => "ObjectLock",
+            Self::ClockSkew => "ClockSkew",
+            Self::NoSpace => "NoSpace",
+            Self::LocalIo => "LocalIo",
+            Self::Interrupted => "Interrupted",
+            Self::Corrupt => "Corrupt",
+            Self::InvalidInput => "InvalidInput",
+            Self::TargetRefused => "TargetRefused",
+            Self::TargetUnavailable => "TargetUnavailable",
+        }
+    }
+
+    /// Whether the cause may go away by itself, so that retrying later may succeed (exit 75).
+    /// A host name that does not resolve counts: DNS outages and records not yet propagated
+    /// are common, and a misconfigured name is reported by kind either way.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::Dns
+                | Self::Connect
+                | Self::Timeout
+                | Self::Throttled
+                | Self::Server
+                | Self::Interrupted
+                | Self::TargetUnavailable
+        )
+    }
+
+    /// How [`Error::Target`] words a failure of this kind.
+    fn target_verb(self) -> &'static str {
+        if self.is_transient() {
+            "failed to"
+        } else {
+            "refused to"
+        }
+    }
+
+    /// What [`Error::Target`] adds for a transient kind.
+    fn retry_hint(self) -> &'static str {
+        if self.is_transient() {
+            "; retry later"
+        } else {
+            ""
+        }
+    }
+
+    /// The kind of a local I/O error.
+    pub fn from_io(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Self::NoSpace,
+            io::ErrorKind::TimedOut => Self::Timeout,
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable => Self::Connect,
+            io::ErrorKind::Interrupted => Self::Interrupted,
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => Self::Permission,
+            io::ErrorKind::NotFound => Self::NotFound,
+            _ => Self::LocalIo,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Errors of the datamover.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,9 +210,13 @@ pub enum Error {
         /// The (credential-redacted) error.
         message: String,
     },
-    /// The target refused an operation for a reason retrying will not fix.
-    #[error("target refused to {action} {object}: {message}")]
+    /// The target failed for an identified cause ([`ErrorKind`]): retrying later helps when
+    /// the kind is transient (throttled, 5xx, unreachable), not otherwise (credentials,
+    /// permissions, missing bucket, TLS).
+    #[error("target {} {action} {object} ({kind}): {message}{}", .kind.target_verb(), .kind.retry_hint())]
     Target {
+        /// Why.
+        kind: ErrorKind,
         /// What we were doing.
         action: &'static str,
         /// The object concerned.
@@ -130,14 +268,26 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::TargetUnavailable { .. } => true,
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::TimedOut
-                    | io::ErrorKind::ConnectionRefused
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::Interrupted
-            ),
-            _ => false,
+            _ => self.kind().is_transient(),
+        }
+    }
+
+    /// The cause, by kind (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { source, .. } => ErrorKind::from_io(source),
+            Error::InvalidImage { .. }
+            | Error::InvalidIndex { .. }
+            | Error::DigestMismatch { .. }
+            | Error::InvalidManifest { .. } => ErrorKind::Corrupt,
+            Error::MissingObject { .. } => ErrorKind::NotFound,
+            Error::TargetUnavailable { .. } => ErrorKind::TargetUnavailable,
+            Error::Target { kind, .. } => *kind,
+            Error::ClockSkew { .. } => ErrorKind::ClockSkew,
+            Error::TlsUntrusted { .. } => ErrorKind::Tls,
+            Error::ObjectLocked { .. } => ErrorKind::ObjectLock,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Usage(_) => ErrorKind::InvalidInput,
         }
     }
 

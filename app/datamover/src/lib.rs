@@ -44,12 +44,14 @@
 //!   the CPU caches from hashing to writing: the `pread` copy was a third of a full backup's
 //!   CPU time. A file changed or truncated by someone else while mapped could fault (SIGBUS);
 //!   sources are snapshots and committed images are immutable, so nobody does.
-//! - Writes of images and restored volumes on local files and block devices use direct I/O
-//!   ([`object_io::DirectWrites`]) for large aligned pieces: on the benchmark VM the copy into
-//!   the page cache was 60 % of a full backup's CPU time, and dirty-page throttling on a busy
-//!   node stalled buffered writers for seconds. Backups and restores fsync before reporting
-//!   success either way, so the data has to reach the device regardless; direct I/O moves it
-//!   there without a CPU copy. `TVK_DATAMOVER_IO=buffered` goes back to the page cache.
+//! - Writes of images and restored volumes on local files and block devices that are fsynced
+//!   before use (every Job command) use direct I/O ([`object_io::DirectWrites`]) for large
+//!   aligned pieces: the data has to reach the device regardless, direct I/O moves it there
+//!   without a CPU copy and without a long flush at the end, and dirty-page throttling on a
+//!   busy node stalled buffered writers for seconds. Output that is not fsynced (`--no-sync`
+//!   image commands: benchmarks) is written through the page cache, which is faster when
+//!   nothing waits for the disk. Both choices were measured ([`object_io::WriteMode`]);
+//!   `TVK_DATAMOVER_IO=buffered|direct` overrides them.
 //! - Retention on an object-locked target (S3 Object Lock, WORM share): deletions the target
 //!   refuses are deferred, recorded under `<plan>/.pending-deletions/<volume>/` and retried by
 //!   every later coalesce of the volume ([`coalesce`]).

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     target::Target,
 };
 
@@ -26,6 +26,8 @@ pub struct ProbeReport {
     pub object: String,
     /// Bytes written and read back.
     pub bytes: u64,
+    /// Whether the bucket's Object Lock configuration was verified (asked for and enabled).
+    pub object_lock_verified: bool,
 }
 
 /// A name no other probe uses: time in nanoseconds, process id and a BLAKE3 of both with the
@@ -42,11 +44,13 @@ fn unique_name() -> String {
     format!("{PROBE_PREFIX}/{nanos}-{pid}-{}", &tag.as_str()[..16])
 }
 
-/// Writes, reads back, lists and deletes `.tvk-probe/<unique>` on `target`.
+/// Writes, reads back, lists and deletes `.tvk-probe/<unique>` on `target`; with
+/// `expect_object_lock`, then verifies the bucket's Object Lock configuration
+/// ([`Target::verify_object_lock`]).
 ///
 /// Errors are the target's own (exit codes follow [`Error::is_retryable`]); a probe object
 /// that reads back differently is reported as a target error naming the object.
-pub fn probe_target(target: &Target) -> Result<ProbeReport> {
+pub fn probe_target(target: &Target, expect_object_lock: bool) -> Result<ProbeReport> {
     let key = unique_name();
     // Content that a short, truncated or stale read cannot reproduce.
     let mut payload = Vec::with_capacity(4096 + 64);
@@ -65,6 +69,7 @@ pub fn probe_target(target: &Target) -> Result<ProbeReport> {
         Err(Error::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
         Ok(()) => Err(Error::Target {
+            kind: ErrorKind::TargetRefused,
             action: "write create-only",
             object: key.clone(),
             message: "a create-only write replaced an existing object (S3: If-None-Match: * ignored); backups cannot be committed safely on this target".into(),
@@ -74,9 +79,13 @@ pub fn probe_target(target: &Target) -> Result<ProbeReport> {
     let deleted = target.delete(&key);
     checked?;
     deleted?;
+    if expect_object_lock {
+        target.verify_object_lock()?;
+    }
     Ok(ProbeReport {
         object: key,
         bytes: payload.len() as u64,
+        object_lock_verified: expect_object_lock,
     })
 }
 
@@ -84,6 +93,7 @@ fn check_written(target: &Target, key: &str, payload: &Bytes) -> Result<()> {
     let back = target.read_all(key, payload.len() as u64 * 2)?;
     if back != payload.as_ref() {
         return Err(Error::Target {
+            kind: ErrorKind::TargetRefused,
             action: "read back",
             object: key.to_string(),
             message: format!(
@@ -96,6 +106,7 @@ fn check_written(target: &Target, key: &str, payload: &Bytes) -> Result<()> {
     let listed = target.list(PROBE_PREFIX)?;
     if !listed.iter().any(|k| k == key) {
         return Err(Error::Target {
+            kind: ErrorKind::TargetRefused,
             action: "list",
             object: key.to_string(),
             message: format!(

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::{
     error::{Error, Result},
     index::{ClusterState, IndexReader},
-    object_io::DirectWrites,
+    object_io::{DirectWrites, WriteMode},
     progress::Progress,
     qcow2::reader::{ClusterMapping, Qcow2Image},
     volume::{BufferPool, is_zero},
@@ -185,7 +185,7 @@ impl Destination {
             zero_fill: is_block,
             is_block,
             offload_zeroing: true.into(),
-            direct: DirectWrites::open(path),
+            direct: DirectWrites::open(path, WriteMode::for_output(true)),
         })
     }
 
@@ -207,7 +207,7 @@ impl Destination {
             zero_fill: true,
             is_block,
             offload_zeroing: true.into(),
-            direct: DirectWrites::open(path),
+            direct: DirectWrites::open(path, WriteMode::for_output(true)),
         })
     }
 
@@ -247,6 +247,13 @@ impl Destination {
             done += n as u64;
         }
         Ok(false)
+    }
+
+    /// Writes data with `mode` ([`Self::open`] and [`Self::open_in_place`] use direct I/O,
+    /// the measured choice for a restore that is fsynced: see [`WriteMode::for_output`]).
+    pub fn with_write_mode(mut self, mode: WriteMode) -> Self {
+        self.direct = DirectWrites::open(Path::new(&self.name), mode);
+        self
     }
 
     /// Disables `fallocate` zeroing (tests of the zero-writing fallback).

@@ -32,7 +32,7 @@ use object_store::{
 use tokio::{runtime::Handle, task::JoinHandle};
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     object_io::{
         LocalFileSink, LocalObject, ObjectSink, RandomRead, partial_path, sync_parent_dir,
     },
@@ -173,7 +173,26 @@ enum TargetKind {
         handle: Handle,
         secrets: Vec<String>,
         bucket: String,
+        /// Signed requests object_store has no call for (GetObjectLockConfiguration).
+        raw: Arc<RawS3>,
     },
+}
+
+/// What a hand-built S3 request needs: an HTTP client with the store's TLS, timeout and
+/// proxy settings (object_store's own connector, without the upload headers) and the
+/// bucket's URL, path-style like the store's requests.
+struct RawS3 {
+    http: object_store::client::HttpClient,
+    bucket_url: String,
+    region: String,
+}
+
+/// Where GetObjectLockConfiguration answered.
+enum LockAnswer {
+    /// 2xx with this body.
+    Ok(String),
+    /// Another status, with the S3 error code of the body when there is one.
+    Status(u16, Option<String>),
 }
 
 impl std::fmt::Debug for Target {
@@ -218,7 +237,11 @@ impl Target {
             object_store::HeaderValue::from_static("SHA256"),
         );
         let mut client = ClientOptions::new()
-            .with_default_headers(headers)
+            .with_allow_http(
+                cfg.endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+            )
             .with_allow_invalid_certificates(cfg.skip_tls_verify)
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(120));
@@ -237,6 +260,33 @@ impl Target {
         if !cfg.retry_timeout.is_zero() {
             retry.retry_timeout = cfg.retry_timeout;
         }
+        let secrets = vec![
+            cfg.access_key_id.clone(),
+            cfg.secret_access_key.clone(),
+            cfg.session_token.clone().unwrap_or_default(),
+        ];
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let invalid = |e: object_store::Error| {
+            Error::Usage(format!(
+                "invalid S3 target configuration: {}",
+                redact(&e.to_string(), &refs)
+            ))
+        };
+        // The same client settings for the requests object_store has no call for; without
+        // the upload headers, which such requests do not sign.
+        let raw = RawS3 {
+            http: object_store::client::HttpConnector::connect(
+                &object_store::client::ReqwestConnector::default(),
+                &client,
+            )
+            .map_err(invalid)?,
+            bucket_url: match &cfg.endpoint {
+                Some(ep) => format!("{}/{}", ep.trim_end_matches('/'), cfg.bucket),
+                None => format!("https://s3.{}.amazonaws.com/{}", cfg.region, cfg.bucket),
+            },
+            region: cfg.region.clone(),
+        };
+        let client = client.with_default_headers(headers);
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
@@ -261,20 +311,7 @@ impl Target {
                 .with_allow_http(ep.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
-        let secrets = vec![
-            cfg.access_key_id.clone(),
-            cfg.secret_access_key.clone(),
-            cfg.session_token.clone().unwrap_or_default(),
-        ];
-        let store = b.build().map_err(|e| {
-            Error::Usage(format!(
-                "invalid S3 target configuration: {}",
-                redact(
-                    &e.to_string(),
-                    &secrets.iter().map(String::as_str).collect::<Vec<_>>()
-                )
-            ))
-        })?;
+        let store = b.build().map_err(invalid)?;
         Ok(Self {
             inner: Arc::new(TargetKind::S3 {
                 store: Arc::new(store),
@@ -282,38 +319,9 @@ impl Target {
                 handle,
                 secrets,
                 bucket: cfg.bucket.clone(),
+                raw: Arc::new(raw),
             }),
         })
-    }
-
-    /// The target as an async object store and the key prefix inside it, for async callers
-    /// that need none of the QCOW2 machinery (the image store of `tvk_oci::store`): an S3
-    /// target hands out its client; a filesystem (NFS) target a `LocalFileSystem` rooted at
-    /// the share, with fsync on (the durability an S3 `PUT` gives).
-    pub fn object_store(&self) -> Result<(Arc<dyn ObjectStore>, String)> {
-        match &*self.inner {
-            TargetKind::Filesystem { root } => {
-                let store = object_store::local::LocalFileSystem::new_with_prefix(root)
-                    .map_err(|e| {
-                        Error::Usage(format!("target {} cannot be opened: {e}", root.display()))
-                    })?
-                    .with_fsync(true)
-                    .with_automatic_cleanup(true);
-                Ok((Arc::new(store), String::new()))
-            }
-            TargetKind::S3 { store, prefix, .. } => {
-                Ok((store.clone() as Arc<dyn ObjectStore>, prefix.clone()))
-            }
-        }
-    }
-
-    /// How messages name the target (`/mnt/target`, `s3://bucket/prefix`), no credentials.
-    pub fn display_name(&self) -> String {
-        match &*self.inner {
-            TargetKind::Filesystem { root } => root.display().to_string(),
-            TargetKind::S3 { bucket, prefix, .. } if prefix.is_empty() => format!("s3://{bucket}"),
-            TargetKind::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
-        }
     }
 
     fn fs_path(root: &FsPath, key: &str) -> PathBuf {
@@ -575,6 +583,77 @@ impl Target {
             },
         }
     }
+
+    /// Fails with kind [`ErrorKind::ObjectLock`] unless the bucket has S3 Object Lock enabled
+    /// ([`Self::object_lock_enabled`]): a Target that promises immutable backups must not
+    /// silently store them in a bucket that cannot keep that promise.
+    pub fn verify_object_lock(&self) -> Result<()> {
+        if self.object_lock_enabled()? {
+            return Ok(());
+        }
+        let bucket = match &*self.inner {
+            TargetKind::S3 { bucket, .. } => bucket.as_str(),
+            TargetKind::Filesystem { .. } => "",
+        };
+        Err(Error::Target {
+            kind: ErrorKind::ObjectLock,
+            action: "verify Object Lock of",
+            object: format!("bucket {bucket}"),
+            message: "the bucket has no Object Lock configuration (GetObjectLockConfiguration answered ObjectLockConfigurationNotFoundError, or Disabled), so backups written to it would not be immutable; create the bucket with Object Lock enabled, or do not require it".into(),
+        })
+    }
+
+    /// Whether the bucket has S3 Object Lock enabled: a GetObjectLockConfiguration request
+    /// (`GET /<bucket>?object-lock`), which object_store has no call for, signed with the
+    /// target's credentials by object_store's own SigV4 signer (`AwsAuthorizer`) and sent with
+    /// the store's client settings (TLS, timeouts, proxies). `false` when the bucket answers
+    /// `ObjectLockConfigurationNotFoundError` or reports the configuration disabled; any other
+    /// failure is classified like every object store error. A filesystem target has no such
+    /// setting to ask about (a WORM share is not detectable from here): a usage error.
+    pub fn object_lock_enabled(&self) -> Result<bool> {
+        match &*self.inner {
+            TargetKind::Filesystem { root } => Err(Error::Usage(format!(
+                "target {} is a filesystem path: Object Lock is a setting of S3 buckets and cannot be verified on a share",
+                root.display()
+            ))),
+            TargetKind::S3 {
+                store,
+                handle,
+                secrets,
+                bucket,
+                raw,
+                ..
+            } => {
+                let object = format!("bucket {bucket}");
+                let action = "read the Object Lock configuration of";
+                match handle.block_on(get_object_lock_configuration(store, raw)) {
+                    Ok(LockAnswer::Ok(body)) => Ok(body.contains("<ObjectLockEnabled>Enabled<")),
+                    Ok(LockAnswer::Status(_, Some(code)))
+                        if code == "ObjectLockConfigurationNotFoundError" =>
+                    {
+                        Ok(false)
+                    }
+                    Ok(LockAnswer::Status(status, code)) => {
+                        let kind = code
+                            .as_deref()
+                            .and_then(kind_of_s3_code)
+                            .unwrap_or_else(|| kind_of_status(status, ErrorKind::TargetRefused));
+                        let message = format!(
+                            "GetObjectLockConfiguration answered HTTP {status}{}",
+                            code.map(|c| format!(" {c}")).unwrap_or_default()
+                        );
+                        Err(Error::Target {
+                            kind,
+                            action,
+                            object,
+                            message,
+                        })
+                    }
+                    Err(e) => Err(s3_error(action, &object, e, secrets)),
+                }
+            }
+        }
+    }
 }
 
 /// `e` and its sources, joined: object_store's own message stops at "error sending request"
@@ -593,46 +672,241 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Sends a signed GetObjectLockConfiguration request.
+async fn get_object_lock_configuration(
+    store: &AmazonS3,
+    raw: &RawS3,
+) -> std::result::Result<LockAnswer, object_store::Error> {
+    let generic = |e: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+        store: "S3",
+        source: e,
+    };
+    let credential = store.credentials().get_credential().await?;
+    let mut request =
+        object_store::client::HttpRequest::new(object_store::client::HttpRequestBody::empty());
+    *request.uri_mut() = format!("{}?object-lock", raw.bucket_url)
+        .parse()
+        .map_err(|e| generic(Box::new(e)))?;
+    object_store::aws::AwsAuthorizer::new(&credential, "s3", &raw.region)
+        .try_authorize(&mut request, None)?;
+    let response = raw
+        .http
+        .execute(request)
+        .await
+        .map_err(|e| generic(Box::new(e)))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .bytes()
+        .await
+        .map_err(|e| generic(Box::new(e)))?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    Ok(if (200..300).contains(&status) {
+        LockAnswer::Ok(body)
+    } else {
+        LockAnswer::Status(status, s3_error_code(&body).map(str::to_string))
+    })
+}
+
 fn s3_error(action: &'static str, key: &str, e: object_store::Error, secrets: &[String]) -> Error {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let raw = error_chain(&e);
-    let message = redact(&raw, &refs);
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") {
-        return Error::TlsUntrusted {
+    let message = redact(&error_chain(&e), &refs);
+    let kind = s3_error_kind(&e);
+    let object = key.to_string();
+    match kind {
+        ErrorKind::ClockSkew => Error::ClockSkew { action, object },
+        ErrorKind::Tls if has_certificate_error(&e) => Error::TlsUntrusted {
             action,
-            object: key.to_string(),
+            object,
             message,
-        };
-    }
-    if raw.contains("RequestTimeTooSkewed") {
-        return Error::ClockSkew {
-            action,
-            object: key.to_string(),
-        };
-    }
-    match e {
-        object_store::Error::NotFound { .. } => Error::MissingObject {
+        },
+        ErrorKind::NotFound => Error::MissingObject {
             backup: String::new(),
-            object: key.to_string(),
+            object,
         },
-        object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
-            object: key.to_string(),
+        ErrorKind::AlreadyExists => Error::AlreadyExists { object },
+        ErrorKind::TargetUnavailable => Error::TargetUnavailable {
+            action,
+            object,
+            message,
         },
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. }
-        | object_store::Error::InvalidPath { .. }
+        _ => Error::Target {
+            kind,
+            action,
+            object,
+            message,
+        },
+    }
+}
+
+/// The `<Code>` of an S3 error response body (`<Error><Code>NoSuchBucket</Code>…`).
+fn s3_error_code(body: &str) -> Option<&str> {
+    let start = body.find("<Code>")? + "<Code>".len();
+    let len = body[start..].find("</Code>")?;
+    Some(body[start..start + len].trim())
+}
+
+/// Whether a rustls certificate error is in `e`'s source chain (an untrusted or invalid
+/// certificate, as opposed to a handshake with something that does not speak TLS).
+fn has_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertRevocationList(_),
+        ) = as_rustls(c)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+/// The innermost `io::Error` of nested ones (`io::Error::source` skips the wrapped error).
+fn innermost_io(mut e: &std::io::Error) -> &std::io::Error {
+    while let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<std::io::Error>()) {
+        e = inner;
+    }
+    e
+}
+
+/// `e` as a rustls error: directly, or wrapped in (nested) `io::Error`s, as the TLS stream
+/// and the HTTP client pass it on.
+fn as_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    e.downcast_ref::<rustls::Error>().or_else(|| {
+        let io = innermost_io(e.downcast_ref::<std::io::Error>()?);
+        io.get_ref()?.downcast_ref::<rustls::Error>()
+    })
+}
+
+/// Classifies an object store failure by walking its `source()` chain: object_store's own
+/// variants (404, 401, 403, 412 / 409), a rustls error (TLS), an `io::Error` (refused, reset,
+/// timed out) and the HTTP client's error kind (`HttpError`: connect, timeout) are typed. Two
+/// causes have no public typed source: the S3 error `<Code>` and the status of a failed
+/// response (object_store keeps its `RetryError` private; they are read from its message),
+/// and DNS failures (hyper-util's resolver error is private: recognised by its message).
+/// The one classifier of object store errors: the datamover's exit codes and result lines
+/// and the Target controller's condition reasons all use it.
+pub fn s3_error_kind(e: &object_store::Error) -> ErrorKind {
+    match e {
+        object_store::Error::NotFound { .. } => return kind_of_chain(e, ErrorKind::NotFound),
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            return ErrorKind::AlreadyExists;
+        }
+        object_store::Error::Unauthenticated { .. } => return kind_of_chain(e, ErrorKind::Auth),
+        object_store::Error::PermissionDenied { .. } => {
+            return kind_of_chain(e, ErrorKind::Permission);
+        }
+        object_store::Error::InvalidPath { .. }
         | object_store::Error::NotSupported { .. }
-        | object_store::Error::NotImplemented { .. } => Error::Target {
-            action,
-            object: key.to_string(),
-            message,
-        },
-        _ => Error::TargetUnavailable {
-            action,
-            object: key.to_string(),
-            message,
-        },
+        | object_store::Error::NotImplemented { .. }
+        | object_store::Error::UnknownConfigurationKey { .. } => {
+            return ErrorKind::TargetRefused;
+        }
+        _ => {}
+    }
+    kind_of_chain(e, ErrorKind::TargetUnavailable)
+}
+
+/// The most specific kind found in `e`'s source chain, else `fallback`.
+fn kind_of_chain(e: &(dyn std::error::Error + 'static), fallback: ErrorKind) -> ErrorKind {
+    use object_store::client::HttpErrorKind;
+    let mut http: Option<HttpErrorKind> = None;
+    let mut io: Option<ErrorKind> = None;
+    let mut tls = false;
+    let mut dns = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<object_store::client::HttpError>() {
+            http.get_or_insert(h.kind());
+        } else if as_rustls(c).is_some() {
+            tls = true;
+        } else if let Some(i) = c.downcast_ref::<std::io::Error>() {
+            io.get_or_insert(ErrorKind::from_io(innermost_io(i)));
+        } else {
+            let text = c.to_string();
+            // object_store's RetryError (the response's status and body) is private to the
+            // crate: its message "Server returned non-2xx status code: 503 Service
+            // Unavailable: <Error><Code>SlowDown</Code>…" is the only way to them.
+            if let Some(kind) = s3_error_code(&text).and_then(kind_of_s3_code) {
+                return kind;
+            }
+            if let Some(status) = response_status(&text) {
+                return kind_of_status(status, fallback);
+            }
+            // hyper-util: ConnectError("dns error", <resolver error>); hickory: "no record
+            // found" / "failed to lookup address". No typed source exists for these.
+            if text.starts_with("dns error") || text.contains("failed to lookup address") {
+                dns = true;
+            }
+        }
+        cur = c.source();
+    }
+    if tls {
+        ErrorKind::Tls
+    } else if dns {
+        ErrorKind::Dns
+    } else if let Some(k) = io.filter(|k| *k != ErrorKind::LocalIo) {
+        k
+    } else {
+        match http {
+            Some(HttpErrorKind::Connect) => ErrorKind::Connect,
+            Some(HttpErrorKind::Timeout) => ErrorKind::Timeout,
+            Some(HttpErrorKind::Interrupted) | Some(HttpErrorKind::Request) => {
+                ErrorKind::TargetUnavailable
+            }
+            _ => fallback,
+        }
+    }
+}
+
+/// The HTTP status in object_store's message of a failed response ("… status code: 503 …").
+fn response_status(text: &str) -> Option<u16> {
+    let start = text.find("status code: ")? + "status code: ".len();
+    let digits = text.get(start..start + 3)?;
+    digits.parse().ok().filter(|s| (100..600).contains(s))
+}
+
+/// Kinds of the S3 error codes that say more than their HTTP status.
+fn kind_of_s3_code(code: &str) -> Option<ErrorKind> {
+    Some(match code {
+        "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch"
+        | "InvalidToken"
+        | "ExpiredToken"
+        | "TokenRefreshRequired"
+        | "InvalidSecurity" => ErrorKind::Auth,
+        "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => ErrorKind::Permission,
+        "NoSuchBucket" => ErrorKind::BucketMissing,
+        "NoSuchKey" | "NoSuchUpload" => ErrorKind::NotFound,
+        "SlowDown"
+        | "RequestLimitExceeded"
+        | "ServiceUnavailable"
+        | "Throttling"
+        | "ThrottlingException"
+        | "TooManyRequests" => ErrorKind::Throttled,
+        "RequestTimeout" => ErrorKind::Timeout,
+        "InternalError" => ErrorKind::Server,
+        "RequestTimeTooSkewed" => ErrorKind::ClockSkew,
+        "ObjectLockConfigurationNotFoundError" | "InvalidRetentionPeriod" => ErrorKind::ObjectLock,
+        "PreconditionFailed" => ErrorKind::AlreadyExists,
+        _ => return None,
+    })
+}
+
+/// Kind of an HTTP status without a recognised S3 code.
+fn kind_of_status(status: u16, fallback: ErrorKind) -> ErrorKind {
+    match status {
+        401 => ErrorKind::Auth,
+        403 => ErrorKind::Permission,
+        404 => ErrorKind::NotFound,
+        409 | 412 => ErrorKind::AlreadyExists,
+        429 | 503 => ErrorKind::Throttled,
+        500..=599 => ErrorKind::Server,
+        400..=499 => ErrorKind::TargetRefused,
+        _ => fallback,
     }
 }
 

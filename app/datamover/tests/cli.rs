@@ -321,8 +321,8 @@ fn coalesce_killed_at_any_moment_leaves_every_backup_restorable() {
     restore_all();
 }
 
-/// Direct I/O (the default for local images and restored files) and the page cache
-/// (`TVK_DATAMOVER_IO=buffered`) write byte-identical images, and each restores the volume
+/// Direct I/O (`TVK_DATAMOVER_IO=direct`, the default for fsynced local images and restored
+/// files) and the page cache (`TVK_DATAMOVER_IO=buffered`, the default with `--no-sync`) write byte-identical images, and each restores the volume
 /// exactly — with an odd size, so the last partial cluster takes the unaligned path.
 #[test]
 fn direct_and_buffered_writes_give_identical_images_and_restores() {
@@ -341,9 +341,7 @@ fn direct_and_buffered_writes_give_identical_images_and_restores() {
         let index = d.join(format!("{mode}.index"));
         let out = d.join(format!("{mode}.raw"));
         let mut c = bin();
-        if mode == "buffered" {
-            c.env("TVK_DATAMOVER_IO", "buffered");
-        }
+        c.env("TVK_DATAMOVER_IO", mode);
         let st = c
             .args(["--progress", "none", "image", "full", src])
             .arg(&img)
@@ -353,9 +351,7 @@ fn direct_and_buffered_writes_give_identical_images_and_restores() {
             .unwrap();
         assert!(st.success());
         let mut c = bin();
-        if mode == "buffered" {
-            c.env("TVK_DATAMOVER_IO", "buffered");
-        }
+        c.env("TVK_DATAMOVER_IO", mode);
         let st = c
             .args(["--progress", "none", "image", "restore"])
             .arg(&img)

@@ -148,6 +148,7 @@ fn probe_on_s3_leaves_nothing_and_reports_a_missing_bucket_and_an_unreachable_en
     ));
     assert_eq!(code, 1, "{result}");
     assert_eq!(result["ok"], false);
+    assert_eq!(result["kind"], "BucketMissing", "{result}");
 
     // Nothing listening: retry later (75).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -162,6 +163,118 @@ fn probe_on_s3_leaves_nothing_and_reports_a_missing_bucket_and_an_unreachable_en
     ));
     assert_eq!(code, 75, "{result}");
     assert_eq!(result["retryable"], true);
+    assert_eq!(result["kind"], "Connect", "{result}");
+}
+
+/// `probe --expect-object-lock` asks the bucket for its Object Lock configuration (a signed
+/// GetObjectLockConfiguration): a bucket created with Object Lock passes and says so, a plain
+/// bucket fails with kind ObjectLock (fatal: 1), and so does a filesystem target (no such
+/// setting to verify there).
+#[test]
+fn probe_verifies_object_lock_when_asked() {
+    let moto = tvk_testkit::moto().unwrap();
+    let locked = unique_name("locked");
+    let mut s = TcpStream::connect(moto.addr()).unwrap();
+    write!(
+        s,
+        "PUT /{locked} HTTP/1.1\r\nHost: {}\r\nx-amz-bucket-object-lock-enabled: true\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        moto.addr()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let plain = unique_name("unlocked");
+    create_bucket(moto.addr(), &plain);
+
+    let (code, result, err) = run(
+        probe_args(&mut bin(), &format!("s3://{locked}/p"), &moto.url())
+            .arg("--expect-object-lock"),
+    );
+    assert_eq!(code, 0, "{result} {err}");
+    assert_eq!(result["result"]["objectLockVerified"], true, "{result}");
+
+    let (code, result, _) = run(
+        probe_args(&mut bin(), &format!("s3://{plain}/p"), &moto.url()).arg("--expect-object-lock"),
+    );
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["kind"], "ObjectLock", "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("no Object Lock configuration"),
+        "{result}"
+    );
+    // Without the flag the plain bucket is fine.
+    let (code, result, _) = run(probe_args(
+        &mut bin(),
+        &format!("s3://{plain}/p"),
+        &moto.url(),
+    ));
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["result"]["objectLockVerified"], false, "{result}");
+
+    let dir = TempDir::new("probe-lock-fs").unwrap();
+    let (code, result, _) = run(bin()
+        .args([
+            "--progress",
+            "none",
+            "probe",
+            "--expect-object-lock",
+            "--target",
+        ])
+        .arg(dir.path()));
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["kind"], "InvalidInput", "{result}");
+}
+
+/// Every failure names its cause in the result line's `"kind"`, classified from the typed
+/// source chain (S3 error code, HTTP status, rustls error), and the exit code follows it:
+/// refused credentials and TLS spoken to a plain-HTTP port are fatal (1), SlowDown retryable (75).
+#[test]
+fn probe_failures_carry_their_kind_and_exit_code() {
+    let moto = tvk_testkit::moto().unwrap();
+    let bucket = unique_name("kinds");
+    create_bucket(moto.addr(), &bucket);
+    let target = format!("s3://{bucket}/p");
+    // moto accepts any key; the proxy answers as AWS does for an unknown access key.
+    let fault = |status: u16, code: &'static str| {
+        FaultProxy::start_plan(
+            moto.addr(),
+            tvk_testkit::fault_proxy::FaultPlan {
+                percent: 100,
+                methods: Vec::new(),
+                request_contains: None,
+                status,
+                code,
+            },
+            3,
+        )
+        .unwrap()
+    };
+    for (status, code, kind, exit) in [
+        (403, "InvalidAccessKeyId", "Auth", 1),
+        (403, "SignatureDoesNotMatch", "Auth", 1),
+        (403, "AccessDenied", "Permission", 1),
+        (503, "SlowDown", "Throttled", 75),
+        (500, "InternalError", "Server", 75),
+    ] {
+        let proxy = fault(status, code);
+        let (got, result, _) = run(probe_args(&mut bin(), &target, &proxy.url()));
+        assert_eq!(result["kind"], kind, "{code}: {result}");
+        assert_eq!(got, exit, "{code}: {result}");
+        let error = result["error"].as_str().unwrap();
+        assert!(!error.contains(S3_SECRET_KEY), "{error}");
+    }
+    // TLS to moto's plain-HTTP port: the handshake fails, which retrying does not fix.
+    let (got, result, _) = run(probe_args(
+        &mut bin(),
+        &target,
+        &format!("https://{}", moto.addr()),
+    ));
+    assert_eq!(result["kind"], "Tls", "{result}");
+    assert_eq!(got, 1, "{result}");
 }
 
 /// The endpoint's host name does not resolve, so S3 is reachable only through the proxy
