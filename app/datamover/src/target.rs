@@ -324,6 +324,36 @@ impl Target {
         })
     }
 
+    /// The target as an async object store and the key prefix inside it, for async callers
+    /// that need none of the QCOW2 machinery (the image store of `tvk_oci::store`): an S3
+    /// target hands out its client; a filesystem (NFS) target a `LocalFileSystem` rooted at
+    /// the share, with fsync on (the durability an S3 `PUT` gives).
+    pub fn object_store(&self) -> Result<(Arc<dyn ObjectStore>, String)> {
+        match &*self.inner {
+            TargetKind::Filesystem { root } => {
+                let store = object_store::local::LocalFileSystem::new_with_prefix(root)
+                    .map_err(|e| {
+                        Error::Usage(format!("target {} cannot be opened: {e}", root.display()))
+                    })?
+                    .with_fsync(true)
+                    .with_automatic_cleanup(true);
+                Ok((Arc::new(store), String::new()))
+            }
+            TargetKind::S3 { store, prefix, .. } => {
+                Ok((store.clone() as Arc<dyn ObjectStore>, prefix.clone()))
+            }
+        }
+    }
+
+    /// How messages name the target (`/mnt/target`, `s3://bucket/prefix`), no credentials.
+    pub fn display_name(&self) -> String {
+        match &*self.inner {
+            TargetKind::Filesystem { root } => root.display().to_string(),
+            TargetKind::S3 { bucket, prefix, .. } if prefix.is_empty() => format!("s3://{bucket}"),
+            TargetKind::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+
     fn fs_path(root: &FsPath, key: &str) -> PathBuf {
         root.join(key)
     }
