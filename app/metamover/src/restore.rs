@@ -5,10 +5,12 @@
 //! the Restore's spec and the destination (existing objects, served types, storage classes) and
 //! writes the plan to `status.restoreApplication`. `restore` reads that plan back, creates the
 //! objects in order (re-checking each right before writing it), re-links owner references,
-//! records results after every batch and waits for workloads.
+//! points containers at the images ImageRestore pushed (`status.images[]`, through
+//! [`crate::images::rewrite_images`]), records results after every batch and waits for
+//! workloads.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -20,6 +22,7 @@ use kube::{
 use serde_json::{Value, json};
 use tvk_api::{
     ClusterRestore, Restore,
+    restore::RestoreStatus,
     restore_plan::{
         CreatedObject, ObjectResult, PlanAction, PlanSource, PlannedNamespace, RestorePlan,
         SourceKind,
@@ -91,6 +94,24 @@ struct Loaded {
     /// Problems of the spec itself (bad selectors, configs).
     spec_problems: Vec<String>,
     status_plan: Option<Value>,
+    /// Original image reference → restored reference, from `status.images[]` (ImageRestore).
+    images: BTreeMap<String, String>,
+}
+
+/// The rewrite map of a restore's `status.images[]`: every image ImageRestore pushed
+/// (those with a `restoredImage`) maps its original reference to the new one (pure).
+pub fn image_map(status: Option<&RestoreStatus>) -> BTreeMap<String, String> {
+    status
+        .and_then(|s| s.images.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            i.restored_image
+                .as_ref()
+                .filter(|to| !to.is_empty() && **to != i.image)
+                .map(|to| (i.image.clone(), to.clone()))
+        })
+        .collect()
 }
 
 fn not_found_or(r: &RestoreRef, e: kube::Error) -> Error {
@@ -134,6 +155,7 @@ async fn load(client: &Client, r: &RestoreRef) -> Result<Loaded> {
             Ok(Loaded {
                 uid: rst.metadata.uid.clone().unwrap_or_default(),
                 map: NamespaceMap::restore(&ns, settings),
+                images: image_map(rst.status.as_ref()),
                 status_plan: rst.status.and_then(|s| s.restore_application),
                 spec_problems,
             })
@@ -193,6 +215,7 @@ async fn load(client: &Client, r: &RestoreRef) -> Result<Loaded> {
             Ok(Loaded {
                 uid: rst.metadata.uid.clone().unwrap_or_default(),
                 map,
+                images: image_map(rst.status.as_ref()),
                 status_plan: rst.status.and_then(|s| s.restore_application),
                 spec_problems,
             })
@@ -813,6 +836,7 @@ pub async fn run_restore(
                 actions[k],
                 map,
                 &loaded.uid,
+                &loaded.images,
                 &mut uids,
                 &pending,
                 &mut deferred,
@@ -944,6 +968,7 @@ async fn restore_one(
     action: PlanAction,
     map: &NamespaceMap,
     restore_uid: &str,
+    images: &BTreeMap<String, String>,
     uids: &mut HashMap<OwnerKey, String>,
     pending: &HashSet<OwnerKey>,
     deferred: &mut Vec<Deferred>,
@@ -975,6 +1000,8 @@ async fn restore_one(
     }
     let mut obj = p.object.clone().map_err(Error::Usage)?;
     relink(&mut obj, &p.dest, uids, pending, deferred);
+    // Images ImageRestore pushed to the restore registry: workloads point at them.
+    crate::images::rewrite_images(&mut obj, images);
     let mut action = action;
     if let Some(live) = &existing {
         let live_v = with_type(live.clone(), &ar)?;
@@ -1168,6 +1195,32 @@ mod tests {
             )
         ));
         assert!(!workload_ready("DaemonSet", &d(json!({}), json!({}))));
+    }
+
+    #[test]
+    fn only_pushed_images_are_in_the_rewrite_map() {
+        let status: RestoreStatus = serde_json::from_value(serde_json::json!({"images": [
+            {"image": "nginx:1", "digest": "sha256:aa", "result": "Reachable"},
+            {"image": "gone.example/app/web:v1", "digest": "sha256:bb",
+             "restoredImage": "reg.example/restored/web:v1", "result": "Pushed"},
+            {"image": "gone.example/app/api:v2", "digest": "sha256:cc",
+             "restoredImage": "reg.example/restored/api:v2-tvk-1234abcd", "result": "PushedNewTag"}]}))
+        .unwrap();
+        let map = image_map(Some(&status));
+        assert_eq!(
+            map.into_iter().collect::<Vec<_>>(),
+            vec![
+                (
+                    "gone.example/app/api:v2".to_string(),
+                    "reg.example/restored/api:v2-tvk-1234abcd".to_string()
+                ),
+                (
+                    "gone.example/app/web:v1".to_string(),
+                    "reg.example/restored/web:v1".to_string()
+                ),
+            ]
+        );
+        assert!(image_map(None).is_empty());
     }
 
     #[test]

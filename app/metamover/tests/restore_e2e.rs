@@ -893,3 +893,54 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
     );
     assert!(!plan.created.iter().any(|c| c.kind == "Deployment"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_point_at_the_images_image_restore_pushed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-images").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location = backed_up(&server, target.path()).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    server
+        .create(restore(
+            "img",
+            &location,
+            json!({"restoreFlags": {"onlyMetadata": true}, "actionFlags": {"imageRestore": true}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "img", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert!(plan_of(&server, "img").blocking.is_empty());
+    // ImageRestore's record: nginx:1 was pushed to the restore registry, another image was
+    // still reachable (no rewrite for it).
+    let restores: kube::Api<tvk_api::Restore> = kube::Api::namespaced(server.client(), "copy");
+    restores
+        .patch_status(
+            "img",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"images": [
+                {"image": "nginx:1", "digest": "sha256:aa",
+                 "restoredImage": "127.0.0.1:5002/restored/nginx:1", "result": "Pushed"},
+                {"image": "busybox:1", "digest": "sha256:bb", "result": "Reachable"}]}})),
+        )
+        .await
+        .unwrap();
+    let run = metamover(&kc, &args("restore", "img", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let dep = server
+        .get("apps/v1", "Deployment", Some("copy"), "web")
+        .unwrap();
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "127.0.0.1:5002/restored/nginx:1"
+    );
+    // The backed-up Deployment in shop is untouched.
+    let orig = server
+        .get("apps/v1", "Deployment", Some("shop"), "web")
+        .unwrap();
+    assert_eq!(
+        orig["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1"
+    );
+}
