@@ -511,7 +511,16 @@ async fn step<K: BackupKind>(
                                     "no hooks configured",
                                 );
                                 progress.skip(BackupPhase::Quiesce, "no hooks configured");
-                                start_data_snapshot(plan, progress, pvcs.len());
+                                start_data_snapshot(
+                                    ctx,
+                                    backup,
+                                    ids,
+                                    plan,
+                                    Some(target),
+                                    progress,
+                                    pvcs.len(),
+                                )
+                                .await?;
                             }
                             return Ok(Action::requeue(Duration::from_secs(1)));
                         }
@@ -524,7 +533,10 @@ async fn step<K: BackupKind>(
                     };
                     progress.skip(BackupPhase::HookTargetIdentification, hook_reason);
                     progress.skip(BackupPhase::Quiesce, hook_reason);
-                    skip_images(plan, progress);
+                    start_images(ctx, backup, ids, plan, Some(target), progress).await?;
+                    if progress.status.status == Some(BackupState::Failed) {
+                        return Ok(Action::await_change());
+                    }
                     progress.skip(
                         BackupPhase::DataSnapshot,
                         "no PersistentVolumeClaims to protect",
@@ -611,7 +623,8 @@ async fn step<K: BackupKind>(
                     let count = read_snapshot(progress)
                         .map(|s| s.data_snapshots().count())
                         .unwrap_or(0);
-                    start_data_snapshot(Some(plan), progress, count);
+                    start_data_snapshot(ctx, backup, ids, Some(plan), target, progress, count)
+                        .await?;
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
                 Err(reason) => {
@@ -760,6 +773,20 @@ async fn step<K: BackupKind>(
                 );
                 return Ok(Action::await_change());
             };
+            // The image backup Job runs alongside the data phases; the commit waits for it.
+            if !await_images(ctx, backup, ids, target, progress).await? {
+                if progress.status.status != Some(BackupState::Failed) {
+                    progress.begin(
+                        BackupPhase::MetadataUpload,
+                        "waiting for the image backup Job before committing",
+                    );
+                }
+                return Ok(poll);
+            }
+            progress.begin(
+                BackupPhase::MetadataUpload,
+                "committing the backup on the target (metamover commit Job)",
+            );
             match run_job(
                 ctx,
                 backup,
@@ -806,14 +833,23 @@ async fn step<K: BackupKind>(
                     Ok(poll)
                 }
                 retention::RetentionStep::Done(report) => {
-                    let summary = if report.summary.is_empty() {
-                        "no backup expired".to_string()
-                    } else {
-                        report.summary
-                    };
-                    progress.complete(BackupPhase::Retention, &summary);
-                    finish(ctx, ids, progress).await?;
-                    Ok(Action::await_change())
+                    match collect_images(ctx, backup, ids, plan, target, &report, progress).await? {
+                        GcStep::Running => Ok(poll),
+                        GcStep::Done(summary) => {
+                            progress.complete(BackupPhase::Retention, &summary);
+                            finish(ctx, ids, progress).await?;
+                            Ok(Action::await_change())
+                        }
+                        GcStep::Failed(message) => {
+                            progress.set(
+                                BackupPhase::Retention,
+                                BackupPhaseStatus::Error,
+                                &message,
+                            );
+                            finish(ctx, ids, progress).await?;
+                            Ok(Action::await_change())
+                        }
+                    }
                 }
                 // A retention failure never fails a good backup: the condition says Error.
                 retention::RetentionStep::Failed(message) => {
@@ -831,6 +867,112 @@ async fn step<K: BackupKind>(
             Ok(Action::await_change())
         }
     }
+}
+
+/// Where the image garbage collection after retention stands.
+enum GcStep {
+    /// The gc Job runs (the Retention condition says so).
+    Running,
+    /// Done; the Retention condition's reason (the expiry summary, and the gc's).
+    Done(String),
+    /// The gc Job failed: the Retention condition's `Error` reason.
+    Failed(String),
+}
+
+/// Item of the image gc Job's name.
+const IMAGES_GC_ITEM: &str = "images-gc";
+/// What the Retention reason says while the gc Job runs (the summary is kept before it).
+const GC_RUNNING: &str = "; collecting the image blobs no backup references any more";
+
+/// After retention expired backups (of a plan that backs up images), one Job runs
+/// `tvk-metamover images gc <target flags>` for the target. The Retention condition keeps the
+/// expiry summary while it runs (a later pass of `retention::apply` finds nothing left to
+/// expire); a gc failure is a Retention `Error`, never a failed backup (the next run collects).
+async fn collect_images<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    ids: &Ids,
+    plan: &K::Plan,
+    target: &Target,
+    report: &retention::RetentionReport,
+    progress: &mut Progress,
+) -> Result<GcStep> {
+    let plain = if report.summary.is_empty() {
+        "no backup expired".to_string()
+    } else {
+        report.summary.clone()
+    };
+    if plan.skip_image_backup() {
+        return Ok(GcStep::Done(plain));
+    }
+    let name = object_name(
+        &format!("{:?}", BackupPhase::Retention),
+        &ids.uid,
+        IMAGES_GC_ITEM,
+    );
+    let exists = Api::<Job>::namespaced(ctx.client.clone(), &ids.job_ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("read Job {}/{name}", ids.job_ns), e))?
+        .is_some();
+    if report.expired.is_empty() && !exists {
+        return Ok(GcStep::Done(plain));
+    }
+    // The summary of the pass that expired backups, kept in the condition while gc runs.
+    let earlier = progress
+        .status
+        .condition
+        .iter()
+        .flatten()
+        .find(|c| c.phase == Some(BackupPhase::Retention))
+        .and_then(|c| c.reason.as_deref())
+        .and_then(|r| r.split_once(GC_RUNNING))
+        .map(|(summary, _)| summary.to_string());
+    let summary = match earlier {
+        Some(s) if report.expired.is_empty() => s,
+        _ => plain,
+    };
+    let args = vec!["images".to_string(), "gc".to_string()];
+    let (name, state) = match ensure_job(
+        ctx,
+        backup,
+        ids,
+        target,
+        BackupPhase::Retention,
+        IMAGES_GC_ITEM,
+        args,
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(no_access) => {
+            return Ok(GcStep::Failed(format!(
+                "{summary}; the image blobs were not collected: {no_access}"
+            )));
+        }
+    };
+    Ok(match state {
+        JobState::Missing | JobState::Running => {
+            progress.begin(
+                BackupPhase::Retention,
+                &format!("{summary}{GC_RUNNING} (Job {}/{name})", ids.job_ns),
+            );
+            GcStep::Running
+        }
+        JobState::Succeeded => GcStep::Done(format!(
+            "{summary}; image blobs no backup references were collected (Job {}/{name})",
+            ids.job_ns
+        )),
+        JobState::Failed(job_message) => {
+            ctx.metrics.job_failed("ImageGc");
+            let message =
+                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, &job_message).await?;
+            GcStep::Failed(format!(
+                "{summary}; collecting unreferenced image blobs failed (Job {}/{name}): {message}; the next retention run collects them",
+                ids.job_ns
+            ))
+        }
+    })
 }
 
 /// Every hook configuration of the plan identified (one [`hooks::HookTargets`] per
@@ -949,26 +1091,122 @@ async fn run_unquiesce<P: PlanKind>(
     })
 }
 
-/// Images are skipped, DataSnapshot begins.
-fn start_data_snapshot<P: PlanKind>(plan: Option<&P>, progress: &mut Progress, volumes: usize) {
-    skip_images(plan, progress);
+/// ImageBackup starts (or is skipped), DataSnapshot begins.
+async fn start_data_snapshot<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    ids: &Ids,
+    plan: Option<&K::Plan>,
+    target: Option<&Target>,
+    progress: &mut Progress,
+    volumes: usize,
+) -> Result<()> {
+    start_images(ctx, backup, ids, plan, target, progress).await?;
+    if progress.status.status == Some(BackupState::Failed) {
+        return Ok(());
+    }
     progress.begin(
         BackupPhase::DataSnapshot,
         &format!("taking CSI snapshots of {volumes} PersistentVolumeClaim(s)"),
     );
+    Ok(())
 }
 
-fn skip_images<P: PlanKind>(plan: Option<&P>, progress: &mut Progress) {
-    let skip_images = plan.is_some_and(PlanKind::skip_image_backup);
-    progress.skip(
+/// Item of the image backup Job's name.
+const IMAGES_ITEM: &str = "images-backup";
+
+/// ImageBackup: `Skipped` with the plan's flag, else the images Job
+/// (`tvk-metamover images backup`) is started and the condition stays `InProgress` while the
+/// backup goes on: copying images can take minutes and the application must not stay
+/// quiesced meanwhile. [`await_images`] waits for it before MetadataUpload.
+async fn start_images<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    ids: &Ids,
+    plan: Option<&K::Plan>,
+    target: Option<&Target>,
+    progress: &mut Progress,
+) -> Result<()> {
+    if plan.is_some_and(PlanKind::skip_image_backup) {
+        progress.skip(
+            BackupPhase::ImageBackup,
+            &format!(
+                "{}.skipImageBackup is set",
+                <K::Plan as PlanKind>::FLAGS_FIELD
+            ),
+        );
+        return Ok(());
+    }
+    let Some(target) = target else {
+        progress.fail(
+            BackupPhase::ImageBackup,
+            "the plan's Target vanished mid-backup",
+        );
+        return Ok(());
+    };
+    let args = metamover_args(&["images", "backup"], K::KIND, &ids.ns, &ids.name);
+    let state = run_metamover(
+        ctx,
+        backup,
+        ids,
+        target,
         BackupPhase::ImageBackup,
-        &if skip_images {
-            format!("{}.skipImageBackup is set", P::FLAGS_FIELD)
-        } else {
-            "container image backup is not implemented yet (issue #9); images are not on the target"
-                .into()
-        },
-    );
+        IMAGES_ITEM,
+        args,
+        progress,
+    )
+    .await?;
+    if !matches!(state, JobState::Failed(_)) {
+        progress.begin(
+            BackupPhase::ImageBackup,
+            "copying the workloads' container images to the target (metamover Job); the backup goes on meanwhile",
+        );
+    }
+    Ok(())
+}
+
+/// Waits for the image backup Job started by [`start_images`] (when ImageBackup is
+/// `InProgress`): `Ok(true)` once it is done (ImageBackup `Completed` with the number of
+/// images), `Ok(false)` while it runs or after it failed the backup.
+async fn await_images<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    ids: &Ids,
+    target: &Target,
+    progress: &mut Progress,
+) -> Result<bool> {
+    let running = progress.status.condition.iter().flatten().any(|c| {
+        c.phase == Some(BackupPhase::ImageBackup) && c.status == Some(BackupPhaseStatus::InProgress)
+    });
+    if !running {
+        return Ok(true);
+    }
+    let args = metamover_args(&["images", "backup"], K::KIND, &ids.ns, &ids.name);
+    match run_metamover(
+        ctx,
+        backup,
+        ids,
+        target,
+        BackupPhase::ImageBackup,
+        IMAGES_ITEM,
+        args,
+        progress,
+    )
+    .await?
+    {
+        JobState::Succeeded => {
+            let images = Snapshot::from_status_value(progress.status.snapshot.as_ref())
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.images.len());
+            progress.complete(
+                BackupPhase::ImageBackup,
+                &format!("{images} image(s) stored on the target"),
+            );
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// `status.snapshot` as the typed model (the metamover wrote it; a missing one is a failure).
@@ -1059,56 +1297,87 @@ async fn run_job<K: BackupKind>(
     action: &str,
     progress: &mut Progress,
 ) -> Result<JobState> {
-    let name = object_name(&format!("{phase:?}"), &ids.uid, action);
+    let args = metamover_args(&[action], K::KIND, &ids.ns, &ids.name);
+    run_metamover(ctx, backup, ids, target, phase, action, args, progress).await
+}
+
+/// [`run_job`] with the metamover arguments given (`images backup …`).
+#[allow(clippy::too_many_arguments)]
+async fn run_metamover<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    ids: &Ids,
+    target: &Target,
+    phase: BackupPhase,
+    item: &str,
+    args: Vec<String>,
+    progress: &mut Progress,
+) -> Result<JobState> {
+    let (name, state) = match ensure_job(ctx, backup, ids, target, phase, item, args).await? {
+        Ok(found) => found,
+        Err(no_access) => {
+            progress.fail(phase, &no_access);
+            return Ok(JobState::Failed(no_access));
+        }
+    };
+    if let JobState::Failed(job_message) = &state {
+        ctx.metrics.job_failed(&format!("{phase:?}"));
+        let message =
+            crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, job_message).await?;
+        progress.fail(
+            phase,
+            &format!("Job {}/{name} failed: {message}", ids.job_ns),
+        );
+    }
+    Ok(state)
+}
+
+/// Creates (or adopts) the metamover Job `tvk-<phase>-<hash(backup uid, item)>` running `args`
+/// and returns its name and state; inner `Err` when the Target cannot be reached from Jobs.
+async fn ensure_job<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    ids: &Ids,
+    target: &Target,
+    phase: BackupPhase,
+    item: &str,
+    args: Vec<String>,
+) -> Result<std::result::Result<(String, JobState), String>> {
+    let name = object_name(&format!("{phase:?}"), &ids.uid, item);
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ids.job_ns);
     let existing = api
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("read Job {}/{name}", ids.job_ns), e))?;
     let state = job_state(existing.as_ref());
-    match &state {
-        JobState::Missing => {
-            let access = match job_access(target, &ids.job_ns) {
-                Ok(a) => a,
-                Err(e) => {
-                    progress.fail(phase, &e.to_string());
-                    return Ok(JobState::Failed(e.to_string()));
-                }
-            };
-            let request = JobRequest {
-                name: name.clone(),
-                namespace: &ids.job_ns,
-                backup_label: ids.name.chars().take(63).collect(),
-                backup_uid: &ids.uid,
-                backup_ref: backup.backup_ref(),
-                owner: job_owner(backup, &ids.job_ns),
-                phase: "metadata",
-                image: ctx.config.images.metamover.clone(),
-                service_account: Some(ctx.config.service_accounts.metamover.clone()),
-                args: metamover_args(action, K::KIND, &ids.ns, &ids.name),
-                access,
-                resources: ctx.config.job_resources.metadata.clone(),
-            };
-            let job = build_job(&request, &ctx.config)?;
-            match api.create(&PostParams::default(), &job).await {
-                Ok(_) => {}
-                // Created by an earlier reconcile (or leader): adopt it.
-                Err(e) if is_conflict(&e) => {}
-                Err(e) => return Err(Error::kube(format!("create Job {}/{name}", ids.job_ns), e)),
-            }
+    if state == JobState::Missing {
+        let access = match job_access(target, &ids.job_ns) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let request = JobRequest {
+            name: name.clone(),
+            namespace: &ids.job_ns,
+            backup_label: ids.name.chars().take(63).collect(),
+            backup_uid: &ids.uid,
+            backup_ref: backup.backup_ref(),
+            owner: job_owner(backup, &ids.job_ns),
+            phase: "metadata",
+            image: ctx.config.images.metamover.clone(),
+            service_account: Some(ctx.config.service_accounts.metamover.clone()),
+            args,
+            access,
+            resources: ctx.config.job_resources.metadata.clone(),
+        };
+        let job = build_job(&request, &ctx.config)?;
+        match api.create(&PostParams::default(), &job).await {
+            Ok(_) => {}
+            // Created by an earlier reconcile (or leader): adopt it.
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(Error::kube(format!("create Job {}/{name}", ids.job_ns), e)),
         }
-        JobState::Failed(job_message) => {
-            ctx.metrics.job_failed(&format!("{phase:?}"));
-            let message =
-                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, job_message).await?;
-            progress.fail(
-                phase,
-                &format!("Job {}/{name} failed: {message}", ids.job_ns),
-            );
-        }
-        JobState::Running | JobState::Succeeded => {}
     }
-    Ok(state)
+    Ok(Ok((name, state)))
 }
 
 /// Deletes the backup's Jobs (their pods with them).
@@ -1129,10 +1398,11 @@ async fn delete_jobs(ctx: &Context, ids: &Ids) -> Result<()> {
     Ok(())
 }
 
-/// `<action> --kind K [--namespace NS] --name NAME` of a metamover Job (no namespace for a
+/// `<action…> --kind K [--namespace NS] --name NAME` of a metamover Job (no namespace for a
 /// ClusterBackup).
-fn metamover_args(action: &str, kind: &str, ns: &str, name: &str) -> Vec<String> {
-    let mut args = vec![action.to_string(), "--kind".into(), kind.to_string()];
+fn metamover_args(action: &[&str], kind: &str, ns: &str, name: &str) -> Vec<String> {
+    let mut args: Vec<String> = action.iter().map(ToString::to_string).collect();
+    args.extend(["--kind".into(), kind.to_string()]);
     if !ns.is_empty() {
         args.extend(["--namespace".into(), ns.to_string()]);
     }

@@ -163,21 +163,52 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
     let b = reconcile(&client).await;
     let s = b.status.clone().unwrap();
     assert_eq!(s.phase, Some(BackupPhase::MetadataUpload), "{s:?}");
+    // The image backup Job runs alongside; the commit waits for it.
     assert_eq!(
         condition(&b, BackupPhase::ImageBackup).0,
-        Some(BackupPhaseStatus::Skipped)
-    );
-    assert!(
-        condition(&b, BackupPhase::ImageBackup)
-            .1
-            .contains("issue #9")
+        Some(BackupPhaseStatus::InProgress)
     );
     assert!(
         s.snapshot.is_some(),
         "the metamover's status.snapshot is kept"
     );
-    // The next reconcile starts the commit Job.
+    let images = job_with(&client, "images").await;
+    assert_eq!(
+        &args_of(&images)[..8],
+        [
+            "images",
+            "backup",
+            "--kind",
+            "Backup",
+            "--namespace",
+            NS,
+            "--name",
+            "app-full-1"
+        ]
+    );
     reconcile(&client).await;
+    assert!(
+        jobs(&client)
+            .await
+            .iter()
+            .all(|j| args_of(j)[0] != "commit"),
+        "no commit before the images are stored"
+    );
+    finish_job(&client, images.metadata.name.as_deref().unwrap(), true).await;
+    write_snapshot(
+        &client,
+        json!({"images": [{"image": "nginx:1.27", "digest": "sha256:aa"}, {"image": "redis:7", "digest": "sha256:bb"}]}),
+    )
+    .await;
+    // The next reconcile completes ImageBackup and starts the commit Job.
+    let b = reconcile(&client).await;
+    assert_eq!(
+        condition(&b, BackupPhase::ImageBackup),
+        (
+            Some(BackupPhaseStatus::Completed),
+            "2 image(s) stored on the target".to_string()
+        )
+    );
     let commit = jobs(&client).await.into_iter().find(|j| {
         j.spec
             .as_ref()
@@ -209,6 +240,186 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
     let again = reconcile(&client).await;
     assert_eq!(again.status, b.status);
     assert!(writes.take().is_empty());
+}
+
+fn args_of(job: &Job) -> Vec<String> {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
+async fn job_with(client: &kube::Client, first_arg: &str) -> Job {
+    jobs(client)
+        .await
+        .into_iter()
+        .find(|j| args_of(j)[0] == first_arg)
+        .unwrap_or_else(|| panic!("no {first_arg} Job"))
+}
+
+#[tokio::test]
+async fn a_failed_image_backup_job_fails_the_backup_at_image_backup() {
+    let (client, _) = common::fake(world("Available", "Available")).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let snapshot = job_with(&client, "snapshot").await;
+    finish_job(&client, snapshot.metadata.name.as_deref().unwrap(), true).await;
+    write_snapshot(
+        &client,
+        json!({"custom": {"resources": [], "dataSnapshots": []}}),
+    )
+    .await;
+    reconcile(&client).await;
+    let images = job_with(&client, "images").await;
+    finish_job(&client, images.metadata.name.as_deref().unwrap(), false).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Failed), "{s:?}");
+    assert_eq!(s.phase, Some(BackupPhase::ImageBackup));
+    let (state, reason) = condition(&b, BackupPhase::ImageBackup);
+    assert_eq!(state, Some(BackupPhaseStatus::Failed));
+    assert!(reason.contains("bucket refused the write"), "{reason}");
+    assert!(jobs(&client).await.is_empty(), "a failure deletes the Jobs");
+}
+
+#[tokio::test]
+async fn skip_image_backup_skips_the_phase_without_a_job() {
+    let mut objs = world("Available", "Available");
+    objs[1]["spec"]["backupPlanFlags"] = json!({"skipImageBackup": true});
+    let (client, _) = common::fake(objs).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let snapshot = job_with(&client, "snapshot").await;
+    finish_job(&client, snapshot.metadata.name.as_deref().unwrap(), true).await;
+    write_snapshot(
+        &client,
+        json!({"custom": {"resources": [], "dataSnapshots": []}}),
+    )
+    .await;
+    let b = reconcile(&client).await;
+    assert_eq!(
+        condition(&b, BackupPhase::ImageBackup),
+        (
+            Some(BackupPhaseStatus::Skipped),
+            "backupPlanFlags.skipImageBackup is set".to_string()
+        )
+    );
+    assert!(
+        jobs(&client)
+            .await
+            .iter()
+            .all(|j| args_of(j)[0] != "images")
+    );
+    reconcile(&client).await;
+    job_with(&client, "commit").await;
+}
+
+#[tokio::test]
+async fn retention_that_expires_backups_runs_the_image_gc_job() {
+    let mut objs = world("Available", "Available");
+    objs[1]["spec"]["backupConfig"]["retentionPolicy"] = json!({"name": "keep"});
+    objs.push(
+        json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Policy",
+        "metadata": {"name": "keep", "namespace": NS},
+        "spec": {"type": "Retention", "retentionConfig": {"latest": 1}}}),
+    );
+    objs.push(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
+        "metadata": {"name": "app-full-0", "namespace": NS, "uid": "old-uid"},
+        "spec": {"type": "Full", "backupPlan": {"name": "app"}},
+        "status": {"status": "Available", "location": "plan-uid/old-uid",
+            "startTimestamp": "2026-01-01T00:00:00Z", "completionTimestamp": "2026-01-01T00:05:00Z"}}));
+    let (client, _) = common::fake(objs).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let snapshot = job_with(&client, "snapshot").await;
+    finish_job(&client, snapshot.metadata.name.as_deref().unwrap(), true).await;
+    write_snapshot(
+        &client,
+        json!({"custom": {"resources": [], "dataSnapshots": []}}),
+    )
+    .await;
+    reconcile(&client).await;
+    let images = job_with(&client, "images").await;
+    finish_job(&client, images.metadata.name.as_deref().unwrap(), true).await;
+    reconcile(&client).await;
+    let commit = job_with(&client, "commit").await;
+    finish_job(&client, commit.metadata.name.as_deref().unwrap(), true).await;
+    let b = reconcile(&client).await;
+    assert_eq!(b.status.unwrap().phase, Some(BackupPhase::Retention));
+    // Retention expires the old backup, then collects the image blobs on the target.
+    let b = reconcile(&client).await;
+    let (state, reason) = condition(&b, BackupPhase::Retention);
+    assert_eq!(state, Some(BackupPhaseStatus::InProgress), "{reason}");
+    assert!(reason.contains("expired 1 backup(s)"), "{reason}");
+    assert!(
+        Api::<Backup>::namespaced(client.clone(), NS)
+            .get_opt("app-full-0")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let gc = jobs(&client)
+        .await
+        .into_iter()
+        .find(|j| args_of(j)[1] == "gc")
+        .expect("the images gc Job");
+    assert_eq!(args_of(&gc)[..2], ["images", "gc"]);
+    assert!(args_of(&gc).contains(&"s3://b".to_string()));
+    // Still running: the summary is kept.
+    let b = reconcile(&client).await;
+    assert!(
+        condition(&b, BackupPhase::Retention)
+            .1
+            .contains("expired 1 backup(s)")
+    );
+    finish_job(&client, gc.metadata.name.as_deref().unwrap(), true).await;
+    let b = reconcile(&client).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Available), "{s:?}");
+    let (state, reason) = condition(&b, BackupPhase::Retention);
+    assert_eq!(state, Some(BackupPhaseStatus::Completed));
+    assert!(
+        reason.contains("expired 1 backup(s)")
+            && reason.contains("image blobs no backup references were collected"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn image_backup_job_golden() {
+    let (client, _) = common::fake(world("Available", "Available")).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let snapshot = job_with(&client, "snapshot").await;
+    finish_job(&client, snapshot.metadata.name.as_deref().unwrap(), true).await;
+    write_snapshot(
+        &client,
+        json!({"custom": {"resources": [], "dataSnapshots": []}}),
+    )
+    .await;
+    reconcile(&client).await;
+    let mut job = job_with(&client, "images").await;
+    job.metadata.resource_version = None;
+    job.metadata.creation_timestamp = None;
+    job.metadata.uid = None;
+    job.metadata.generation = None;
+    job.metadata.managed_fields = None;
+    job.status = None;
+    let text = tvk_api::yaml::to_string(&job).unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/job-imagebackup.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    pretty_assertions::assert_eq!(golden, text, "run with UPDATE_GOLDEN=1 to accept");
 }
 
 #[tokio::test]

@@ -150,8 +150,10 @@ impl World {
     /// Creates the plan and waits for it (and its Target) to be Available.
     async fn plan(&self) -> Value {
         self.server
+            // Images with real registries: tests/images_e2e.rs.
             .create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "app", "namespace": APP},
-                "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}}}}))
+                "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}},
+                    "backupPlanFlags": {"skipImageBackup": true}}}))
             .unwrap();
         wait_for("the Target to be Available", 60, || {
             self.server

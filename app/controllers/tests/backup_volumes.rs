@@ -44,7 +44,9 @@ fn world(backup_type: &str, classes: Vec<Value>) -> Vec<Value> {
             "status": {"status": "Available"}}),
         json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
             "metadata": {"name": "app", "namespace": APP, "uid": "plan-uid"},
-            "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}}},
+            // Image backup is tested in tests/backup.rs.
+            "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}},
+                "backupPlanFlags": {"skipImageBackup": true}},
             "status": {"status": "Available"}}),
         json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
             "metadata": {"name": "b1", "namespace": APP, "uid": "bkp-uid", "finalizers": ["example.com/keep"]},

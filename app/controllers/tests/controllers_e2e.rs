@@ -57,7 +57,8 @@ async fn target_plan_and_backup_reach_available_under_watches() {
     // /metadata/finalizers, which a real apiserver accepts and tvk-test-apiserver (json-patch)
     // refuses; with one finalizer present it appends instead.
     server.create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "app", "namespace": NS, "finalizers": ["example.com/keep"]},
-        "spec": {"backupConfig": {"target": {"name": "s3"}, "schedulePolicy": {"fullBackupPolicy": {"name": "daily"}}}}})).unwrap();
+        "spec": {"backupConfig": {"target": {"name": "s3"}, "schedulePolicy": {"fullBackupPolicy": {"name": "daily"}}},
+            "backupPlanFlags": {"skipImageBackup": true}}})).unwrap();
 
     let mut ctx = Context::new(server.client(), common::config("Namespaced"), None);
     ctx.backup_poll = Duration::from_millis(200);

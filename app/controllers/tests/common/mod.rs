@@ -81,6 +81,8 @@ pub async fn fake(objects: Vec<serde_json::Value>) -> (Client, Writes) {
         .with_resource::<tvk_api::Hook>()
         .with_resource::<tvk_api::BackupPlan>()
         .with_resource::<tvk_api::Backup>()
+        .with_resource::<tvk_api::backup_plan::ClusterBackupPlan>()
+        .with_resource::<tvk_api::backup::ClusterBackup>()
         .with_runtime_objects(objects)
         .with_interceptor_funcs(funcs)
         .build()
