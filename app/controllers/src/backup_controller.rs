@@ -315,7 +315,11 @@ async fn reconcile_inner<K: BackupKind>(cached: &K, ctx: &Arc<Context>) -> Resul
     let backup = &fresh;
     let observed = backup.backup_status().cloned().unwrap_or_default();
     // Terminal states never change again.
-    if observed.status.is_some_and(BackupState::is_terminal) {
+    // An expired backup that retention is folding (`Coalescing`) belongs to retention.
+    if observed
+        .status
+        .is_some_and(|s| s.is_terminal() || s == BackupState::Coalescing)
+    {
         return Ok(Action::await_change());
     }
     let ids = Ids {

@@ -8,9 +8,9 @@
 //! - [`apply`] runs in the just-committed backup's Retention phase. Backups of one plan never
 //!   overlap (the backup controller serialises them), so no new incremental can take an
 //!   expired backup as its parent while the coalesce runs (RELIABILITY 10). Each expired
-//!   backup gets `status.coalesceInfo` (its `status` stays `Available`: the backup controller
-//!   fails any non-terminal Backup it finds in phase Cleanup, so `Coalescing` would need a
-//!   guard there first); one `tvk-datamover coalesce` Job per
+//!   backup gets `status.coalesceInfo` and `status: Coalescing` while its coalesce runs (back
+//!   to `Available` when it failed: it is still restorable; the backup controller leaves a
+//!   `Coalescing` backup alone); one `tvk-datamover coalesce` Job per
 //!   volume removes all expired backups of that volume in one call (the datamover rewrites the
 //!   survivors' chains first, then deletes what nothing references; object-locked objects are
 //!   deferred, never forced); when every Job succeeded the expired Backup objects are deleted,
@@ -844,13 +844,23 @@ async fn mark_coalescing<K: BackupKind>(
     info: &CoalesceInfo,
 ) -> Result<()> {
     let status = backup.backup_status().cloned().unwrap_or_default();
-    if status.coalesce_info.as_ref() == Some(info) {
+    // Coalescing while the Jobs fold it; Available again after a failure (still restorable,
+    // retried by the next retention run).
+    let state = if matches!(
+        info.state,
+        Some(CoalesceState::CommitFailed | CoalesceState::Qcow2MovementFailed)
+    ) {
+        BackupState::Available
+    } else {
+        BackupState::Coalescing
+    };
+    if status.coalesce_info.as_ref() == Some(info) && status.status == Some(state) {
         return Ok(());
     }
     let ns = backup.namespace().unwrap_or_default();
     let name = backup.name_any();
     let api = K::api(ctx.client.clone(), &ns);
-    let patch = json!({"status": {"coalesceInfo": info}});
+    let patch = json!({"status": {"coalesceInfo": info, "status": state}});
     match api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

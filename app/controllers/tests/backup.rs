@@ -393,6 +393,23 @@ async fn retention_that_expires_backups_runs_the_image_gc_job() {
 }
 
 #[tokio::test]
+async fn a_coalescing_backup_is_left_to_retention() {
+    let mut objs = world("Available", "Available");
+    objs[2]["status"] = json!({"status": "Coalescing", "phase": "Cleanup", "phaseStatus": "Completed",
+        "coalesceInfo": {"state": "CommitStarted"}});
+    let (client, writes) = common::fake(objs).await;
+    let b = reconcile(&client).await;
+    let s = b.status.unwrap();
+    assert_eq!(s.status, Some(BackupState::Coalescing), "{s:?}");
+    assert_eq!(s.phase, Some(BackupPhase::Cleanup));
+    assert!(
+        writes.take().iter().all(|w| !w.starts_with("patch_status")),
+        "no status write on a Coalescing backup"
+    );
+    assert!(jobs(&client).await.is_empty());
+}
+
+#[tokio::test]
 async fn image_backup_job_golden() {
     let (client, _) = common::fake(world("Available", "Available")).await;
     reconcile(&client).await;

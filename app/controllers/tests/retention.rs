@@ -207,8 +207,8 @@ async fn expired_backups_are_coalesced_then_deleted_and_kept_ones_untouched() {
     for name in ["b1", "b2"] {
         let s = env.state(name).unwrap();
         assert_eq!(
-            s["status"], "Available",
-            "{name}: the backup controller owns status"
+            s["status"], "Coalescing",
+            "{name}: expired and being folded"
         );
         assert_eq!(s["coalesceInfo"]["state"], "CommitStarted", "{name}");
     }
