@@ -1,11 +1,14 @@
 //! The Restore and ClusterRestore controllers: the restore phase machine (contracts8.md).
 //!
-//! Validation (source resolved here, the restore plan computed by the metaprocessor Job
+//! Validation (spec checks, one restore at a time per namespace — others wait `Pending` —, the
+//! source resolved here, the restore plan computed by the metaprocessor Job
 //! `tvk-metamover restore-plan`) → DataRestore (PVCs hydrated by datamover Jobs, bounded
-//! parallelism, [`data`]) → MetadataRestore (metaprocessor Job `tvk-metamover restore`) →
-//! RestoreCleanup → `Completed`, or `Failed` with the failing phase and its reason. Hooks
-//! (HookTargetIdentification, Unquiesce) and ImageRestore (issue #9) are recorded `Skipped`
-//! with the reason.
+//! parallelism, retried on exit 75, [`data`]) → ImageRestore (with `actionFlags.imageRestore`:
+//! metaprocessor Job `tvk-metamover images restore`, contracts9.md) → MetadataRestore
+//! (metaprocessor Job `tvk-metamover restore`) → HookTargetIdentification and Unquiesce (the
+//! post-restore hooks, [`post_hooks`]) → AddProtection (with `actionFlags.protectRestoredApp`,
+//! [`protect`]) → RestoreCleanup → `Completed`, or `Failed` with the
+//! failing phase and its reason. Phases that do not apply are recorded `Skipped` with why.
 //!
 //! One machine serves both kinds through [`RestoreKind`]: a Restore restores into its own
 //! namespace; a ClusterRestore is cluster-scoped and maps namespaces (the metaprocessor does the
@@ -23,6 +26,7 @@
 mod cleanup;
 mod data;
 pub mod post_hooks;
+pub mod protect;
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
@@ -94,6 +98,8 @@ pub trait RestoreKind:
     fn hook_configs(&self) -> Vec<post_hooks::HookSite>;
     /// `actionFlags.imageRestore`.
     fn image_restore(&self) -> bool;
+    /// `actionFlags.protectRestoredApp`.
+    fn protect_restored_app(&self) -> bool;
     /// `spec.imageRegistry`.
     fn image_registry(&self) -> Option<&ImageRegistry>;
     /// `--namespace` of the metaprocessor (a Restore's namespace; none for a ClusterRestore).
@@ -231,6 +237,13 @@ impl RestoreKind for Restore {
             .and_then(|f| f.image_restore)
             == Some(true)
     }
+    fn protect_restored_app(&self) -> bool {
+        self.spec
+            .action_flags
+            .as_ref()
+            .and_then(|f| f.protect_restored_app)
+            == Some(true)
+    }
     fn image_registry(&self) -> Option<&ImageRegistry> {
         self.spec.image_registry.as_ref()
     }
@@ -309,6 +322,13 @@ impl RestoreKind for ClusterRestore {
             .action_flags
             .as_ref()
             .and_then(|f| f.image_restore)
+            == Some(true)
+    }
+    fn protect_restored_app(&self) -> bool {
+        self.spec
+            .action_flags
+            .as_ref()
+            .and_then(|f| f.protect_restored_app)
             == Some(true)
     }
     fn image_registry(&self) -> Option<&ImageRegistry> {
@@ -931,6 +951,13 @@ async fn step<K: RestoreKind>(
                 if let Some(reason) =
                     image_registry_problem(restore.image_restore(), restore.image_registry())
                         .or_else(|| env_problem(&ids.env, ids.ns.as_deref(), &ids.job_ns))
+                        .or_else(|| {
+                            protect::protection_problem(
+                                K::KIND,
+                                restore.protect_restored_app(),
+                                &restore.source_ref(&ids.job_ns),
+                            )
+                        })
                 {
                     progress.fail(RestorePhase::Validation, &reason);
                     return Ok(Action::await_change());
@@ -1154,8 +1181,7 @@ async fn step<K: RestoreKind>(
                             "no hooks configured",
                         );
                         progress.skip(RestorePhase::Unquiesce, "no hooks configured");
-                        finish(ctx, ids, progress).await?;
-                        return Ok(Action::await_change());
+                        return after_hooks(restore, ctx, ids, progress).await;
                     }
                     progress.begin(
                         RestorePhase::HookTargetIdentification,
@@ -1210,7 +1236,19 @@ async fn step<K: RestoreKind>(
                             report.executions.len()
                         ),
                     );
+                    after_hooks(restore, ctx, ids, progress).await
+                }
+            }
+        }
+        Some(RestorePhase::AddProtection) => {
+            match protect::add_protection(ctx, ids, &restore.source_ref(&ids.job_ns)).await? {
+                Ok(reason) => {
+                    progress.complete(RestorePhase::AddProtection, &reason);
                     finish(ctx, ids, progress).await?;
+                    Ok(Action::await_change())
+                }
+                Err(reason) => {
+                    progress.fail(RestorePhase::AddProtection, &reason);
                     Ok(Action::await_change())
                 }
             }
@@ -1264,6 +1302,29 @@ async fn earlier_restore_running<K: RestoreKind>(
         .filter(|o| goes_before(restore.meta(), o))
         .map(ResourceExt::name_any)
         .min())
+}
+
+/// After the post-restore hooks (run or skipped): AddProtection with
+/// `actionFlags.protectRestoredApp`, else RestoreCleanup and `Completed`.
+async fn after_hooks<K: RestoreKind>(
+    restore: &K,
+    ctx: &Context,
+    ids: &Ids,
+    progress: &mut Progress,
+) -> Result<Action> {
+    if restore.protect_restored_app() {
+        progress.begin(
+            RestorePhase::AddProtection,
+            "creating a BackupPlan for the restored application from the source plan",
+        );
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    progress.skip(
+        RestorePhase::AddProtection,
+        "actionFlags.protectRestoredApp is not set",
+    );
+    finish(ctx, ids, progress).await?;
+    Ok(Action::await_change())
 }
 
 /// RestoreCleanup of a successful restore, then `Completed`.

@@ -474,6 +474,10 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         condition(&r, RestorePhase::Unquiesce).0,
         Some(RestorePhaseStatus::Skipped)
     );
+    assert_eq!(
+        condition(&r, RestorePhase::AddProtection).0,
+        Some(RestorePhaseStatus::Skipped)
+    );
     assert!(
         w.jobs(&uid).await.is_empty(),
         "the restore's Jobs are deleted"
@@ -1980,4 +1984,119 @@ async fn a_second_restore_into_the_same_namespace_waits_pending_until_the_first_
     assert_eq!(state(&second).0, Some(RestoreState::InProgress));
     assert_eq!(w.jobs(&second.uid().unwrap()).await.len(), 1);
     assert!(second.status.unwrap().start_timestamp.is_some());
+}
+
+#[tokio::test]
+async fn protect_restored_app_copies_the_source_plan_into_the_destination() {
+    let w = world(4).await;
+    w.server.create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "shop-plan", "namespace": NS},
+        "spec": {"backupConfig": {"target": {"name": "s3"}, "retentionPolicy": {"name": "keep"},
+            "schedulePolicy": {"fullBackupPolicy": {"name": "nightly", "namespace": "policies"}}},
+            "hookConfig": {"hooks": [{"hook": {"name": "freeze"}, "podSelector": {"regex": "^db-"}}]}},
+        "status": {"status": "Available"}})).unwrap();
+    w.server
+        .create(
+            json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": "shop-bkp", "namespace": NS},
+        "spec": {"type": "Full", "backupPlan": {"name": "shop-plan"}},
+        "status": {"status": "Available", "location": LOCATION}}),
+        )
+        .unwrap();
+    w.server
+        .create(restore_obj(
+            "prot",
+            json!({"type": "Backup", "backup": {"name": "shop-bkp", "namespace": NS}}),
+            json!({"actionFlags": {"protectRestoredApp": true}}),
+        ))
+        .unwrap();
+    let uid = to_post_hooks(&w, "prot").await;
+    let r = w.reconcile("prot").await;
+    assert_eq!(
+        state(&r),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::AddProtection)
+        )
+    );
+    let r = w.reconcile("prot").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Completed));
+    let (st, reason) = condition(&r, RestorePhase::AddProtection);
+    assert_eq!(st, Some(RestorePhaseStatus::Completed));
+    assert!(
+        reason.contains("BackupPlan dest/shop-plan")
+            && reason.contains("trilio-system/shop-plan")
+            && reason.contains("Target trilio-system/s3"),
+        "{reason}"
+    );
+    let plan = w
+        .server
+        .get(V1, "BackupPlan", Some(DEST), "shop-plan")
+        .unwrap();
+    let c = &plan["spec"]["backupConfig"];
+    assert_eq!(c["target"], json!({"name": "s3", "namespace": NS}));
+    assert_eq!(
+        c["retentionPolicy"],
+        json!({"name": "keep", "namespace": NS})
+    );
+    assert_eq!(
+        c["schedulePolicy"]["fullBackupPolicy"],
+        json!({"name": "nightly", "namespace": "policies"})
+    );
+    assert_eq!(
+        plan["spec"]["hookConfig"]["hooks"][0]["hook"],
+        json!({"name": "freeze", "namespace": NS})
+    );
+    assert_eq!(
+        plan["metadata"]["labels"]["triliovault.trilio.io/restore-uid"],
+        uid.as_str()
+    );
+    assert_eq!(
+        plan["metadata"]["annotations"]["triliovault.trilio.io/copied-from-backupplan"],
+        "trilio-system/shop-plan"
+    );
+    assert!(plan.get("status").is_none_or(Value::is_null));
+
+    // A plan of that name already there is left alone.
+    w.server.create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "plan", "namespace": DEST},
+        "spec": {"backupConfig": {"target": {"name": "elsewhere"}}}})).unwrap();
+    w.server
+        .create(restore_obj(
+            "prot2",
+            backup_source(),
+            json!({"actionFlags": {"protectRestoredApp": true}}),
+        ))
+        .unwrap();
+    to_post_hooks(&w, "prot2").await;
+    w.reconcile("prot2").await;
+    let r = w.reconcile("prot2").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Completed));
+    assert!(
+        condition(&r, RestorePhase::AddProtection)
+            .1
+            .contains("already exists (not created by this restore)")
+    );
+    let kept = w.server.get(V1, "BackupPlan", Some(DEST), "plan").unwrap();
+    assert_eq!(kept["spec"]["backupConfig"]["target"]["name"], "elsewhere");
+}
+
+#[tokio::test]
+async fn protect_restored_app_without_a_source_plan_fails_validation() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "loc",
+            json!({"type": "Location", "target": {"name": "s3", "namespace": NS}, "location": LOCATION}),
+            json!({"actionFlags": {"protectRestoredApp": true}}),
+        ))
+        .unwrap();
+    let r = w.reconcile("loc").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
+    );
+    assert!(
+        condition(&r, RestorePhase::Validation)
+            .1
+            .contains("actionFlags.protectRestoredApp")
+    );
+    assert!(w.jobs(&r.uid().unwrap()).await.is_empty());
 }
