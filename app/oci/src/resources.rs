@@ -1,7 +1,8 @@
 //! What the cluster needs after a mirror, written to `--output-dir`:
 //! `imageDigestMirrorSet.yaml` (config.openshift.io/v1), the older
 //! `imageContentSourcePolicy.yaml` (operator.openshift.io/v1alpha1), one
-//! `catalogSource-<name>.yaml` (operators.coreos.com/v1alpha1, by digest) per mirrored catalog,
+//! `catalogSource-<name>.yaml` (operators.coreos.com/v1alpha1, by digest, with
+//! `grpcPodConfig.extractContent` so OLM serves the catalog with its own opm) per mirrored catalog,
 //! and `mapping.txt` (`source=destination`, one image per line).
 //!
 //! Mapping rule: `SRC_REGISTRY/ns/name@sha256:X` is mirrored to `DEST/ns/name@sha256:X`, where
@@ -127,7 +128,28 @@ struct CatalogSourceSpec {
     image: String,
     display_name: String,
     publisher: String,
+    grpc_pod_config: GrpcPodConfig,
 }
+
+/// `spec.grpcPodConfig` of a CatalogSource: OLM v0 extracts the file-based catalog from the
+/// image and serves it with its own `opm`, so a catalog image without a server (this
+/// project's is `FROM scratch`) starts as well as an index image with `opm` inside.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GrpcPodConfig {
+    extract_content: ExtractContent,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtractContent {
+    catalog_dir: &'static str,
+    cache_dir: &'static str,
+}
+
+/// Where catalog images keep their configs (`opm`'s default, and this project's catalog's
+/// `operators.operatorframework.io.index.configs.v1` label).
+pub const CATALOG_CONFIGS_DIR: &str = "/configs";
 
 /// Name of the ImageDigestMirrorSet and ImageContentSourcePolicy written.
 pub const MIRROR_SET_NAME: &str = "tvk-mirror";
@@ -238,6 +260,12 @@ pub fn write(dir: &Path, images: &[MirroredImage]) -> Result<Vec<PathBuf>, Resou
                 image: catalog.destination.to_string(),
                 display_name: format!("{} (mirror)", catalog.source.repository),
                 publisher: "kubectl-tvk mirror".into(),
+                grpc_pod_config: GrpcPodConfig {
+                    extract_content: ExtractContent {
+                        catalog_dir: CATALOG_CONFIGS_DIR,
+                        cache_dir: "/tmp/cache",
+                    },
+                },
             },
         };
         written.push(write_yaml(

@@ -670,6 +670,11 @@ async fn catalog_image_is_read_selected_by_channel_and_version_and_gets_a_catalo
     assert_eq!(cs["kind"], "CatalogSource");
     assert_eq!(cs["metadata"]["namespace"], "openshift-marketplace");
     assert_eq!(cs["spec"]["sourceType"], "grpc");
+    // OLM supplies the opm server: the catalog image is FROM scratch.
+    assert_eq!(
+        cs["spec"]["grpcPodConfig"]["extractContent"]["catalogDir"],
+        "/configs"
+    );
     assert_eq!(
         cs["spec"]["image"].as_str().unwrap(),
         format!("{d}/mirror/catalogs/tvk-index@{}", catalog_image.digest)
