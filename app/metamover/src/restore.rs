@@ -22,7 +22,7 @@ use kube::{
 use serde_json::{Value, json};
 use tvk_api::{
     ClusterRestore, Restore,
-    restore::RestoreStatus,
+    restore::{LabelsAnnotationsStrategy, RestoreStatus},
     restore_plan::{
         CreatedObject, ObjectResult, PlanAction, PlanSource, PlannedNamespace, RestorePlan,
         SourceKind,
@@ -891,6 +891,33 @@ pub async fn run_restore(
     if let Some(e) = failure {
         return Err(e);
     }
+    // restoreNamespaceLabelsAnnotations: existing destination namespaces get the backed-up
+    // namespace's labels and annotations.
+    for (p, action) in prepared.iter().zip(&actions) {
+        if p.dest.kind != "Namespace" || !p.dest.group().is_empty() || *action != PlanAction::Skip {
+            continue;
+        }
+        let Some(strategy) = map
+            .settings(Some(&p.source.name))
+            .flags
+            .restore_namespace_labels_annotations
+        else {
+            continue;
+        };
+        // A Restore's own namespace is planned without an object: read the backed-up one.
+        let Some(backed_up) = data.objects.iter().map(|o| &o.obj).find(|o| {
+            o.get("apiVersion").and_then(Value::as_str) == Some("v1")
+                && o.get("kind").and_then(Value::as_str) == Some("Namespace")
+                && name(o) == Some(p.source.name.as_str())
+        }) else {
+            continue;
+        };
+        restore_namespace_meta(&client, &p.dest.name, backed_up, strategy).await?;
+        progress(
+            json!({"event": "namespace-metadata", "namespace": p.dest.name,
+            "strategy": format!("{strategy:?}")}),
+        );
+    }
     // Owner references whose owner came later.
     for d in &deferred {
         let Some(uid) = uids.get(&d.owner) else {
@@ -930,6 +957,92 @@ pub async fn run_restore(
     plan.created = created.iter().cloned().collect();
     patch_plan(&client, r, previous.as_ref(), &plan, extra).await?;
     Ok(outcome)
+}
+
+/// Labels and annotations a destination namespace keeps whatever the strategy: set by the API
+/// server itself.
+const NAMESPACE_OWN_KEYS: &[&str] = &["kubernetes.io/metadata.name"];
+
+/// The JSON merge patch of one map (labels or annotations) of an existing destination
+/// namespace under `restoreNamespaceLabelsAnnotations` (pure): `Append` adds the backed-up keys
+/// it lacks, `Override` also overwrites the keys both have, `Replace` makes the map the
+/// backed-up one (other keys removed, the API server's own kept). The restore label is never
+/// copied: the namespace is not this restore's.
+pub fn namespace_meta_patch(
+    strategy: LabelsAnnotationsStrategy,
+    live: &serde_json::Map<String, Value>,
+    backed_up: &serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    let mut patch = serde_json::Map::new();
+    for (k, v) in backed_up {
+        if k == plan::RESTORE_UID_LABEL || NAMESPACE_OWN_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        let set = match strategy {
+            LabelsAnnotationsStrategy::Append => !live.contains_key(k),
+            LabelsAnnotationsStrategy::Override | LabelsAnnotationsStrategy::Replace => {
+                live.get(k) != Some(v)
+            }
+        };
+        if set {
+            patch.insert(k.clone(), v.clone());
+        }
+    }
+    if strategy == LabelsAnnotationsStrategy::Replace {
+        for k in live.keys() {
+            if !backed_up.contains_key(k) && !NAMESPACE_OWN_KEYS.contains(&k.as_str()) {
+                patch.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    patch
+}
+
+async fn restore_namespace_meta(
+    client: &Client,
+    name: &str,
+    backed_up: &Value,
+    strategy: LabelsAnnotationsStrategy,
+) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let Some(live) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("read Namespace {name}"), e))?
+    else {
+        return Ok(());
+    };
+    let live = serde_json::to_value(&live).map_err(|e| Error::json("encode a Namespace", e))?;
+    let empty = serde_json::Map::new();
+    let mut meta = serde_json::Map::new();
+    for field in ["labels", "annotations"] {
+        let of = |v: &Value| {
+            v.pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_else(|| empty.clone())
+        };
+        let patch = namespace_meta_patch(strategy, &of(&live), &of(backed_up));
+        if !patch.is_empty() {
+            meta.insert(field.to_string(), Value::Object(patch));
+        }
+    }
+    if meta.is_empty() {
+        return Ok(());
+    }
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &pp, &Patch::Merge(json!({"metadata": meta})))
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("patch the labels and annotations of Namespace {name}"),
+                e,
+            )
+        })?;
+    Ok(())
 }
 
 fn is_workload(k: &DestKey) -> bool {
@@ -1195,6 +1308,40 @@ mod tests {
             )
         ));
         assert!(!workload_ready("DaemonSet", &d(json!({}), json!({}))));
+    }
+
+    #[test]
+    fn namespace_labels_follow_the_strategy() {
+        let m = |v: Value| v.as_object().unwrap().clone();
+        let live = m(json!({"kubernetes.io/metadata.name": "copy", "team": "red", "mine": "x"}));
+        let backed_up = m(
+            json!({"kubernetes.io/metadata.name": "shop", "team": "blue",
+            "tier": "gold", plan::RESTORE_UID_LABEL: "uid"}),
+        );
+        assert_eq!(
+            Value::Object(namespace_meta_patch(
+                LabelsAnnotationsStrategy::Append,
+                &live,
+                &backed_up
+            )),
+            json!({"tier": "gold"})
+        );
+        assert_eq!(
+            Value::Object(namespace_meta_patch(
+                LabelsAnnotationsStrategy::Override,
+                &live,
+                &backed_up
+            )),
+            json!({"team": "blue", "tier": "gold"})
+        );
+        assert_eq!(
+            Value::Object(namespace_meta_patch(
+                LabelsAnnotationsStrategy::Replace,
+                &live,
+                &backed_up
+            )),
+            json!({"team": "blue", "tier": "gold", "mine": null})
+        );
     }
 
     #[test]

@@ -88,7 +88,13 @@ async fn backed_up(server: &ApiServer, target: &Path) -> String {
     }
     server.create(crd()).unwrap();
     let ns = "shop";
-    for n in [ns, "copy", "other"] {
+    server
+        .create(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
+            "labels": {"team": "blue"}, "annotations": {"owner": "ops"}}}),
+        )
+        .unwrap();
+    for n in ["copy", "other"] {
         server
             .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
             .unwrap();
@@ -942,5 +948,46 @@ async fn workloads_point_at_the_images_image_restore_pushed() {
     assert_eq!(
         orig["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-nsmeta").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location = backed_up(&server, target.path()).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(server.client());
+    namespaces
+        .patch(
+            "copy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"team": "red", "local": "yes"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    server
+        .create(restore(
+            "nsmeta",
+            &location,
+            json!({"restoreFlags": {"onlyMetadata": true, "restoreNamespaceLabelsAnnotations": "Override"}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "nsmeta", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let run = metamover(&kc, &args("restore", "nsmeta", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let ns = server.get("v1", "Namespace", None, "copy").unwrap();
+    assert_eq!(ns["metadata"]["labels"]["team"], "blue", "{ns}");
+    assert_eq!(ns["metadata"]["labels"]["local"], "yes", "{ns}");
+    assert_eq!(ns["metadata"]["annotations"]["owner"], "ops", "{ns}");
+    assert!(
+        ns["metadata"]["labels"].get(RESTORE_UID_LABEL).is_none(),
+        "the namespace is not this restore's: {ns}"
     );
 }
