@@ -334,8 +334,16 @@ pub fn render_application(
     )?;
     let tvm: tvk_manager::tvm::TrilioVaultManager = serde_json::from_value(tvm)
         .map_err(|e| format!("the default TrilioVaultManager does not deserialise: {e}"))?;
-    let renderer = Renderer::new(&TemplateSource::embedded())
-        .map_err(|e| format!("failed to load templates/: {e}"))?;
+    // The CRDs come from this run's generation, not from the copy compiled into tvk-manager:
+    // after an API change that copy is the previous one until the next build, and one
+    // `cargo xtask generate` must produce bundles that agree with the CRDs it writes.
+    let mut source = TemplateSource::embedded().without_crds();
+    for (path, text) in crate::generators::crds()? {
+        let path = path.to_string_lossy();
+        let relative = path.strip_prefix("templates/").unwrap_or(&path);
+        source = source.with_file(relative, &text);
+    }
+    let renderer = Renderer::new(&source).map_err(|e| format!("failed to load templates/: {e}"))?;
     let inputs = RenderInputs {
         related_images: related_images.to_vec(),
         ..RenderInputs::default()
