@@ -1108,6 +1108,16 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    /// The control plane's image has no /usr/share/zoneinfo: the schedule time zones retention
+    /// counts days in must come from the database compiled into the binary.
+    #[test]
+    fn schedule_time_zones_resolve_from_the_compiled_in_database() {
+        let db = jiff::tz::TimeZoneDatabase::bundled();
+        for zone in ["America/New_York", "Europe/Berlin", "Asia/Kolkata", "UTC"] {
+            assert!(db.get(zone).is_ok(), "{zone} is not in the bundled database");
+        }
+    }
+
     #[test]
     fn datamover_lines_are_parsed() {
         let text = r#"{"event":"coalesce","coalesceInfo":{"state":"CommitStarted"}}
