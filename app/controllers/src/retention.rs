@@ -1114,7 +1114,10 @@ mod tests {
     fn schedule_time_zones_resolve_from_the_compiled_in_database() {
         let db = jiff::tz::TimeZoneDatabase::bundled();
         for zone in ["America/New_York", "Europe/Berlin", "Asia/Kolkata", "UTC"] {
-            assert!(db.get(zone).is_ok(), "{zone} is not in the bundled database");
+            assert!(
+                db.get(zone).is_ok(),
+                "{zone} is not in the bundled database"
+            );
         }
     }
 
