@@ -1013,36 +1013,32 @@ async fn hooks_off_thread(
     targets: &[hooks::HookTargets],
     quiesce: bool,
 ) -> Result<std::result::Result<Vec<hooks::HookReport>, String>> {
-    let (ctx, targets) = (ctx.clone(), targets.to_vec());
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        handle.block_on(async move {
-            let mut reports = Vec::new();
-            if quiesce {
-                for t in &targets {
-                    match hooks::quiesce(&ctx, t).await? {
-                        Ok(r) => reports.push(r),
-                        Err(reason) => return Ok(Err(reason)),
-                    }
-                }
-                return Ok(Ok(reports));
-            }
-            let mut failures = Vec::new();
-            for t in targets.iter().rev() {
-                match hooks::unquiesce(&ctx, t).await? {
+    let targets = targets.to_vec();
+    hooks::off_thread(ctx, move |ctx| async move {
+        let mut reports = Vec::new();
+        if quiesce {
+            for t in &targets {
+                match hooks::quiesce(&ctx, t).await? {
                     Ok(r) => reports.push(r),
-                    Err(reason) => failures.push(reason),
+                    Err(reason) => return Ok(Err(reason)),
                 }
             }
-            Ok(if failures.is_empty() {
-                Ok(reports)
-            } else {
-                Err(failures.join("; "))
-            })
+            return Ok(Ok(reports));
+        }
+        let mut failures = Vec::new();
+        for t in targets.iter().rev() {
+            match hooks::unquiesce(&ctx, t).await? {
+                Ok(r) => reports.push(r),
+                Err(reason) => failures.push(reason),
+            }
+        }
+        Ok(if failures.is_empty() {
+            Ok(reports)
+        } else {
+            Err(failures.join("; "))
         })
     })
     .await
-    .map_err(|e| Error::Task(e.to_string()))?
 }
 
 /// Cleanup and `Available`.

@@ -12,7 +12,8 @@ use crate::{config::Config, operations::Metrics};
 /// Name of the control plane (Event reporter, field manager prefix, managed-by label).
 pub const CONTROLLER_NAME: &str = "tvk-control-plane";
 
-/// Shared state of the controllers.
+/// Shared state of the controllers (cheap to clone: handles and settings).
+#[derive(Clone)]
 pub struct Context {
     /// API client.
     pub client: Client,

@@ -48,6 +48,22 @@ use crate::{
     error::{Error, Result},
 };
 
+/// Runs `work` (hook execs: [`quiesce`], [`unquiesce`]) on a blocking thread that drives it
+/// with the runtime's handle: the exec futures are not provably `Send` for the controllers'
+/// generic bounds. One helper for the backup and the restore phase machines.
+pub async fn off_thread<T, F, Fut>(ctx: &Context, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(std::sync::Arc<Context>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let ctx = std::sync::Arc::new(ctx.clone());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(work(ctx)))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
 /// At most this many execs run at once in `Parallel` mode.
 pub const MAX_PARALLEL_EXECS: usize = 8;
 /// Bytes of a command's stderr (or stdout, when stderr is empty) kept for a failure's reason.

@@ -11,8 +11,6 @@
 //! `Parallel` at most [`crate::hooks::MAX_PARALLEL_EXECS`] at a time; every failure is in the
 //! reason (hook, pod, container, attempts and why), which fails the restore.
 
-use std::sync::Arc;
-
 use tvk_api::{
     common::HookConfig,
     restore::{RestorePhase, RestorePhaseStatus},
@@ -21,7 +19,7 @@ use tvk_api::{
 use super::Progress;
 use crate::{
     context::Context,
-    error::{Error, Result},
+    error::Result,
     hooks::{self, HookReport, HookTargets},
 };
 
@@ -209,20 +207,10 @@ async fn post_steps_off_thread(
     ctx: &Context,
     targets: HookTargets,
 ) -> Result<std::result::Result<HookReport, String>> {
-    let ctx = Arc::new(Context {
-        client: ctx.client.clone(),
-        config: ctx.config.clone(),
-        recorder: ctx.recorder.clone(),
-        metrics: ctx.metrics.clone(),
-        target_revalidation: ctx.target_revalidation,
-        backup_poll: ctx.backup_poll,
-    });
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        handle.block_on(async move { hooks::unquiesce(&ctx, &targets).await })
+    hooks::off_thread(ctx, move |ctx| async move {
+        hooks::unquiesce(&ctx, &targets).await
     })
     .await
-    .map_err(|e| Error::Task(e.to_string()))?
 }
 
 #[cfg(test)]
