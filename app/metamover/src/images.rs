@@ -15,16 +15,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use tvk_oci::{Digest, ImageReference};
 
-/// Kinds whose objects run containers, with where their pod spec sits.
-const POD_SPEC_PATHS: &[(&str, &str, &str)] = &[
-    ("", "Pod", "/spec"),
-    ("apps", "Deployment", "/spec/template/spec"),
-    ("apps", "StatefulSet", "/spec/template/spec"),
-    ("apps", "DaemonSet", "/spec/template/spec"),
-    ("apps", "ReplicaSet", "/spec/template/spec"),
-    ("", "ReplicationController", "/spec/template/spec"),
-    ("batch", "Job", "/spec/template/spec"),
-    ("batch", "CronJob", "/spec/jobTemplate/spec/template/spec"),
+/// Kinds whose objects run containers (their pod spec is found by
+/// [`crate::selection::pod_spec_pointer`]).
+const WORKLOAD_KINDS: &[(&str, &str)] = &[
+    ("", "Pod"),
+    ("apps", "Deployment"),
+    ("apps", "StatefulSet"),
+    ("apps", "DaemonSet"),
+    ("apps", "ReplicaSet"),
+    ("", "ReplicationController"),
+    ("batch", "Job"),
+    ("batch", "CronJob"),
 ];
 
 /// The container lists of a pod spec.
@@ -32,9 +33,9 @@ const CONTAINER_LISTS: &[&str] = &["initContainers", "containers", "ephemeralCon
 
 /// Whether objects of this group and kind run containers (their documents are read at backup).
 pub fn is_workload_kind(group: &str, kind: &str) -> bool {
-    POD_SPEC_PATHS
+    WORKLOAD_KINDS
         .iter()
-        .any(|(g, k, _)| *g == group && *k == kind)
+        .any(|(g, k)| *g == group && *k == kind)
 }
 
 fn group_of(object: &Value) -> &str {
@@ -45,13 +46,12 @@ fn group_of(object: &Value) -> &str {
         .map_or("", |(group, _)| group)
 }
 
+/// The pod spec pointer of an object of a workload kind.
 fn pod_spec_pointer(object: &Value) -> Option<&'static str> {
     let kind = object.get("kind").and_then(Value::as_str)?;
-    let group = group_of(object);
-    POD_SPEC_PATHS
-        .iter()
-        .find(|(g, k, _)| *g == group && *k == kind)
-        .map(|(_, _, p)| *p)
+    is_workload_kind(group_of(object), kind)
+        .then(|| crate::selection::pod_spec_pointer(object))
+        .flatten()
 }
 
 /// `Deployment ns/name` (or `Kind name` for an object without namespace).

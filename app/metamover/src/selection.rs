@@ -450,19 +450,22 @@ pub enum Reference {
     },
 }
 
-/// The pod spec inside a workload object, wherever its kind keeps it.
-pub fn pod_spec(obj: &Value) -> Option<&Value> {
+/// Where a workload object keeps its pod spec (a JSON pointer), wherever its kind keeps it.
+pub fn pod_spec_pointer(obj: &Value) -> Option<&'static str> {
     [
         "/spec/template/spec",
         "/spec/jobTemplate/spec/template/spec",
     ]
-    .iter()
-    .find_map(|p| obj.pointer(p))
+    .into_iter()
+    .find(|p| obj.pointer(p).is_some())
     .or_else(|| {
-        (str_at(obj, "/kind") == Some("Pod"))
-            .then(|| obj.pointer("/spec"))
-            .flatten()
+        (str_at(obj, "/kind") == Some("Pod") && obj.get("spec").is_some()).then_some("/spec")
     })
+}
+
+/// The pod spec inside a workload object, wherever its kind keeps it.
+pub fn pod_spec(obj: &Value) -> Option<&Value> {
+    obj.pointer(pod_spec_pointer(obj)?)
 }
 
 /// ServiceAccounts, ConfigMaps, Secrets and PVCs a workload's pod template refers to, and the
