@@ -12,7 +12,8 @@
 //!   before looking at the destination (Create, or Exclude/Skip with the reason) and the
 //!   rewritten object with transforms applied.
 //! - [`judge`]: the action once the destination is known (conflicts against
-//!   `skipIfAlreadyExists` / `patchIfAlreadyExists` / `patchCRD`), blocking problems.
+//!   `cleanupConfig`, `skipIfAlreadyExists` / `patchIfAlreadyExists` / `patchCRD`), blocking
+//!   problems.
 //! - [`volumes`]: the PVCs the DataRestore phase creates and hydrates.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -21,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tvk_api::{
     common::{Resource, ResourceSelector},
-    restore::{RestoreFlags, TransformComponents},
+    restore::{RestoreCleanupConfig, RestoreFlags, TransformComponents},
     restore_plan::{PlanAction, PlannedObject, PlannedVolume},
     snapshot::Snapshot,
 };
@@ -36,6 +37,12 @@ use crate::{
 
 /// Label on every object a restore creates: the Restore's UID.
 pub const RESTORE_UID_LABEL: &str = "triliovault.trilio.io/restore-uid";
+
+/// Reason of an existing object the restore replaces: `cleanupConfig` deletes it before the
+/// restore writes anything (the control plane deletes exactly the planned objects and volume
+/// claims that exist without this restore's label).
+pub const CLEANUP_REPLACES: &str =
+    "exists in the destination: deleted before the restore (cleanupConfig), then restored";
 
 /// Default of `resourcesReadyWaitSeconds`.
 pub const DEFAULT_READY_WAIT_SECONDS: i64 = 600;
@@ -63,6 +70,9 @@ pub struct RestoreConfig {
     /// Wait for workloads.
     #[serde(default)]
     pub resources_ready_wait_seconds: Option<i64>,
+    /// Delete the existing application first.
+    #[serde(default)]
+    pub cleanup_config: Option<RestoreCleanupConfig>,
 }
 
 impl RestoreConfig {
@@ -101,6 +111,10 @@ impl RestoreConfig {
             resources_ready_wait_seconds: over
                 .resources_ready_wait_seconds
                 .or(self.resources_ready_wait_seconds),
+            cleanup_config: over
+                .cleanup_config
+                .clone()
+                .or_else(|| self.cleanup_config.clone()),
         }
     }
 }
@@ -120,6 +134,8 @@ pub struct Settings {
     pub transforms: TransformComponents,
     /// Seconds to wait for workloads.
     pub ready_wait_seconds: i64,
+    /// `cleanupConfig.enabled`: existing objects the restore creates are deleted first.
+    pub cleanup: bool,
 }
 
 impl Settings {
@@ -143,6 +159,7 @@ impl Settings {
             ready_wait_seconds: c
                 .resources_ready_wait_seconds
                 .unwrap_or(DEFAULT_READY_WAIT_SECONDS),
+            cleanup: c.cleanup_config.as_ref().is_some_and(|c| c.enabled),
         })
     }
 
@@ -827,6 +844,12 @@ pub fn judge(
         );
         return (p.planned(PlanAction::Create, Some(msg.clone())), Some(msg));
     }
+    if settings.cleanup {
+        return (
+            p.planned(PlanAction::Create, Some(CLEANUP_REPLACES.into())),
+            None,
+        );
+    }
     if Settings::flag_value(flags.skip_if_already_exists) {
         return (
             p.planned(
@@ -846,7 +869,7 @@ pub fn judge(
         );
     }
     let msg = format!(
-        "{} already exists; set restoreFlags.skipIfAlreadyExists or patchIfAlreadyExists, or delete it",
+        "{} already exists; set restoreFlags.skipIfAlreadyExists or patchIfAlreadyExists, enable cleanupConfig to replace it, or delete it",
         p.dest
     );
     (p.planned(PlanAction::Create, Some(msg.clone())), Some(msg))
@@ -933,16 +956,22 @@ pub fn volumes(
         if let Some(existing) = live.objects.get(&dest)
             && restore_uid_of(existing).as_deref() != Some(restore_uid)
         {
-            if Settings::flag_value(settings.flags.skip_if_already_exists) {
+            if settings.cleanup {
                 warnings.push(format!(
-                    "{dest} already exists and is left alone (restoreFlags.skipIfAlreadyExists): its data is not restored"
+                    "{dest} exists: deleted before the restore (cleanupConfig) and replaced by the backed-up claim and its data"
+                ));
+            } else {
+                if Settings::flag_value(settings.flags.skip_if_already_exists) {
+                    warnings.push(format!(
+                        "{dest} already exists and is left alone (restoreFlags.skipIfAlreadyExists): its data is not restored"
+                    ));
+                    continue;
+                }
+                blocking.push(format!(
+                    "{dest} already exists; volume data cannot be restored into an existing PVC — delete it, restore into another namespace, set restoreFlags.skipIfAlreadyExists to leave it, or enable cleanupConfig to replace it"
                 ));
                 continue;
             }
-            blocking.push(format!(
-                "{dest} already exists; volume data cannot be restored into an existing PVC — delete it, restore into another namespace, or set restoreFlags.skipIfAlreadyExists to leave it"
-            ));
-            continue;
         }
         let class = str_at(&pvc, "/spec/storageClassName").map(str::to_owned);
         match (&class, &live.storage_classes) {

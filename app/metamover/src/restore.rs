@@ -150,6 +150,7 @@ async fn load(client: &Client, r: &RestoreRef) -> Result<Loaded> {
                 exclude_resource_selector: s.exclude_resource_selector.clone(),
                 exclude_resources: s.exclude_resources.clone(),
                 resources_ready_wait_seconds: s.resources_ready_wait_seconds,
+                cleanup_config: s.cleanup_config.clone(),
             };
             let settings = compile(&config, &mut spec_problems);
             Ok(Loaded {

@@ -438,6 +438,70 @@ fn conflicts_are_judged_by_the_flags() {
 }
 
 #[test]
+fn cleanup_config_replaces_existing_objects_but_never_crds_or_namespaces() {
+    let objects = sample();
+    let crds = crd_kinds(&objects);
+    let judged = |config: Value, kind: &str, existing: Value| {
+        let map = restore_map(config);
+        let ps = prepare(&objects, &map, &facts(), UID);
+        let p = ps.iter().find(|p| p.dest.kind == kind).unwrap();
+        let live = live_with(vec![(p.dest.clone(), existing)]);
+        judge(p, &live, map.settings(Some("app")), &crds, UID)
+    };
+    let on = json!({"cleanupConfig": {"enabled": true, "gracefulDeletionTimeoutSeconds": 60}});
+    // An existing object of the backup: created after the control plane deleted it.
+    let (planned, blocking) = judged(on.clone(), "ConfigMap", json!({}));
+    assert_eq!(planned.action, PlanAction::Create);
+    assert_eq!(planned.reason.as_deref(), Some(CLEANUP_REPLACES));
+    assert!(blocking.is_none(), "{blocking:?}");
+    // cleanupConfig wins over skip/patch: the object will not exist any more.
+    let mut both = on.clone();
+    both["restoreFlags"] = json!({"skipIfAlreadyExists": true});
+    let (planned, _) = judged(both, "Deployment", json!({}));
+    assert_eq!(planned.action, PlanAction::Create);
+    // Disabled: the usual conflict, whose message now names cleanupConfig too.
+    let (planned, blocking) = judged(
+        json!({"cleanupConfig": {"enabled": false}}),
+        "ConfigMap",
+        json!({}),
+    );
+    assert_eq!(planned.action, PlanAction::Create);
+    assert!(blocking.unwrap().contains("enable cleanupConfig"));
+    // Made by an earlier attempt of this restore: kept.
+    let (planned, _) = judged(
+        on.clone(),
+        "ConfigMap",
+        json!({"metadata": {"labels": {RESTORE_UID_LABEL: UID}}}),
+    );
+    assert_eq!(planned.action, PlanAction::Skip);
+    // A CRD is never replaced (deleting it would delete every custom resource of its kind).
+    let (planned, blocking) = judged(
+        on.clone(),
+        "CustomResourceDefinition",
+        json!({"spec": {"group": "example.com", "scope": "Cluster"}}),
+    );
+    assert_eq!(planned.action, PlanAction::Create);
+    assert!(blocking.unwrap().contains("patchCRD"));
+
+    // A ClusterRestore component can turn it off for its namespace only.
+    let global: RestoreConfig = RestoreConfig::from_value(Some(&on), "g").unwrap();
+    let off: RestoreConfig =
+        RestoreConfig::from_value(Some(&json!({"cleanupConfig": {"enabled": false}})), "c")
+            .unwrap();
+    assert!(Settings::compile(&global).unwrap().cleanup);
+    assert!(
+        !Settings::compile(&global.overridden_by(&off))
+            .unwrap()
+            .cleanup
+    );
+    assert!(
+        Settings::compile(&global.overridden_by(&RestoreConfig::default()))
+            .unwrap()
+            .cleanup
+    );
+}
+
+#[test]
 fn json_patch_transforms_apply_every_op_and_failures_name_transform_and_object() {
     let config = json!({"transformComponents": {"custom": [
     {"transformName": "image", "resources": {"groupVersionKind": {"group": "apps", "kind": "Deployment"},
@@ -589,6 +653,26 @@ fn volumes_carry_the_pvc_to_create_and_block_on_problems() {
     assert!(!vols.iter().any(|v| v.pvc_name == "e"));
     assert_eq!(blocking.len(), 4);
     assert!(warnings[0].contains("data is not restored"));
+    // cleanupConfig: the existing claim is replaced by the backed-up one (deleted first).
+    let (vols, blocking, warnings) = volumes(
+        &snap,
+        "p/b",
+        Some("app"),
+        &restore_map(json!({"cleanupConfig": {"enabled": true}})),
+        &live,
+        UID,
+    );
+    assert!(
+        vols.iter()
+            .any(|v| v.pvc_name == "e" && v.namespace == "dest")
+    );
+    assert_eq!(blocking.len(), 4, "{blocking:#?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("dest/e") && w.contains("cleanupConfig")),
+        "{warnings:?}"
+    );
     // onlyMetadata: no volumes at all.
     let (vols, blocking, _) = volumes(
         &snap,
