@@ -77,6 +77,7 @@ fn backup(src: &Path, out: &Path, index: &Path) {
         index_sink: Box::new(LocalFileSink::create(index, 0, false).unwrap()),
         cluster_bits: 16,
         progress: &NoProgress,
+        encryption: None,
     })
     .unwrap();
 }

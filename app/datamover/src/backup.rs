@@ -61,6 +61,8 @@ pub struct BackupJob<'a> {
     pub cluster_bits: u32,
     /// Progress reporting.
     pub progress: &'a dyn Progress,
+    /// Encrypt the image (LUKS) with this key ([`crate::crypt`]).
+    pub encryption: Option<crate::crypt::EncryptionKey>,
 }
 
 /// What a backup produced.
@@ -85,9 +87,13 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
         virtual_size: size,
         cluster_bits: job.cluster_bits,
         backing_file: job.parent.as_ref().map(|p| p.backing_name.clone()),
+        encryption: job.encryption.clone(),
     };
     let mut writer = Qcow2Writer::new(job.image_sink, opts)?;
-    let mut index = IndexWriter::new(job.index_sink, job.cluster_bits, size);
+    // Encrypted backups record keyed digests (see `index`).
+    let digest_key = job.encryption.as_ref().map(|k| k.index_key());
+    let mut index = IndexWriter::new(job.index_sink, job.cluster_bits, size)
+        .with_keyed_digests(digest_key.is_some());
     let mut parent = match job.parent {
         Some(p) => {
             let r = IndexReader::new(&p.name, p.reader)?;
@@ -99,6 +105,14 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
                     "parent index has a different cluster size; take a full backup",
                 ));
             }
+            if r.header().keyed != digest_key.is_some() {
+                writer.abort();
+                index.abort();
+                return Err(Error::index(
+                    &p.name,
+                    "the parent backup is encrypted and this one is not, or the reverse: an incremental cannot change encryption; take a full backup",
+                ));
+            }
             Some(r)
         }
         None => None,
@@ -108,7 +122,7 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
         _ => None,
     };
     let (pieces, reader_thread) = volume.stream(job.cluster_bits, examine);
-    let (rx, dispatcher) = hash_ahead(pieces, cs as usize);
+    let (rx, dispatcher) = hash_ahead(pieces, cs as usize, digest_key);
     let mut engine = Engine {
         writer: &mut writer,
         index: &mut index,
@@ -169,14 +183,15 @@ const HASH_AHEAD: usize = 8;
 /// A piece with, for data, where its clusters' states arrive once hashed.
 type Hashed = Result<(Piece, Option<Receiver<Vec<ClusterState>>>)>;
 
-/// Zero test and BLAKE3 of each whole cluster of `data`.
-fn cluster_states(data: &[u8], cs: usize) -> Vec<ClusterState> {
+/// Zero test and BLAKE3 (keyed with `key` for encrypted backups) of each whole cluster of
+/// `data`.
+fn cluster_states(data: &[u8], cs: usize, key: Option<&[u8; 32]>) -> Vec<ClusterState> {
     data.chunks(cs)
         .map(|c| {
             if is_zero(c) {
                 ClusterState::Zero
             } else {
-                ClusterState::Data(*blake3::hash(c).as_bytes())
+                ClusterState::Data(crate::index::cluster_digest(key, c))
             }
         })
         .collect()
@@ -184,7 +199,11 @@ fn cluster_states(data: &[u8], cs: usize) -> Vec<ClusterState> {
 
 /// Starts the dispatcher: passes `pieces` on in order, each data chunk with the receiving
 /// end of a rayon task hashing it. Stops when either side closes.
-fn hash_ahead(pieces: Receiver<Result<Piece>>, cs: usize) -> (Receiver<Hashed>, JoinHandle<()>) {
+fn hash_ahead(
+    pieces: Receiver<Result<Piece>>,
+    cs: usize,
+    digest_key: Option<[u8; 32]>,
+) -> (Receiver<Hashed>, JoinHandle<()>) {
     let (tx, rx) = sync_channel::<Hashed>(HASH_AHEAD);
     let handle = std::thread::spawn(move || {
         for piece in pieces.iter() {
@@ -194,7 +213,7 @@ fn hash_ahead(pieces: Receiver<Result<Piece>>, cs: usize) -> (Receiver<Hashed>, 
                         let (stx, srx) = sync_channel(1);
                         let data = data.clone();
                         rayon::spawn(move || {
-                            let _ = stx.send(cluster_states(&data, cs));
+                            let _ = stx.send(cluster_states(&data, cs, digest_key.as_ref()));
                         });
                         Some(srx)
                     }

@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 use tvk_datamover::{
     Error, Result,
     backup::{BackupJob, ParentIndex, run_backup},
-    coalesce::{CoalesceState, coalesce},
+    coalesce::{CoalesceState, coalesce_with_key},
+    crypt::EncryptionKey,
     flatten::flatten_chain,
     index::IndexReader,
     object_io::{LocalFileSink, LocalObject, RandomRead, WriteMode},
@@ -22,8 +23,8 @@ use tvk_datamover::{
     progress::{BarProgress, JsonProgress, NoProgress, Progress},
     qcow2::{DEFAULT_CLUSTER_BITS, reader::Qcow2Image},
     repository::{
-        VolumeBackupId, VolumeBackupRequest, backup_volume, load_manifest, restore_volume_to,
-        verify_volume,
+        VolumeBackupId, VolumeBackupRequest, backup_volume_with_key, load_manifest, open_chain,
+        restore_volume_to_with_key, verify_volume_with_key,
     },
     restore::{Chain, Destination, RestoreJob, run_restore},
     target_args::TargetArgs,
@@ -55,6 +56,8 @@ enum Command {
         target: TargetArgs,
         #[command(flatten)]
         id: IdArgs,
+        #[command(flatten)]
+        key: KeyArgs,
         /// Source volume: block device or file.
         #[arg(long)]
         source: PathBuf,
@@ -71,6 +74,8 @@ enum Command {
         target: TargetArgs,
         #[command(flatten)]
         id: IdArgs,
+        #[command(flatten)]
+        key: KeyArgs,
         /// Destination file or block device.
         #[arg(long)]
         dest: PathBuf,
@@ -85,6 +90,8 @@ enum Command {
         target: TargetArgs,
         #[command(flatten)]
         id: IdArgs,
+        #[command(flatten)]
+        key: KeyArgs,
         /// Percentage of data clusters to read and check (bare flag = 100, all, plus whole
         /// object digests).
         #[arg(long, num_args = 0..=1, default_missing_value = "100", value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -96,6 +103,8 @@ enum Command {
         target: TargetArgs,
         #[command(flatten)]
         id: IdArgs,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Remove expired backups of a plan's volume, folding them into their successors.
     Coalesce {
@@ -110,6 +119,8 @@ enum Command {
         /// Backup ids to remove (repeat).
         #[arg(long, required = true)]
         expire: Vec<String>,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Check that the target can hold backups: create-only write, read back, list and delete
     /// of `.tvk-probe/<unique>` (the Target controller's validation Job).
@@ -140,6 +151,26 @@ struct IdArgs {
     volume: String,
 }
 
+/// The key of encrypted backups.
+#[derive(clap::Args, Debug)]
+struct KeyArgs {
+    /// File holding the encryption key (the backup plan's encryption Secret mounted into the
+    /// Job): backups are written encrypted (LUKS in qcow2, keyed digest index); encrypted
+    /// backups need it to restore, verify and coalesce. The key itself is never accepted on
+    /// the command line nor printed.
+    #[arg(long, value_name = "PATH")]
+    encryption_key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    fn load(&self) -> Result<Option<EncryptionKey>> {
+        self.encryption_key_file
+            .as_deref()
+            .map(EncryptionKey::from_file)
+            .transpose()
+    }
+}
+
 impl IdArgs {
     fn id(&self) -> Result<VolumeBackupId> {
         VolumeBackupId::new(&self.plan, &self.backup, &self.volume)
@@ -163,6 +194,8 @@ enum ImageCommand {
         /// Skip fsync (scratch output only).
         #[arg(long)]
         no_sync: bool,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Incremental backup of SRC into OUT, backed by PREV; STATE/index is the parent's index
     /// and is replaced by the new one.
@@ -181,6 +214,8 @@ enum ImageCommand {
         /// Skip fsync.
         #[arg(long)]
         no_sync: bool,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Restore the chain ending at TOP into OUT (a file, sparse, or a block device).
     /// Backing files are followed only as plain names in TOP's own directory.
@@ -195,6 +230,8 @@ enum ImageCommand {
         /// Skip fsync.
         #[arg(long)]
         no_sync: bool,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Flatten overlay SRC on its base PREV into the standalone image OUT.
     Squash {
@@ -207,6 +244,8 @@ enum ImageCommand {
         /// Skip fsync.
         #[arg(long)]
         no_sync: bool,
+        #[command(flatten)]
+        key: KeyArgs,
     },
 }
 
@@ -268,13 +307,15 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
             source,
             parent,
             changed_blocks,
+            key,
         } => {
+            let key = key.load()?;
             let target = target.open(handle)?;
             let changed = changed_blocks
                 .as_deref()
                 .map(read_changed_blocks)
                 .transpose()?;
-            let out = backup_volume(
+            let out = backup_volume_with_key(
                 &target,
                 VolumeBackupRequest {
                     id: id.id()?,
@@ -283,6 +324,7 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
                     changed_blocks: changed,
                     progress,
                 },
+                key.as_ref(),
             )?;
             Ok(serde_json::json!({
                 "alreadyCommitted": out.already_committed,
@@ -295,26 +337,37 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
             id,
             dest,
             in_place,
+            key,
         } => {
+            let key = key.load()?;
             let target = target.open(handle)?;
             let out = if in_place {
                 Destination::open_in_place(&dest)?
             } else {
                 Destination::open(&dest)?
             };
-            let s = restore_volume_to(&target, &id.id()?, out, progress)?;
+            let s = restore_volume_to_with_key(&target, &id.id()?, out, progress, key.as_ref())?;
             Ok(restore_json(&s))
         }
         Command::Verify {
             target,
             id,
             read_data,
+            key,
         } => {
+            let key = key.load()?;
             let target = target.open(handle)?;
-            let r = verify_volume(&target, &id.id()?, read_data.unwrap_or(0), progress)?;
+            let r = verify_volume_with_key(
+                &target,
+                &id.id()?,
+                read_data.unwrap_or(0),
+                progress,
+                key.as_ref(),
+            )?;
             serde_json::to_value(r).map_err(|e| Error::Usage(e.to_string()))
         }
-        Command::Info { target, id } => {
+        Command::Info { target, id, key } => {
+            let key = key.load()?;
             let target = target.open(handle)?;
             let id = id.id()?;
             let m = load_manifest(&target, &id)?.ok_or_else(|| {
@@ -323,6 +376,11 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
                     id.backup
                 ))
             })?;
+            // With a key: whether it opens every image of the chain.
+            if key.is_some() {
+                open_chain(&target, &m, key.as_ref())?;
+                return Ok(serde_json::json!({"manifest": m, "keyOpensChain": true}));
+            }
             Ok(serde_json::json!({"manifest": m}))
         }
         Command::Coalesce {
@@ -330,7 +388,9 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
             plan,
             volume,
             expire,
+            key,
         } => {
+            let key = key.load()?;
             let target = target.open(handle)?;
             let on_state = |state: CoalesceState| {
                 println!(
@@ -338,15 +398,23 @@ fn run(command: Command, progress: &dyn Progress) -> Result<serde_json::Value> {
                     serde_json::json!({"event": "coalesce", "coalesceInfo": {"state": state}})
                 );
             };
-            let r = coalesce(&target, &plan, &volume, &expire, progress, &on_state)?;
+            let r = coalesce_with_key(
+                &target,
+                &plan,
+                &volume,
+                &expire,
+                progress,
+                &on_state,
+                key.as_ref(),
+            )?;
             serde_json::to_value(r).map_err(|e| Error::Usage(e.to_string()))
         }
     }
 }
 
-fn open_image(path: &Path) -> Result<Qcow2Image> {
+fn open_image(path: &Path, key: Option<&EncryptionKey>) -> Result<Qcow2Image> {
     let obj: Arc<dyn RandomRead> = Arc::new(LocalObject::open(path)?);
-    Qcow2Image::open(obj)
+    Qcow2Image::open_with_key(obj, key)
 }
 
 fn open_index(path: &Path) -> Result<IndexReader<std::fs::File>> {
@@ -386,7 +454,9 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
             index,
             cluster_bits,
             no_sync,
+            key,
         } => {
+            let key = key.load()?;
             let index = index.unwrap_or_else(|| with_suffix(&out, ".index"));
             let cs = 1usize << cluster_bits;
             let s = run_backup(BackupJob {
@@ -397,6 +467,7 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
                 index_sink: Box::new(LocalFileSink::create(&index, 0, !no_sync)?),
                 cluster_bits,
                 progress,
+                encryption: key,
             })?;
             Ok(summary_json(&s))
         }
@@ -407,12 +478,14 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
             state,
             changed_blocks,
             no_sync,
+            key,
         } => {
+            let key = key.load()?;
             let index_path = state.join("index");
             let parent_file = std::fs::File::open(&index_path)
                 .map_err(|e| Error::io("open parent index", index_path.display(), e))?;
             let backing_name = sibling_name(&prev, &out)?;
-            let prev_image = open_image(&prev)?;
+            let prev_image = open_image(&prev, key.as_ref())?;
             let cluster_bits = prev_image.header().cluster_bits;
             let changed = changed_blocks
                 .as_deref()
@@ -430,6 +503,7 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
                 index_sink: Box::new(LocalFileSink::create(&index_path, 0, !no_sync)?),
                 cluster_bits,
                 progress,
+                encryption: key,
             })?;
             Ok(summary_json(&s))
         }
@@ -438,8 +512,10 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
             out,
             index,
             no_sync,
+            key,
         } => {
-            let chain = local_chain(&top)?;
+            let key = key.load()?;
+            let chain = local_chain(&top, key.as_ref())?;
             let dest = Destination::open(&out)?.with_write_mode(WriteMode::for_output(!no_sync));
             let index = index.as_deref().map(open_index).transpose()?;
             let s = run_restore(
@@ -459,8 +535,13 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
             prev,
             out,
             no_sync,
+            key,
         } => {
-            let chain = Chain::new(vec![open_image(&prev)?, open_image(&src)?])?;
+            let key = key.load()?;
+            let chain = Chain::new(vec![
+                open_image(&prev, key.as_ref())?,
+                open_image(&src, key.as_ref())?,
+            ])?;
             let cs = chain.cluster_size() as usize;
             let s = flatten_chain::<std::fs::File>(
                 &chain,
@@ -475,9 +556,9 @@ fn run_image(c: ImageCommand, progress: &dyn Progress) -> Result<serde_json::Val
 }
 
 /// Opens TOP and its backing files, following only plain names in TOP's directory.
-fn local_chain(top: &Path) -> Result<Chain> {
+fn local_chain(top: &Path, key: Option<&EncryptionKey>) -> Result<Chain> {
     let dir = top.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut layers = vec![open_image(top)?];
+    let mut layers = vec![open_image(top, key)?];
     while let Some(name) = layers.last().and_then(|l| l.header().backing_file.clone()) {
         if layers.len() >= 256 {
             return Err(Error::Usage("backing chain deeper than 256 images".into()));
@@ -500,7 +581,7 @@ fn local_chain(top: &Path) -> Result<Chain> {
                 format!("backing format {fmt:?} is not qcow2"),
             ));
         }
-        layers.push(open_image(&dir.join(name))?);
+        layers.push(open_image(&dir.join(name), key)?);
     }
     layers.reverse();
     Chain::new(layers)

@@ -20,13 +20,13 @@
 use bytes::Bytes;
 
 use crate::{
+    crypt::EncryptionKey,
     error::{Error, Result},
     flatten::flatten_chain,
-    index::IndexReader,
     manifest::{ChainMember, Manifest, ObjectRef, manifest_generation, manifest_key},
     object_io::ObjectSink,
     progress::Progress,
-    repository::{VolumeBackupId, list_backups, load_manifest, open_chain},
+    repository::{VolumeBackupId, list_backups, load_manifest, open_chain, open_index},
     target::Target,
 };
 
@@ -210,9 +210,23 @@ pub fn coalesce(
     progress: &dyn Progress,
     on_state: &dyn Fn(CoalesceState),
 ) -> Result<CoalesceReport> {
+    coalesce_with_key(target, plan, volume, expire, progress, on_state, None)
+}
+
+/// [`coalesce`] of a volume whose backups may be encrypted: chains are decrypted with `key`
+/// and flattened bases re-encrypted with it (same key, new master key per image).
+pub fn coalesce_with_key(
+    target: &Target,
+    plan: &str,
+    volume: &str,
+    expire: &[String],
+    progress: &dyn Progress,
+    on_state: &dyn Fn(CoalesceState),
+    key: Option<&EncryptionKey>,
+) -> Result<CoalesceReport> {
     let mut report = CoalesceReport::default();
     on_state(CoalesceState::CommitStarted);
-    match commit_phase(target, plan, volume, expire, progress, &mut report) {
+    match commit_phase(target, plan, volume, expire, progress, &mut report, key) {
         Ok(()) => on_state(CoalesceState::CommitCompleted),
         Err(e) => {
             on_state(CoalesceState::CommitFailed);
@@ -237,6 +251,7 @@ fn commit_phase(
     expire: &[String],
     progress: &dyn Progress,
     report: &mut CoalesceReport,
+    key: Option<&EncryptionKey>,
 ) -> Result<()> {
     let backups = list_backups(target, plan, volume)?;
     let expired = |b: &str| expire.iter().any(|e| e == b);
@@ -259,7 +274,7 @@ fn commit_phase(
             )));
         };
         let survivor = current.chain[survivor_pos].backup_id.clone();
-        let base = ensure_flat_base(target, plan, volume, &survivor, progress, report)?;
+        let base = ensure_flat_base(target, plan, volume, &survivor, progress, report, key)?;
         if survivor == current.backup_id {
             continue;
         }
@@ -279,6 +294,7 @@ fn ensure_flat_base(
     backup: &str,
     progress: &dyn Progress,
     report: &mut CoalesceReport,
+    enc_key: Option<&EncryptionKey>,
 ) -> Result<ChainMember> {
     let id = VolumeBackupId::new(plan, backup, volume)?;
     let m = load_manifest(target, &id)?
@@ -290,8 +306,8 @@ fn ensure_flat_base(
     }
     let generation = m.generation + 1;
     let key = format!("{plan}/{backup}/{volume}/data.g{generation}.qcow2");
-    let chain = open_chain(target, &m)?;
-    let index = IndexReader::new(&m.index.name, target.open_stream(&m.index.name)?)?;
+    let chain = open_chain(target, &m, enc_key)?;
+    let index = open_index(target, &m, &chain)?;
     let slot: std::sync::Arc<std::sync::Mutex<Option<(String, String)>>> = Default::default();
     let sink = HeadBodyDigest {
         inner: target.create_sink(&key, chain.cluster_size() as usize)?,

@@ -43,6 +43,11 @@ pub fn flatten_chain<R: Read>(
             virtual_size: size,
             cluster_bits,
             backing_file: None,
+            // Coalescing re-encrypts with the key that opened the chain.
+            encryption: chain
+                .layers()
+                .last()
+                .and_then(|l| l.encryption_key().cloned()),
         },
     )?;
     let r = copy_clusters(chain, index.as_mut(), backup_id, &mut writer, progress);
@@ -122,7 +127,7 @@ fn copy_clusters<R: Read>(
                             cl[valid as usize..].fill(0);
                         }
                         let ok = match expected.get(i).copied().flatten() {
-                            Some(ClusterState::Data(h)) => *blake3::hash(cl).as_bytes() == h,
+                            Some(ClusterState::Data(h)) => chain.digest(cl) == h,
                             Some(_) => is_zero(cl),
                             None => true,
                         };

@@ -9,13 +9,19 @@
 //! whatever the volume size:
 //!
 //! ```text
-//! header  "TVKCIDX1" | version u32 = 1 | cluster_bits u32 | virtual_size u64 | cluster_count u64
+//! header  "TVKCIDX1" | version u32 (1 or 2) | cluster_bits u32 | virtual_size u64 | cluster_count u64
 //! record  0x01 count:u64                      `count` unallocated clusters (holes)
 //!         0x02 count:u64                      `count` clusters that read as zeros
 //!         0x03 count:u32 count × [u8; 32]     data clusters, BLAKE3-256 of each cluster
 //!                                             (the last partial cluster padded with zeros)
 //! trailer 0xFF BLAKE3-256 of every byte before the trailer tag
 //! ```
+//!
+//! Version 1 holds plain BLAKE3 digests. Version 2 (encrypted backups) holds keyed BLAKE3
+//! digests (`blake3::keyed_hash` with [`crate::crypt::EncryptionKey::index_key`], derived from
+//! the user's key): plain digests beside encrypted images would let anyone who can read the
+//! target confirm guessed cluster contents. A reader knows which kind it holds from the
+//! version; an incremental refuses a parent index of the other kind.
 //!
 //! Runs of holes and zeros are one record each; data records hold at most
 //! [`MAX_DATA_RUN`] digests. Readers check the magic, version, that the records add up to
@@ -33,6 +39,8 @@ use crate::{
 
 const MAGIC: &[u8; 8] = b"TVKCIDX1";
 const VERSION: u32 = 1;
+/// Same layout, keyed BLAKE3 digests.
+const VERSION_KEYED: u32 = 2;
 const TAG_UNALLOCATED: u8 = 0x01;
 const TAG_ZERO: u8 = 0x02;
 const TAG_DATA: u8 = 0x03;
@@ -68,6 +76,35 @@ pub struct IndexHeader {
     pub virtual_size: u64,
     /// Number of clusters.
     pub cluster_count: u64,
+    /// Digests are keyed BLAKE3 (encrypted backups; index version 2).
+    pub keyed: bool,
+}
+
+impl IndexHeader {
+    /// Checks that the index holds the kind of digests the chain needs (keyed for an encrypted
+    /// chain, plain otherwise).
+    pub fn check_digest_kind(&self, index: &str, keyed: bool) -> Result<()> {
+        match (self.keyed, keyed) {
+            (true, false) => Err(Error::index(
+                index,
+                "the index holds keyed digests of an encrypted backup, but the images are read without encryption",
+            )),
+            (false, true) => Err(Error::index(
+                index,
+                "the index holds plain digests of an unencrypted backup, but the images are encrypted",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The digest of one cluster as the index records it: BLAKE3, keyed with `key` for encrypted
+/// backups.
+pub fn cluster_digest(key: Option<&[u8; 32]>, data: &[u8]) -> [u8; 32] {
+    match key {
+        Some(k) => *blake3::keyed_hash(k, data).as_bytes(),
+        None => *blake3::hash(data).as_bytes(),
+    }
 }
 
 /// Streams an index out to a sink.
@@ -125,10 +162,20 @@ impl IndexWriter {
                 cluster_bits,
                 virtual_size,
                 cluster_count,
+                keyed: false,
             },
             written: 0,
             run: Run::None,
         }
+    }
+
+    /// Marks the index as holding keyed digests (version 2); call before the first push.
+    pub fn with_keyed_digests(mut self, keyed: bool) -> Self {
+        if keyed {
+            self.header.keyed = true;
+            self.buf[8..12].copy_from_slice(&VERSION_KEYED.to_le_bytes());
+        }
+        self
     }
 
     /// Appends the next cluster's state (clusters in order from 0).
@@ -289,6 +336,7 @@ impl<R: Read> IndexReader<R> {
                 cluster_bits: 0,
                 virtual_size: 0,
                 cluster_count: 0,
+                keyed: false,
             },
             position: 0,
             run_left: 0,
@@ -301,7 +349,7 @@ impl<R: Read> IndexReader<R> {
             return Err(Error::index(name, "not a digest index (bad magic)"));
         }
         let version = le32(&h[8..12]);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_KEYED {
             return Err(Error::index(
                 name,
                 format!("unsupported index version {version}"),
@@ -330,6 +378,7 @@ impl<R: Read> IndexReader<R> {
             cluster_bits,
             virtual_size,
             cluster_count,
+            keyed: version == VERSION_KEYED,
         };
         Ok(me)
     }

@@ -61,6 +61,7 @@
 
 pub mod backup;
 pub mod coalesce;
+pub mod crypt;
 pub mod error;
 pub mod flatten;
 pub mod index;

@@ -72,7 +72,18 @@ pub struct Manifest {
     pub created_at: String,
     /// Version of the tool that wrote it.
     pub tool_version: String,
+    /// The images are encrypted (restore and verify need the key) and the index holds keyed
+    /// digests. Absent in manifests of unencrypted backups.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// How: [`ENCRYPTION_FORMAT`] (qcow2 with LUKS1, as qemu's `encrypt.format=luks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_format: Option<String>,
 }
+
+/// The encryption format of encrypted backups: qcow2 `crypt_method` 2 (LUKS1,
+/// AES-256-XTS-plain64, PBKDF2-SHA256) with a keyed BLAKE3 digest index.
+pub const ENCRYPTION_FORMAT: &str = "qcow2-luks1-aes-256-xts-plain64";
 
 /// Checks one path segment / id: non-empty, not `.`/`..`, `[A-Za-z0-9._-]`, ≤ 253 bytes.
 pub fn validate_segment(what: &str, s: &str) -> Result<()> {
@@ -192,6 +203,20 @@ impl Manifest {
         }
         if self.virtual_size > crate::qcow2::MAX_VIRTUAL_SIZE {
             return Err(Error::Usage("virtual size too large".into()));
+        }
+        match (&self.encryption_format, self.encrypted) {
+            (None, false) => {}
+            (Some(f), true) if f == ENCRYPTION_FORMAT => {}
+            (Some(f), true) => {
+                return Err(Error::Usage(format!(
+                    "unsupported encryption format {f:?} (this tool reads {ENCRYPTION_FORMAT:?})"
+                )));
+            }
+            _ => {
+                return Err(Error::Usage(
+                    "encrypted and encryptionFormat must be given together".into(),
+                ));
+            }
         }
         if self.chain.is_empty() || self.chain.len() > MAX_CHAIN {
             return Err(Error::Usage(format!(

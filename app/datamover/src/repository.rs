@@ -7,11 +7,12 @@ use bytes::Bytes;
 
 use crate::{
     backup::{BackupJob, ParentIndex, run_backup},
+    crypt::EncryptionKey,
     error::{Error, Result},
     index::{ClusterState, IndexReader},
     manifest::{
-        ChainMember, FORMAT_VERSION, MAX_MANIFEST_BYTES, Manifest, ObjectRef, manifest_generation,
-        manifest_key, relative_backing_name, validate_segment, volume_dir,
+        ChainMember, ENCRYPTION_FORMAT, FORMAT_VERSION, MAX_MANIFEST_BYTES, Manifest, ObjectRef,
+        manifest_generation, manifest_key, relative_backing_name, validate_segment, volume_dir,
     },
     object_io::{ObjectSink, RandomRead},
     progress::Progress,
@@ -164,8 +165,27 @@ pub struct VolumeBackupOutcome {
 /// crash rewrites the uncommitted objects and commits once; a rerun after the commit returns
 /// the committed manifest.
 pub fn backup_volume(target: &Target, req: VolumeBackupRequest<'_>) -> Result<VolumeBackupOutcome> {
+    backup_volume_with_key(target, req, None)
+}
+
+/// [`backup_volume`], encrypted with `key` when given ([`crate::crypt`]): LUKS images, keyed
+/// digest index, `encrypted` in the manifest. An incremental keeps its parent's choice: a
+/// parent of the other kind is refused (take a full backup).
+pub fn backup_volume_with_key(
+    target: &Target,
+    req: VolumeBackupRequest<'_>,
+    key: Option<&EncryptionKey>,
+) -> Result<VolumeBackupOutcome> {
     let id = &req.id;
     if let Some(m) = load_manifest(target, id)? {
+        if m.encrypted != key.is_some() {
+            return Err(Error::Usage(format!(
+                "backup {} of volume {} is already committed {} encryption; rerun it the same way",
+                id.backup,
+                id.volume,
+                if m.encrypted { "with" } else { "without" }
+            )));
+        }
         return Ok(VolumeBackupOutcome {
             manifest: m,
             already_committed: true,
@@ -184,6 +204,18 @@ pub fn backup_volume(target: &Target, req: VolumeBackupRequest<'_>) -> Result<Vo
                     id.volume
                 ))
             })?;
+            if pm.encrypted != key.is_some() {
+                return Err(Error::Usage(format!(
+                    "parent backup {p} of volume {} is {}encrypted and this backup is {}: an incremental cannot change encryption; take a full backup",
+                    id.volume,
+                    if pm.encrypted { "" } else { "not " },
+                    if key.is_some() {
+                        "encrypted"
+                    } else {
+                        "not (no encryption key given)"
+                    }
+                )));
+            }
             let top = pm
                 .chain
                 .last()
@@ -211,6 +243,7 @@ pub fn backup_volume(target: &Target, req: VolumeBackupRequest<'_>) -> Result<Vo
         index_sink,
         cluster_bits,
         progress: req.progress,
+        encryption: key.cloned(),
     })?;
     let (body, head) = image_digest
         .lock()
@@ -244,6 +277,8 @@ pub fn backup_volume(target: &Target, req: VolumeBackupRequest<'_>) -> Result<Vo
         },
         created_at: jiff::Timestamp::now().to_string(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        encrypted: key.is_some(),
+        encryption_format: key.map(|_| ENCRYPTION_FORMAT.to_string()),
     };
     manifest.validate()?;
     target.put_create_only(
@@ -258,12 +293,29 @@ pub fn backup_volume(target: &Target, req: VolumeBackupRequest<'_>) -> Result<Vo
 }
 
 /// Opens the chain a manifest names (sizes checked against the manifest; a missing object
-/// is reported as such with the backup named).
-pub fn open_chain(target: &Target, m: &Manifest) -> Result<Chain> {
+/// is reported as such with the backup named). An encrypted backup needs `key`.
+pub fn open_chain(target: &Target, m: &Manifest, key: Option<&EncryptionKey>) -> Result<Chain> {
+    if m.encrypted && key.is_none() {
+        return Err(Error::Usage(format!(
+            "backup {} of volume {} is encrypted: give the key of the backup plan's encryption Secret (--encryption-key-file; a Restore names it in spec.encryption.encryptionSecret)",
+            m.backup_id, m.volume_id
+        )));
+    }
     let mut layers = Vec::with_capacity(m.chain.len());
     for member in &m.chain {
         let obj = open_member(target, &m.backup_id, &member.image)?;
-        layers.push(Qcow2Image::open(obj)?);
+        let image = Qcow2Image::open_with_key(obj, key)?;
+        if image.is_encrypted() != m.encrypted {
+            return Err(Error::InvalidManifest {
+                name: manifest_key(&m.backup_plan, &m.backup_id, &m.volume_id, m.generation),
+                reason: format!(
+                    "image {} is {}encrypted but the manifest says the opposite",
+                    member.image.name,
+                    if image.is_encrypted() { "" } else { "not " }
+                ),
+            });
+        }
+        layers.push(image);
     }
     let chain = Chain::new(layers)?;
     if chain.cluster_size() != m.cluster_size
@@ -275,6 +327,21 @@ pub fn open_chain(target: &Target, m: &Manifest) -> Result<Chain> {
         });
     }
     Ok(chain)
+}
+
+/// The backup's index, its presence and size checked before it is streamed, and the kind of
+/// its digests checked against the chain (keyed for an encrypted chain).
+pub fn open_index(
+    target: &Target,
+    m: &Manifest,
+    chain: &Chain,
+) -> Result<IndexReader<Box<dyn std::io::Read + Send>>> {
+    open_member(target, &m.backup_id, &m.index)?;
+    let index = IndexReader::new(&m.index.name, target.open_stream(&m.index.name)?)?;
+    index
+        .header()
+        .check_digest_kind(&m.index.name, chain.is_encrypted())?;
+    Ok(index)
 }
 
 fn open_member(target: &Target, backup: &str, r: &ObjectRef) -> Result<Arc<dyn RandomRead>> {
@@ -308,7 +375,7 @@ pub fn restore_volume(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
-    restore_volume_to(target, id, Destination::open(dest)?, progress)
+    restore_volume_to_with_key(target, id, Destination::open(dest)?, progress, None)
 }
 
 /// [`restore_volume`] into an already opened destination (e.g.
@@ -319,16 +386,25 @@ pub fn restore_volume_to(
     out: Destination,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
+    restore_volume_to_with_key(target, id, out, progress, None)
+}
+
+/// [`restore_volume_to`] of a backup that may be encrypted (then `key` is needed).
+pub fn restore_volume_to_with_key(
+    target: &Target,
+    id: &VolumeBackupId,
+    out: Destination,
+    progress: &dyn Progress,
+    key: Option<&EncryptionKey>,
+) -> Result<RestoreSummary> {
     let m = load_manifest(target, id)?.ok_or_else(|| {
         Error::Usage(format!(
             "backup {} of volume {} in plan {} is not committed on the target",
             id.backup, id.volume, id.plan
         ))
     })?;
-    let chain = open_chain(target, &m)?;
-    // Checks presence and size of the index before streaming it.
-    open_member(target, &m.backup_id, &m.index)?;
-    let index = IndexReader::new(&m.index.name, target.open_stream(&m.index.name)?)?;
+    let chain = open_chain(target, &m, key)?;
+    let index = open_index(target, &m, &chain)?;
     run_restore(
         RestoreJob {
             chain: &chain,
@@ -367,15 +443,25 @@ pub fn verify_volume(
     read_data_percent: u8,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    verify_volume_with_key(target, id, read_data_percent, progress, None)
+}
+
+/// [`verify_volume`] of a backup that may be encrypted (then `key` is needed).
+pub fn verify_volume_with_key(
+    target: &Target,
+    id: &VolumeBackupId,
+    read_data_percent: u8,
+    progress: &dyn Progress,
+    key: Option<&EncryptionKey>,
+) -> Result<VerifyReport> {
     let m = load_manifest(target, id)?.ok_or_else(|| {
         Error::Usage(format!(
             "backup {} is not committed on the target",
             id.backup
         ))
     })?;
-    let chain = open_chain(target, &m)?;
-    open_member(target, &m.backup_id, &m.index)?;
-    let mut index = IndexReader::new(&m.index.name, target.open_stream(&m.index.name)?)?;
+    let chain = open_chain(target, &m, key)?;
+    let mut index = open_index(target, &m, &chain)?;
     let cs = chain.cluster_size();
     let size = m.virtual_size;
     let mut data_clusters = 0u64;
@@ -409,7 +495,7 @@ pub fn verify_volume(
                         if valid < cs {
                             buf[valid as usize..].fill(0);
                         }
-                        if *blake3::hash(&buf).as_bytes() != h {
+                        if chain.digest(&buf) != h {
                             return Err(mismatch(
                                 g * cs,
                                 img.name(),

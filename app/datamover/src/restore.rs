@@ -51,6 +51,8 @@ pub enum Resolved {
 pub struct Chain {
     layers: Vec<Qcow2Image>,
     cluster_bits: u32,
+    /// Key of the index's keyed digests when the chain is encrypted.
+    digest_key: Option<[u8; 32]>,
 }
 
 impl Chain {
@@ -69,10 +71,32 @@ impl Chain {
                 ));
             }
         }
+        // All layers encrypted (with the key that opened them) or none.
+        let digest_key = top.encryption_key().map(|k| k.index_key());
+        if let Some(l) = layers
+            .iter()
+            .find(|l| l.is_encrypted() != top.is_encrypted())
+        {
+            return Err(Error::image(
+                l.name(),
+                "the chain mixes encrypted and unencrypted images",
+            ));
+        }
         Ok(Self {
             layers,
             cluster_bits,
+            digest_key,
         })
+    }
+
+    /// Whether the chain is encrypted (its index then holds keyed digests).
+    pub fn is_encrypted(&self) -> bool {
+        self.digest_key.is_some()
+    }
+
+    /// The digest of a cluster as this chain's index records it.
+    pub fn digest(&self, cluster: &[u8]) -> [u8; 32] {
+        crate::index::cluster_digest(self.digest_key.as_ref(), cluster)
     }
 
     /// The layers, base first.
@@ -366,8 +390,9 @@ fn verify_run(
         let c = c as u64;
         let cluster = &data[(c * cs) as usize..((c + 1) * cs) as usize];
         let bad = match want {
-            Some(ClusterState::Data(h)) => (*blake3::hash(cluster).as_bytes() != *h)
-                .then_some("does not match its recorded BLAKE3 digest"),
+            Some(ClusterState::Data(h)) => {
+                (chain.digest(cluster) != *h).then_some("does not match its recorded BLAKE3 digest")
+            }
             Some(_) => (!is_zero(cluster)).then_some("holds data where the index records zeros"),
             None => None,
         };
@@ -405,6 +430,10 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                 ),
             });
         }
+        h.check_digest_kind(
+            &format!("index of backup {}", job.backup_id),
+            chain.is_encrypted(),
+        )?;
         size = h.virtual_size;
     }
     dest.prepare(size)?;

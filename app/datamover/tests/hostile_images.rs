@@ -30,6 +30,7 @@ fn valid_image(backing: Option<&str>) -> Vec<u8> {
             virtual_size: 8 << 20,
             cluster_bits: 16,
             backing_file: backing.map(str::to_string),
+            encryption: None,
         },
     )
     .unwrap();

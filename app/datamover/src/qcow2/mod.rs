@@ -115,7 +115,21 @@ pub struct Header {
     pub backing_file: Option<String>,
     /// Backing format from the header extension, if present.
     pub backing_format: Option<String>,
+    /// LUKS encryption (`crypt_method` 2): where the LUKS area lies in the image.
+    pub crypt: Option<CryptArea>,
 }
+
+/// The full-disk-encryption header extension: host offset and length of the LUKS area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CryptArea {
+    /// Host offset (cluster aligned).
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+/// `crypt_method` of LUKS encryption.
+pub const CRYPT_LUKS: u32 = 2;
 
 impl Header {
     /// Cluster size in bytes.
@@ -218,9 +232,14 @@ impl Header {
                 "image uses extended L2 entries (subclusters), which are not supported".into(),
             ));
         }
-        if crypt_method != 0 {
+        if crypt_method == 1 {
+            return Err(bad(
+                "image uses qemu's legacy AES-CBC encryption (crypt_method 1), which is insecure and not supported; convert it to LUKS encryption (encrypt.format=luks)".into(),
+            ));
+        }
+        if crypt_method > CRYPT_LUKS {
             return Err(bad(format!(
-                "encrypted images are not supported (crypt_method {crypt_method})"
+                "unknown encryption method (crypt_method {crypt_method})"
             )));
         }
         if refcount_order > 6 {
@@ -290,6 +309,7 @@ impl Header {
 
         // Header extensions (v3), bounded by the first cluster.
         let mut backing_format = None;
+        let mut crypt = None;
         let ext_limit = head.len().min(cluster_size as usize);
         if version == 3 {
             let mut pos = header_length as usize;
@@ -322,12 +342,47 @@ impl Header {
                         ));
                     }
                     EXT_CRYPTO => {
-                        return Err(bad("encrypted images are not supported".into()));
+                        if ext_len != 16 {
+                            return Err(bad(format!(
+                                "encryption header extension of {ext_len} bytes (expected 16)"
+                            )));
+                        }
+                        let area = CryptArea {
+                            offset: be64(data, 0),
+                            length: be64(data, 8),
+                        };
+                        if area.length < 592 || area.length > crate::crypt::MAX_AREA_LEN {
+                            return Err(bad(format!(
+                                "invalid LUKS header length {} (allowed 592..={})",
+                                area.length,
+                                crate::crypt::MAX_AREA_LEN
+                            )));
+                        }
+                        if !table_fits(area.offset, area.length, cluster_size, file_len) {
+                            return Err(bad(format!(
+                                "invalid LUKS header offset {:#x} (misaligned or beyond the end of the file)",
+                                area.offset
+                            )));
+                        }
+                        crypt = Some(area);
                     }
                     _ => {}
                 }
                 pos += padded;
             }
+        }
+        match (crypt_method, crypt) {
+            (CRYPT_LUKS, None) => {
+                return Err(bad(
+                    "image is LUKS encrypted (crypt_method 2) but has no encryption header extension".into(),
+                ));
+            }
+            (0, Some(_)) => {
+                return Err(bad(
+                    "image has an encryption header extension but crypt_method 0".into(),
+                ));
+            }
+            _ => {}
         }
         let backing_file = if backing_file_offset != 0 {
             if backing_file_size == 0 || backing_file_size > MAX_BACKING_NAME {
@@ -372,6 +427,7 @@ impl Header {
             header_length,
             backing_file,
             backing_format,
+            crypt,
         })
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{FLAG_COMPRESSED, FLAG_ZERO, Header, OFFSET_MASK};
 use crate::{
+    crypt::{self, EncryptionKey, LuksCipher},
     error::{Error, Result},
     object_io::RandomRead,
 };
@@ -28,6 +29,9 @@ pub struct Qcow2Image {
     /// Sorted, non-overlapping host byte ranges holding metadata (header, L1, refcount table,
     /// refcount blocks, L2 tables, snapshot table start). Data clusters must not point there.
     metadata: Vec<(u64, u64)>,
+    /// LUKS encrypted images: the cipher of the image's master key, and the key that opened it
+    /// (so that coalescing re-encrypts what it rewrites with the same key).
+    crypt: Option<(LuksCipher, EncryptionKey)>,
 }
 
 impl std::fmt::Debug for Qcow2Image {
@@ -40,9 +44,16 @@ impl std::fmt::Debug for Qcow2Image {
 }
 
 impl Qcow2Image {
-    /// Opens and validates an image. Backing files are NOT opened: the caller supplies chain
-    /// members (named by a manifest) to whatever merges them.
+    /// Opens and validates an unencrypted image (an encrypted one is refused with an error that
+    /// asks for the key). Backing files are NOT opened: the caller supplies chain members (named
+    /// by a manifest) to whatever merges them.
     pub fn open(src: Arc<dyn RandomRead>) -> Result<Self> {
+        Self::open_with_key(src, None)
+    }
+
+    /// Opens and validates an image, LUKS encrypted ones with `key` (plain images open with or
+    /// without a key).
+    pub fn open_with_key(src: Arc<dyn RandomRead>, key: Option<&EncryptionKey>) -> Result<Self> {
         let name = src.name().to_string();
         let file_len = src.len();
         // Enough for any header: cluster_bits is validated before the rest is used.
@@ -118,6 +129,21 @@ impl Qcow2Image {
             }
             metadata.push((l2, l2 + cs));
         }
+        let crypt = match (header.crypt, key) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Error::Usage(format!(
+                    "image {name} is encrypted (LUKS): give the key of the backup plan's encryption Secret (--encryption-key-file)"
+                )));
+            }
+            (Some(area), Some(key)) => {
+                let mut raw = vec![0u8; area.length as usize];
+                src.read_exact_at(area.offset, &mut raw)?;
+                metadata.push((area.offset, area.offset + area.length.next_multiple_of(cs)));
+                let cipher = crypt::open(&name, &raw, key)?;
+                Some((cipher, key.clone()))
+            }
+        };
         metadata.sort_unstable();
         // Header, L1 and refcount table must not overlap each other or the tables they list
         // (overlapping L2 tables are shared clusters, which only snapshots produce).
@@ -134,6 +160,7 @@ impl Qcow2Image {
             header,
             l1,
             metadata,
+            crypt,
         })
     }
 
@@ -248,17 +275,38 @@ impl Qcow2Image {
     }
 
     /// `len` bytes of host data at `host` without a copy, where the object can map them and
-    /// they lie wholly inside the file.
+    /// they lie wholly inside the file. Never for an encrypted image (its data must be
+    /// decrypted: use [`Self::read_host`]).
     pub fn map_host(&self, host: u64, len: usize) -> Option<bytes::Bytes> {
+        if self.crypt.is_some() {
+            return None;
+        }
         self.src.map(host, len)
     }
 
-    /// Reads `buf.len()` bytes of host data at `host`; bytes past the end of the file (a
-    /// partially written last cluster, as qemu leaves it) read as zeros.
+    /// Reads `buf.len()` bytes of host data at `host` (decrypted, for an encrypted image);
+    /// bytes past the end of the file (a partially written last cluster, as qemu leaves it)
+    /// read as zeros.
     pub fn read_host(&self, host: u64, buf: &mut [u8]) -> Result<()> {
         let avail = self.src.len().saturating_sub(host).min(buf.len() as u64) as usize;
         self.src.read_exact_at(host, &mut buf[..avail])?;
         buf[avail..].fill(0);
+        if let Some((cipher, _)) = &self.crypt {
+            // Whole sectors only: a sector cut by the end of the file was never written.
+            let whole = avail.next_multiple_of(crypt::SECTOR).min(buf.len());
+            let whole = whole - whole % crypt::SECTOR;
+            cipher.decrypt(&mut buf[..whole], host)?;
+        }
         Ok(())
+    }
+
+    /// Whether the image is LUKS encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.crypt.is_some()
+    }
+
+    /// The key that opened this (encrypted) image.
+    pub fn encryption_key(&self) -> Option<&EncryptionKey> {
+        self.crypt.as_ref().map(|(_, k)| k)
     }
 }

@@ -7,6 +7,7 @@ use super::{
     MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_VIRTUAL_SIZE, MIN_CLUSTER_BITS,
 };
 use crate::{
+    crypt::{self, EncryptionKey, LuksCipher},
     error::{Error, Result},
     object_io::ObjectSink,
 };
@@ -20,6 +21,8 @@ pub struct ImageOptions {
     pub cluster_bits: u32,
     /// Backing file name to store (relative to this image), with format `qcow2`.
     pub backing_file: Option<String>,
+    /// Encrypt the image (LUKS, `crypt_method` 2) with this key as passphrase.
+    pub encryption: Option<EncryptionKey>,
 }
 
 impl ImageOptions {
@@ -29,6 +32,7 @@ impl ImageOptions {
             virtual_size,
             cluster_bits: DEFAULT_CLUSTER_BITS,
             backing_file: None,
+            encryption: None,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Qcow2Writer {
     next_guest: u64,
     data_clusters: u64,
     zero_clusters: u64,
+    /// Encrypted images: the master key's cipher and the LUKS area (host offset, length).
+    crypt: Option<(LuksCipher, u64, u64)>,
 }
 
 impl std::fmt::Debug for Qcow2Writer {
@@ -104,14 +110,31 @@ impl Qcow2Writer {
                 opts.virtual_size
             )));
         }
+        let mut sink = sink;
+        let mut next_host = 1;
+        let crypt = match &opts.encryption {
+            None => None,
+            Some(key) => {
+                // The LUKS area follows the header cluster, padded to whole clusters.
+                let (cipher, mut area) = crypt::create(key)?;
+                let len = area.len() as u64;
+                area.resize(len.next_multiple_of(cs) as usize, 0);
+                let clusters = area.len() as u64 / cs;
+                sink.append(Bytes::from(area))?;
+                let offset = next_host * cs;
+                next_host += clusters;
+                Some((cipher, offset, len))
+            }
+        };
         Ok(Self {
             sink: Some(sink),
+            crypt,
             cs,
             l2_entries,
             guest_clusters,
             l1: vec![0; l1_size as usize],
             l2: None,
-            next_host: 1,
+            next_host,
             next_guest: 0,
             data_clusters: 0,
             zero_clusters: 0,
@@ -191,7 +214,12 @@ impl Qcow2Writer {
                 }
             }
             self.next_host += in_range;
-            let piece = data.slice(done as usize * cs..(done + in_range) as usize * cs);
+            let mut piece = data.slice(done as usize * cs..(done + in_range) as usize * cs);
+            if let Some((cipher, _, _)) = &self.crypt {
+                let mut enc = BytesMut::from(&piece[..]);
+                cipher.encrypt(&mut enc, first_host * self.cs)?;
+                piece = enc.freeze();
+            }
             self.sink()?.append(piece)?;
             done += in_range;
         }
@@ -291,8 +319,10 @@ impl Qcow2Writer {
     ) -> Bytes {
         let mut h = BytesMut::with_capacity(self.cs as usize);
         let backing = self.opts.backing_file.as_deref().unwrap_or("");
-        // Extensions start at HEADER_LENGTH; backing format ext = 8 + 8 ("qcow2" padded); end = 8.
-        let ext_len = if backing.is_empty() { 8 } else { 16 + 8 };
+        // Extensions start at HEADER_LENGTH; backing format ext = 8 + 8 ("qcow2" padded);
+        // encryption ext = 8 + 16; end = 8.
+        let ext_len =
+            if backing.is_empty() { 8 } else { 16 + 8 } + if self.crypt.is_some() { 24 } else { 0 };
         let backing_offset = if backing.is_empty() {
             0
         } else {
@@ -306,7 +336,11 @@ impl Qcow2Writer {
         // qemu counts the size in 512-byte sectors and rounds DOWN; round up so it sees every
         // byte (the digest index and manifest keep the exact size for restore).
         h.put_u64(self.opts.virtual_size.next_multiple_of(512));
-        h.put_u32(0); // crypt_method
+        h.put_u32(if self.crypt.is_some() {
+            super::CRYPT_LUKS
+        } else {
+            0
+        });
         h.put_u32(self.l1.len() as u32);
         h.put_u64(l1_offset);
         h.put_u64(reftable_offset);
@@ -324,6 +358,12 @@ impl Qcow2Writer {
             h.put_u32(EXT_BACKING_FORMAT);
             h.put_u32(5);
             h.put_slice(b"qcow2\0\0\0");
+        }
+        if let Some((_, offset, len)) = &self.crypt {
+            h.put_u32(super::EXT_CRYPTO);
+            h.put_u32(16);
+            h.put_u64(*offset);
+            h.put_u64(*len);
         }
         h.put_u32(super::EXT_END);
         h.put_u32(0);

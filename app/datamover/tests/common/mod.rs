@@ -166,6 +166,7 @@ pub fn backup(
         index_sink: Box::new(LocalFileSink::create(index, 0, false).unwrap()),
         cluster_bits: 16,
         progress: &NoProgress,
+        encryption: None,
     })
     .unwrap()
 }

@@ -1,0 +1,608 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Encrypted backups (LUKS in qcow2, keyed digest index): interop with qemu-img in both
+//! directions, wrong and missing keys, malformed LUKS headers, and the target-level commands
+//! (backup, restore, verify, coalesce) with a key.
+
+mod common;
+
+use std::{
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+};
+
+use common::*;
+use tvk_datamover::{
+    Error,
+    backup::{BackupJob, ParentIndex, run_backup},
+    coalesce::coalesce_with_key,
+    crypt::EncryptionKey,
+    index::IndexReader,
+    object_io::{LocalFileSink, LocalObject, RandomRead},
+    progress::NoProgress,
+    qcow2::reader::Qcow2Image,
+    repository::{
+        VolumeBackupId, VolumeBackupRequest, backup_volume, backup_volume_with_key, load_manifest,
+        restore_volume, restore_volume_to_with_key, verify_volume_with_key,
+    },
+    restore::{Chain, Destination, RestoreJob, run_restore},
+    target::Target,
+};
+use tvk_testkit::TempDir;
+
+const PASS: &str = "correct horse battery staple";
+
+fn key() -> EncryptionKey {
+    EncryptionKey::from_bytes(PASS.as_bytes().to_vec()).unwrap()
+}
+
+fn key_file(d: &Path, pass: &str) -> PathBuf {
+    let p = d.join(format!("key-{}", pass.len()));
+    std::fs::write(&p, pass).unwrap();
+    p
+}
+
+/// Encrypted full (parent None) or incremental backup through the library.
+fn enc_backup(src: &Path, out: &Path, index: &Path, parent: Option<(&Path, &str)>) {
+    let parent = parent.map(|(ix, backing)| ParentIndex {
+        name: ix.display().to_string(),
+        reader: Box::new(std::fs::File::open(ix).unwrap()),
+        backing_name: backing.to_string(),
+    });
+    run_backup(BackupJob {
+        source: src,
+        parent,
+        changed_blocks: None,
+        image_sink: Box::new(LocalFileSink::create(out, CS as usize, false).unwrap()),
+        index_sink: Box::new(LocalFileSink::create(index, 0, false).unwrap()),
+        cluster_bits: 16,
+        progress: &NoProgress,
+        encryption: Some(key()),
+    })
+    .unwrap();
+}
+
+fn open_keyed(p: &Path, key: Option<&EncryptionKey>) -> tvk_datamover::Result<Qcow2Image> {
+    let obj: Arc<dyn RandomRead> = Arc::new(LocalObject::open(p).unwrap());
+    Qcow2Image::open_with_key(obj, key)
+}
+
+fn restore_keyed(
+    layers: &[PathBuf],
+    index: Option<&Path>,
+    out: &Path,
+) -> tvk_datamover::Result<()> {
+    let k = key();
+    let chain = Chain::new(
+        layers
+            .iter()
+            .map(|p| open_keyed(p, Some(&k)))
+            .collect::<tvk_datamover::Result<Vec<_>>>()?,
+    )?;
+    let index = index.map(|p| IndexReader::new("index", std::fs::File::open(p).unwrap()).unwrap());
+    run_restore(
+        RestoreJob {
+            chain: &chain,
+            index,
+            backup_id: "test",
+            progress: &NoProgress,
+            durable: false,
+        },
+        &Destination::open(out)?,
+    )?;
+    Ok(())
+}
+
+/// `--object secret,… --image-opts driver=qcow2,file.filename=IMG,encrypt.key-secret=s`.
+fn qemu_keyed(sub: &str, img: &Path, keyfile: &Path, tail: &[&str]) -> std::process::Output {
+    let mut c = Command::new("qemu-img");
+    c.arg(sub)
+        .arg("--object")
+        .arg(format!("secret,id=s,file={}", keyfile.display()))
+        .arg("--image-opts")
+        .arg(format!(
+            "driver=qcow2,file.filename={},encrypt.key-secret=s{}",
+            img.display(),
+            // An overlay's backing image needs the key too.
+            if has_backing(img) {
+                ",backing.encrypt.key-secret=s"
+            } else {
+                ""
+            }
+        ));
+    c.args(tail);
+    c.output().unwrap()
+}
+
+fn has_backing(img: &Path) -> bool {
+    let head = std::fs::read(img).unwrap();
+    head.len() >= 16 && head[8..16] != [0; 8]
+}
+
+fn convert_to_raw(img: &Path, keyfile: &Path, out: &Path) -> std::process::Output {
+    qemu_keyed(
+        "convert",
+        img,
+        keyfile,
+        &["-O", "raw", out.to_str().unwrap()],
+    )
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "qemu-img failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn encrypted_full_and_incremental_read_back_by_qemu_img_byte_identical() {
+    qemu_img();
+    let dir = TempDir::new("enc-interop").unwrap();
+    let d = dir.path();
+    let kf = key_file(d, PASS);
+    // An odd size, data over more than one cluster run, a hole in between.
+    let size = (9 << 20) + 4096;
+    let vol = Volume::create(&d.join("vol.raw"), size);
+    let mut rng = Rng(7);
+    vol.write_random(&mut rng, 0, 3 << 20);
+    vol.write_random(&mut rng, 6 << 20, (3 << 20) + 4096);
+    let snap1 = d.join("s1.raw");
+    std::fs::copy(&vol.path, &snap1).unwrap();
+    let base = d.join("base.qcow2");
+    let ix = d.join("index");
+    enc_backup(&vol.path, &base, &ix, None);
+    // Incremental: changed data, a zeroed range (zero flag clusters) and new data.
+    vol.write_random(&mut rng, 1 << 20, 3 * CS);
+    vol.write_zeros(6 << 20, 2 * CS);
+    vol.write_random(&mut rng, 4 << 20, CS);
+    let ix2 = d.join("index2");
+    std::fs::copy(&ix, &ix2).unwrap();
+    let top = d.join("top.qcow2");
+    enc_backup(&vol.path, &top, &ix2, Some((&ix, "base.qcow2")));
+
+    // qemu-img sees encrypted LUKS images, checks them clean with the key, and reads both
+    // layers byte-identical to the snapshots.
+    let info = qemu(&["info", top.to_str().unwrap()]);
+    assert!(info.contains("encrypted: yes"), "{info}");
+    assert!(info.contains("format: luks"), "{info}");
+    for img in [&base, &top] {
+        let out = ok(&qemu_keyed("check", img, &kf, &["--output=json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        for k in ["corruptions", "leaks", "check-errors"] {
+            assert_eq!(
+                v.get(k).and_then(|x| x.as_u64()).unwrap_or(0),
+                0,
+                "{k}: {out}"
+            );
+        }
+    }
+    let raw1 = d.join("q1.raw");
+    ok(&convert_to_raw(&base, &kf, &raw1));
+    let mut raw1_bytes = std::fs::read(&raw1).unwrap();
+    raw1_bytes.truncate(size as usize);
+    assert!(raw1_bytes == std::fs::read(&snap1).unwrap(), "base differs");
+    let raw2 = d.join("q2.raw");
+    ok(&convert_to_raw(&top, &kf, &raw2));
+    let mut raw2_bytes = std::fs::read(&raw2).unwrap();
+    raw2_bytes.truncate(size as usize);
+    assert!(
+        raw2_bytes == std::fs::read(&vol.path).unwrap(),
+        "chain differs"
+    );
+
+    // No plaintext on disk: a cluster of the source does not appear in the image.
+    let img = std::fs::read(&base).unwrap();
+    let src = std::fs::read(&snap1).unwrap();
+    let probe = &src[(1 << 20)..(1 << 20) + 64];
+    assert!(
+        !img.windows(64).any(|w| w == probe),
+        "plaintext found in the image"
+    );
+
+    // We read our own chain back, verified against the keyed index.
+    let out = d.join("restored.raw");
+    restore_keyed(&[base.clone(), top.clone()], Some(&ix2), &out).unwrap();
+    assert_files_equal(&vol.path, &out);
+
+    // The index holds keyed digests: not the plain BLAKE3 of the data.
+    let mut r = IndexReader::new("index", std::fs::File::open(&ix).unwrap()).unwrap();
+    assert!(r.header().keyed);
+    let first = r.next_cluster().unwrap().unwrap();
+    let plain = *blake3::hash(&src[..CS as usize]).as_bytes();
+    match first {
+        tvk_datamover::index::ClusterState::Data(h) => {
+            assert_ne!(h, plain, "index digest is plain BLAKE3");
+            assert_eq!(
+                h,
+                *blake3::keyed_hash(&key().index_key(), &src[..CS as usize]).as_bytes()
+            );
+        }
+        other => panic!("first cluster should be data: {other:?}"),
+    }
+}
+
+#[test]
+fn images_qemu_img_encrypted_are_read_by_us() {
+    qemu_img();
+    let dir = TempDir::new("enc-qemu").unwrap();
+    let d = dir.path();
+    let kf = key_file(d, PASS);
+    let secret = format!("secret,id=s,file={}", kf.display());
+    // Written by qemu-io into a qemu-img created image.
+    let img = d.join("q.qcow2");
+    qemu(&[
+        "create",
+        "-f",
+        "qcow2",
+        "--object",
+        &secret,
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10",
+        img.to_str().unwrap(),
+        "5M",
+    ]);
+    let opts = format!(
+        "driver=qcow2,file.filename={},encrypt.key-secret=s",
+        img.display()
+    );
+    let io = Command::new("qemu-io")
+        .args(["--object", &secret, "--image-opts", &opts])
+        .args([
+            "-c",
+            "write -P 0xab 64k 200k",
+            "-c",
+            "write -P 0x11 4M 100k",
+            "-c",
+            "write -z 128k 64k",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        io.status.success(),
+        "{}",
+        String::from_utf8_lossy(&io.stderr)
+    );
+    let expected = d.join("q.raw");
+    ok(&convert_to_raw(&img, &kf, &expected));
+    let out = d.join("ours.raw");
+    restore_keyed(std::slice::from_ref(&img), None, &out).unwrap();
+    assert_files_equal(&expected, &out);
+
+    // Converted by qemu-img from a raw file (many data clusters).
+    let vol = Volume::create(&d.join("v.raw"), 3 << 20);
+    vol.write_random(&mut Rng(3), 0, 3 << 20);
+    let conv = d.join("c.qcow2");
+    qemu(&[
+        "convert",
+        "--object",
+        &secret,
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10",
+        vol.path.to_str().unwrap(),
+        conv.to_str().unwrap(),
+    ]);
+    let out2 = d.join("ours2.raw");
+    restore_keyed(&[conv], None, &out2).unwrap();
+    assert_files_equal(&vol.path, &out2);
+}
+
+#[test]
+fn a_wrong_or_missing_key_is_refused_never_garbage() {
+    let dir = TempDir::new("enc-wrong").unwrap();
+    let d = dir.path();
+    let vol = Volume::create(&d.join("vol.raw"), 2 << 20);
+    vol.write_random(&mut Rng(5), 0, 1 << 20);
+    let img = d.join("a.qcow2");
+    enc_backup(&vol.path, &img, &d.join("index"), None);
+    let wrong = EncryptionKey::from_bytes(b"not the key".to_vec()).unwrap();
+    let e = open_keyed(&img, Some(&wrong)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the encryption key does not open image"),
+        "{e}"
+    );
+    let e = open_keyed(&img, None).unwrap_err();
+    assert!(e.to_string().contains("is encrypted (LUKS)"), "{e}");
+    assert!(e.to_string().contains("--encryption-key-file"), "{e}");
+    // Keys LUKS cannot hold are refused up front.
+    assert!(EncryptionKey::from_bytes(Vec::new()).is_err());
+    assert!(EncryptionKey::from_bytes(b"a\0b".to_vec()).is_err());
+    // An unencrypted image opens with or without a key.
+    let plain = d.join("p.qcow2");
+    backup(&vol.path, &plain, &d.join("pindex"), None, None);
+    assert!(!open_keyed(&plain, Some(&key())).unwrap().is_encrypted());
+}
+
+/// Offset of the LUKS area of one of our images (cluster 1).
+const LUKS_AT: u64 = CS;
+
+fn mutate(src: &Path, dst: &Path, at: u64, bytes: &[u8]) {
+    std::fs::copy(src, dst).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(dst).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+#[test]
+fn malformed_luks_headers_are_refused_by_name() {
+    let dir = TempDir::new("enc-hostile").unwrap();
+    let d = dir.path();
+    let vol = Volume::create(&d.join("vol.raw"), 1 << 20);
+    vol.write_random(&mut Rng(9), 0, 1 << 20);
+    let img = d.join("a.qcow2");
+    enc_backup(&vol.path, &img, &d.join("index"), None);
+    let k = key();
+    // Find the crypto header extension (type 0x0537be77) in the header cluster.
+    let head = std::fs::read(&img).unwrap()[..4096].to_vec();
+    let ext = head
+        .windows(4)
+        .position(|w| w == [0x05, 0x37, 0xbe, 0x77])
+        .unwrap() as u64;
+    let cases: Vec<(&str, u64, Vec<u8>, &str)> = vec![
+        ("magic", LUKS_AT, b"LUKX".to_vec(), "bad magic"),
+        (
+            "version",
+            LUKS_AT + 6,
+            vec![0, 2],
+            "unsupported LUKS version 2",
+        ),
+        (
+            "cipher",
+            LUKS_AT + 8,
+            b"twofish\0".to_vec(),
+            "unsupported cipher twofish",
+        ),
+        (
+            "hash",
+            LUKS_AT + 72,
+            b"sha1\0\0\0".to_vec(),
+            "unsupported hash sha1",
+        ),
+        (
+            "key bytes",
+            LUKS_AT + 108,
+            32u32.to_be_bytes().to_vec(),
+            "unsupported key size of 32",
+        ),
+        (
+            "digest iterations",
+            LUKS_AT + 164,
+            u32::MAX.to_be_bytes().to_vec(),
+            "invalid master key digest iteration count",
+        ),
+        (
+            "slot state",
+            LUKS_AT + 208,
+            0x1234u32.to_be_bytes().to_vec(),
+            "key slot 0 has an invalid state",
+        ),
+        (
+            "slot iterations",
+            LUKS_AT + 212,
+            u32::MAX.to_be_bytes().to_vec(),
+            "key slot 0 has an invalid iteration count",
+        ),
+        (
+            "stripes",
+            LUKS_AT + 208 + 44,
+            7u32.to_be_bytes().to_vec(),
+            "key slot 0 has 7 stripes",
+        ),
+        (
+            "slot overlap",
+            LUKS_AT + 208 + 48 + 40,
+            8u32.to_be_bytes().to_vec(),
+            "overlaps another slot",
+        ),
+        (
+            "slot offset",
+            LUKS_AT + 208 + 40,
+            4000u32.to_be_bytes().to_vec(),
+            "overlaps the header or the payload",
+        ),
+        (
+            "payload",
+            LUKS_AT + 104,
+            100u32.to_be_bytes().to_vec(),
+            "overlaps the header or the payload",
+        ),
+        (
+            "area length",
+            ext + 8 + 8,
+            (1u64 << 40).to_be_bytes().to_vec(),
+            "invalid LUKS header length",
+        ),
+        (
+            "area offset",
+            ext + 8,
+            (CS + 512).to_be_bytes().to_vec(),
+            "invalid LUKS header offset",
+        ),
+        (
+            "crypt method 1",
+            32,
+            1u32.to_be_bytes().to_vec(),
+            "legacy AES-CBC",
+        ),
+        (
+            "crypt method 0",
+            32,
+            0u32.to_be_bytes().to_vec(),
+            "crypt_method 0",
+        ),
+        (
+            "crypt method 9",
+            32,
+            9u32.to_be_bytes().to_vec(),
+            "unknown encryption method",
+        ),
+    ];
+    for (name, at, bytes, want) in cases {
+        let bad = d.join(format!("bad-{}.qcow2", name.replace(' ', "-")));
+        mutate(&img, &bad, at, &bytes);
+        let e = open_keyed(&bad, Some(&k)).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidImage { .. }) && e.to_string().contains(want),
+            "{name}: expected {want:?}, got {e}"
+        );
+    }
+    // Damaged key material: the key no longer opens the slot (never garbage data).
+    let bad = d.join("bad-material.qcow2");
+    mutate(&img, &bad, LUKS_AT + 4096 + 100, &[0xff; 64]);
+    let e = open_keyed(&bad, Some(&k)).unwrap_err();
+    assert!(e.to_string().contains("does not open image"), "{e}");
+    // A truncated image whose LUKS area runs past the end.
+    let short = d.join("short.qcow2");
+    std::fs::copy(&img, &short).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(CS + 4096)
+        .unwrap();
+    assert!(open_keyed(&short, Some(&k)).is_err());
+}
+
+#[test]
+fn an_incremental_refuses_a_parent_index_of_the_other_kind() {
+    let dir = TempDir::new("enc-kind").unwrap();
+    let d = dir.path();
+    let vol = Volume::create(&d.join("vol.raw"), 2 << 20);
+    vol.write_random(&mut Rng(1), 0, 1 << 20);
+    // Plain parent, encrypted child.
+    let ix = d.join("pindex");
+    backup(&vol.path, &d.join("p.qcow2"), &ix, None, None);
+    let r = run_backup(BackupJob {
+        source: &vol.path,
+        parent: Some(ParentIndex {
+            name: "pindex".into(),
+            reader: Box::new(std::fs::File::open(&ix).unwrap()),
+            backing_name: "p.qcow2".into(),
+        }),
+        changed_blocks: None,
+        image_sink: Box::new(
+            LocalFileSink::create(&d.join("c.qcow2"), CS as usize, false).unwrap(),
+        ),
+        index_sink: Box::new(LocalFileSink::create(&d.join("cindex"), 0, false).unwrap()),
+        cluster_bits: 16,
+        progress: &NoProgress,
+        encryption: Some(key()),
+    });
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("take a full backup"), "{e}");
+    // A plain chain restored against a keyed index (or the reverse) is refused.
+    let eix = d.join("eindex");
+    let eimg = d.join("e.qcow2");
+    enc_backup(&vol.path, &eimg, &eix, None);
+    let e = restore(&[d.join("p.qcow2")], Some(&eix), &d.join("x.raw")).unwrap_err();
+    assert!(e.to_string().contains("keyed digests"), "{e}");
+}
+
+fn id(b: &str) -> VolumeBackupId {
+    VolumeBackupId::new("plan-enc", b, "pvc-1").unwrap()
+}
+
+#[test]
+fn target_backups_with_a_key_restore_verify_and_coalesce() {
+    let dir = TempDir::new("enc-target").unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("target")).unwrap();
+    let target = Target::filesystem(&d.join("target")).unwrap();
+    let k = key();
+    let marker = b"TVK-PLAINTEXT-MARKER-0123456789";
+    let vol = Volume::create(&d.join("vol.raw"), 4 << 20);
+    vol.write_random(&mut Rng(21), 0, 2 << 20);
+    for i in 0..16u64 {
+        vol.file.write_all_at(marker, i * 70_000 + 11).unwrap();
+    }
+    let req = |b: &str, parent: Option<&str>| VolumeBackupRequest {
+        id: id(b),
+        parent: parent.map(str::to_string),
+        source: &vol.path,
+        changed_blocks: None,
+        progress: &NoProgress,
+    };
+    let m1 = backup_volume_with_key(&target, req("b1", None), Some(&k)).unwrap();
+    assert!(m1.manifest.encrypted);
+    let s1 = d.join("s1.raw");
+    std::fs::copy(&vol.path, &s1).unwrap();
+    vol.write_random(&mut Rng(22), 3 << 20, 2 * CS);
+    vol.file.write_all_at(marker, (3 << 20) + 5).unwrap();
+    backup_volume_with_key(&target, req("b2", Some("b1")), Some(&k)).unwrap();
+    let s2 = d.join("s2.raw");
+    std::fs::copy(&vol.path, &s2).unwrap();
+    vol.write_random(&mut Rng(23), 1 << 20, CS);
+    backup_volume_with_key(&target, req("b3", Some("b2")), Some(&k)).unwrap();
+
+    // An incremental without the key on an encrypted parent is refused.
+    let e = backup_volume(&target, req("b4", Some("b3"))).unwrap_err();
+    assert!(e.to_string().contains("take a full backup"), "{e}");
+    // Restore without a key says what is needed.
+    let e = restore_volume(&target, &id("b2"), &d.join("nokey.raw"), &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("is encrypted"), "{e}");
+    assert!(e.to_string().contains("--encryption-key-file"), "{e}");
+
+    // No object on the target holds the marker.
+    let mut files = vec![d.join("target")];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker),
+                "plaintext marker in {}",
+                p.display()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 9, "{seen} objects");
+
+    let restore_ok = |b: &str, expected: &Path| {
+        let out = d.join(format!("r-{b}.raw"));
+        restore_volume_to_with_key(
+            &target,
+            &id(b),
+            Destination::open(&out).unwrap(),
+            &NoProgress,
+            Some(&k),
+        )
+        .unwrap();
+        assert_files_equal(expected, &out);
+    };
+    restore_ok("b1", &s1);
+    restore_ok("b2", &s2);
+    let r = verify_volume_with_key(&target, &id("b3"), 100, &NoProgress, Some(&k)).unwrap();
+    assert!(r.clusters_checked > 0);
+
+    // Coalesce b1: b2 becomes a flattened base, re-encrypted with the key.
+    coalesce_with_key(
+        &target,
+        "plan-enc",
+        "pvc-1",
+        &["b1".into()],
+        &NoProgress,
+        &|_| {},
+        Some(&k),
+    )
+    .unwrap();
+    assert!(load_manifest(&target, &id("b1")).unwrap().is_none());
+    let m2 = load_manifest(&target, &id("b2")).unwrap().unwrap();
+    assert!(m2.generation >= 2 && m2.encrypted);
+    let base = d.join("target").join(&m2.chain[0].image.name);
+    let img = open_keyed(&base, Some(&k)).unwrap();
+    assert!(img.is_encrypted());
+    restore_ok("b2", &s2);
+    restore_ok("b3", &vol.path);
+    verify_volume_with_key(&target, &id("b3"), 100, &NoProgress, Some(&k)).unwrap();
+}
