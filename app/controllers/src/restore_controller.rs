@@ -2,7 +2,8 @@
 //!
 //! Validation (spec checks, one restore at a time per namespace — others wait `Pending` —, the
 //! source resolved here, the restore plan computed by the metaprocessor Job
-//! `tvk-metamover restore-plan`) → DataRestore (PVCs hydrated by datamover Jobs, bounded
+//! `tvk-metamover restore-plan`; with `cleanupConfig`, then the existing objects the restore
+//! recreates deleted and waited for, [`in_place`]) → DataRestore (PVCs hydrated by datamover Jobs, bounded
 //! parallelism, retried on exit 75, [`data`]) → ImageRestore (with `actionFlags.imageRestore`:
 //! metaprocessor Job `tvk-metamover images restore`, contracts9.md) → MetadataRestore
 //! (metaprocessor Job `tvk-metamover restore`) → HookTargetIdentification and Unquiesce (the
@@ -26,6 +27,8 @@
 mod cleanup;
 mod data;
 pub mod post_hooks;
+pub mod in_place;
+pub mod latest;
 pub mod protect;
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
@@ -108,6 +111,8 @@ pub trait RestoreKind:
     fn job_env(&self) -> Vec<EnvVar>;
 }
 
+    /// Where `cleanupConfig` applies ([`in_place`]).
+    fn cleanup_scope(&self) -> in_place::CleanupScope;
 /// A restore's source as written in its spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceRef {
@@ -125,6 +130,18 @@ pub enum SourceRef {
     },
     /// A backup location on a Target (cross-cluster restore, no Backup object).
     Location {
+    /// The latest Available Backup of a BackupPlan (before the restore plan pins one).
+    BackupPlan {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The latest Available ClusterBackup of a ClusterBackupPlan (before the plan pins one).
+    ClusterBackupPlan {
+        /// Name.
+        name: String,
+    },
         /// Namespace of the Target.
         target_namespace: String,
         /// Name of the Target.
@@ -198,7 +215,27 @@ impl RestoreKind for Restore {
                 "spec.source",
             ),
             other => SourceRef::Invalid(format!(
-                "source type {other:?} is not supported by this version; use Backup or Location"
+                "source type {other:?} is not supported by this version (it has no {other:?} resources); restore a Backup, the latest backup of a BackupPlan, or a Location"
+            RestoreSourceType::BackupPlan => match (
+                ref_name(s.backup_plan.as_ref()),
+                latest::pinned(self.status.as_ref()),
+            ) {
+                (None, _) => SourceRef::Invalid(
+                    "spec.source.type is BackupPlan but spec.source.backupPlan has no name; name the BackupPlan whose latest backup to restore".into(),
+                ),
+                (Some(_), Some((pinned_ns, name))) => SourceRef::Backup {
+                    namespace: pinned_ns.unwrap_or_else(|| ns.clone()),
+                    name,
+                },
+                (Some(name), None) => SourceRef::BackupPlan {
+                    namespace: s
+                        .backup_plan
+                        .as_ref()
+                        .map_or(ns.as_str(), |b| ref_namespace(b, &ns))
+                        .to_string(),
+                    name,
+                },
+            },
             )),
         }
     }
@@ -255,6 +292,9 @@ impl RestoreKind for Restore {
     }
 }
 
+    fn cleanup_scope(&self) -> in_place::CleanupScope {
+        in_place::CleanupScope::of_restore(&self.spec)
+    }
 impl RestoreKind for ClusterRestore {
     const KIND: &'static str = "ClusterRestore";
     fn restore_status(&self) -> Option<&RestoreStatus> {
@@ -279,7 +319,17 @@ impl RestoreKind for ClusterRestore {
                 "spec.source",
             ),
             other => SourceRef::Invalid(format!(
-                "source type {other:?} is not supported by this version; use ClusterBackup or Location"
+                "source type {other:?} is not supported by this version (it has no {other:?} resources); restore a ClusterBackup, the latest backup of a ClusterBackupPlan, or a Location"
+            ClusterRestoreSourceType::ClusterBackupPlan => match (
+                ref_name(s.cluster_backup_plan.as_ref()),
+                latest::pinned(self.status.as_ref()),
+            ) {
+                (None, _) => SourceRef::Invalid(
+                    "spec.source.type is ClusterBackupPlan but spec.source.clusterBackupPlan has no name; name the ClusterBackupPlan whose latest backup to restore".into(),
+                ),
+                (Some(_), Some((_, name))) => SourceRef::ClusterBackup { name },
+                (Some(name), None) => SourceRef::ClusterBackupPlan { name },
+            },
             )),
         }
     }
@@ -342,6 +392,9 @@ impl RestoreKind for ClusterRestore {
     }
 }
 
+    fn cleanup_scope(&self) -> in_place::CleanupScope {
+        in_place::CleanupScope::of_cluster_restore(&self.spec)
+    }
 /// `<plan uid>/<backup uid>`: two path segments of UID-like characters (pure). Anything else —
 /// `..`, absolute paths, extra segments — is refused before it reaches a Job.
 pub fn check_location(location: &str) -> std::result::Result<(), String> {
@@ -425,6 +478,36 @@ pub async fn resolve_source(
         SourceRef::Invalid(reason) => Err(reason.clone()),
         SourceRef::Backup { namespace, name } => {
             let what = format!("Backup {namespace}/{name}");
+        SourceRef::BackupPlan { namespace, name } => {
+            match latest::latest_backup::<Backup>(ctx, namespace, name, "spec.source.backupPlan")
+                .await?
+            {
+                Ok(backup) => {
+                    let pinned = SourceRef::Backup {
+                        namespace: namespace.clone(),
+                        name: backup,
+                    };
+                    return Box::pin(resolve_source(ctx, &pinned)).await;
+                }
+                Err(reason) => Err(reason),
+            }
+        }
+        SourceRef::ClusterBackupPlan { name } => {
+            match latest::latest_backup::<ClusterBackup>(
+                ctx,
+                "",
+                name,
+                "spec.source.clusterBackupPlan",
+            )
+            .await?
+            {
+                Ok(backup) => {
+                    let pinned = SourceRef::ClusterBackup { name: backup };
+                    return Box::pin(resolve_source(ctx, &pinned)).await;
+                }
+                Err(reason) => Err(reason),
+            }
+        }
             let Some(backup) = Api::<Backup>::namespaced(ctx.client.clone(), namespace)
                 .get_opt(name)
                 .await
@@ -1038,25 +1121,38 @@ async fn step<K: RestoreKind>(
                     let total = total_volume_bytes(&plan);
                     progress.status.size = Some(IntOrString::String(total.to_string()));
                     let c = &plan.counts;
-                    progress.complete(
-                        RestorePhase::Validation,
-                        &format!(
-                            "restore plan: {} object(s) to create, {} to patch, {} to skip, {} excluded, {} volume(s){}",
-                            c.create,
-                            c.patch,
-                            c.skip,
-                            c.exclude,
-                            plan.volumes.len(),
-                            if plan.warnings.is_empty() {
-                                String::new()
-                            } else {
-                                format!("; warnings: {}", plan.warnings.join("; "))
+                    let scope = restore.cleanup_scope();
+                    let mut cleaned = None;
+                    if scope.any() {
+                        match in_place::step(ctx, ids, &plan, &scope, progress).await? {
+                            in_place::Step::Waiting => return Ok(poll),
+                            in_place::Step::Failed(reason) => {
+                                progress.fail(RestorePhase::Validation, &reason);
+                                return Ok(Action::await_change());
                             }
-                        ),
+                            in_place::Step::Done(summary) => cleaned = Some(summary),
+                        }
+                    }
+                    let mut summary = format!(
+                        "restore plan: {} object(s) to create, {} to patch, {} to skip, {} excluded, {} volume(s){}",
+                        c.create,
+                        c.patch,
+                        c.skip,
+                        c.exclude,
+                        plan.volumes.len(),
+                        if plan.warnings.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; warnings: {}", plan.warnings.join("; "))
+                        }
                     );
                     if restore.only_metadata() || plan.volumes.is_empty() {
                         progress.skip(
                             RestorePhase::DataRestore,
+                    if let Some(c) = cleaned {
+                        summary.push_str(&format!("; {c}"));
+                    }
+                    progress.complete(RestorePhase::Validation, &summary);
                             if restore.only_metadata() {
                                 "restoreFlags.onlyMetadata is set"
                             } else {
@@ -1540,7 +1636,7 @@ mod tests {
         assert_eq!(
             r.source_ref("trilio-system"),
             SourceRef::Invalid(
-                "source type Snapshot is not supported by this version; use Backup or Location"
+                "source type Snapshot is not supported by this version (it has no Snapshot resources); restore a Backup, the latest backup of a BackupPlan, or a Location"
                     .into()
             )
         );

@@ -25,7 +25,7 @@ use crate::{
     error::{Error, Result, is_not_found},
 };
 
-fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
+pub(super) fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
     match api_version.split_once('/') {
         Some((group, version)) => GroupVersionKind::gvk(group, version, kind),
         None => GroupVersionKind::gvk("", api_version, kind),
