@@ -26,9 +26,9 @@
 
 mod cleanup;
 mod data;
-pub mod post_hooks;
 pub mod in_place;
 pub mod latest;
+pub mod post_hooks;
 pub mod protect;
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
@@ -109,10 +109,10 @@ pub trait RestoreKind:
     fn metamover_namespace(&self) -> Option<String>;
     /// `spec.env`: extra environment of the restore's Jobs.
     fn job_env(&self) -> Vec<EnvVar>;
-}
-
     /// Where `cleanupConfig` applies ([`in_place`]).
     fn cleanup_scope(&self) -> in_place::CleanupScope;
+}
+
 /// A restore's source as written in its spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceRef {
@@ -128,8 +128,6 @@ pub enum SourceRef {
         /// Name.
         name: String,
     },
-    /// A backup location on a Target (cross-cluster restore, no Backup object).
-    Location {
     /// The latest Available Backup of a BackupPlan (before the restore plan pins one).
     BackupPlan {
         /// Namespace.
@@ -142,6 +140,8 @@ pub enum SourceRef {
         /// Name.
         name: String,
     },
+    /// A backup location on a Target (cross-cluster restore, no Backup object).
+    Location {
         /// Namespace of the Target.
         target_namespace: String,
         /// Name of the Target.
@@ -214,8 +214,6 @@ impl RestoreKind for Restore {
                 &ns,
                 "spec.source",
             ),
-            other => SourceRef::Invalid(format!(
-                "source type {other:?} is not supported by this version (it has no {other:?} resources); restore a Backup, the latest backup of a BackupPlan, or a Location"
             RestoreSourceType::BackupPlan => match (
                 ref_name(s.backup_plan.as_ref()),
                 latest::pinned(self.status.as_ref()),
@@ -236,6 +234,8 @@ impl RestoreKind for Restore {
                     name,
                 },
             },
+            other => SourceRef::Invalid(format!(
+                "source type {other:?} is not supported by this version (it has no {other:?} resources); restore a Backup, the latest backup of a BackupPlan, or a Location"
             )),
         }
     }
@@ -290,11 +290,11 @@ impl RestoreKind for Restore {
     fn job_env(&self) -> Vec<EnvVar> {
         self.spec.env.clone().unwrap_or_default()
     }
-}
-
     fn cleanup_scope(&self) -> in_place::CleanupScope {
         in_place::CleanupScope::of_restore(&self.spec)
     }
+}
+
 impl RestoreKind for ClusterRestore {
     const KIND: &'static str = "ClusterRestore";
     fn restore_status(&self) -> Option<&RestoreStatus> {
@@ -318,8 +318,6 @@ impl RestoreKind for ClusterRestore {
                 install_namespace,
                 "spec.source",
             ),
-            other => SourceRef::Invalid(format!(
-                "source type {other:?} is not supported by this version (it has no {other:?} resources); restore a ClusterBackup, the latest backup of a ClusterBackupPlan, or a Location"
             ClusterRestoreSourceType::ClusterBackupPlan => match (
                 ref_name(s.cluster_backup_plan.as_ref()),
                 latest::pinned(self.status.as_ref()),
@@ -330,6 +328,8 @@ impl RestoreKind for ClusterRestore {
                 (Some(_), Some((_, name))) => SourceRef::ClusterBackup { name },
                 (Some(name), None) => SourceRef::ClusterBackupPlan { name },
             },
+            other => SourceRef::Invalid(format!(
+                "source type {other:?} is not supported by this version (it has no {other:?} resources); restore a ClusterBackup, the latest backup of a ClusterBackupPlan, or a Location"
             )),
         }
     }
@@ -390,11 +390,11 @@ impl RestoreKind for ClusterRestore {
     fn job_env(&self) -> Vec<EnvVar> {
         Vec::new()
     }
-}
-
     fn cleanup_scope(&self) -> in_place::CleanupScope {
         in_place::CleanupScope::of_cluster_restore(&self.spec)
     }
+}
+
 /// `<plan uid>/<backup uid>`: two path segments of UID-like characters (pure). Anything else —
 /// `..`, absolute paths, extra segments — is refused before it reaches a Job.
 pub fn check_location(location: &str) -> std::result::Result<(), String> {
@@ -476,8 +476,6 @@ pub async fn resolve_source(
     let install_ns = ctx.config.install_namespace.clone();
     Ok(match source {
         SourceRef::Invalid(reason) => Err(reason.clone()),
-        SourceRef::Backup { namespace, name } => {
-            let what = format!("Backup {namespace}/{name}");
         SourceRef::BackupPlan { namespace, name } => {
             match latest::latest_backup::<Backup>(ctx, namespace, name, "spec.source.backupPlan")
                 .await?
@@ -508,6 +506,8 @@ pub async fn resolve_source(
                 Err(reason) => Err(reason),
             }
         }
+        SourceRef::Backup { namespace, name } => {
+            let what = format!("Backup {namespace}/{name}");
             let Some(backup) = Api::<Backup>::namespaced(ctx.client.clone(), namespace)
                 .get_opt(name)
                 .await
@@ -1118,9 +1118,6 @@ async fn step<K: RestoreKind>(
                         progress.fail(RestorePhase::Validation, &reason);
                         return Ok(Action::await_change());
                     }
-                    let total = total_volume_bytes(&plan);
-                    progress.status.size = Some(IntOrString::String(total.to_string()));
-                    let c = &plan.counts;
                     let scope = restore.cleanup_scope();
                     let mut cleaned = None;
                     if scope.any() {
@@ -1133,6 +1130,9 @@ async fn step<K: RestoreKind>(
                             in_place::Step::Done(summary) => cleaned = Some(summary),
                         }
                     }
+                    let total = total_volume_bytes(&plan);
+                    progress.status.size = Some(IntOrString::String(total.to_string()));
+                    let c = &plan.counts;
                     let mut summary = format!(
                         "restore plan: {} object(s) to create, {} to patch, {} to skip, {} excluded, {} volume(s){}",
                         c.create,
@@ -1146,13 +1146,13 @@ async fn step<K: RestoreKind>(
                             format!("; warnings: {}", plan.warnings.join("; "))
                         }
                     );
-                    if restore.only_metadata() || plan.volumes.is_empty() {
-                        progress.skip(
-                            RestorePhase::DataRestore,
                     if let Some(c) = cleaned {
                         summary.push_str(&format!("; {c}"));
                     }
                     progress.complete(RestorePhase::Validation, &summary);
+                    if restore.only_metadata() || plan.volumes.is_empty() {
+                        progress.skip(
+                            RestorePhase::DataRestore,
                             if restore.only_metadata() {
                                 "restoreFlags.onlyMetadata is set"
                             } else {
