@@ -449,8 +449,8 @@ fn resource(
             Ok(Reply::Json(200, out(v)))
         }
         (Some(name), Some("log"), &Method::GET) => {
-            app.lock().get(res, ns, name)?;
-            Ok(Reply::Text(String::new()))
+            let pod = app.lock().get(res, ns, name)?;
+            crate::logs::pod_log(&pod, &req.query).map(Reply::Text)
         }
         (Some(_), Some(sub @ ("scale" | "finalize")), _) => Err(ApiError::bad_request(format!(
             "the {sub} subresource is listed in discovery but not implemented by the test apiserver"

@@ -19,12 +19,14 @@ mod error;
 mod exec;
 mod fieldset;
 mod http;
+mod logs;
 mod registry;
 mod selector;
 mod store;
 
 pub use error::{ApiError, StartError};
 pub use exec::{ExecOutcome, ExecRecord, ExecRequest, ExecResult};
+pub use logs::ANNOTATION_LOG_DIR;
 pub use registry::ResourceDef;
 pub use store::{CONTROLLER_MANAGER, RecordedRequest};
 

@@ -22,10 +22,12 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ANNOTATION_STDERR, ANNOTATION_STDOUT, FIELD_MANAGER, JobRun, Shared, now, storage};
+use crate::{
+    ANNOTATION_STDERR, ANNOTATION_STDOUT, FIELD_MANAGER, JobRun, Shared, logs::ContainerLog, now,
+    storage,
+};
 
 /// Bytes of stdout/stderr kept in the Pod's annotations (the tail).
 const ANNOTATION_TAIL: usize = 32 * 1024;
@@ -126,6 +128,9 @@ struct Prepared {
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
+    /// Where the container's log is kept while it runs (served as `pods/{name}/log`).
+    log: ContainerLog,
+    log_dir: PathBuf,
 }
 
 async fn run_job(shared: &Arc<Shared>, job: Job, token: CancellationToken) {
@@ -192,7 +197,7 @@ async fn run_job(shared: &Arc<Shared>, job: Job, token: CancellationToken) {
             run.command = std::iter::once(p.program.display().to_string())
                 .chain(p.args.iter().cloned())
                 .collect();
-            create_pod(shared, &job, &pod_spec, &start_time).await;
+            create_pod(shared, &job, &pod_spec, &start_time, &p.log_dir).await;
             let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
             let outcome = execute(&p, remaining, &token).await;
             match outcome {
@@ -323,21 +328,17 @@ async fn execute(p: &Prepared, deadline: Option<Duration>, token: &CancellationT
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .and_then(rustix::process::Pid::from_raw);
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let read_out = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut buf).await;
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    });
-    let read_err = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut buf).await;
-        }
-        String::from_utf8_lossy(&buf).into_owned()
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let log = p.log.clone();
+    let read_out = tokio::spawn(async move { log.read_stream(out, "stdout").await });
+    let log = p.log.clone();
+    let read_err = tokio::spawn(async move { log.read_stream(err, "stderr").await });
+    let flushing = CancellationToken::new();
+    let log = p.log.clone();
+    let flusher = tokio::spawn({
+        let done = flushing.clone();
+        async move { log.flush_until(done).await }
     });
     let sleep = async {
         match deadline {
@@ -364,6 +365,8 @@ async fn execute(p: &Prepared, deadline: Option<Duration>, token: &CancellationT
     }
     let stdout = read_out.await.unwrap_or_default();
     let stderr = read_err.await.unwrap_or_default();
+    flushing.cancel();
+    let _ = flusher.await;
     match end {
         End::Cancel => Executed::Cancelled,
         End::Deadline => Executed::DeadlineExceeded { stdout, stderr },
@@ -438,11 +441,23 @@ async fn prepare(shared: &Shared, job: &Job, pod: &PodSpec) -> Result<Prepared, 
         Some(w) => PathBuf::from(rewrite(w)),
         None => cwd,
     };
+    // A Job of the same name that ran before left its log: this container's starts empty.
+    let log_dir = pod_dir.join("logs");
+    let _ = std::fs::remove_dir_all(&log_dir);
+    std::fs::create_dir_all(&log_dir).map_err(|e| {
+        not_started(
+            "FailedMount",
+            format!("cannot create {}: {e}", log_dir.display()),
+        )
+    })?;
+    let log = ContainerLog::new(log_dir.join(format!("{}.log", container.name)));
     Ok(Prepared {
         program,
         args,
         env,
         cwd,
+        log,
+        log_dir,
     })
 }
 
@@ -798,7 +813,7 @@ async fn environment(
 }
 
 /// Creates the Pod named after the Job (labels and owner as the Job controller sets them).
-async fn create_pod(shared: &Shared, job: &Job, spec: &PodSpec, start_time: &str) {
+async fn create_pod(shared: &Shared, job: &Job, spec: &PodSpec, start_time: &str, log_dir: &Path) {
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let uid = job.uid().unwrap_or_default();
@@ -820,6 +835,10 @@ async fn create_pod(shared: &Shared, job: &Job, spec: &PodSpec, start_time: &str
             name: Some(name.clone()),
             namespace: Some(ns.clone()),
             labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                tvk_test_apiserver::ANNOTATION_LOG_DIR.to_string(),
+                log_dir.display().to_string(),
+            )])),
             ..Default::default()
         }).unwrap_or_default(),
         "spec": spec,

@@ -18,6 +18,7 @@
 
 mod binaries;
 mod jobs;
+mod logs;
 mod storage;
 
 use std::{

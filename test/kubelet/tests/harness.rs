@@ -520,3 +520,63 @@ async fn snapshot_of_a_volume_of_another_driver_reports_an_error() {
         "{vs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_jobs_output_is_served_as_pods_log_while_it_runs() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, LogParams};
+    let (server, kubelet) = setup().await;
+    let marker = server.temp_dir().join("go-on");
+    server
+        .create(job(
+            "talker",
+            "",
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "shell:1",
+                "command": ["/bin/sh", "-c",
+                    "echo '{\"event\":\"progress\",\"bytesDone\":1}'; echo warn >&2; \
+                     while [ ! -e \"$1\" ]; do sleep 0.05; done; echo done", "sh", marker.to_str().unwrap()]}]}}}}),
+        ))
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), NS);
+    // While the process runs (it waits for the marker), its lines are served.
+    let mut seen = String::new();
+    for _ in 0..100 {
+        if let Ok(text) = pods.logs("talker", &LogParams::default()).await {
+            seen = text;
+            if seen.contains("warn") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "{\"event\":\"progress\",\"bytesDone\":1}\nwarn\n");
+    let j = server.get("batch/v1", "Job", Some(NS), "talker").unwrap();
+    assert!(condition(&j, "Complete").is_none(), "still running: {j}");
+    let tail = LogParams {
+        tail_lines: Some(1),
+        container: Some("main".into()),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("talker", &tail).await.unwrap(), "warn\n");
+    std::fs::write(&marker, "").unwrap();
+    let run = kubelet.wait_for_run(NS, "talker", T).await.unwrap();
+    assert!(run.succeeded, "{run:?}");
+    assert_eq!(pods.logs("talker", &tail).await.unwrap(), "done\n");
+    let limited = LogParams {
+        limit_bytes: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("talker", &limited).await.unwrap(), "{\"eve");
+    let wrong = LogParams {
+        container: Some("other".into()),
+        ..Default::default()
+    };
+    match pods.logs("talker", &wrong).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 400, "{e:?}"),
+        other => panic!("an unknown container must be refused: {other:?}"),
+    }
+    match pods.logs("no-such-pod", &LogParams::default()).await {
+        Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (404, "NotFound")),
+        other => panic!("an unknown pod must be 404: {other:?}"),
+    }
+}
