@@ -44,6 +44,15 @@ struct Cli {
     /// Progress output: auto (bar on a terminal, JSON lines otherwise), json, bar, none.
     #[arg(long, global = true, default_value = "auto")]
     progress: String,
+    /// Seconds between JSON progress lines (fractions allowed, e.g. 0.05).
+    #[arg(
+        long,
+        global = true,
+        env = "TVK_DATAMOVER_PROGRESS_INTERVAL",
+        default_value_t = 2.0,
+        value_parser = parse_interval
+    )]
+    progress_interval: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -249,15 +258,26 @@ enum ImageCommand {
     },
 }
 
+/// `--progress-interval`: seconds, finite, from 0.01 to one day.
+fn parse_interval(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.01..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds from 0.01 to 86400 (e.g. 2 or 0.5)"
+        )),
+    }
+}
+
 /// Runs the CLI and maps errors to exit codes, printing a final JSON result line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let interval = Duration::from_secs_f64(cli.progress_interval);
     let progress: Box<dyn Progress> = match cli.progress.as_str() {
         "none" => Box::new(NoProgress),
-        "json" => Box::new(JsonProgress::new(Duration::from_secs(2))),
+        "json" => Box::new(JsonProgress::new(interval)),
         "bar" => Box::new(BarProgress::new("working")),
         _ if std::io::stderr().is_terminal() => Box::new(BarProgress::new("working")),
-        _ => Box::new(JsonProgress::new(Duration::from_secs(2))),
+        _ => Box::new(JsonProgress::new(interval)),
     };
     match run(cli.command, progress.as_ref()) {
         Ok(result) => {
