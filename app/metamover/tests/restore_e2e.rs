@@ -991,3 +991,80 @@ async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() 
         "the namespace is not this restore's: {ns}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recreates_them() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-inplace").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location = backed_up(&server, target.path()).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    // The application drifted in the destination; something else lives there too.
+    for (name, k) in [("app-config", "drifted"), ("mine", "not in the backup")] {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "copy"}, "data": {"k": k}}))
+            .unwrap();
+    }
+    // Without cleanupConfig the existing object blocks, and the message offers it.
+    server
+        .create(restore(
+            "plain",
+            &location,
+            json!({"restoreFlags": {"onlyMetadata": true}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "plain", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "plain");
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("ConfigMap copy/app-config") && b.contains("enable cleanupConfig")),
+        "{:?}",
+        plan.blocking
+    );
+
+    server
+        .create(restore(
+            "inplace",
+            &location,
+            json!({"restoreFlags": {"onlyMetadata": true},
+                "cleanupConfig": {"enabled": true, "gracefulDeletionTimeoutSeconds": 60}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "inplace", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "inplace");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    let cm = planned(&plan, "ConfigMap", "app-config");
+    assert_eq!(cm.action, PlanAction::Create);
+    assert!(
+        cm.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("cleanupConfig")),
+        "{cm:?}"
+    );
+    assert!(
+        plan.objects.iter().all(|o| o.name != "mine"),
+        "an object not in the backup is not planned"
+    );
+    // The control plane's part: the planned object that exists is deleted.
+    server
+        .delete("v1", "ConfigMap", Some("copy"), "app-config")
+        .unwrap();
+    let run = metamover(&kc, &args("restore", "inplace", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let restored = server
+        .get("v1", "ConfigMap", Some("copy"), "app-config")
+        .unwrap();
+    assert_eq!(restored["data"]["k"], "backed-up");
+    assert!(restored["metadata"]["labels"][RESTORE_UID_LABEL].is_string());
+    let mine = server.get("v1", "ConfigMap", Some("copy"), "mine").unwrap();
+    assert_eq!(mine["data"]["k"], "not in the backup");
+    assert_eq!(
+        planned(&plan_of(&server, "inplace"), "ConfigMap", "app-config").result,
+        Some(ObjectResult::Created)
+    );
+}
