@@ -1,21 +1,27 @@
 //! Full and incremental backup of one volume into an image + digest index.
 //!
-//! Pipeline: reader thread (sparse reads: page-cache mappings) → dispatcher thread handing
-//! each chunk to the rayon pool for zero detection and BLAKE3 of its clusters (one task per
-//! 1 MiB chunk, several chunks in flight, results consumed in volume order) → this thread
-//! (per-cluster decision against the parent's index) → sink threads (sequential writes or
-//! multipart parts). Hashing whole chunks per task, ahead of the decisions, keeps both cores
-//! busy with few wake-ups; splitting each chunk's clusters over rayon (the previous design)
-//! blocked this thread once per chunk and cost ~14 000 context switches per 4 GiB volume.
+//! Pipeline: reader thread (sparse reads: windows of page-cache mappings) → hashing threads,
+//! one per core, each taking whole 1 MiB chunks for zero detection and BLAKE3 of their
+//! clusters (several chunks in flight, results consumed in volume order) → this thread
+//! (per-cluster decision against the parent's index, then the image writes: buffered ones
+//! right here, direct ones handed to the sink's writer threads). Hashing whole chunks ahead
+//! of the decisions keeps both cores busy with few wake-ups; splitting each chunk's
+//! clusters over rayon (an earlier design) blocked this thread once per chunk and cost
+//! ~14 000 context switches per 4 GiB volume.
 //! An incremental never reads old images:
 //! it compares with the parent's index, which describes the parent's whole volume.
 
 use std::{
     io::Read,
     path::Path,
-    sync::mpsc::{Receiver, sync_channel},
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, SyncSender, sync_channel},
+    },
     thread::JoinHandle,
 };
+
+use bytes::Bytes;
 
 use crate::{
     error::{Error, Result},
@@ -121,8 +127,14 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
         (Some(_), Some(ranges)) => Some(cluster_ranges(ranges, job.cluster_bits, size)),
         _ => None,
     };
-    let (pieces, reader_thread) = volume.stream(job.cluster_bits, examine);
-    let (rx, dispatcher) = hash_ahead(pieces, cs as usize, digest_key);
+    let (rx, stages) = match hash_ahead(volume, job.cluster_bits, examine, digest_key) {
+        Ok(started) => started,
+        Err(e) => {
+            writer.abort();
+            index.abort();
+            return Err(e);
+        }
+    };
     let mut engine = Engine {
         writer: &mut writer,
         index: &mut index,
@@ -141,10 +153,9 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
         }
     }
     let bytes_read = engine.bytes_read;
-    // Closing the queue stops the dispatcher, whose exit closes the reader's queue.
+    // Closing the queue stops the reader, whose exit closes the workers' queue.
     drop(rx);
-    let _ = dispatcher.join();
-    let _ = reader_thread.join();
+    stages.join();
     if let Err(e) = result {
         writer.abort();
         index.abort();
@@ -177,11 +188,14 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
     })
 }
 
-/// Chunks hashed ahead of the decisions (bounds the mappings in flight: 1 MiB each).
+/// Chunks hashed ahead of the decisions (bounds the pieces in flight: 1 MiB each).
 const HASH_AHEAD: usize = 8;
 
 /// A piece with, for data, where its clusters' states arrive once hashed.
 type Hashed = Result<(Piece, Option<Receiver<Vec<ClusterState>>>)>;
+
+/// A chunk to classify and where its states go.
+type HashJob = (Bytes, SyncSender<Vec<ClusterState>>);
 
 /// Zero test and BLAKE3 (keyed with `key` for encrypted backups) of each whole cluster of
 /// `data`.
@@ -197,36 +211,85 @@ fn cluster_states(data: &[u8], cs: usize, key: Option<&[u8; 32]>) -> Vec<Cluster
         .collect()
 }
 
-/// Starts the dispatcher: passes `pieces` on in order, each data chunk with the receiving
-/// end of a rayon task hashing it. Stops when either side closes.
-fn hash_ahead(
-    pieces: Receiver<Result<Piece>>,
-    cs: usize,
-    digest_key: Option<[u8; 32]>,
-) -> (Receiver<Hashed>, JoinHandle<()>) {
-    let (tx, rx) = sync_channel::<Hashed>(HASH_AHEAD);
-    let handle = std::thread::spawn(move || {
-        for piece in pieces.iter() {
-            let item = piece.map(|p| {
-                let states = match &p {
-                    Piece::Data { data, .. } => {
-                        let (stx, srx) = sync_channel(1);
-                        let data = data.clone();
-                        rayon::spawn(move || {
-                            let _ = stx.send(cluster_states(&data, cs, digest_key.as_ref()));
-                        });
-                        Some(srx)
-                    }
-                    Piece::Hole { .. } | Piece::Unchanged { .. } => None,
-                };
-                (p, states)
-            });
-            if tx.send(item).is_err() {
-                return;
-            }
+/// Threads hashing chunks: one per core (the decisions and the buffered writes run on this
+/// thread, which waits for hashes most of the time).
+fn hash_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
+}
+
+/// The reading and hashing stages of a backup.
+struct Stages {
+    reader: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Stages {
+    /// Waits for every thread (they stop once the receiver of [`hash_ahead`] is dropped).
+    fn join(self) {
+        let _ = self.reader.join();
+        for w in self.workers {
+            let _ = w.join();
         }
-    });
-    (rx, handle)
+    }
+}
+
+/// Starts the reader, which passes the volume's pieces on in order, each data chunk with the
+/// receiving end of its states, and the workers computing them (several chunks ahead, in
+/// parallel). Plain threads blocking on bounded queues, not a work-stealing pool: its idle
+/// workers spun in `sched_yield` on the 2-core benchmark box, and a dispatcher thread between
+/// reader and pool added a wake-up per chunk. Everything stops when either end closes.
+fn hash_ahead(
+    volume: SourceVolume,
+    cluster_bits: u32,
+    examine: Option<Vec<(u64, u64)>>,
+    digest_key: Option<[u8; 32]>,
+) -> Result<(Receiver<Hashed>, Stages)> {
+    let cs = 1usize << cluster_bits;
+    let (jtx, jrx) = sync_channel::<HashJob>(HASH_AHEAD);
+    let jrx = Arc::new(Mutex::new(jrx));
+    let mut workers = Vec::new();
+    for _ in 0..hash_workers() {
+        let jrx = jrx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tvk-hash".into())
+            .spawn(move || {
+                loop {
+                    let job = match jrx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((data, states)) = job else { return };
+                    // Never blocks: room for exactly this one result.
+                    let _ = states.send(cluster_states(&data, cs, digest_key.as_ref()));
+                }
+            });
+        match spawned {
+            Ok(h) => workers.push(h),
+            // Fewer workers are slower, not wrong; none at all cannot work.
+            Err(e) if workers.is_empty() => {
+                return Err(Error::io("start hashing thread for", "backup", e));
+            }
+            Err(_) => break,
+        }
+    }
+    let (tx, rx) = sync_channel::<Hashed>(HASH_AHEAD);
+    let reader = volume.stream(cluster_bits, examine, move |piece| {
+        let item = piece.and_then(|p| {
+            let states = match &p {
+                Piece::Data { data, .. } => {
+                    let (stx, srx) = sync_channel(1);
+                    jtx.send((data.clone(), stx)).map_err(|_| {
+                        Error::Usage("internal error: the hashing threads stopped".into())
+                    })?;
+                    Some(srx)
+                }
+                Piece::Hole { .. } | Piece::Unchanged { .. } => None,
+            };
+            Ok((p, states))
+        });
+        tx.send(item).is_ok()
+    })?;
+    Ok((rx, Stages { reader, workers }))
 }
 
 struct Engine<'a, 'p> {

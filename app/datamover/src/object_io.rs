@@ -17,7 +17,10 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    volume::MappedFile,
+};
 
 /// Positioned reads of an immutable stored object.
 pub trait RandomRead: Send + Sync {
@@ -39,10 +42,10 @@ pub trait RandomRead: Send + Sync {
     }
 }
 
-/// A local file opened for positioned reads.
+/// A local file opened for positioned reads (zero-copy through [`MappedFile`] windows).
 #[derive(Debug)]
 pub struct LocalObject {
-    file: File,
+    mapped: MappedFile,
     len: u64,
     name: String,
 }
@@ -55,7 +58,7 @@ impl LocalObject {
             .seek(SeekFrom::End(0))
             .map_err(|e| Error::io("seek", path.display(), e))?;
         Ok(Self {
-            file,
+            mapped: MappedFile::new(file, len),
             len,
             name: path.display().to_string(),
         })
@@ -71,13 +74,14 @@ impl RandomRead for LocalObject {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(self, offset, buf.len())?;
-        self.file
+        self.mapped
+            .file()
             .read_exact_at(buf, offset)
             .map_err(|e| Error::io("read", &self.name, e))
     }
     fn map(&self, offset: u64, len: usize) -> Option<Bytes> {
         check_range(self, offset, len).ok()?;
-        crate::volume::map_source(&self.file, offset, len)
+        self.mapped.map(offset, len)
     }
 }
 
@@ -221,6 +225,11 @@ impl DirectWrites {
         }
     }
 
+    /// Whether large aligned writes still go direct (not disabled, never refused).
+    pub fn is_enabled(&self) -> bool {
+        self.file.is_some() && self.enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Writes `data` at `off`: directly when everything is aligned, else through `buffered`.
     pub fn write_all_at(&self, buffered: &File, data: &[u8], off: u64) -> std::io::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -248,8 +257,9 @@ impl DirectWrites {
 
 /// Threads writing a [`LocalFileSink`]'s pieces with direct I/O: each write waits for the
 /// device, so several in flight keep it busy (one at a time left it idle between requests).
-/// Buffered writes use one: they only copy into the page cache, and concurrent buffered
-/// writers of one file serialise on its inode lock anyway.
+/// Buffered writes have no thread of their own: they only copy into the page cache (the
+/// producer's thread does that itself, with no hand-over and no wake-up per piece), and
+/// concurrent buffered writers of one file serialise on its inode lock anyway.
 const SINK_DIRECT_WRITERS: usize = 3;
 
 /// A piece of a [`LocalFileSink`] at its offset.
@@ -258,21 +268,34 @@ struct SinkPiece {
     data: Bytes,
 }
 
-/// Sink writing a local file through background writer threads, so reading, hashing and
-/// writing overlap. The file is written under `<name>.partial` and renamed into place by
-/// [`ObjectSink::finish`] after `fsync`, so a crash never leaves a complete-looking object.
-/// Data goes to the device with direct I/O where the file system supports it
-/// ([`DirectWrites`]).
+/// Sink writing a local file, so reading, hashing and writing overlap: with direct I/O
+/// ([`DirectWrites`], where the file system supports it) through background writer threads,
+/// otherwise straight into the page cache from the caller's thread. The file is written
+/// under `<name>.partial` and renamed into place by [`ObjectSink::finish`] after `fsync`, so
+/// a crash never leaves a complete-looking object.
 pub struct LocalFileSink {
     path: PathBuf,
     partial: PathBuf,
     reserved: usize,
     file: Arc<(File, DirectWrites)>,
+    /// Queue of the direct writers; `None` for buffered writes (done in [`ObjectSink::append`])
+    /// and once joined.
     tx: Option<SyncSender<SinkPiece>>,
     writers: Vec<JoinHandle<std::io::Result<()>>>,
     /// Offset of the next appended byte.
     next: u64,
     durable: bool,
+    joined: bool,
+}
+
+/// Writes `data` at `offset`, leaving its zero tail (mostly of metadata clusters) as a hole,
+/// as qemu does: the image then occupies no more disk than qemu's.
+fn write_piece(file: &(File, DirectWrites), data: &[u8], offset: u64) -> std::io::Result<()> {
+    let keep = nonzero_prefix(data);
+    if keep > 0 {
+        file.1.write_all_at(&file.0, &data[..keep], offset)?;
+    }
+    Ok(())
 }
 
 impl LocalFileSink {
@@ -286,14 +309,27 @@ impl LocalFileSink {
         let writer_count = if direct.file.is_some() {
             SINK_DIRECT_WRITERS
         } else {
-            1
+            0
         };
         let file = Arc::new((file, direct));
+        let mut sink = Self {
+            path: path.to_path_buf(),
+            partial,
+            reserved,
+            file,
+            tx: None,
+            writers: Vec::with_capacity(writer_count),
+            next: reserved as u64,
+            durable,
+            joined: false,
+        };
+        if writer_count == 0 {
+            return Ok(sink);
+        }
         let (tx, rx) = sync_channel::<SinkPiece>(8);
         let rx = Arc::new(std::sync::Mutex::new(rx));
-        let mut writers = Vec::with_capacity(writer_count);
         for _ in 0..writer_count {
-            let (rx, file) = (rx.clone(), file.clone());
+            let (rx, file) = (rx.clone(), sink.file.clone());
             let spawned = std::thread::Builder::new().name("tvk-writer".into()).spawn(
                 move || -> std::io::Result<()> {
                     loop {
@@ -304,45 +340,37 @@ impl LocalFileSink {
                         let Ok(SinkPiece { offset, data }) = piece else {
                             return Ok(());
                         };
-                        // Zero tails (mostly of metadata clusters) are skipped, leaving holes,
-                        // as qemu does: the image then occupies no more disk than qemu's.
-                        let keep = nonzero_prefix(&data);
-                        if keep > 0 {
-                            file.1.write_all_at(&file.0, &data[..keep], offset)?;
-                        }
+                        write_piece(&file, &data, offset)?;
                     }
                 },
             );
             match spawned {
-                Ok(h) => writers.push(h),
+                Ok(h) => sink.writers.push(h),
                 Err(e) => {
                     drop(tx);
-                    for w in writers {
+                    for w in sink.writers.drain(..) {
                         let _ = w.join();
                     }
-                    return Err(Error::io("start writer thread for", partial.display(), e));
+                    return Err(Error::io(
+                        "start writer thread for",
+                        sink.partial.display(),
+                        e,
+                    ));
                 }
             }
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            partial,
-            reserved,
-            file,
-            tx: Some(tx),
-            writers,
-            next: reserved as u64,
-            durable,
-        })
+        sink.tx = Some(tx);
+        Ok(sink)
     }
 
     /// Waits for every writer; returns the first error. The length is set afterwards (a hole
     /// at the very end still counts towards it).
     fn join(&mut self) -> Result<u64> {
         drop(self.tx.take());
-        if self.writers.is_empty() {
+        if self.joined {
             return Err(Error::Usage("local file sink finished twice".into()));
         }
+        self.joined = true;
         let mut first: Option<std::io::Error> = None;
         for w in self.writers.drain(..) {
             let r = w
@@ -389,6 +417,12 @@ pub fn partial_path(path: &Path) -> PathBuf {
 impl ObjectSink for LocalFileSink {
     fn append(&mut self, data: Bytes) -> Result<()> {
         let len = data.len() as u64;
+        if self.writers.is_empty() && !self.joined {
+            write_piece(&self.file, &data, self.next)
+                .map_err(|e| Error::io("write", self.partial.display(), e))?;
+            self.next += len;
+            return Ok(());
+        }
         let sent = match &self.tx {
             Some(tx) => tx
                 .send(SinkPiece {

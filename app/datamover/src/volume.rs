@@ -9,10 +9,7 @@ use std::{
     fs::File,
     os::unix::fs::FileExt,
     path::Path,
-    sync::{
-        Arc, Mutex,
-        mpsc::{Receiver, sync_channel},
-    },
+    sync::{Arc, Mutex},
     thread::JoinHandle,
 };
 
@@ -26,8 +23,6 @@ use crate::error::{Error, Result};
 /// 1 MiB: measured against 256 KiB – 4 MiB on the 4 GiB bench volume, it keeps a chunk in the
 /// CPU caches from hashing to writing (4 MiB chunks made the writer's copy read DRAM again).
 pub const CHUNK_BYTES: u64 = 1 << 20;
-/// Chunks queued between the reader and the hasher.
-const QUEUE: usize = 4;
 
 /// A byte range of the volume, shaped like one entry of CSI SnapshotMetadata's
 /// `GetMetadataDelta` response (`{"offset":..,"length":..}`).
@@ -143,7 +138,7 @@ pub enum Piece {
 /// An opened source volume.
 #[derive(Debug)]
 pub struct SourceVolume {
-    file: File,
+    mapped: MappedFile,
     size: u64,
     name: String,
 }
@@ -156,7 +151,7 @@ impl SourceVolume {
         let size = rustix::fs::seek(&file, SeekFrom::End(0))
             .map_err(|e| Error::io("seek", path.display(), e.into()))?;
         Ok(Self {
-            file,
+            mapped: MappedFile::new(file, size),
             size,
             name: path.display().to_string(),
         })
@@ -167,41 +162,50 @@ impl SourceVolume {
         self.size
     }
 
-    /// Starts the reader thread. `examine` lists cluster ranges `[start, end)` to read, sorted
-    /// and disjoint; `None` = the whole volume. Everything else is reported `Unchanged`.
-    pub fn stream(
+    /// Starts the reader thread ("tvk-read"), which hands every piece (in volume order; an
+    /// error last) to `deliver` until that returns `false` (the consumer stopped). `examine`
+    /// lists cluster ranges `[start, end)` to read, sorted and disjoint; `None` = the whole
+    /// volume. Everything else is reported `Unchanged`.
+    pub fn stream<F>(
         self,
         cluster_bits: u32,
         examine: Option<Vec<(u64, u64)>>,
-    ) -> (Receiver<Result<Piece>>, JoinHandle<()>) {
-        let (tx, rx) = sync_channel(QUEUE);
+        mut deliver: F,
+    ) -> Result<JoinHandle<()>>
+    where
+        F: FnMut(Result<Piece>) -> bool + Send + 'static,
+    {
         let pool = Arc::new(BufferPool::default());
-        let handle = std::thread::spawn(move || {
-            let r = self.produce(cluster_bits, examine, &tx, &pool);
-            if let Err(e) = r {
-                let _ = tx.send(Err(e));
-            }
-        });
-        (rx, handle)
+        let name = self.name.clone();
+        std::thread::Builder::new()
+            .name("tvk-read".into())
+            .spawn(move || {
+                let r = self.produce(cluster_bits, examine, &mut deliver, &pool);
+                if let Err(e) = r {
+                    deliver(Err(e));
+                }
+            })
+            .map_err(|e| Error::io("start the reader thread for", name, e))
     }
 
     fn produce(
         &self,
         cluster_bits: u32,
         examine: Option<Vec<(u64, u64)>>,
-        tx: &std::sync::mpsc::SyncSender<Result<Piece>>,
+        deliver: &mut dyn FnMut(Result<Piece>) -> bool,
         pool: &Arc<BufferPool>,
     ) -> Result<()> {
         let cs = 1u64 << cluster_bits;
         let clusters = self.size.div_ceil(cs);
         let ranges = examine.unwrap_or_else(|| vec![(0, clusters)]);
-        let send = |p: Piece| {
-            tx.send(Ok(p))
-                .map_err(|_| Error::Usage("backup stopped".into()))
+        let mut send = |p: Piece| {
+            if deliver(Ok(p)) {
+                Ok(())
+            } else {
+                Err(Error::Usage("backup stopped".into()))
+            }
         };
         let mut pos = 0u64;
-        // Whether mapping the source works (cleared at the first failure: pread from then on).
-        let mapping = std::cell::Cell::new(true);
         for (start, end) in ranges {
             let end = end.min(clusters);
             if start >= end {
@@ -232,16 +236,16 @@ impl SourceVolume {
                     let n = (CHUNK_BYTES / cs).max(1).min(last - c);
                     let off = c * cs;
                     let avail = self.size.saturating_sub(off).min(n * cs) as usize;
-                    let data = match (avail as u64 == n * cs && mapping.get())
-                        .then(|| map_source(&self.file, off, avail))
+                    let data = match (avail as u64 == n * cs)
+                        .then(|| self.mapped.map(off, avail))
                         .flatten()
                     {
                         Some(m) => m,
                         None => {
-                            mapping.set(false);
                             let mut data = pool.take((n * cs) as usize);
                             let buf = data.as_mut_slice();
-                            self.file
+                            self.mapped
+                                .file()
                                 .read_exact_at(&mut buf[..avail], off)
                                 .map_err(|e| Error::io("read source volume", &self.name, e))?;
                             buf[avail..].fill(0);
@@ -275,7 +279,7 @@ impl SourceVolume {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let mut off = from;
         while off < to {
-            let data = match rustix::fs::seek(&self.file, SeekFrom::Data(off)) {
+            let data = match rustix::fs::seek(self.mapped.file(), SeekFrom::Data(off)) {
                 Ok(d) => d,
                 Err(Errno::NXIO) => break,
                 // No SEEK_DATA here (block device, old filesystem): everything is data.
@@ -288,7 +292,7 @@ impl SourceVolume {
             if data >= to {
                 break;
             }
-            let hole = match rustix::fs::seek(&self.file, SeekFrom::Hole(data)) {
+            let hole = match rustix::fs::seek(self.mapped.file(), SeekFrom::Hole(data)) {
                 Ok(h) => h,
                 Err(Errno::NXIO) => to,
                 Err(e) => return Err(Error::io("seek hole in", &self.name, e.into())),
@@ -301,30 +305,115 @@ impl SourceVolume {
     }
 }
 
-/// Maps `len` bytes of `file` at `off` (page-aligned) read-only, pages populated up front;
-/// `None` where the file cannot be mapped (the caller falls back to `pread`).
+/// Bytes per mapping window of a [`MappedFile`] (a multiple of every page and cluster size).
+pub const MAP_WINDOW: u64 = 16 << 20;
+
+/// Zero-copy reads of a file's page cache through read-only mappings of [`MAP_WINDOW`]
+/// aligned windows, shared by every piece inside a window; a window is unmapped when the
+/// last piece of it is dropped. Each piece's pages are populated when it is handed out
+/// (`MADV_POPULATE_READ`, in the thread that asks), so nothing faults page by page later.
 ///
-/// Why: a `pread` copy of every source byte into a buffer was a third of a full backup's CPU
-/// time (perf: `_copy_to_iter`); hashing and writing straight from the page cache removes it.
-pub fn map_source(file: &File, off: u64, len: usize) -> Option<Bytes> {
-    if len == 0 {
-        return None;
+/// Why windows: a `pread` copy of every source byte into a buffer was a third of a full
+/// backup's CPU time (perf: `_copy_to_iter`), so sources and local images are read from
+/// mappings; one mapping per 1 MiB piece then cost an `munmap` each — with several threads
+/// a TLB shoot-down IPI to the other cores each time (perf: `smp_call_function_many_cond`,
+/// ~3 % of a full backup) — and mapping the whole file would make every byte read count
+/// towards the process's resident memory. Windows bound both: memory is the windows still
+/// referenced by pieces in flight.
+#[derive(Debug)]
+pub struct MappedFile {
+    file: File,
+    len: u64,
+    window: Mutex<Option<(u64, Arc<memmap2::Mmap>)>>,
+    /// Cleared when the file cannot be mapped at all (callers then `pread`).
+    enabled: std::sync::atomic::AtomicBool,
+}
+
+/// A piece of a mapped window (the owner of a zero-copy [`Bytes`]).
+struct WindowSlice {
+    map: Arc<memmap2::Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for WindowSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
     }
+}
+
+impl MappedFile {
+    /// Wraps `file`, whose size is `len` (taken once: the file must not shrink while mapped).
+    pub fn new(file: File, len: u64) -> Self {
+        Self {
+            file,
+            len,
+            window: Mutex::new(None),
+            enabled: true.into(),
+        }
+    }
+
+    /// The file, for positioned reads and seeks.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// `len` bytes at `off` without a copy, pages populated; `None` where that is not
+    /// possible (the file cannot be mapped, the range is past its end, or populating the
+    /// pages failed — an I/O error then surfaces as an error of the caller's `pread`
+    /// instead of a `SIGBUS` on first touch).
+    pub fn map(&self, off: u64, len: usize) -> Option<Bytes> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let end = off.checked_add(len as u64)?;
+        if len == 0 || end > self.len || !self.enabled.load(Relaxed) {
+            return None;
+        }
+        let (start, map) = {
+            let mut slot = self.window.lock().ok()?;
+            match slot.as_ref() {
+                Some((start, map)) if *start <= off && end <= *start + map.len() as u64 => {
+                    (*start, map.clone())
+                }
+                _ => {
+                    let start = off / MAP_WINDOW * MAP_WINDOW;
+                    let wend = end.next_multiple_of(MAP_WINDOW).min(self.len);
+                    let Some(map) = map_window(&self.file, start, (wend - start) as usize) else {
+                        self.enabled.store(false, Relaxed);
+                        return None;
+                    };
+                    let map = Arc::new(map);
+                    *slot = Some((start, map.clone()));
+                    (start, map)
+                }
+            }
+        };
+        let rel = (off - start) as usize;
+        match map.advise_range(memmap2::Advice::PopulateRead, rel, len) {
+            Ok(()) => {}
+            // Before Linux 5.14: the pages fault in when first touched.
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {}
+            Err(_) => return None,
+        }
+        Some(Bytes::from_owner(WindowSlice {
+            map,
+            start: rel,
+            len,
+        }))
+    }
+}
+
+/// Maps `len` bytes of `file` at `off` (page-aligned) read-only; `None` where the file
+/// cannot be mapped.
+fn map_window(file: &File, off: u64, len: usize) -> Option<memmap2::Mmap> {
     // SAFETY: the mapping is read-only and private to this process, and we never create a
     // mutable view of it. Its contents could change (or the access fault with SIGBUS) only if
     // another process modified or truncated the file while it is mapped: a backup's source is
     // a CSI snapshot (or a device) nobody writes to, and images are immutable once committed.
     // The length is taken from the file's size at open and the range is checked against it by
-    // every caller.
+    // the only caller, [`MappedFile::map`].
     #[allow(unsafe_code)]
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(off)
-            .len(len)
-            .populate()
-            .map(file)
-    };
-    map.ok().map(Bytes::from_owner)
+    let map = unsafe { memmap2::MmapOptions::new().offset(off).len(len).map(file) };
+    map.ok()
 }
 
 /// Turns byte ranges into sorted, merged cluster ranges `[start, end)`.
