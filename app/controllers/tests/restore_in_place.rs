@@ -441,3 +441,113 @@ async fn without_cleanup_config_nothing_is_deleted() {
         .unwrap();
     assert!(web["metadata"].get("deletionTimestamp").is_none());
 }
+
+#[tokio::test]
+async fn a_cluster_restore_cleans_where_its_config_says_so_per_namespace() {
+    let w = world().await;
+    w.server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kept"}}))
+        .unwrap();
+    for ns in [DEST, "kept"] {
+        w.server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "settings", "namespace": ns}, "data": {"v": "drifted"}}))
+            .unwrap();
+    }
+    w.server
+        .create(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "app-reader"}, "rules": []}),
+        )
+        .unwrap();
+    w.server
+        .create(
+            json!({"apiVersion": V1, "kind": "ClusterBackupPlan", "metadata": {"name": "cplan"},
+            "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}}}}),
+        )
+        .unwrap();
+    w.server
+        .create(
+            json!({"apiVersion": V1, "kind": "ClusterBackup", "metadata": {"name": "cbkp"},
+            "spec": {"type": "Full", "clusterBackupPlan": {"name": "cplan"}},
+            "status": {"status": "Available", "location": "cplan-uid/cbkp-uid"}}),
+        )
+        .unwrap();
+    // globalConfig turns it on; the component restored into `kept` turns it off.
+    w.server
+        .create(json!({"apiVersion": V1, "kind": "ClusterRestore", "metadata": {"name": "crst"},
+            "spec": {"source": {"type": "ClusterBackup", "clusterBackup": {"name": "cbkp"}},
+                "globalConfig": {"cleanupConfig": {"enabled": true, "gracefulDeletionTimeoutSeconds": 120}},
+                "components": [
+                    {"backupNamespace": "app", "restoreNamespace": DEST},
+                    {"backupNamespace": "other", "restoreNamespace": "kept",
+                     "restoreConfig": {"cleanupConfig": {"enabled": false}}}]}}))
+        .unwrap();
+    let api: Api<tvk_api::restore::ClusterRestore> = Api::all(w.ctx.client.clone());
+    let step = || async {
+        let r = api.get("crst").await.unwrap();
+        Box::pin(restore_controller::reconcile(&r, &w.ctx))
+            .await
+            .unwrap();
+        api.get("crst").await.unwrap()
+    };
+    let r = step().await;
+    let uid = r.uid().unwrap();
+    let jobs = w.jobs(&uid).await;
+    assert_eq!(jobs.len(), 1);
+    api.patch_status(
+        "crst",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"restoreApplication": {
+            "source": {"location": "cplan-uid/cbkp-uid", "backupName": "cbkp", "kind": "ClusterBackup"},
+            "objects": [
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "app-reader", "action": "Create", "reason": REPLACES},
+                {"apiVersion": "v1", "kind": "ConfigMap", "namespace": DEST, "name": "settings", "action": "Create", "reason": REPLACES},
+                {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "kept", "name": "settings", "action": "Create"}],
+            "counts": {"create": 3, "skip": 0, "patch": 0, "exclude": 0},
+            "namespaces": [{"name": DEST, "exists": true}, {"name": "kept", "exists": true}]}}})),
+    )
+    .await
+    .unwrap();
+    w.finish_job(&jobs[0].name_any()).await;
+    // Foreground deletions finish in the API server's garbage collector: a pass or two.
+    let mut r = step().await;
+    for _ in 0..20 {
+        if r.status.as_ref().unwrap().phase != Some(RestorePhase::Validation) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = step().await;
+    }
+    let s = r.status.as_ref().unwrap();
+    assert_eq!(s.phase, Some(RestorePhase::MetadataRestore), "{s:?}");
+    let reason = s
+        .condition
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.phase == Some(RestorePhase::Validation))
+        .and_then(|c| c.reason.clone())
+        .unwrap();
+    assert!(
+        reason.contains("ConfigMap dest/settings") && reason.contains("ClusterRole app-reader"),
+        "{reason}"
+    );
+    assert!(!w.exists("v1", "ConfigMap", "settings"));
+    assert!(
+        w.server
+            .get(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                None,
+                "app-reader"
+            )
+            .is_none(),
+        "cluster-scoped objects follow globalConfig"
+    );
+    let kept = w
+        .server
+        .get("v1", "ConfigMap", Some("kept"), "settings")
+        .unwrap();
+    assert_eq!(kept["data"]["v"], "drifted", "cleanup is off for `kept`");
+}
