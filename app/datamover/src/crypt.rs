@@ -137,7 +137,13 @@ impl EncryptionKey {
 
     /// The key of the keyed BLAKE3 digest index, derived from the user's key.
     pub fn index_key(&self) -> [u8; 32] {
-        blake3::derive_key(INDEX_KEY_CONTEXT, &self.secret)
+        self.derive(INDEX_KEY_CONTEXT)
+    }
+
+    /// A 256-bit key for another use of the user's key (`blake3::derive_key` with a fixed,
+    /// use-specific `context`), e.g. the metamover's metadata sealing key.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.secret)
     }
 }
 

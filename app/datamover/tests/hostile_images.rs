@@ -150,7 +150,11 @@ fn feature_bits() {
     expect_err(v, "external data file");
     let mut v = valid_image(None);
     put32(&mut v, 32, 1);
-    expect_err(v, "encrypted");
+    expect_err(v, "legacy AES-CBC encryption");
+    // LUKS without the encryption header extension.
+    let mut v = valid_image(None);
+    put32(&mut v, 32, 2);
+    expect_err(v, "no encryption header extension");
 }
 
 #[test]

@@ -44,6 +44,15 @@ pub struct BackupArgs {
     /// Name of the Backup or ClusterBackup.
     #[arg(long)]
     pub name: String,
+    /// File holding the backup plan's encryption key (its Secret mounted into the Job): the
+    /// metadata written under `_metadata/` is encrypted with it ([`crate::seal`]).
+    #[arg(long, value_name = "PATH")]
+    pub encryption_key_file: Option<std::path::PathBuf>,
+}
+
+/// The metadata key from `--encryption-key-file`, if given.
+fn metadata_key(path: Option<&std::path::Path>) -> Result<Option<crate::seal::MetadataKey>> {
+    path.map(crate::seal::MetadataKey::from_file).transpose()
 }
 
 impl BackupArgs {
@@ -79,6 +88,10 @@ pub struct RestoreArgs {
     /// The backup on the target: `<plan uid>/<backup uid>`.
     #[arg(long)]
     pub location: String,
+    /// File holding the key of an encrypted backup (the Secret named by the Restore's
+    /// `spec.encryption`, or the backup plan's, mounted into the Job).
+    #[arg(long, value_name = "PATH")]
+    pub encryption_key_file: Option<std::path::PathBuf>,
 }
 
 impl RestoreArgs {
@@ -255,7 +268,10 @@ fn run(command: Command) -> Result<Value> {
             } => {
                 let r = backup.to_ref()?;
                 let target = target.open(handle)?;
-                let opts = snapshot::Options { page_size };
+                let opts = snapshot::Options {
+                    page_size,
+                    encryption: metadata_key(backup.encryption_key_file.as_deref())?,
+                };
                 let out = snapshot::run(client, target, &r, &opts, &emit).await?;
                 Ok(json!({
                     "documents": out.index.documents.len(),
@@ -270,14 +286,18 @@ fn run(command: Command) -> Result<Value> {
             Command::Commit { backup, target } => {
                 let r = backup.to_ref()?;
                 let target = target.open(handle)?;
-                let out = commit::run(client, target, &r, &emit).await?;
+                let key = metadata_key(backup.encryption_key_file.as_deref())?;
+                let out = commit::run(client, target, &r, &emit, key.as_ref()).await?;
                 Ok(json!({"commit": out.key, "volumes": out.volumes,
                     "alreadyCommitted": out.already_committed}))
             }
             Command::RestorePlan { restore, target } => {
                 let r = restore.to_ref()?;
                 let target = target.open(handle)?;
-                let plan = restore::run_plan(client, target, &r, &restore.location, &emit).await?;
+                let key = metadata_key(restore.encryption_key_file.as_deref())?;
+                let plan =
+                    restore::run_plan(client, target, &r, &restore.location, &emit, key.as_ref())
+                        .await?;
                 Ok(json!({"counts": plan.counts, "volumes": plan.volumes.len(),
                     "namespaces": plan.namespaces, "blocking": plan.blocking,
                     "warnings": plan.warnings}))
@@ -285,15 +305,24 @@ fn run(command: Command) -> Result<Value> {
             Command::Restore { restore, target } => {
                 let r = restore.to_ref()?;
                 let target = target.open(handle)?;
-                let out =
-                    restore::run_restore(client, target, &r, &restore.location, &emit).await?;
+                let key = metadata_key(restore.encryption_key_file.as_deref())?;
+                let out = restore::run_restore(
+                    client,
+                    target,
+                    &r,
+                    &restore.location,
+                    &emit,
+                    key.as_ref(),
+                )
+                .await?;
                 Ok(json!({"created": out.created, "patched": out.patched,
                     "skipped": out.skipped, "notReady": out.not_ready}))
             }
             Command::Images(ImagesCommand::Backup { backup, target }) => {
                 let r = backup.to_ref()?;
                 let target = target.open(handle)?;
-                let out = images_backup::run_backup(client, target, &r, &emit).await?;
+                let key = metadata_key(backup.encryption_key_file.as_deref())?;
+                let out = images_backup::run_backup(client, target, &r, &emit, key.as_ref()).await?;
                 Ok(json!({"images": out.images.len(), "blobsCopied": out.blobs_copied,
                     "blobsSkipped": out.blobs_skipped, "bytesCopied": out.bytes_copied,
                     "reused": out.reused}))

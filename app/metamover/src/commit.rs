@@ -108,6 +108,7 @@ pub async fn run(
     target: Target,
     r: &BackupRef,
     progress: ProgressFn<'_>,
+    seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<CommitOutcome> {
     let loaded = load(&client, r, false).await?;
     let id = loaded.identity;
@@ -127,7 +128,8 @@ pub async fn run(
         }
         Err(e) => return Err(e),
     };
-    let index: Index = serde_json::from_slice(&index_bytes).map_err(|e| Error::Layout {
+    let plain_index = crate::seal::open(seal, &index_key, index_bytes.clone().into())?;
+    let index: Index = serde_json::from_slice(&plain_index).map_err(|e| Error::Layout {
         key: index_key.clone(),
         reason: format!("not a metadata index: {e}"),
     })?;
@@ -178,10 +180,14 @@ pub async fn run(
         index_blake3: layout::digest(&index_bytes),
         object: committed_object(&loaded.object),
     };
-    let bytes = Bytes::from(
-        serde_json::to_vec_pretty(&commit).map_err(|e| Error::json("encode the commit", e))?,
-    );
     let key = loc.commit_key();
+    let bytes = crate::seal::seal(
+        seal,
+        &key,
+        Bytes::from(
+            serde_json::to_vec_pretty(&commit).map_err(|e| Error::json("encode the commit", e))?,
+        ),
+    )?;
     let t = target.clone();
     let k = key.clone();
     let written = blocking(move || Ok(t.put_create_only(&k, bytes)?)).await;
@@ -189,7 +195,7 @@ pub async fn run(
         Ok(()) => false,
         Err(Error::Target(tvk_datamover::Error::AlreadyExists { .. })) => {
             let existing: Commit =
-                read_json(&target, key.clone())
+                read_json(&target, key.clone(), seal)
                     .await?
                     .ok_or_else(|| Error::Layout {
                         key: key.clone(),

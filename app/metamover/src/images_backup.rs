@@ -81,17 +81,17 @@ fn backup_display(r: &BackupRef) -> String {
 async fn stored_workloads(
     target: &Target,
     location: &layout::BackupLocation,
+    seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<Vec<Value>> {
     let index_key = location.index_key();
-    let index: Index =
-        read_json(target, index_key.clone())
-            .await?
-            .ok_or_else(|| Error::Layout {
-                key: index_key.clone(),
-                reason: "the metadata snapshot has not been written; run `tvk-metamover snapshot` \
+    let index: Index = read_json(target, index_key.clone(), seal)
+        .await?
+        .ok_or_else(|| Error::Layout {
+            key: index_key.clone(),
+            reason: "the metadata snapshot has not been written; run `tvk-metamover snapshot` \
                      first"
-                    .into(),
-            })?;
+                .into(),
+        })?;
     let mut objects = Vec::new();
     for doc in index
         .documents
@@ -110,6 +110,7 @@ async fn stored_workloads(
                     .into(),
             });
         }
+        let bytes = crate::seal::open(seal, &key, bytes.into())?;
         objects.extend(layout::read_document(&bytes, MAX_DOCUMENT)?);
     }
     Ok(objects)
@@ -226,6 +227,7 @@ pub async fn run_backup(
     target: Target,
     r: &BackupRef,
     progress: ProgressFn<'_>,
+    seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<BackupOutcome> {
     let loaded = load(&client, r, false).await?;
     let id = &loaded.identity;
@@ -249,7 +251,7 @@ pub async fn run_backup(
         });
     }
 
-    let objects = stored_workloads(&target, &location).await?;
+    let objects = stored_workloads(&target, &location, seal).await?;
     let workloads: Vec<WorkloadImages> = objects.iter().filter_map(workload_images).collect();
     let sa_secrets = service_account_secrets(&client, &workloads).await?;
     let uses = collect_images(&workloads, &sa_secrets);

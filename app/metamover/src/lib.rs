@@ -31,6 +31,7 @@ pub mod layout;
 pub mod object;
 pub mod plan;
 pub mod restore;
+pub mod seal;
 pub mod selection;
 pub mod snapshot;
 

@@ -277,10 +277,14 @@ pub fn parse_location(location: &str) -> Result<BackupLocation> {
 /// was never committed), `index.json` (its BLAKE3 must be the commit's), every document
 /// (size and BLAKE3 as indexed; each object in the namespace and of the kind its document
 /// says).
-pub async fn read_backup(target: &Target, location: &str) -> Result<BackupData> {
+pub async fn read_backup(
+    target: &Target,
+    location: &str,
+    seal: Option<&crate::seal::MetadataKey>,
+) -> Result<BackupData> {
     let loc = parse_location(location)?;
     let commit_key = loc.commit_key();
-    let commit: Commit = read_json(target, commit_key.clone())
+    let commit: Commit = read_json(target, commit_key.clone(), seal)
         .await?
         .ok_or_else(|| Error::Layout {
             key: commit_key.clone(),
@@ -305,6 +309,7 @@ pub async fn read_backup(target: &Target, location: &str) -> Result<BackupData> 
             reason: "its BLAKE3 differs from the one in commit.json (damaged or replaced); the backup cannot be restored".into(),
         });
     }
+    let index_bytes = crate::seal::open(seal, &index_key, index_bytes.into())?;
     let index: Index = serde_json::from_slice(&index_bytes).map_err(|e| Error::Layout {
         key: index_key,
         reason: format!("not a metadata index: {e}"),
@@ -327,6 +332,7 @@ pub async fn read_backup(target: &Target, location: &str) -> Result<BackupData> 
             Ok(t.read_all(&k, d.bytes)?)
         })
         .await?;
+        let bytes = crate::seal::open(seal, &key, bytes.into())?;
         for obj in layout::read_document(&bytes, MAX_DOCUMENT)? {
             let kind_ok = gvk_of(&obj).is_some_and(|g| g.kind == d.kind && g.group == d.group);
             let ns_ok = namespace(&obj) == d.namespace.as_deref()
@@ -523,9 +529,10 @@ pub async fn run_plan(
     r: &RestoreRef,
     location: &str,
     progress: ProgressFn<'_>,
+    seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<RestorePlan> {
     let mut loaded = load(&client, r).await?;
-    let data = read_backup(&target, location).await?;
+    let data = read_backup(&target, location, seal).await?;
     check_source_kind(r, &data)?;
     loaded.map.backed_up = data.index.namespaces.iter().cloned().collect();
     progress(json!({"event": "read", "location": data.location.location,
@@ -741,6 +748,7 @@ pub async fn run_restore(
     r: &RestoreRef,
     location: &str,
     progress: ProgressFn<'_>,
+    seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<RestoreOutcome> {
     let mut loaded = load(&client, r).await?;
     let mut plan = RestorePlan::from_status_value(loaded.status_plan.as_ref())
@@ -754,7 +762,7 @@ pub async fn run_restore(
             plan.blocking.join("; ")
         )));
     }
-    let data = read_backup(&target, location).await?;
+    let data = read_backup(&target, location, seal).await?;
     check_source_kind(r, &data)?;
     if plan.source.location != data.location.location {
         return Err(r.err(format!(

@@ -49,16 +49,19 @@ pub const FIELD_MANAGER: &str = "tvk-metamover";
 pub const PAGE_SIZE: u32 = 250;
 
 /// Tuning of `snapshot`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Objects per list page (`limit`); memory holds one page at a time.
     pub page_size: u32,
+    /// Encrypt what is written under `_metadata/` ([`crate::seal`]).
+    pub encryption: Option<crate::seal::MetadataKey>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             page_size: PAGE_SIZE,
+            encryption: None,
         }
     }
 }
@@ -247,6 +250,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned + Send + 'static>(
     target: &Target,
     key: String,
+    seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<Option<T>> {
     let t = target.clone();
     let k = key.clone();
@@ -255,6 +259,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned + Send + 'static>(
         Err(Error::Target(tvk_datamover::Error::MissingObject { .. })) => return Ok(None),
         Err(e) => return Err(e),
     };
+    let bytes = crate::seal::open(seal, &key, bytes.into())?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::Layout {
@@ -519,9 +524,10 @@ pub async fn run(
     }
     let loc = BackupLocation::new(&id.plan_uid, &id.uid)?;
     progress(json!({"event": "start", "backup": r.display(), "location": loc.location}));
+    let seal = opts.encryption.as_ref();
 
     // A committed index means an earlier run finished writing: redo only the status patch.
-    if let Some(index) = read_json::<Index>(&target, loc.index_key()).await? {
+    if let Some(index) = read_json::<Index>(&target, loc.index_key(), seal).await? {
         if index.backup.uid != id.uid {
             return Err(Error::Layout {
                 key: loc.index_key(),
@@ -531,13 +537,12 @@ pub async fn run(
                 ),
             });
         }
-        let snapshot: Snapshot =
-            read_json(&target, loc.snapshot_key())
-                .await?
-                .ok_or_else(|| Error::Layout {
-                    key: loc.snapshot_key(),
-                    reason: "index.json exists but snapshot.json does not".into(),
-                })?;
+        let snapshot: Snapshot = read_json(&target, loc.snapshot_key(), seal)
+            .await?
+            .ok_or_else(|| Error::Layout {
+                key: loc.snapshot_key(),
+                reason: "index.json exists but snapshot.json does not".into(),
+            })?;
         patch_status(&client, r, &snapshot).await?;
         progress(json!({"event": "reused", "documents": index.documents.len()}));
         return Ok(Outcome {
@@ -840,12 +845,12 @@ pub async fn run(
                 );
                 written += 1;
                 if let Some(part) = writer.push(&cleaned)? {
-                    documents.push(store_part(&target, &loc, Some(ns), t, part).await?);
+                    documents.push(store_part(&target, &loc, Some(ns), t, part, seal).await?);
                 }
             }
         }
         if let Some(part) = writer.finish()? {
-            documents.push(store_part(&target, &loc, Some(ns), t, part).await?);
+            documents.push(store_part(&target, &loc, Some(ns), t, part, seal).await?);
         }
         total += written;
         progress(
@@ -878,11 +883,11 @@ pub async fn run(
             );
             total += 1;
             if let Some(part) = writer.push(&cleaned)? {
-                documents.push(store_part(&target, &loc, None, &t, part).await?);
+                documents.push(store_part(&target, &loc, None, &t, part, seal).await?);
             }
         }
         if let Some(part) = writer.finish()? {
-            documents.push(store_part(&target, &loc, None, &t, part).await?);
+            documents.push(store_part(&target, &loc, None, &t, part, seal).await?);
         }
     }
     // Helm storage, one document per release.
@@ -896,6 +901,7 @@ pub async fn run(
         }
         if let Some(part) = writer.finish()? {
             let rel = layout::helm_rel_key(&h.namespace, &h.release.name)?;
+            let data = crate::seal::seal(seal, &loc.key(&rel), part.data)?;
             let doc = DocumentEntry {
                 key: rel.clone(),
                 namespace: Some(h.namespace.clone()),
@@ -909,10 +915,10 @@ pub async fn run(
                 }
                 .into(),
                 count: part.count,
-                bytes: part.data.len() as u64,
-                blake3: layout::digest(&part.data),
+                bytes: data.len() as u64,
+                blake3: layout::digest(&data),
             };
-            put(&target, loc.key(&rel), part.data).await?;
+            put(&target, loc.key(&rel), data).await?;
             helm_entries.push(HelmEntry {
                 namespace: h.namespace.clone(),
                 release: h.release.name.clone(),
@@ -932,9 +938,14 @@ pub async fn run(
         .as_ref()
         .map(|c| c.warnings.clone())
         .unwrap_or_default();
-    let snapshot_bytes = Bytes::from(
-        serde_json::to_vec_pretty(&snapshot).map_err(|e| Error::json("encode the snapshot", e))?,
-    );
+    let snapshot_bytes = crate::seal::seal(
+        seal,
+        &loc.snapshot_key(),
+        Bytes::from(
+            serde_json::to_vec_pretty(&snapshot)
+                .map_err(|e| Error::json("encode the snapshot", e))?,
+        ),
+    )?;
     let index = Index {
         format_version: FORMAT_VERSION,
         backup: id.clone(),
@@ -946,9 +957,13 @@ pub async fn run(
         snapshot_blake3: layout::digest(&snapshot_bytes),
     };
     put(&target, loc.snapshot_key(), snapshot_bytes).await?;
-    let index_bytes = Bytes::from(
-        serde_json::to_vec_pretty(&index).map_err(|e| Error::json("encode the index", e))?,
-    );
+    let index_bytes = crate::seal::seal(
+        seal,
+        &loc.index_key(),
+        Bytes::from(
+            serde_json::to_vec_pretty(&index).map_err(|e| Error::json("encode the index", e))?,
+        ),
+    )?;
     put(&target, loc.index_key(), index_bytes).await?;
     progress(json!({"event": "indexed", "objects": total, "documents": index.documents.len()}));
     patch_status(&client, r, &snapshot).await?;
@@ -988,9 +1003,11 @@ async fn store_part(
     ns: Option<&str>,
     t: &ResourceType,
     part: layout::Part,
+    seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<DocumentEntry> {
     let gvk = t.gvk();
     let rel = layout::objects_rel_key(ns, &gvk, part.part)?;
+    let data = crate::seal::seal(seal, &loc.key(&rel), part.data)?;
     let entry = DocumentEntry {
         key: rel.clone(),
         namespace: ns.map(str::to_owned),
@@ -999,10 +1016,10 @@ async fn store_part(
         kind: gvk.kind,
         plural: t.api.plural.clone(),
         count: part.count,
-        bytes: part.data.len() as u64,
-        blake3: layout::digest(&part.data),
+        bytes: data.len() as u64,
+        blake3: layout::digest(&data),
     };
-    put(target, loc.key(&rel), part.data).await?;
+    put(target, loc.key(&rel), data).await?;
     Ok(entry)
 }
 
