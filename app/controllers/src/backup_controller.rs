@@ -738,11 +738,14 @@ async fn step<K: BackupKind>(
             let outcome = volumes::upload_volumes(ctx, &inputs, &mut snap).await?;
             store_snapshot(progress, &snap)?;
             progress.status.size = Some(size_of(outcome.total_bytes));
-            let pct = match outcome.total_bytes {
-                0 => 80,
-                t => 20 + u128::from(outcome.done_bytes) * 60 / u128::from(t),
-            };
-            progress.status.percentage_completion = Some(i64::try_from(pct.min(80)).unwrap_or(80));
+            // 20..80: finished volumes whole, running ones as their Jobs last reported.
+            let done = outcome
+                .done_bytes
+                .saturating_add(outcome.in_flight_bytes.unwrap_or(0));
+            progress.status.percentage_completion = Some(crate::progress::advance(
+                progress.status.percentage_completion,
+                crate::progress::phase_percent(20, 80, done, outcome.total_bytes),
+            ));
             match outcome.step {
                 volumes::Step::Failed(reason) => {
                     progress.fail(BackupPhase::DataUpload, &reason);

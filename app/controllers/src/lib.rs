@@ -22,6 +22,7 @@ pub use tvk_lease as leader;
 pub mod naming;
 pub mod operations;
 pub mod plan_controller;
+pub mod progress;
 pub mod restore_controller;
 pub mod retention;
 pub mod runner;

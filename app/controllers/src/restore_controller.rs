@@ -1184,8 +1184,14 @@ async fn step<K: RestoreKind>(
             };
             let outcome = data::step(ctx, ids, &plan, &access).await?;
             let total = total_volume_bytes(&plan).max(1);
-            let pct = outcome.done_bytes.saturating_mul(80) / total;
-            progress.status.percentage_completion = Some(i64::try_from(pct.min(80)).unwrap_or(80));
+            // 0..80: finished volumes whole, running ones as their Jobs last reported.
+            let done = outcome
+                .done_bytes
+                .saturating_add(outcome.in_flight_bytes.unwrap_or(0));
+            progress.status.percentage_completion = Some(crate::progress::advance(
+                progress.status.percentage_completion,
+                crate::progress::phase_percent(0, 80, done, total),
+            ));
             match outcome.state {
                 data::DataState::Failed(reason) => {
                     ctx.metrics.job_failed("DataRestore");

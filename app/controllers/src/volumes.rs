@@ -743,6 +743,9 @@ pub struct UploadProgress {
     pub step: Step,
     /// Bytes of the volumes whose upload finished.
     pub done_bytes: u64,
+    /// Bytes the running Jobs reported done (weighted by their volumes' sizes), when their
+    /// logs were read this time ([`crate::progress::in_flight_bytes`]).
+    pub in_flight_bytes: Option<u64>,
     /// Bytes of all volumes.
     pub total_bytes: u64,
 }
@@ -798,6 +801,8 @@ pub async fn upload_volumes<K: BackupKind>(
         .filter(|j| job_state(Some(j)) == JobState::Running)
         .count();
     let (mut done_bytes, mut pending) = (0u64, 0usize);
+    // (Job, volume size) of the uploads running now, for the progress of the phase.
+    let mut in_flight: Vec<(String, u64)> = Vec::new();
     for ds in snap.data_snapshots_mut() {
         if is_skipped(ds) {
             continue;
@@ -881,7 +886,10 @@ pub async fn upload_volumes<K: BackupKind>(
                     );
                     break AttemptOutcome::Running;
                 }
-                JobState::Running => break AttemptOutcome::Running,
+                JobState::Running => {
+                    in_flight.push((job_name, ds_bytes(ds)));
+                    break AttemptOutcome::Running;
+                }
                 JobState::Succeeded => break AttemptOutcome::Succeeded,
                 JobState::Failed(job_message) => {
                     let pods =
@@ -945,9 +953,18 @@ pub async fn upload_volumes<K: BackupKind>(
     } else {
         Step::Waiting(format!("uploading volumes: {pending} remaining"))
     };
+    let in_flight_bytes = crate::progress::in_flight_bytes(
+        &ctx.client,
+        &ids.job_ns,
+        &ids.uid,
+        &in_flight,
+        ctx.backup_poll,
+    )
+    .await;
     Ok(UploadProgress {
         step,
         done_bytes,
+        in_flight_bytes,
         total_bytes: total,
     })
 }
@@ -964,6 +981,7 @@ fn failed(reason: String, total: u64) -> UploadProgress {
     UploadProgress {
         step: Step::Failed(reason),
         done_bytes: 0,
+        in_flight_bytes: None,
         total_bytes: total,
     }
 }

@@ -85,6 +85,9 @@ pub struct DataOutcome {
     pub state: DataState,
     /// Sum of the sizes of finished volumes.
     pub done_bytes: u64,
+    /// Bytes the running Jobs reported done (weighted by their volumes' sizes), when their
+    /// logs were read this time ([`crate::progress::in_flight_bytes`]).
+    pub in_flight_bytes: Option<u64>,
     /// Volumes whose datamover Job exited 75 (retryable) and runs again, with the attempt and
     /// the failed attempt's error (for the DataRestore condition).
     pub retries: Vec<String>,
@@ -383,8 +386,13 @@ pub fn datamover_job(
 
 enum VolumeState {
     Done,
-    /// Running or waiting; `Some` names a retry in progress.
+    /// Waiting; `Some` names a retry in progress.
     Working(Option<String>),
+    /// Its datamover Job runs; `retry` names a retry in progress.
+    Running {
+        job: String,
+        retry: Option<String>,
+    },
     Failed(String),
 }
 
@@ -427,6 +435,7 @@ pub async fn step(
                 "restoring volumes re-binds PersistentVolumes, which are cluster-scoped and out of reach of a Namespaced install; install with applicationScope: Cluster, or restore with restoreFlags.onlyMetadata".into(),
             ),
             done_bytes: 0,
+            in_flight_bytes: None,
             retries: Vec::new(),
         });
     }
@@ -436,6 +445,7 @@ pub async fn step(
         return Ok(DataOutcome {
             state: DataState::Failed(reason),
             done_bytes: 0,
+            in_flight_bytes: None,
             retries: Vec::new(),
         });
     }
@@ -457,14 +467,22 @@ pub async fn step(
     let mut all_done = true;
     let mut failures = Vec::new();
     let mut retries = Vec::new();
+    // (Job, volume size) of the restores running now, for the progress of the phase.
+    let mut in_flight: Vec<(String, u64)> = Vec::new();
     for volume in &plan.volumes {
+        let size = volume.size.as_ref().and_then(quantity_bytes).unwrap_or(0);
         match volume_step(ctx, ids, volume, access, &mut slots).await? {
             VolumeState::Done => {
-                done_bytes += volume.size.as_ref().and_then(quantity_bytes).unwrap_or(0);
+                done_bytes += size;
             }
             VolumeState::Working(retry) => {
                 all_done = false;
                 retries.extend(retry);
+            }
+            VolumeState::Running { job, retry } => {
+                all_done = false;
+                retries.extend(retry);
+                in_flight.push((job, size));
             }
             VolumeState::Failed(reason) => failures.push(reason),
         }
@@ -476,9 +494,18 @@ pub async fn step(
     } else {
         DataState::Working
     };
+    let in_flight_bytes = crate::progress::in_flight_bytes(
+        &ctx.client,
+        &ids.job_ns,
+        &ids.uid,
+        &in_flight,
+        ctx.backup_poll,
+    )
+    .await;
     Ok(DataOutcome {
         state,
         done_bytes,
+        in_flight_bytes,
         retries,
     })
 }
@@ -605,7 +632,11 @@ async fn volume_step(
         )));
     };
     match state {
-        JobState::Failed(_) | JobState::Running => Ok(VolumeState::Working(retry_note)),
+        JobState::Running => Ok(VolumeState::Running {
+            job: job_name,
+            retry: retry_note,
+        }),
+        JobState::Failed(_) => Ok(VolumeState::Working(retry_note)),
         JobState::Missing => {
             if *slots == 0 {
                 return Ok(VolumeState::Working(retry_note));
