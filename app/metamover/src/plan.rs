@@ -136,6 +136,9 @@ pub struct Settings {
     pub ready_wait_seconds: i64,
     /// `cleanupConfig.enabled`: existing objects the restore creates are deleted first.
     pub cleanup: bool,
+    /// Whether `cleanup` covers cluster-scoped objects: a ClusterRestore's (cluster-wide by
+    /// nature), never a Restore's — a namespaced Restore deletes nothing outside its namespace.
+    pub cleanup_cluster_scoped: bool,
 }
 
 impl Settings {
@@ -160,6 +163,7 @@ impl Settings {
                 .resources_ready_wait_seconds
                 .unwrap_or(DEFAULT_READY_WAIT_SECONDS),
             cleanup: c.cleanup_config.as_ref().is_some_and(|c| c.enabled),
+            cleanup_cluster_scoped: c.cleanup_config.as_ref().is_some_and(|c| c.enabled),
         })
     }
 
@@ -206,7 +210,10 @@ impl NamespaceMap {
     pub fn restore(namespace: &str, settings: Settings) -> Self {
         Self {
             single: Some(namespace.to_owned()),
-            global: settings,
+            global: Settings {
+                cleanup_cluster_scoped: false,
+                ..settings
+            },
             ..Self::default()
         }
     }
@@ -844,7 +851,7 @@ pub fn judge(
         );
         return (p.planned(PlanAction::Create, Some(msg.clone())), Some(msg));
     }
-    if settings.cleanup {
+    if settings.cleanup && (p.dest.namespace.is_some() || settings.cleanup_cluster_scoped) {
         return (
             p.planned(PlanAction::Create, Some(CLEANUP_REPLACES.into())),
             None,

@@ -12,7 +12,9 @@
 //! (workloads before the claims, config and accounts they use) with foreground propagation, so
 //! a Deployment is gone only once its pods are. A component of a ClusterRestore can turn it on
 //! or off for its namespace (`restoreConfig.cleanupConfig`); cluster-scoped objects follow
-//! `globalConfig`. System namespaces and the install namespace are refused.
+//! `globalConfig` — a namespaced Restore never deletes a cluster-scoped object (the
+//! metaprocessor judges those by the usual conflict rules). System namespaces and the install
+//! namespace are refused.
 //!
 //! The wait is measured from the Validation condition's timestamp: its reason is set once, when
 //! the first objects are deleted, and does not change while waiting. Every pass that deletes
@@ -47,12 +49,15 @@ pub const BLOCKED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-n
 /// Start of the Validation condition's reason while deleting and waiting.
 pub const REASON_PREFIX: &str = "cleanupConfig: deleting the existing application before restoring";
 
-/// Where cleanupConfig applies, with the timeout (seconds): cluster-scoped objects and
-/// namespaces without their own setting follow `default`.
+/// Where cleanupConfig applies, with the timeout (seconds): namespaces without their own
+/// setting follow `default`, cluster-scoped objects `cluster`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanupScope {
     /// A Restore's `cleanupConfig`, a ClusterRestore's `globalConfig.cleanupConfig`.
     pub default: Option<u64>,
+    /// A ClusterRestore's `globalConfig.cleanupConfig`; never for a Restore (a namespaced
+    /// Restore deletes nothing outside its namespace).
+    pub cluster: Option<u64>,
     /// A ClusterRestore's destination namespaces with their own `restoreConfig.cleanupConfig`.
     pub namespaces: BTreeMap<String, Option<u64>>,
 }
@@ -73,10 +78,11 @@ fn config_in(v: Option<&Value>) -> Option<Option<RestoreCleanupConfig>> {
 }
 
 impl CleanupScope {
-    /// A Restore's: its spec's `cleanupConfig` for everything.
+    /// A Restore's: its spec's `cleanupConfig`, for the objects of its namespace only.
     pub fn of_restore(spec: &RestoreSpec) -> Self {
         Self {
             default: timeout_of(spec.cleanup_config.as_ref()),
+            cluster: None,
             namespaces: BTreeMap::new(),
         }
     }
@@ -101,13 +107,17 @@ impl CleanupScope {
             .collect();
         Self {
             default,
+            cluster: default,
             namespaces,
         }
     }
 
     /// The timeout for objects in `namespace` (None: cluster-scoped), when cleanup applies there.
     pub fn for_namespace(&self, namespace: Option<&str>) -> Option<u64> {
-        match namespace.and_then(|ns| self.namespaces.get(ns)) {
+        let Some(ns) = namespace else {
+            return self.cluster;
+        };
+        match self.namespaces.get(ns) {
             Some(own) => *own,
             None => self.default,
         }
@@ -115,7 +125,9 @@ impl CleanupScope {
 
     /// Whether cleanup applies anywhere.
     pub fn any(&self) -> bool {
-        self.default.is_some() || self.namespaces.values().any(Option::is_some)
+        self.default.is_some()
+            || self.cluster.is_some()
+            || self.namespaces.values().any(Option::is_some)
     }
 }
 
@@ -413,6 +425,7 @@ mod tests {
                 "location": "p/b/u", "pvcMetadata": "{}"}]}));
         let scope = CleanupScope {
             default: Some(60),
+            cluster: Some(60),
             namespaces: BTreeMap::from([("other".to_owned(), None)]),
         };
         let names: Vec<String> = candidates(&p, &scope, "tvk")
@@ -465,5 +478,13 @@ mod tests {
             "cleanupConfig": {"enabled": false, "gracefulDeletionTimeoutSeconds": 90}}))
         .unwrap();
         assert!(!CleanupScope::of_restore(&spec).any());
+        // A Restore: its namespace only, never cluster-scoped objects.
+        let spec: RestoreSpec = serde_json::from_value(json!({
+            "source": {"type": "Backup", "backup": {"name": "b"}},
+            "cleanupConfig": {"enabled": true, "gracefulDeletionTimeoutSeconds": 90}}))
+        .unwrap();
+        let s = CleanupScope::of_restore(&spec);
+        assert_eq!(s.for_namespace(Some("app")), Some(90));
+        assert_eq!(s.for_namespace(None), None);
     }
 }

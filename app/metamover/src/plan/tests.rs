@@ -483,6 +483,34 @@ fn cleanup_config_replaces_existing_objects_but_never_crds_or_namespaces() {
     assert_eq!(planned.action, PlanAction::Create);
     assert!(blocking.unwrap().contains("patchCRD"));
 
+    // A Restore never replaces a cluster-scoped object (it deletes nothing outside its
+    // namespace): the usual conflict rules apply.
+    let rbac = vec![obj(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "reader"}, "rules": []}),
+    )];
+    let map = restore_map(on.clone());
+    let ps = prepare(&rbac, &map, &facts(), UID);
+    let mut live = live_with(vec![(ps[0].dest.clone(), json!({}))]);
+    live.served
+        .insert(("rbac.authorization.k8s.io".into(), "ClusterRole".into()));
+    let (planned, blocking) = judge(&ps[0], &live, map.settings(None), &crds, UID);
+    assert_eq!(planned.action, PlanAction::Create);
+    let blocking = blocking.unwrap();
+    assert!(
+        blocking.contains("ClusterRole") && blocking.contains("already exists"),
+        "{blocking}"
+    );
+    // A ClusterRestore's globalConfig covers them.
+    let cluster = NamespaceMap {
+        global: settings(on.clone()),
+        ..NamespaceMap::default()
+    };
+    let ps = prepare(&rbac, &cluster, &facts(), UID);
+    let (planned, blocking) = judge(&ps[0], &live, cluster.settings(None), &crds, UID);
+    assert_eq!(planned.reason.as_deref(), Some(CLEANUP_REPLACES));
+    assert!(blocking.is_none());
+
     // A ClusterRestore component can turn it off for its namespace only.
     let global: RestoreConfig = RestoreConfig::from_value(Some(&on), "g").unwrap();
     let off: RestoreConfig =
