@@ -732,7 +732,7 @@ fn random_corruption_of_the_luks_area_never_panics() {
     for i in 0..16 {
         let mut bytes = orig.clone();
         for _ in 0..1 + rng.next() % 4 {
-            let at = if rng.next() % 3 == 0 {
+            let at = if rng.next().is_multiple_of(3) {
                 (rng.next() % 256) as usize + 112
             } else {
                 CS as usize + (rng.next() % 592) as usize
