@@ -14,7 +14,7 @@
 //!   interop tests in `tests/encryption.rs` in both directions.
 //! - PBKDF2 iterations: [`SLOT_ITERATIONS`] for the key slot (a restore opens every image of a
 //!   chain, one derivation each: qemu's default calibrates to 2 s per open, far too slow for
-//!   long chains; 100 000 is LUKS1's usual order of magnitude), [`DIGEST_ITERATIONS`]
+//!   long chains; the user's key comes from a Secret, not a typed password), [`DIGEST_ITERATIONS`]
 //!   (qemu's minimum) for the master key digest, which only has to confirm a random 512-bit key.
 //! - The LUKS area we store is the header sector area plus key slot 0's material (260 096
 //!   bytes, 4 clusters of 64 KiB) rather than qemu's 2 MiB with seven empty slots: the seven
