@@ -20,6 +20,8 @@ use k8s_openapi::{
 use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 
+use tvk_datamover::error::ErrorKind;
+
 use crate::{
     config::Config,
     context::CONTROLLER_NAME,
@@ -183,6 +185,78 @@ pub struct PodOutcome {
     /// The `error` of the tool's final `{"event":"result","ok":false,…}` line, from the
     /// termination message.
     pub tool_error: Option<String>,
+    /// The `kind` of that line (the datamover's [`ErrorKind`]), when it names a known one.
+    pub tool_kind: Option<ErrorKind>,
+    /// The `retryable` verdict of that line.
+    pub tool_retryable: Option<bool>,
+}
+
+impl PodOutcome {
+    /// Whether running the Job again may succeed: the tool's own verdict (from its error kind)
+    /// when its result line says, else its exit code ([`EXIT_RETRYABLE`]: the datamover's
+    /// and metamover's code for a transient failure).
+    pub fn retryable(&self) -> bool {
+        self.tool_retryable
+            .unwrap_or(self.exit_code == Some(EXIT_RETRYABLE))
+    }
+}
+
+/// Exit code of a retryable failure of the execution layer's tools (sysexits EX_TEMPFAIL).
+pub const EXIT_RETRYABLE: i32 = 75;
+
+/// A tool's failure, from its final `{"event":"result","ok":false,…}` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolFailure {
+    /// `error`: the tool's message.
+    pub message: String,
+    /// `kind`, when it names a known [`ErrorKind`].
+    pub kind: Option<ErrorKind>,
+    /// `retryable`, when present.
+    pub retryable: Option<bool>,
+}
+
+/// Every [`ErrorKind`], to read the `kind` of a result line by its name.
+const KINDS: [ErrorKind; 20] = [
+    ErrorKind::Dns,
+    ErrorKind::Connect,
+    ErrorKind::Timeout,
+    ErrorKind::Tls,
+    ErrorKind::Auth,
+    ErrorKind::Permission,
+    ErrorKind::BucketMissing,
+    ErrorKind::NotFound,
+    ErrorKind::AlreadyExists,
+    ErrorKind::Throttled,
+    ErrorKind::Server,
+    ErrorKind::ObjectLock,
+    ErrorKind::ClockSkew,
+    ErrorKind::NoSpace,
+    ErrorKind::LocalIo,
+    ErrorKind::Interrupted,
+    ErrorKind::Corrupt,
+    ErrorKind::InvalidInput,
+    ErrorKind::TargetRefused,
+    ErrorKind::TargetUnavailable,
+];
+
+/// The [`ErrorKind`] named `name` (as [`ErrorKind::as_str`] writes it).
+pub fn error_kind(name: &str) -> Option<ErrorKind> {
+    KINDS.into_iter().find(|k| k.as_str() == name)
+}
+
+/// The last failed `{"event":"result"…}` JSON line in `text` (pure).
+pub fn result_failure(text: &str) -> Option<ToolFailure> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .filter(|v| v.get("event") == Some(&json!("result")) && v.get("ok") == Some(&json!(false)))
+        .filter_map(|v| {
+            Some(ToolFailure {
+                message: v.get("error")?.as_str()?.to_owned(),
+                kind: v.get("kind").and_then(Value::as_str).and_then(error_kind),
+                retryable: v.get("retryable").and_then(Value::as_bool),
+            })
+        })
+        .next_back()
 }
 
 /// Reads the exit code and the tool's own error from the pods of Job `job` (label `job-name`,
@@ -202,8 +276,10 @@ pub async fn pod_outcome(client: &kube::Client, namespace: &str, job: &str) -> R
         .filter_map(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()))
     {
         outcome.exit_code = Some(terminated.exit_code);
-        if let Some(error) = terminated.message.as_deref().and_then(result_error) {
-            outcome.tool_error = Some(error);
+        if let Some(failure) = terminated.message.as_deref().and_then(result_failure) {
+            outcome.tool_error = Some(failure.message);
+            outcome.tool_kind = failure.kind;
+            outcome.tool_retryable = failure.retryable;
         }
     }
     Ok(outcome)
@@ -211,11 +287,7 @@ pub async fn pod_outcome(client: &kube::Client, namespace: &str, job: &str) -> R
 
 /// The `error` of the last failed `{"event":"result"…}` JSON line in `text` (pure).
 pub fn result_error(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
-        .filter(|v| v.get("event") == Some(&json!("result")) && v.get("ok") == Some(&json!(false)))
-        .filter_map(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-        .next_back()
+    result_failure(text).map(|f| f.message)
 }
 
 /// A failed Job's message for a condition: the tool's own error when its pod left one, else
@@ -323,6 +395,24 @@ mod tests {
             Some("digest mismatch at 65536")
         );
         assert_eq!(result_error("{\"event\":\"result\",\"ok\":true}"), None);
+        let typed = "{\"event\":\"result\",\"ok\":false,\"error\":\"refused\",\"kind\":\"Auth\",\"retryable\":false}";
+        assert_eq!(
+            result_failure(typed),
+            Some(ToolFailure {
+                message: "refused".into(),
+                kind: Some(ErrorKind::Auth),
+                retryable: Some(false),
+            })
+        );
+        assert_eq!(
+            result_failure(&typed.replace("Auth", "Martian"))
+                .unwrap()
+                .kind,
+            None
+        );
+        for k in KINDS {
+            assert_eq!(error_kind(k.as_str()), Some(k));
+        }
         assert_eq!(result_error("panicked at src/main.rs"), None);
         let job = build_job(
             &request("ns"),
@@ -335,6 +425,20 @@ mod tests {
                 .as_deref(),
             Some("FallbackToLogsOnError")
         );
+    }
+
+    #[test]
+    fn a_jobs_retry_is_decided_by_the_tools_verdict_else_by_exit_75() {
+        let outcome = |exit: i32, retryable: Option<bool>| PodOutcome {
+            exit_code: Some(exit),
+            tool_retryable: retryable,
+            ..PodOutcome::default()
+        };
+        assert!(outcome(75, None).retryable());
+        assert!(!outcome(1, None).retryable());
+        assert!(!outcome(75, Some(false)).retryable());
+        assert!(outcome(1, Some(true)).retryable());
+        assert!(!PodOutcome::default().retryable());
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub const PROBE_PREFIX: &str = ".tvk-probe";
 pub struct ProbeFailure {
     /// CamelCase category: DNSResolutionFailed, TLSFailed, AuthenticationFailed,
     /// BucketNotFound, PermissionDenied, EndpointUnreachable, ClockSkew, CredentialsMissing,
-    /// ObjectLockNotEnabled, Throttled, EndpointError, ProbeFailed.
+    /// ObjectLockNotEnabled, Throttled, EndpointError, ProbeFailed, NoSpace (NFS).
     pub reason: &'static str,
     /// What happened and what to do.
     pub message: String,
@@ -856,14 +856,9 @@ async fn nfs_probe(target: &Target, ctx: &Context) -> Result<Option<ProbeResult>
         JobState::Running => return Ok(None),
         JobState::Succeeded => Ok(()),
         JobState::Failed(job_message) => {
-            let message =
-                crate::jobs::failure_message(&ctx.client, &job_ns, &name, &job_message).await?;
-            Err(ProbeFailure {
-                reason: "ProbeFailed",
-                message: format!(
-                    "the validation Job {job_ns}/{name} (tvk-datamover probe) failed: {message}; check that nfsExport exists and is exported to the cluster's nodes, that nfsOptions allow writing as the Job's non-root user, and that the share is not full"
-                ),
-            })
+            let pods = crate::jobs::pod_outcome(&ctx.client, &job_ns, &name).await?;
+            let message = pods.tool_error.unwrap_or(job_message);
+            Err(nfs_probe_failure(&job_ns, &name, pods.tool_kind, &message))
         }
     };
     match api.delete(&name, &DeleteParams::background()).await {
@@ -872,6 +867,34 @@ async fn nfs_probe(target: &Target, ctx: &Context) -> Result<Option<ProbeResult>
         Err(e) => return Err(Error::kube(format!("delete Job {job_ns}/{name}"), e)),
     }
     Ok(Some(result))
+}
+
+/// The condition of a failed NFS validation Job (pure): the reason by the datamover's error
+/// kind (`PermissionDenied`, `NoSpace`, …) when its result line names one the share can
+/// cause, else `ProbeFailed`; the message is the tool's own error plus what to check.
+pub fn nfs_probe_failure(
+    job_ns: &str,
+    job: &str,
+    kind: Option<ErrorKind>,
+    message: &str,
+) -> ProbeFailure {
+    let (reason, advice) = match kind {
+        Some(ErrorKind::Permission) => (
+            "PermissionDenied",
+            "nfsOptions and the export must allow writing as the Job's non-root user",
+        ),
+        Some(ErrorKind::NoSpace) => ("NoSpace", "the share is full; free space or grow it"),
+        _ => (
+            "ProbeFailed",
+            "check that nfsExport exists and is exported to the cluster's nodes, that nfsOptions allow writing as the Job's non-root user, and that the share is not full",
+        ),
+    };
+    ProbeFailure {
+        reason,
+        message: format!(
+            "the validation Job {job_ns}/{job} (tvk-datamover probe) failed: {message}; {advice}"
+        ),
+    }
 }
 
 /// With `objectLockingEnabled: true` an S3 Target is Available only after the probe verified the

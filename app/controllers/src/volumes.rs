@@ -79,10 +79,9 @@ use crate::{
 
 /// Where the temporary claim appears in the datamover container.
 pub const DEVICE_PATH: &str = "/dev/tvk-volume";
-/// Retries of a datamover Job that exited [`EXIT_RETRYABLE`].
+/// Retries of a datamover Job whose failure is retryable ([`crate::jobs::PodOutcome::retryable`]).
 pub const MAX_RETRIES: u32 = 3;
-/// Exit code of a retryable datamover failure (sysexits EX_TEMPFAIL).
-pub const EXIT_RETRYABLE: i32 = 75;
+pub use crate::jobs::EXIT_RETRYABLE;
 /// Annotation marking the default VolumeSnapshotClass of a driver.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
 /// Annotation allowing a claim of another volume mode than the snapshot's source.
@@ -894,8 +893,8 @@ pub async fn upload_volumes<K: BackupKind>(
                 JobState::Failed(job_message) => {
                     let pods =
                         crate::jobs::pod_outcome(&ctx.client, &ids.job_ns, &job_name).await?;
-                    let message = pods.tool_error.unwrap_or(job_message);
-                    if pods.exit_code == Some(EXIT_RETRYABLE) && attempt < MAX_RETRIES {
+                    let message = pods.tool_error.clone().unwrap_or(job_message);
+                    if pods.retryable() && attempt < MAX_RETRIES {
                         attempt += 1;
                         continue;
                     }

@@ -202,7 +202,7 @@ async fn a_bound_share_is_probed_by_a_datamover_job_then_available() {
         &ctx,
         &jobs[0].name_any(),
         false,
-        "{\"event\":\"start\"}\n{\"event\":\"result\",\"ok\":false,\"error\":\"create .tvk-probe/abc on /mnt/target: Permission denied (os error 13)\"}",
+        "{\"event\":\"start\"}\n{\"event\":\"result\",\"ok\":false,\"error\":\"create .tvk-probe/abc on /mnt/target: Permission denied (os error 13)\",\"kind\":\"Permission\",\"retryable\":false}",
     )
     .await;
     let (t, _) = reconcile(&ctx, NS).await;
@@ -210,11 +210,28 @@ async fn a_bound_share_is_probed_by_a_datamover_job_then_available() {
         t.status.as_ref().unwrap().status,
         Some(TargetState::Unavailable)
     );
+    // The reason comes from the datamover's error kind, the message is its own error.
     let reason = condition_reason(&t);
     assert!(
-        reason.starts_with("ProbeFailed") && reason.contains("Permission denied"),
+        reason.starts_with("PermissionDenied") && reason.contains("Permission denied"),
         "{reason}"
     );
+}
+
+#[test]
+fn a_failed_probe_jobs_reason_is_its_error_kind_else_probe_failed() {
+    use tvk_control_plane::target_controller::nfs_probe_failure;
+    use tvk_datamover::error::ErrorKind;
+    let full = nfs_probe_failure("ns", "job", Some(ErrorKind::NoSpace), "write: ENOSPC");
+    assert_eq!(full.reason, "NoSpace");
+    assert!(full.message.contains("write: ENOSPC") && full.message.contains("share is full"));
+    let denied = nfs_probe_failure("ns", "job", Some(ErrorKind::Permission), "EACCES");
+    assert_eq!(denied.reason, "PermissionDenied");
+    for kind in [None, Some(ErrorKind::Corrupt)] {
+        let other = nfs_probe_failure("ns", "job", kind, "boom");
+        assert_eq!(other.reason, "ProbeFailed");
+        assert!(other.message.contains("Job ns/job") && other.message.contains("boom"));
+    }
 }
 
 #[tokio::test]

@@ -51,7 +51,7 @@ use crate::{
     jobs::{JobRequest, JobState, build_job},
     naming::{object_name, quantity_bytes, short_hash},
     target_access::TargetAccess,
-    volumes::{EXIT_RETRYABLE, MAX_RETRIES},
+    volumes::MAX_RETRIES,
 };
 
 /// Label tying a restore's claims and volumes to one planned volume.
@@ -611,11 +611,11 @@ async fn volume_step(
             other => break (job_name, other),
         };
         let pods = crate::jobs::pod_outcome(&ctx.client, &ids.job_ns, &job_name).await?;
-        let message = pods.tool_error.unwrap_or(job_message);
-        if pods.exit_code == Some(EXIT_RETRYABLE) && attempt < MAX_RETRIES {
+        let message = pods.tool_error.clone().unwrap_or(job_message);
+        if pods.retryable() && attempt < MAX_RETRIES {
             attempt += 1;
             retry_note = Some(format!(
-                "{what}: attempt {} of {} (Job {job_name} exited {EXIT_RETRYABLE}, retryable: {message})",
+                "{what}: attempt {} of {} (Job {job_name} failed with a retryable error: {message})",
                 attempt + 1,
                 MAX_RETRIES + 1
             ));
