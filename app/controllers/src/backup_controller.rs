@@ -643,6 +643,19 @@ async fn step<K: BackupKind>(
             }
         }
         Some(BackupPhase::DataSnapshot) => {
+            // A failed image backup Job fails the backup now, after the post hooks ran.
+            if let Some(failure) = failed_images_job(ctx, ids, progress).await? {
+                let reason = if quiesced(progress) {
+                    match run_unquiesce(ctx, plan).await? {
+                        Ok(done) => format!("{failure}; {done}"),
+                        Err(post) => format!("{failure}; {post}"),
+                    }
+                } else {
+                    failure
+                };
+                progress.fail(BackupPhase::ImageBackup, &reason);
+                return Ok(Action::await_change());
+            }
             let mut snap = match read_snapshot(progress) {
                 Ok(s) => s,
                 Err(reason) => {
@@ -713,6 +726,12 @@ async fn step<K: BackupKind>(
             }
         }
         Some(BackupPhase::DataUpload) => {
+            // A failed image backup Job fails the backup now (the data Jobs, snapshots and
+            // temporary claims are removed by the failure path).
+            if let Some(failure) = failed_images_job(ctx, ids, progress).await? {
+                progress.fail(BackupPhase::ImageBackup, &failure);
+                return Ok(Action::await_change());
+            }
             let Some(target) = target else {
                 progress.fail(
                     BackupPhase::DataUpload,
@@ -1210,6 +1229,38 @@ async fn await_images<K: BackupKind>(
         }
         _ => Ok(false),
     }
+}
+
+/// The failure of the image backup Job while the data phases run (ImageBackup still
+/// `InProgress`): `Job <ns>/<name> failed: <the tool's error>`; `None` while it runs, after it
+/// succeeded, or when it was not started.
+async fn failed_images_job(
+    ctx: &Context,
+    ids: &Ids,
+    progress: &Progress,
+) -> Result<Option<String>> {
+    let running = progress.status.condition.iter().flatten().any(|c| {
+        c.phase == Some(BackupPhase::ImageBackup) && c.status == Some(BackupPhaseStatus::InProgress)
+    });
+    if !running {
+        return Ok(None);
+    }
+    let name = object_name(
+        &format!("{:?}", BackupPhase::ImageBackup),
+        &ids.uid,
+        IMAGES_ITEM,
+    );
+    let job = Api::<Job>::namespaced(ctx.client.clone(), &ids.job_ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("read Job {}/{name}", ids.job_ns), e))?;
+    let JobState::Failed(job_message) = job_state(job.as_ref()) else {
+        return Ok(None);
+    };
+    ctx.metrics.job_failed("ImageBackup");
+    let message =
+        crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, &job_message).await?;
+    Ok(Some(format!("Job {}/{name} failed: {message}", ids.job_ns)))
 }
 
 /// `status.snapshot` as the typed model (the metamover wrote it; a missing one is a failure).

@@ -1204,3 +1204,57 @@ async fn a_running_uploads_progress_lines_move_the_percentage_forward_only() {
         .count();
     assert_eq!(logs_read, 1, "only the reconcile while the Job ran");
 }
+
+#[tokio::test]
+async fn a_failed_image_backup_job_fails_the_backup_during_the_upload_and_cleans_up() {
+    let mut w = world("Full", default_classes());
+    w[1]["spec"]["backupPlanFlags"] = json!({"skipImageBackup": false});
+    let (client, _server) = fake(w).await;
+    let ctx = ctx_with(&client, 2);
+    to_first_upload(&client, &ctx).await;
+    let images = jobs(&client)
+        .await
+        .into_iter()
+        .find(|j| args(j)[..2] == ["images".to_string(), "backup".to_string()])
+        .expect("the image backup Job runs alongside the data phases");
+    let b = reconcile_with(&client, &ctx).await;
+    assert_eq!(
+        condition(&b, BackupPhase::ImageBackup).0,
+        Some(BackupPhaseStatus::InProgress)
+    );
+    assert_eq!(
+        b.status.as_ref().unwrap().phase,
+        Some(BackupPhase::DataUpload)
+    );
+    // The images Job fails while the volume is still uploading: noticed at the next
+    // reconcile, not when MetadataUpload would wait for it.
+    let name = images.name_any();
+    failed_pod_saying(
+        &client,
+        &name,
+        1,
+        "{\"event\":\"result\",\"ok\":false,\"error\":\"registry.example.com: unauthorized\",\"kind\":\"Auth\",\"retryable\":false}",
+    )
+    .await;
+    finish_job(&client, &name, false).await;
+    let b = reconcile_with(&client, &ctx).await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.status, Some(BackupState::Failed), "{s:?}");
+    assert_eq!(s.phase, Some(BackupPhase::ImageBackup));
+    let (state, reason) = condition(&b, BackupPhase::ImageBackup);
+    assert_eq!(state, Some(BackupPhaseStatus::Failed));
+    assert!(
+        reason.contains(&name) && reason.contains("registry.example.com: unauthorized"),
+        "{reason}"
+    );
+    assert!(jobs(&client).await.is_empty(), "the data Job is cancelled");
+    let names = VolumeNames::new(&buid(&client).await, APP, "data");
+    assert!(
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+            .get_opt(&names.claim)
+            .await
+            .unwrap()
+            .is_none(),
+        "the temporary claim is deleted"
+    );
+}
