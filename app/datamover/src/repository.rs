@@ -220,6 +220,18 @@ pub fn backup_volume_with_key(
                 .chain
                 .last()
                 .ok_or_else(|| Error::Usage("parent manifest has an empty chain".into()))?;
+            // The overlay's backing chain must open with the same key: a changed key would
+            // commit a backup that no single key restores.
+            if let Some(k) = key {
+                let obj = open_member(target, &pm.backup_id, &top.image)?;
+                Qcow2Image::open_with_key(obj, Some(k)).map_err(|e| match e {
+                    Error::Usage(_) => Error::Usage(format!(
+                        "the encryption key does not open parent backup {p} of volume {} (the plan's key changed?): an incremental must use its chain's key; take a full backup",
+                        id.volume
+                    )),
+                    e => e,
+                })?;
+            }
             let backing_name = relative_backing_name(&image_key, &top.image.name)?;
             let reader = target.open_stream(&pm.index.name)?;
             (

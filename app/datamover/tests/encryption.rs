@@ -545,6 +545,14 @@ fn target_backups_with_a_key_restore_verify_and_coalesce() {
     // An incremental without the key on an encrypted parent is refused.
     let e = backup_volume(&target, req("b4", Some("b3"))).unwrap_err();
     assert!(e.to_string().contains("take a full backup"), "{e}");
+    // So is one with another key (its chain would need two keys).
+    let other = EncryptionKey::from_bytes(b"rotated key".to_vec()).unwrap();
+    let e = backup_volume_with_key(&target, req("b4", Some("b3")), Some(&other)).unwrap_err();
+    assert!(
+        e.to_string().contains("does not open parent backup b3"),
+        "{e}"
+    );
+    assert!(load_manifest(&target, &id("b4")).unwrap().is_none());
     // Restore without a key says what is needed.
     let e = restore_volume(&target, &id("b2"), &d.join("nokey.raw"), &NoProgress).unwrap_err();
     assert!(e.to_string().contains("is encrypted"), "{e}");
