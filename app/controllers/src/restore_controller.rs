@@ -1038,7 +1038,7 @@ async fn step<K: RestoreKind>(
                             protect::protection_problem(
                                 K::KIND,
                                 restore.protect_restored_app(),
-                                &restore.source_ref(&ids.job_ns),
+                                &latest::as_backup(restore.source_ref(&ids.job_ns)),
                             )
                         })
                 {

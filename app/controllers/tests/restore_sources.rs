@@ -259,3 +259,30 @@ async fn backup_plan_sources_without_a_backup_and_unsupported_types_fail_validat
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn protect_restored_app_is_accepted_for_a_backup_plan_source() {
+    let w = world().await;
+    w.server
+        .create(json!({"apiVersion": V1, "kind": "Restore",
+            "metadata": {"name": "prot", "namespace": DEST},
+            "spec": {"source": {"type": "BackupPlan", "backupPlan": {"name": "plan", "namespace": NS}},
+                "restoreFlags": {"onlyMetadata": true},
+                "actionFlags": {"protectRestoredApp": true}}}))
+        .unwrap();
+    let r = w.reconcile("prot").await;
+    let s = r.status.as_ref().unwrap();
+    assert_eq!(
+        (s.status, s.phase),
+        (
+            Some(RestoreState::InProgress),
+            Some(RestorePhase::Validation)
+        ),
+        "{s:?}"
+    );
+    assert_eq!(
+        w.jobs(&r.uid().unwrap()).await.len(),
+        1,
+        "the Validation Job runs"
+    );
+}

@@ -10,6 +10,7 @@
 use kube::{Api, ResourceExt, api::ListParams};
 use tvk_api::{backup::BackupState, restore::RestoreStatus, restore_plan::RestorePlan};
 
+use super::SourceRef;
 use crate::{
     context::Context,
     error::{Error, Result},
@@ -24,6 +25,16 @@ pub fn pinned(status: Option<&RestoreStatus>) -> Option<(Option<String>, String)
         .flatten()?;
     let name = plan.source.backup_name.filter(|n| !n.is_empty())?;
     Some((plan.source.backup_namespace.filter(|n| !n.is_empty()), name))
+}
+
+/// A plan source seen as the Backup it becomes once Validation pins one (pure): what the
+/// checks that only ask "is the source a Backup?" (protectRestoredApp) must see, since
+/// AddProtection runs after the pin and copies that Backup's plan.
+pub fn as_backup(source: SourceRef) -> SourceRef {
+    match source {
+        SourceRef::BackupPlan { namespace, name } => SourceRef::Backup { namespace, name },
+        other => other,
+    }
 }
 
 fn taken_at<K: BackupKind>(b: &K) -> Option<jiff::Timestamp> {
