@@ -191,7 +191,8 @@ pub fn candidates(
                 name: v.pvc_name.clone(),
             }),
     );
-    if plan.objects_truncated && !out.is_empty() {
+    // Beyond a truncated list the objects are unknown here: refuse rather than half-clean.
+    if plan.objects_truncated {
         return Err(format!(
             "cleanupConfig needs the full list of objects the restore creates, but the plan lists only the first {} (a larger backup); narrow the restore with resourceSelector or restore without cleanupConfig",
             plan.objects.len()
