@@ -376,3 +376,175 @@ pub struct NamespaceSelector {
     #[serde(flatten)]
     pub unknown: UnknownFields,
 }
+
+/// One namespace a ClusterBackupPlan covers, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoveredNamespace {
+    /// The namespace.
+    pub namespace: String,
+    /// Indices of the `backupComponents[]` entries naming it (they carry its include/exclude
+    /// selections and hooks).
+    pub components: Vec<usize>,
+    /// Names of the `namespaceSelector[]` entries whose labels match it.
+    pub selectors: Vec<String>,
+}
+
+/// What a ClusterBackupPlan covers in a cluster ([`ClusterBackupPlanSpec::coverage`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterCoverage {
+    /// Covered namespaces, by name.
+    pub namespaces: Vec<CoveredNamespace>,
+    /// Why the plan cannot run as written (a component namespace that does not exist, an
+    /// invalid label selector), each saying what to fix; empty when it can.
+    pub problems: Vec<String>,
+}
+
+impl ClusterBackupPlanSpec {
+    /// The namespaces this plan covers (pure): every `backupComponents[]` namespace, and every
+    /// namespace of `namespaces` (name, labels) matched by any label selector of any
+    /// `namespaceSelector[]` entry. The one resolution of the workspace: the plan controller
+    /// reports it in `status.backupPlans`, the metamover backs up exactly these namespaces.
+    pub fn coverage(
+        &self,
+        namespaces: &[(String, std::collections::BTreeMap<String, String>)],
+    ) -> ClusterCoverage {
+        use kube::core::{Selector, SelectorExt};
+        let mut covered: std::collections::BTreeMap<String, CoveredNamespace> =
+            std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for (i, c) in self.backup_components.iter().flatten().enumerate() {
+            if !namespaces.iter().any(|(n, _)| *n == c.namespace) {
+                problems.push(format!(
+                    "backupComponents[{i}]: namespace {} does not exist; create it or remove the component",
+                    c.namespace
+                ));
+                continue;
+            }
+            covered
+                .entry(c.namespace.clone())
+                .or_insert_with(|| CoveredNamespace {
+                    namespace: c.namespace.clone(),
+                    ..CoveredNamespace::default()
+                })
+                .components
+                .push(i);
+        }
+        for (i, sel) in self.namespace_selector.iter().flatten().enumerate() {
+            for (j, ls) in sel.label_selector.iter().flatten().enumerate() {
+                let selector = match Selector::try_from(ls.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        problems.push(format!(
+                            "namespaceSelector[{i}].labelSelector[{j}] is not a valid label selector ({e}); fix the plan"
+                        ));
+                        continue;
+                    }
+                };
+                for (ns, labels) in namespaces {
+                    if selector.matches(labels) {
+                        let entry = covered
+                            .entry(ns.clone())
+                            .or_insert_with(|| CoveredNamespace {
+                                namespace: ns.clone(),
+                                ..CoveredNamespace::default()
+                            });
+                        if !entry.selectors.contains(&sel.name) {
+                            entry.selectors.push(sel.name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        ClusterCoverage {
+            namespaces: covered.into_values().collect(),
+            problems,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn nss() -> Vec<(String, BTreeMap<String, String>)> {
+        [
+            ("a", vec![]),
+            ("b", vec![("env", "prod"), ("tier", "gold")]),
+            ("c", vec![("env", "dev")]),
+            ("d", vec![("tier", "gold")]),
+        ]
+        .into_iter()
+        .map(|(n, l)| {
+            (
+                n.to_owned(),
+                l.into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            )
+        })
+        .collect()
+    }
+
+    fn spec(v: Value) -> ClusterBackupPlanSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn components_and_selectors_union_by_namespace() {
+        let s = spec(
+            serde_json::json!({"backupConfig": {"target": {"name": "t"}},
+            "backupComponents": [{"namespace": "a"}, {"namespace": "b"}, {"namespace": "a"}],
+            "namespaceSelector": [
+                {"name": "prod", "labelSelector": [{"matchLabels": {"env": "prod"}}]},
+                {"name": "gold", "labelSelector": [{"matchLabels": {"tier": "gold"}},
+                    {"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]}]}]}),
+        );
+        let c = s.coverage(&nss());
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        let got: Vec<(&str, Vec<usize>, Vec<&str>)> = c
+            .namespaces
+            .iter()
+            .map(|n| {
+                (
+                    n.namespace.as_str(),
+                    n.components.clone(),
+                    n.selectors.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", vec![0, 2], vec![]),
+                ("b", vec![1], vec!["prod", "gold"]),
+                ("d", vec![], vec!["gold"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_component_namespace_and_a_bad_selector_are_problems() {
+        let s = spec(
+            serde_json::json!({"backupConfig": {"target": {"name": "t"}},
+            "backupComponents": [{"namespace": "gone"}],
+            "namespaceSelector": [{"name": "x", "labelSelector": [
+                {"matchExpressions": [{"key": "env", "operator": "Bogus"}]},
+                {"matchLabels": {"env": "dev"}}]}]}),
+        );
+        let c = s.coverage(&nss());
+        assert_eq!(c.problems.len(), 2, "{:?}", c.problems);
+        assert!(c.problems[0].contains("backupComponents[0]: namespace gone does not exist"));
+        assert!(c.problems[1].starts_with("namespaceSelector[0].labelSelector[0] is not a valid"));
+        // The valid selector of the same entry still applies.
+        let names: Vec<&str> = c.namespaces.iter().map(|n| n.namespace.as_str()).collect();
+        assert_eq!(names, ["c"]);
+    }
+
+    #[test]
+    fn a_plan_without_components_or_selectors_covers_nothing() {
+        let s = spec(serde_json::json!({"backupConfig": {"target": {"name": "t"}}}));
+        assert_eq!(s.coverage(&nss()), ClusterCoverage::default());
+    }
+}

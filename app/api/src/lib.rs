@@ -9,6 +9,7 @@
 //! - [`admission`]: the contract between the pure validation/defaulting of each kind
 //!   ([`validation`]) and the places that run it — the admission webhook (`tvk-webhook`), the
 //!   offline `kubectl-tvk validate` and the manager;
+//! - [`quantity`]: Kubernetes quantities as bytes (the one parser of the workspace);
 //! - [`yaml`]: the one YAML reader/writer of the workspace, hardened for hostile input.
 //!
 //! No network, no async runtime: every binary links this crate.
@@ -24,6 +25,7 @@ pub mod common;
 pub mod crd;
 pub mod hook;
 pub mod policy;
+pub mod quantity;
 pub mod restore;
 pub mod restore_plan;
 pub mod snapshot;

@@ -37,36 +37,8 @@ pub fn quantity_bytes(q: &IntOrString) -> Option<u64> {
     }
 }
 
-/// Bytes of a Kubernetes quantity string.
-pub fn parse_quantity(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "Pi" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let bytes = value * mult;
-    if bytes.is_finite() && (0.0..1.8e19).contains(&bytes) {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Some(bytes.round() as u64)
-    } else {
-        None
-    }
-}
+/// Bytes of a Kubernetes quantity string (the workspace's one parser).
+pub use tvk_api::quantity::bytes as parse_quantity;
 
 /// Bytes of a `Quantity`.
 pub fn quantity_of(q: &Quantity) -> Option<u64> {
@@ -88,12 +60,14 @@ mod tests {
     }
 
     #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("10Gi"), Some(10 << 30));
-        assert_eq!(parse_quantity("1500M"), Some(1_500_000_000));
-        assert_eq!(parse_quantity("123"), Some(123));
-        assert_eq!(parse_quantity("1.5Ki"), Some(1536));
-        assert_eq!(parse_quantity("x"), None);
-        assert_eq!(parse_quantity("5Qi"), None);
+    fn quantities_of_both_shapes() {
+        assert_eq!(quantity_bytes(&IntOrString::Int(4096)), Some(4096));
+        assert_eq!(quantity_bytes(&IntOrString::Int(-1)), None);
+        assert_eq!(
+            quantity_bytes(&IntOrString::String("1.5Ki".into())),
+            Some(1536)
+        );
+        assert_eq!(quantity_of(&Quantity("10Gi".into())), Some(10 << 30));
+        assert_eq!(quantity_of(&Quantity("x".into())), None);
     }
 }

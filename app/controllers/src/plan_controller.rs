@@ -420,58 +420,35 @@ pub async fn fetch_refs(
     Ok(refs)
 }
 
-/// The namespaces a ClusterBackupPlan covers (pure): every `backupComponents[]` namespace and
-/// every namespace of `namespaces` (name, labels) matched by a `namespaceSelector[]` label
-/// selector (any of them). Returns the `status.backupPlans` entries (by namespace) and the
-/// reasons the plan cannot run (a component namespace that does not exist, an invalid
-/// selector).
+/// The `status.backupPlans` entries of a ClusterBackupPlan (pure): its coverage
+/// ([`ClusterBackupPlanSpec::coverage`], the resolution the metamover backs up) as
+/// `{namespace, selectedBy, hooks}` by namespace, and the reasons the plan cannot run.
 pub fn cluster_coverage(
     spec: &ClusterBackupPlanSpec,
     namespaces: &[(String, std::collections::BTreeMap<String, String>)],
 ) -> (Vec<Value>, Vec<String>) {
-    use kube::core::{Selector, SelectorExt};
-    let mut covered: std::collections::BTreeMap<String, (Vec<String>, bool)> =
-        std::collections::BTreeMap::new();
-    let mut reasons = Vec::new();
-    for (i, c) in spec.backup_components.iter().flatten().enumerate() {
-        if !namespaces.iter().any(|(n, _)| *n == c.namespace) {
-            reasons.push(format!(
-                "backupComponents[{i}]: namespace {} does not exist; create it or remove the component",
-                c.namespace
-            ));
-            continue;
-        }
-        let entry = covered.entry(c.namespace.clone()).or_default();
-        entry.0.push(format!("backupComponents[{i}]"));
-        entry.1 |= c.hook_config.as_ref().is_some_and(|h| !h.hooks.is_empty());
-    }
-    for (i, sel) in spec.namespace_selector.iter().flatten().enumerate() {
-        for (j, ls) in sel.label_selector.iter().flatten().enumerate() {
-            let selector = match Selector::try_from(ls.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    reasons.push(format!(
-                        "namespaceSelector[{i}].labelSelector[{j}] is not a valid label selector ({e}); fix the plan"
-                    ));
-                    continue;
-                }
-            };
-            for (ns, labels) in namespaces {
-                if selector.matches(labels) {
-                    let entry = covered.entry(ns.clone()).or_default();
-                    let by = format!("namespaceSelector {}", sel.name);
-                    if !entry.0.contains(&by) {
-                        entry.0.push(by);
-                    }
-                }
-            }
-        }
-    }
-    let entries = covered
-        .into_iter()
-        .map(|(ns, (by, hooks))| json!({"namespace": ns, "selectedBy": by, "hooks": hooks}))
+    let coverage = spec.coverage(namespaces);
+    let components = spec.backup_components.as_deref().unwrap_or_default();
+    let entries = coverage
+        .namespaces
+        .iter()
+        .map(|n| {
+            let by: Vec<String> = n
+                .components
+                .iter()
+                .map(|i| format!("backupComponents[{i}]"))
+                .chain(n.selectors.iter().map(|s| format!("namespaceSelector {s}")))
+                .collect();
+            let hooks = n.components.iter().any(|i| {
+                components
+                    .get(*i)
+                    .and_then(|c| c.hook_config.as_ref())
+                    .is_some_and(|h| !h.hooks.is_empty())
+            });
+            json!({"namespace": n.namespace, "selectedBy": by, "hooks": hooks})
+        })
         .collect();
-    (entries, reasons)
+    (entries, coverage.problems)
 }
 
 /// Applies `wanted` CronJobs and deletes the plan's other CronJobs.

@@ -342,59 +342,54 @@ impl NamespaceScope {
         })
     }
 
-    /// The namespaces of a ClusterBackupPlan: each `backupComponents[]` namespace with its own
-    /// include/exclude, and every namespace (from `all_namespaces`: name and labels) matched by
-    /// a `namespaceSelector[]`. Plan-wide include/exclude apply to all. Whole namespaces.
+    /// The namespaces of a ClusterBackupPlan ([`ClusterBackupPlanSpec::coverage`], the one
+    /// resolution the plan controller reports too; `all_namespaces`: name and labels), whole
+    /// namespaces: plan-wide include/exclude apply to all, a `backupComponents[]` entry's own
+    /// to its namespace. A plan that cannot run as written (a component namespace that does
+    /// not exist, an invalid label selector) is refused with every reason.
     pub fn for_cluster_plan(
         spec: &ClusterBackupPlanSpec,
         all_namespaces: &[(String, BTreeMap<String, String>)],
         plan: &str,
     ) -> Result<Vec<Self>> {
+        let coverage = spec.coverage(all_namespaces);
+        if !coverage.problems.is_empty() {
+            return Err(Error::Plan {
+                plan: plan.to_owned(),
+                reason: coverage.problems.join("; "),
+            });
+        }
         let plan_include =
             CompiledSelector::new(spec.include_resources.as_ref(), plan, "includeResources")?;
         let plan_exclude =
             CompiledSelector::new(spec.exclude_resources.as_ref(), plan, "excludeResources")?;
-        let mut out: BTreeMap<String, Self> = BTreeMap::new();
-        for (i, c) in spec.backup_components.iter().flatten().enumerate() {
-            let field = format!("backupComponents[{i}]");
-            let scope = out.entry(c.namespace.clone()).or_insert_with(|| Self {
-                namespace: c.namespace.clone(),
+        let components = spec.backup_components.as_deref().unwrap_or_default();
+        let mut out = Vec::with_capacity(coverage.namespaces.len());
+        for covered in coverage.namespaces {
+            let mut scope = Self {
+                namespace: covered.namespace,
                 whole_namespace: true,
                 include: vec![plan_include.clone()],
                 exclude: vec![plan_exclude.clone()],
                 ..Self::default()
-            });
-            scope.include.push(CompiledSelector::new(
-                c.include_resources.as_ref(),
-                plan,
-                &format!("{field}.includeResources"),
-            )?);
-            scope.exclude.push(CompiledSelector::new(
-                c.exclude_resources.as_ref(),
-                plan,
-                &format!("{field}.excludeResources"),
-            )?);
-        }
-        for (i, ns_sel) in spec.namespace_selector.iter().flatten().enumerate() {
-            let selectors = ns_sel
-                .label_selector
-                .iter()
-                .flatten()
-                .map(|ls| compile_label_selector(ls, plan, &format!("namespaceSelector[{i}]")))
-                .collect::<Result<Vec<_>>>()?;
-            for (ns, ns_labels) in all_namespaces {
-                if selectors.iter().any(|s| s.matches(ns_labels)) {
-                    out.entry(ns.clone()).or_insert_with(|| Self {
-                        namespace: ns.clone(),
-                        whole_namespace: true,
-                        include: vec![plan_include.clone()],
-                        exclude: vec![plan_exclude.clone()],
-                        ..Self::default()
-                    });
-                }
+            };
+            for i in covered.components {
+                let Some(c) = components.get(i) else { continue };
+                let field = format!("backupComponents[{i}]");
+                scope.include.push(CompiledSelector::new(
+                    c.include_resources.as_ref(),
+                    plan,
+                    &format!("{field}.includeResources"),
+                )?);
+                scope.exclude.push(CompiledSelector::new(
+                    c.exclude_resources.as_ref(),
+                    plan,
+                    &format!("{field}.excludeResources"),
+                )?);
             }
+            out.push(scope);
         }
-        Ok(out.into_values().collect())
+        Ok(out)
     }
 
     /// Whether the plan leaves this object out explicitly.
@@ -914,6 +909,13 @@ mod tests {
         let names: Vec<_> = scopes.iter().map(|s| s.namespace.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(scopes.iter().all(|s| s.whole_namespace));
+        // A component namespace that does not exist: refused with the plan controller's reason.
+        let err = NamespaceScope::for_cluster_plan(&spec, &nss[1..], "cp").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("backupComponents[0]: namespace a does not exist"),
+            "{err}"
+        );
     }
 
     #[test]

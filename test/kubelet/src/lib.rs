@@ -338,46 +338,6 @@ pub(crate) fn now() -> String {
         .to_string()
 }
 
-/// Bytes of a Kubernetes quantity (`16Mi`, `1G`, `1073741824`, `1.5Gi`); `None` if invalid.
-pub fn quantity_bytes(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let factor: u64 = match suffix {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "P" => 1_000_000_000_000_000,
-        _ => return None,
-    };
-    if let Ok(n) = number.parse::<u64>() {
-        return n.checked_mul(factor);
-    }
-    let f: f64 = number.parse().ok()?;
-    let bytes = (f * factor as f64).ceil();
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quantity_bytes;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(quantity_bytes("16Mi"), Some(16 << 20));
-        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(quantity_bytes("4096"), Some(4096));
-        assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
-        assert_eq!(quantity_bytes("1Zi"), None);
-        assert_eq!(quantity_bytes("Mi"), None);
-    }
-}
+/// Bytes of a Kubernetes quantity (`16Mi`, `1G`, `1073741824`, `1.5Gi`); `None` if invalid
+/// (the workspace's one parser).
+pub use tvk_api::quantity::bytes as quantity_bytes;

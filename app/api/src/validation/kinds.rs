@@ -529,17 +529,7 @@ fn is_nfs_export(export: &str) -> bool {
 }
 
 fn is_quantity(text: &str) -> bool {
-    let number_end = text
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
-        .map_or(text.len(), |(i, _)| i);
-    let (number, suffix) = text.split_at(number_end);
-    !number.is_empty()
-        && number.parse::<f64>().is_ok()
-        && matches!(
-            suffix,
-            "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E"
-        )
+    crate::quantity::bytes(text).is_some()
 }
 
 // ---------------------------------------------------------------- Policy
