@@ -1,6 +1,7 @@
 //! The Restore and ClusterRestore controllers: the restore phase machine (contracts8.md).
 //!
-//! Validation (spec checks, one restore at a time per namespace — others wait `Pending` —, the
+//! Validation (spec checks, one restore at a time per destination namespace, Restores and
+//! ClusterRestores alike — others wait `Pending`, [`ordering`] —, the
 //! source resolved here, the restore plan computed by the metaprocessor Job
 //! `tvk-metamover restore-plan`; with `cleanupConfig`, then the existing objects the restore
 //! recreates deleted and waited for, [`in_place`]) → DataRestore (PVCs hydrated by datamover Jobs, bounded
@@ -28,6 +29,7 @@ mod cleanup;
 mod data;
 pub mod in_place;
 pub mod latest;
+pub mod ordering;
 pub mod post_hooks;
 pub mod protect;
 
@@ -1045,15 +1047,16 @@ async fn step<K: RestoreKind>(
                     progress.fail(RestorePhase::Validation, &reason);
                     return Ok(Action::await_change());
                 }
-                // One restore at a time into a namespace: the others wait, Pending.
-                if let Some(ns) = restore.metamover_namespace()
-                    && let Some(other) = earlier_restore_running(ctx, restore, &ns).await?
-                {
+                // One restore at a time into a namespace (Restores and ClusterRestores alike):
+                // the others wait, Pending.
+                let mine = ordering::destinations(ctx, restore).await?;
+                if let Some(b) = ordering::blocker(ctx, restore.meta(), &mine).await? {
                     progress.status.status = Some(RestoreState::Pending);
                     progress.begin(
                         RestorePhase::Validation,
                         &format!(
-                            "waiting: Restore {ns}/{other} is restoring into namespace {ns}; this restore starts when it has finished"
+                            "waiting: {} is restoring into namespace {}; this restore starts when it has finished",
+                            b.who, b.namespace
                         ),
                     );
                     return Ok(poll);
@@ -1363,47 +1366,6 @@ async fn step<K: RestoreKind>(
             Ok(Action::await_change())
         }
     }
-}
-
-/// Whether Restore `other` goes before the restore `me` (its metadata) into the same
-/// namespace (pure): one that is running (`InProgress`) always does; of those not started yet
-/// (no status or `Pending`), the older one (creation time, then name) does; finished ones
-/// never do.
-pub fn goes_before(me: &ObjectMeta, other: &Restore) -> bool {
-    if other.metadata.uid == me.uid {
-        return false;
-    }
-    match other.status.as_ref().and_then(|s| s.status) {
-        Some(RestoreState::InProgress) => true,
-        None | Some(RestoreState::Pending) => {
-            let key = |m: &ObjectMeta| {
-                (
-                    m.creation_timestamp.as_ref().map(|t| t.0),
-                    m.name.clone().unwrap_or_default(),
-                )
-            };
-            key(&other.metadata) < key(me)
-        }
-        Some(RestoreState::Completed | RestoreState::Failed | RestoreState::Error) => false,
-    }
-}
-
-/// The name of a Restore that goes before this one into namespace `ns` ([`goes_before`]).
-async fn earlier_restore_running<K: RestoreKind>(
-    ctx: &Context,
-    restore: &K,
-    ns: &str,
-) -> Result<Option<String>> {
-    let others = Api::<Restore>::namespaced(ctx.client.clone(), ns)
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(|e| Error::kube(format!("list the Restores of namespace {ns}"), e))?;
-    Ok(others
-        .items
-        .iter()
-        .filter(|o| goes_before(restore.meta(), o))
-        .map(ResourceExt::name_any)
-        .min())
 }
 
 /// After the post-restore hooks (run or skipped): AddProtection with

@@ -1986,6 +1986,157 @@ async fn a_second_restore_into_the_same_namespace_waits_pending_until_the_first_
     assert!(second.status.unwrap().start_timestamp.is_some());
 }
 
+/// A ClusterBackup `cbkp` whose snapshot has a volume in namespace `app`, and a reconcile of
+/// ClusterRestore `name` (created with `spec` when it does not exist).
+async fn cluster_restore(w: &World, name: &str, spec: Option<Value>) -> ClusterRestore {
+    if w.server.get(V1, "ClusterBackup", None, "cbkp").is_none() {
+        w.server
+            .create(
+                json!({"apiVersion": V1, "kind": "ClusterBackupPlan", "metadata": {"name": "cplan"},
+                "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}}}}),
+            )
+            .unwrap();
+        w.server
+            .create(
+                json!({"apiVersion": V1, "kind": "ClusterBackup", "metadata": {"name": "cbkp"},
+                "spec": {"type": "Full", "clusterBackupPlan": {"name": "cplan"}},
+                "status": {"status": "Available", "location": "cplan-uid/cbkp-uid",
+                    "snapshot": {"custom": {"dataSnapshots": [
+                        {"persistentVolumeClaimName": "data", "namespace": "app"}]}}}}),
+            )
+            .unwrap();
+    }
+    if let Some(spec) = spec {
+        let mut spec = spec;
+        spec["source"] = json!({"type": "ClusterBackup", "clusterBackup": {"name": "cbkp"}});
+        w.server
+            .create(json!({"apiVersion": V1, "kind": "ClusterRestore", "metadata": {"name": name}, "spec": spec}))
+            .unwrap();
+    }
+    let api: Api<ClusterRestore> = Api::all(w.ctx.client.clone());
+    let r = api.get(name).await.unwrap();
+    Box::pin(restore_controller::reconcile(&r, &w.ctx))
+        .await
+        .unwrap();
+    api.get(name).await.unwrap()
+}
+
+fn cluster_state(r: &ClusterRestore) -> (Option<RestoreState>, String) {
+    let s = r.status.clone().unwrap_or_default();
+    let reason = s
+        .condition
+        .iter()
+        .flatten()
+        .find(|c| c.phase == Some(RestorePhase::Validation))
+        .and_then(|c| c.reason.clone())
+        .unwrap_or_default();
+    (s.status, reason)
+}
+
+#[tokio::test]
+async fn cluster_restores_and_restores_wait_for_each_other_in_shared_namespaces() {
+    let w = world(4).await;
+    w.server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}))
+        .unwrap();
+    // A Restore runs in dest; a ClusterRestore mapping app → dest waits for it.
+    w.server
+        .create(restore_obj("first", backup_source(), json!({})))
+        .unwrap();
+    assert_eq!(
+        state(&w.reconcile("first").await).0,
+        Some(RestoreState::InProgress)
+    );
+    let c1 = cluster_restore(
+        &w,
+        "c1",
+        Some(json!({"components": [{"backupNamespace": "app", "restoreNamespace": DEST}]})),
+    )
+    .await;
+    let (st, reason) = cluster_state(&c1);
+    assert_eq!(st, Some(RestoreState::Pending), "{reason}");
+    assert!(
+        reason.contains("Restore dest/first is restoring into namespace dest"),
+        "{reason}"
+    );
+    assert!(
+        w.jobs(&c1.uid().unwrap()).await.is_empty(),
+        "nothing started"
+    );
+    // One into other namespaces does not wait.
+    let c2 = cluster_restore(
+        &w,
+        "c2",
+        Some(json!({"components": [{"backupNamespace": "app", "restoreNamespace": "elsewhere"}]})),
+    )
+    .await;
+    assert_eq!(
+        cluster_state(&c2).0,
+        Some(RestoreState::InProgress),
+        "{}",
+        cluster_state(&c2).1
+    );
+    // A newer Restore into dest waits for both the running one and the older ClusterRestore.
+    w.server
+        .create(restore_obj("second", backup_source(), json!({})))
+        .unwrap();
+    assert_eq!(
+        state(&w.reconcile("second").await).0,
+        Some(RestoreState::Pending)
+    );
+    // The first ends: the older ClusterRestore goes next, the Restore still waits — for it.
+    let job = w.jobs(&first_uid(&w).await).await.remove(0);
+    w.finish_job(&job.name_any(), false, "no commit").await;
+    assert_eq!(
+        state(&w.reconcile("first").await).0,
+        Some(RestoreState::Failed)
+    );
+    let second = w.reconcile("second").await;
+    assert_eq!(state(&second).0, Some(RestoreState::Pending));
+    assert!(
+        condition(&second, RestorePhase::Validation)
+            .1
+            .contains("ClusterRestore c1 is restoring into namespace dest"),
+        "{:?}",
+        condition(&second, RestorePhase::Validation)
+    );
+    let c1 = cluster_restore(&w, "c1", None).await;
+    assert_eq!(
+        cluster_state(&c1).0,
+        Some(RestoreState::InProgress),
+        "{}",
+        cluster_state(&c1).1
+    );
+    assert_eq!(w.jobs(&c1.uid().unwrap()).await.len(), 1);
+    // Unmapped namespaces of the ClusterBackup restore into themselves: a ClusterRestore
+    // without components waits for a Restore running in `app` (the backup's volume is there).
+    w.server
+        .create(json!({"apiVersion": V1, "kind": "Restore", "metadata": {"name": "inapp", "namespace": "app"},
+            "spec": {"source": backup_source()}}))
+        .unwrap();
+    let inapp: Api<Restore> = Api::namespaced(w.ctx.client.clone(), "app");
+    let r = inapp.get("inapp").await.unwrap();
+    Box::pin(restore_controller::reconcile(&r, &w.ctx))
+        .await
+        .unwrap();
+    let c3 = cluster_restore(&w, "c3", Some(json!({}))).await;
+    let (st, reason) = cluster_state(&c3);
+    assert_eq!(st, Some(RestoreState::Pending), "{reason}");
+    assert!(reason.contains("Restore app/inapp"), "{reason}");
+    // Excluding that namespace, it has nothing to wait for.
+    let c4 = cluster_restore(&w, "c4", Some(json!({"excludeComponents": ["app"]}))).await;
+    assert_ne!(
+        cluster_state(&c4).0,
+        Some(RestoreState::Pending),
+        "{}",
+        cluster_state(&c4).1
+    );
+}
+
+async fn first_uid(w: &World) -> String {
+    w.restores().get("first").await.unwrap().uid().unwrap()
+}
+
 #[tokio::test]
 async fn protect_restored_app_copies_the_source_plan_into_the_destination() {
     let w = world(4).await;
