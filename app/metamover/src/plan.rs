@@ -733,6 +733,67 @@ pub fn helm_storage_rewrite(
     Ok(())
 }
 
+/// What the plan says about `transformComponents.helm` (pure): a transform naming a release the
+/// restored namespaces of its settings do not hold is blocking (it would apply to nothing);
+/// one that applies gets a warning that only the release's recorded values change — the
+/// restored objects are the backed-up ones, not re-rendered. Returns (blocking, warnings).
+pub fn helm_transform_notes(
+    objects: &[BackupObject],
+    map: &NamespaceMap,
+) -> (Vec<String>, Vec<String>) {
+    // Backed-up namespace → its releases.
+    let mut releases: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for o in objects.iter().filter(|o| o.helm_storage) {
+        if let (Some(ns), Some(rel)) = (namespace(&o.obj), helm::release_of_storage(&o.obj)) {
+            releases.entry(ns.to_owned()).or_default().insert(rel);
+        }
+    }
+    let restored: Vec<&String> = releases
+        .keys()
+        .chain(map.backed_up.iter())
+        .filter(|ns| map.map(ns).is_some())
+        .collect();
+    // (transform name, release) → found in a namespace its settings apply to.
+    let mut seen: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for ns in restored {
+        let found_here = |r: &str| releases.get(ns).is_some_and(|rs| rs.contains(r));
+        for t in map.settings(Some(ns)).transforms.helm.iter().flatten() {
+            let hit = seen
+                .entry((t.transform_name.clone(), t.release.clone()))
+                .or_insert(false);
+            *hit |= found_here(&t.release);
+        }
+    }
+    for t in map.global.transforms.helm.iter().flatten() {
+        seen.entry((t.transform_name.clone(), t.release.clone()))
+            .or_insert(false);
+    }
+    let all: BTreeSet<&String> = releases
+        .iter()
+        .filter(|(ns, _)| map.map(ns).is_some())
+        .flat_map(|(_, rs)| rs)
+        .collect();
+    let mut blocking = Vec::new();
+    let mut warnings = Vec::new();
+    for ((name, release), found) in seen {
+        if found {
+            warnings.push(format!(
+                "transformComponents.helm {name} (release {release}): set/setString change the release's recorded values only (helm get values); the restored objects are the backed-up ones, not re-rendered — the values take effect at the next helm upgrade; use transformComponents.custom to change the objects themselves"
+            ));
+        } else {
+            blocking.push(format!(
+                "transformComponents.helm {name} names release {release}, which the restored namespaces of the backup do not hold (releases: {}); correct the release name or remove the transform",
+                if all.is_empty() {
+                    "none".to_string()
+                } else {
+                    all.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            ));
+        }
+    }
+    (blocking, warnings)
+}
+
 /// Applies every `transformComponents.custom` entry whose resources match the object.
 pub fn apply_custom_transforms(
     mut obj: Value,

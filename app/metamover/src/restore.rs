@@ -587,6 +587,9 @@ pub async fn run_plan(
         ..RestorePlan::default()
     };
     out.blocking.extend(loaded.spec_problems.iter().cloned());
+    let (helm_blocking, helm_warnings) = plan::helm_transform_notes(&data.objects, map);
+    out.blocking.extend(helm_blocking);
+    out.warnings.extend(helm_warnings);
     let crd_kinds = plan::crd_kinds(&data.objects);
     let mut objects = Vec::with_capacity(prepared.len());
     for p in &prepared {

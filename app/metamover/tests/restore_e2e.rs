@@ -347,6 +347,13 @@ async fn backup_restored_into_another_namespace() {
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     let plan = plan_of(&server, "r1");
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("tag (release web)") && w.contains("not re-rendered")),
+        "the Helm transform says it changes the values only: {:?}",
+        plan.warnings
+    );
     assert_eq!(plan.objects[0].kind, "CustomResourceDefinition");
     assert_eq!(plan.objects[0].action, PlanAction::Create);
     assert_eq!(
@@ -544,7 +551,9 @@ async fn bad_transforms_selections_and_missing_commits() {
             "restoreFlags": {"skipIfAlreadyExists": true},
             "transformComponents": {"custom": [{"transformName": "broken",
                 "resources": {"groupVersionKind": {"group": "apps", "kind": "Deployment"}},
-                "jsonPatches": [{"op": "replace", "path": "/spec/nothing", "value": 1}]}]}}),
+                "jsonPatches": [{"op": "replace", "path": "/spec/nothing", "value": 1}]}],
+                "helm": [{"transformName": "typo", "release": "wbe",
+                    "set": [{"key": "image.tag", "value": "2"}]}]}}),
         ))
         .unwrap();
     let run = metamover(&kc, &args("restore-plan", "bad", &location, &tdir)).await;
@@ -554,6 +563,13 @@ async fn bad_transforms_selections_and_missing_commits() {
         plan.blocking
             .iter()
             .any(|b| b.contains("broken") && b.contains("Deployment.apps copy/web")),
+        "{:?}",
+        plan.blocking
+    );
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("typo names release wbe") && b.contains("releases: web")),
         "{:?}",
         plan.blocking
     );

@@ -714,6 +714,64 @@ fn volumes_carry_the_pvc_to_create_and_block_on_problems() {
 }
 
 #[test]
+fn helm_transforms_naming_a_missing_release_block_and_others_warn_they_do_not_re_render() {
+    let objects = vec![
+        BackupObject {
+            obj: crate::helm::tests::release_secret("app", "web", 1, "deployed", "---\n"),
+            helm_storage: true,
+        },
+        BackupObject {
+            obj: crate::helm::tests::release_secret("other", "db", 1, "deployed", "---\n"),
+            helm_storage: true,
+        },
+    ];
+    let map = restore_map(json!({"transformComponents": {"helm": [
+        {"transformName": "tag", "release": "web", "set": [{"key": "image.tag", "value": "2"}]},
+        {"transformName": "typo", "release": "wbe", "set": [{"key": "x", "value": "1"}]}]}}));
+    let (blocking, warnings) = helm_transform_notes(&objects, &map);
+    assert_eq!(blocking.len(), 1, "{blocking:?}");
+    assert!(
+        blocking[0].contains("typo")
+            && blocking[0].contains("release wbe")
+            && blocking[0].contains("releases: db, web"),
+        "{}",
+        blocking[0]
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("tag (release web)") && warnings[0].contains("not re-rendered"),
+        "{}",
+        warnings[0]
+    );
+    // A ClusterRestore: a global transform inherited by a component whose namespace lacks the
+    // release is fine as long as some namespace it applies to holds it; an excluded namespace's
+    // releases do not count.
+    let cluster = NamespaceMap {
+        global: settings(json!({"transformComponents": {"helm": [
+            {"transformName": "tag", "release": "web", "set": [{"key": "a", "value": "1"}]},
+            {"transformName": "dbt", "release": "db", "set": [{"key": "a", "value": "1"}]}]}})),
+        per_namespace: BTreeMap::from([(
+            "other".to_owned(),
+            settings(json!({"transformComponents": {"helm": [
+                {"transformName": "tag", "release": "web", "set": [{"key": "a", "value": "1"}]}]}})),
+        )]),
+        excluded: BTreeSet::from(["other".to_owned()]),
+        ..NamespaceMap::default()
+    };
+    let (blocking, warnings) = helm_transform_notes(&objects, &cluster);
+    assert_eq!(blocking.len(), 1, "{blocking:?}");
+    assert!(
+        blocking[0].contains("dbt names release db") && blocking[0].contains("(releases: web)"),
+        "{}",
+        blocking[0]
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    // No transforms: nothing to say.
+    let (b, w) = helm_transform_notes(&objects, &restore_map(json!({})));
+    assert!(b.is_empty() && w.is_empty());
+}
+
+#[test]
 fn helm_storage_gets_the_namespace_and_values() {
     let secret = crate::helm::tests::release_secret("app", "web", 2, "deployed", "---\n");
     let old = crate::helm::tests::release_secret("app", "web", 1, "superseded", "---\n");
