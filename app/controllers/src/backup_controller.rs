@@ -1473,7 +1473,7 @@ async fn delete_data<K: BackupKind>(backup: &K, ctx: &Context) -> Result<Action>
     let Some(location) = backup.backup_status().and_then(|s| s.location.clone()) else {
         return Ok(Action::await_change());
     };
-    let (_, _, target) = plan_and_target(ctx, backup).await?;
+    let (_, plan, target) = plan_and_target(ctx, backup).await?;
     let Some(target) = target else {
         ctx.event(
             backup,
@@ -1488,17 +1488,31 @@ async fn delete_data<K: BackupKind>(backup: &K, ctx: &Context) -> Result<Action>
     };
     match retention::delete_backup_data(ctx, backup, &target).await? {
         retention::RetentionStep::Done(report) => {
-            ctx.event(
-                backup,
-                false,
-                "BackupDataDeleted",
-                if report.summary.is_empty() {
-                    format!("the data under {location} is deleted")
-                } else {
-                    report.summary
-                },
-            )
-            .await;
+            let deleted = if report.summary.is_empty() {
+                format!("the data under {location} is deleted")
+            } else {
+                report.summary
+            };
+            match collect_images_after_deletion(ctx, backup, plan.as_ref(), &target).await? {
+                None => {
+                    ctx.event(backup, false, "BackupDataDeleted", deleted).await;
+                }
+                // The finalizer stays (an error requeues) until the gc Job has finished: its
+                // owner is this backup.
+                Some(GcStep::Running) => {
+                    return Err(Error::TargetData(format!(
+                        "{deleted}; collecting the image blobs only this backup referenced (its images gc Job is running)"
+                    )));
+                }
+                Some(GcStep::Done(gc)) => {
+                    ctx.event(backup, false, "BackupDataDeleted", format!("{deleted}; {gc}"))
+                        .await;
+                }
+                Some(GcStep::Failed(gc)) => {
+                    ctx.event(backup, true, "BackupImagesNotCollected", format!("{deleted}; {gc}"))
+                        .await;
+                }
+            }
             Ok(Action::await_change())
         }
         // The finalizer stays: an error requeues the deletion.
@@ -1511,6 +1525,79 @@ async fn delete_data<K: BackupKind>(backup: &K, ctx: &Context) -> Result<Action>
             Err(Error::TargetData(message))
         }
     }
+}
+
+/// Item of the image gc Job run when a backup is deleted.
+const IMAGES_GC_DELETION_ITEM: &str = "images-gc-deletion";
+
+/// After a deleted backup's data is gone (its `_metadata/`, so its `images.json`, first): when
+/// it stored images and its plan backs images up, one Job `tvk-metamover images gc <target
+/// flags>` (the retention one, [`collect_images`]; blobs younger than the tool's grace period
+/// are never collected) so the blobs only this backup reached go now rather than at some
+/// plan's next retention. `None`: nothing to collect. Done or failed, the backup's Jobs are
+/// deleted; a failure leaves the blobs to the next gc (a warning Event says so), it never
+/// keeps the backup.
+async fn collect_images_after_deletion<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    plan: Option<&K::Plan>,
+    target: &Target,
+) -> Result<Option<GcStep>> {
+    let stored_images = backup
+        .backup_status()
+        .and_then(|s| s.snapshot.as_ref())
+        .and_then(|s| s.get("images"))
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|images| !images.is_empty());
+    if !stored_images || plan.is_none_or(PlanKind::skip_image_backup) {
+        return Ok(None);
+    }
+    let ids = Ids {
+        ns: backup.namespace().unwrap_or_default(),
+        name: backup.name_any(),
+        uid: backup.uid().ok_or(Error::Incomplete {
+            kind: K::KIND,
+            field: "uid",
+        })?,
+        job_ns: ctx.config.install_namespace.clone(),
+    };
+    let args = vec!["images".to_string(), "gc".to_string()];
+    let (name, state) = match ensure_job(
+        ctx,
+        backup,
+        &ids,
+        target,
+        BackupPhase::Retention,
+        IMAGES_GC_DELETION_ITEM,
+        args,
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(no_access) => {
+            return Ok(Some(GcStep::Failed(format!(
+                "its image blobs were not collected: {no_access}; the next image gc collects them"
+            ))));
+        }
+    };
+    let step = match state {
+        JobState::Missing | JobState::Running => return Ok(Some(GcStep::Running)),
+        JobState::Succeeded => GcStep::Done(format!(
+            "image blobs no backup references any more were collected (Job {}/{name})",
+            ids.job_ns
+        )),
+        JobState::Failed(job_message) => {
+            ctx.metrics.job_failed("ImageGc");
+            let message =
+                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, &job_message).await?;
+            GcStep::Failed(format!(
+                "collecting its image blobs failed (Job {}/{name}): {message}; the next image gc (after a retention run) collects them",
+                ids.job_ns
+            ))
+        }
+    };
+    delete_jobs(ctx, &ids).await?;
+    Ok(Some(step))
 }
 
 /// Requeue policy on errors.
