@@ -306,16 +306,21 @@ impl SourceVolume {
 }
 
 /// Bytes per mapping window of a [`MappedFile`] (a multiple of every page and cluster size).
-pub const MAP_WINDOW: u64 = 16 << 20;
+/// 8, 16 and 32 MiB windows cost the same CPU time in A/B runs of the bench volume (within
+/// the noise of a loaded box); 8 MiB keeps a restore's resident set lowest (29 MiB against
+/// 42 MiB with 16 MiB windows: two layers, each with windows held by runs in flight).
+pub const MAP_WINDOW: u64 = 8 << 20;
 
 /// Zero-copy reads of a file's page cache through read-only mappings of [`MAP_WINDOW`]
 /// aligned windows, shared by every piece inside a window; a window is unmapped when the
 /// last piece of it is dropped. Each piece's pages are populated when it is handed out
 /// (`MADV_POPULATE_READ`, in the thread that asks), so nothing faults page by page later.
 ///
-/// Why windows: a `pread` copy of every source byte into a buffer was a third of a full
-/// backup's CPU time (perf: `_copy_to_iter`), so sources and local images are read from
-/// mappings; one mapping per 1 MiB piece then cost an `munmap` each — with several threads
+/// Why windows: a `pread` copy of every source byte into a buffer costs more than mapping
+/// (on the bench box: 2.3 ms per 16 MiB in 1 MiB reads against 0.95 ms to populate and
+/// 0.3 ms to unmap; a full backup with `pread` took 0.32 CPU-s against 0.29 mapped), so
+/// sources and local images are read from mappings; one mapping per 1 MiB piece then cost an
+/// `munmap` each — with several threads
 /// a TLB shoot-down IPI to the other cores each time (perf: `smp_call_function_many_cond`,
 /// ~3 % of a full backup) — and mapping the whole file would make every byte read count
 /// towards the process's resident memory. Windows bound both: memory is the windows still
