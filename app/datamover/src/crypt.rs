@@ -29,11 +29,10 @@
 use std::{path::Path, sync::Arc};
 
 use aes::{
-    Aes256,
-    cipher::{KeyInit, generic_array::GenericArray},
+    Aes256, Block,
+    cipher::{BlockDecrypt, BlockEncrypt, KeyInit, generic_array::GenericArray},
 };
 use sha2::{Digest, Sha256};
-use xts_mode::{Xts128, get_tweak_default};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
@@ -151,7 +150,7 @@ impl EncryptionKey {
 /// AES-256-XTS-plain64 with an image's master key, sector numbers = host offset / 512.
 #[derive(Clone)]
 pub struct LuksCipher {
-    xts: Arc<Xts128<Aes256>>,
+    xts: Arc<Xts>,
 }
 
 impl std::fmt::Debug for LuksCipher {
@@ -160,12 +159,67 @@ impl std::fmt::Debug for LuksCipher {
     }
 }
 
-fn xts(key: &[u8]) -> Xts128<Aes256> {
+/// AES-256-XTS (IEEE P1619) over 512-byte sectors with the plain64 tweak (the sector number,
+/// little-endian). Written here rather than taken from the `xts-mode` crate: that crate
+/// encrypts one block at a time and multiplies tweaks bytewise, and measured 3.3 s of CPU per
+/// GiB on the benchmark box (a third of the plaintext backup's wall time); a sector's 32 blocks
+/// through `encrypt_blocks` use AES-NI's pipelining. Checked against qemu in both directions by
+/// `tests/encryption.rs`.
+struct Xts {
+    data: Aes256,
+    tweak: Aes256,
+}
+
+const SECTOR_BLOCKS: usize = SECTOR / 16;
+
+/// Multiplication by the primitive element α in GF(2^128), XTS's little-endian convention.
+fn mul_alpha(t: u128) -> u128 {
+    (t << 1) ^ ((t >> 127) * 0x87)
+}
+
+impl Xts {
+    fn crypt(&self, buf: &mut [u8], first_sector: u64, encrypt: bool) {
+        let mut blocks = [Block::default(); SECTOR_BLOCKS];
+        let mut tweaks = [0u128; SECTOR_BLOCKS];
+        for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
+            let mut t = Block::from(u128::from(first_sector + i as u64).to_le_bytes());
+            self.tweak.encrypt_block(&mut t);
+            let mut tw = u128::from_le_bytes(t.into());
+            for ((b, tweak), plain) in blocks
+                .iter_mut()
+                .zip(tweaks.iter_mut())
+                .zip(sector.chunks_exact(16))
+            {
+                *tweak = tw;
+                let mut x = [0u8; 16];
+                x.copy_from_slice(plain);
+                *b = Block::from((u128::from_le_bytes(x) ^ tw).to_le_bytes());
+                tw = mul_alpha(tw);
+            }
+            if encrypt {
+                self.data.encrypt_blocks(&mut blocks);
+            } else {
+                self.data.decrypt_blocks(&mut blocks);
+            }
+            for ((b, tweak), out) in blocks
+                .iter()
+                .zip(tweaks.iter())
+                .zip(sector.chunks_exact_mut(16))
+            {
+                let mut x = [0u8; 16];
+                x.copy_from_slice(b);
+                out.copy_from_slice(&(u128::from_le_bytes(x) ^ tweak).to_le_bytes());
+            }
+        }
+    }
+}
+
+fn xts(key: &[u8]) -> Xts {
     let (k1, k2) = key.split_at(key.len() / 2);
-    Xts128::new(
-        Aes256::new(GenericArray::from_slice(k1)),
-        Aes256::new(GenericArray::from_slice(k2)),
-    )
+    Xts {
+        data: Aes256::new(GenericArray::from_slice(k1)),
+        tweak: Aes256::new(GenericArray::from_slice(k2)),
+    }
 }
 
 impl LuksCipher {
@@ -178,24 +232,14 @@ impl LuksCipher {
     /// Encrypts whole sectors in place; `host_offset` is where `buf` lies in the image file.
     pub fn encrypt(&self, buf: &mut [u8], host_offset: u64) -> Result<()> {
         check_sectors(buf.len(), host_offset)?;
-        self.xts.encrypt_area(
-            buf,
-            SECTOR,
-            u128::from(host_offset / SECTOR as u64),
-            get_tweak_default,
-        );
+        self.xts.crypt(buf, host_offset / SECTOR as u64, true);
         Ok(())
     }
 
     /// Decrypts whole sectors in place; `host_offset` is where `buf` lies in the image file.
     pub fn decrypt(&self, buf: &mut [u8], host_offset: u64) -> Result<()> {
         check_sectors(buf.len(), host_offset)?;
-        self.xts.decrypt_area(
-            buf,
-            SECTOR,
-            u128::from(host_offset / SECTOR as u64),
-            get_tweak_default,
-        );
+        self.xts.crypt(buf, host_offset / SECTOR as u64, false);
         Ok(())
     }
 }
@@ -342,7 +386,7 @@ pub fn create(key: &EncryptionKey) -> Result<(LuksCipher, Vec<u8>)> {
     );
     let material = &mut area[HEADER_SECTORS * SECTOR..];
     af_split(&master, material)?;
-    xts(&slot_key[..]).encrypt_area(material, SECTOR, 0, get_tweak_default);
+    xts(&slot_key[..]).crypt(material, 0, true);
     Ok((LuksCipher::new(&master), area))
 }
 
@@ -468,7 +512,7 @@ pub fn open(image: &str, area: &[u8], key: &EncryptionKey) -> Result<LuksCipher>
         let mut slot_key = Zeroizing::new([0u8; KEY_BYTES]);
         pbkdf2_sha256(key.passphrase(), &salt, iters, &mut slot_key[..]);
         material.copy_from_slice(&area[start..start + MATERIAL_LEN]);
-        xts(&slot_key[..]).decrypt_area(&mut material, SECTOR, 0, get_tweak_default);
+        xts(&slot_key[..]).crypt(&mut material, 0, false);
         let master = af_merge(&material);
         let mut check = [0u8; DIGEST_LEN];
         pbkdf2_sha256(&master[..], digest_salt, digest_iters, &mut check);
@@ -480,4 +524,37 @@ pub fn open(image: &str, area: &[u8], key: &EncryptionKey) -> Result<LuksCipher>
     Err(Error::Usage(format!(
         "the encryption key does not open image {image} (no LUKS key slot accepts it): give the key of the encryption Secret the backup was taken with"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn xts_matches_the_reference_implementation() {
+        let mut key = [0u8; 64];
+        random(&mut key).unwrap();
+        let mut data = vec![0u8; 8 * SECTOR];
+        random(&mut data).unwrap();
+        let (k1, k2) = key.split_at(32);
+        let reference = xts_mode::Xts128::new(
+            Aes256::new(GenericArray::from_slice(k1)),
+            Aes256::new(GenericArray::from_slice(k2)),
+        );
+        for first in [0u64, 1, 0x1_0000_0001, u64::MAX - 8] {
+            let mut ours = data.clone();
+            xts(&key).crypt(&mut ours, first, true);
+            let mut theirs = data.clone();
+            reference.encrypt_area(
+                &mut theirs,
+                SECTOR,
+                u128::from(first),
+                xts_mode::get_tweak_default,
+            );
+            assert_eq!(ours, theirs, "sector {first}");
+            xts(&key).crypt(&mut ours, first, false);
+            assert_eq!(ours, data);
+        }
+    }
 }
