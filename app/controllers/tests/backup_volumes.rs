@@ -1113,45 +1113,6 @@ async fn the_application_is_unquiesced_once_its_snapshots_are_ready() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "unquiesced\n");
 }
 
-/// A running pod of Job `job` whose container log (served as `pods/log` by the test API
-/// server) is the file `log_dir/data.log`.
-async fn running_pod_with_log(client: &kube::Client, job: &str, log_dir: &std::path::Path) {
-    let name = format!("{job}-pod");
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS,
-            "labels": {"batch.kubernetes.io/job-name": job, "job-name": job},
-            "annotations": {tvk_test_apiserver::ANNOTATION_LOG_DIR: log_dir}},
-        "spec": {"containers": [{"name": "data", "image": "x"}]}
-    }))
-    .unwrap();
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), NS);
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    pods.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Running"}})),
-    )
-    .await
-    .unwrap();
-}
-
-/// Appends a datamover progress line (CRI log format) to the container log.
-fn log_progress(log_dir: &std::path::Path, done: u64, total: u64) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_dir.join("data.log"))
-        .unwrap();
-    writeln!(
-        f,
-        "2026-01-01T00:00:00.000000000Z stderr F INFO uploading\n\
-         2026-01-01T00:00:00.000000000Z stdout F {{\"event\":\"progress\",\"bytesDone\":{done},\"bytesTotal\":{total},\"percent\":0}}"
-    )
-    .unwrap();
-}
-
 #[tokio::test]
 async fn a_running_uploads_progress_lines_move_the_percentage_forward_only() {
     let (client, server) = fake(world("Full", default_classes())).await;
@@ -1165,19 +1126,19 @@ async fn a_running_uploads_progress_lines_move_the_percentage_forward_only() {
     // The Job runs, its pod has no progress line yet: the percentage stays at the phase start.
     let log_dir = server.temp_dir().join("progress-logs");
     std::fs::create_dir_all(&log_dir).unwrap();
-    running_pod_with_log(&client, &job, &log_dir).await;
+    common::running_pod_with_log(&client, NS, &job, &log_dir).await;
     assert_eq!(pct(&reconcile_with(&client, &ctx).await), 20);
-    log_progress(&log_dir, 25, 100);
+    common::log_progress(&log_dir, 25, 100);
     let b = reconcile_with(&client, &ctx).await;
     assert_eq!(pct(&b), 35, "20 + 60 × 25 %");
     assert_eq!(
         b.status.as_ref().unwrap().phase,
         Some(BackupPhase::DataUpload)
     );
-    log_progress(&log_dir, 50, 100);
+    common::log_progress(&log_dir, 50, 100);
     assert_eq!(pct(&reconcile_with(&client, &ctx).await), 50);
     // A lower report (a datamover that started over) never moves it back.
-    log_progress(&log_dir, 10, 100);
+    common::log_progress(&log_dir, 10, 100);
     assert_eq!(pct(&reconcile_with(&client, &ctx).await), 50);
     // Nothing readable: unchanged, and no status write.
     std::fs::remove_file(log_dir.join("data.log")).unwrap();

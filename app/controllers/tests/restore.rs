@@ -2251,3 +2251,54 @@ async fn protect_restored_app_without_a_source_plan_fails_validation() {
     );
     assert!(w.jobs(&r.uid().unwrap()).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_running_restore_jobs_progress_lines_move_the_percentage_forward_only() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj("prog", backup_source(), json!({})))
+        .unwrap();
+    let r = validated(
+        &w,
+        "prog",
+        plan(vec![
+            volume("data", "Filesystem", "1Gi"),
+            volume("raw", "Block", "3Gi"),
+        ]),
+    )
+    .await;
+    assert_eq!(state(&r).1, Some(RestorePhase::DataRestore));
+    let uid = r.uid().unwrap();
+    w.reconcile("prog").await;
+    let job_of = |jobs: &[Job], volume: &str| {
+        jobs.iter()
+            .find(|j| arg_after(j, "--volume").as_deref() == Some(volume))
+            .unwrap()
+            .name_any()
+    };
+    let jobs = w.jobs(&uid).await;
+    let (data_job, raw_job) = (job_of(&jobs, "uid-data"), job_of(&jobs, "uid-raw"));
+    let logs = w.server.temp_dir().join("restore-progress");
+    let (data_log, raw_log) = (logs.join("data"), logs.join("raw"));
+    for (job, dir) in [(&data_job, &data_log), (&raw_job, &raw_log)] {
+        std::fs::create_dir_all(dir).unwrap();
+        common::running_pod_with_log(&w.ctx.client, NS, job, dir).await;
+    }
+    let pct = |r: &Restore| r.status.as_ref().unwrap().percentage_completion.unwrap();
+    // Logs are read at most once per poll interval (100 ms here).
+    let after_poll = || tokio::time::sleep(Duration::from_millis(150));
+    common::log_progress(&data_log, 50, 100);
+    after_poll().await;
+    let r = w.reconcile("prog").await;
+    assert_eq!(pct(&r), 10, "80 × (½ GiB of 4 GiB)");
+    common::log_progress(&raw_log, 1, 3);
+    after_poll().await;
+    assert_eq!(pct(&w.reconcile("prog").await), 30, "80 × (½ + 1 of 4 GiB)");
+    // A lower report never moves it back.
+    common::log_progress(&data_log, 0, 100);
+    common::log_progress(&raw_log, 0, 3);
+    after_poll().await;
+    let r = w.reconcile("prog").await;
+    assert_eq!(pct(&r), 30);
+    assert_eq!(state(&r).1, Some(RestorePhase::DataRestore));
+}

@@ -123,3 +123,48 @@ pub fn list_bucket(addr: std::net::SocketAddr, bucket: &str) -> String {
     s.read_to_string(&mut resp).unwrap();
     resp
 }
+
+/// A running pod of Job `job` whose container log (served as `pods/log` by the test API
+/// server) is the file `log_dir/data.log`.
+pub async fn running_pod_with_log(
+    client: &kube::Client,
+    ns: &str,
+    job: &str,
+    log_dir: &std::path::Path,
+) {
+    let name = format!("{job}-pod");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns,
+            "labels": {"batch.kubernetes.io/job-name": job, "job-name": job},
+            "annotations": {tvk_test_apiserver::ANNOTATION_LOG_DIR: log_dir}},
+        "spec": {"containers": [{"name": "data", "image": "x"}]}
+    }))
+    .unwrap();
+    let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+    pods.create(&kube::api::PostParams::default(), &pod)
+        .await
+        .unwrap();
+    pods.patch_status(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// Appends a datamover progress line (CRI log format) to the container log.
+pub fn log_progress(log_dir: &std::path::Path, done: u64, total: u64) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join("data.log"))
+        .unwrap();
+    writeln!(
+        f,
+        "2026-01-01T00:00:00.000000000Z stderr F INFO uploading\n\
+         2026-01-01T00:00:00.000000000Z stdout F {{\"event\":\"progress\",\"bytesDone\":{done},\"bytesTotal\":{total},\"percent\":0}}"
+    )
+    .unwrap();
+}
