@@ -6,221 +6,58 @@
 //! backed up from creation to `Available`; what lands on the target is checked.
 
 mod common;
+#[path = "common/kubelet_world.rs"]
+mod kubelet_world;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use futures::FutureExt;
+use kubelet_world::{V1, World, data_snapshots, pattern, write_at};
 use serde_json::{Value, json};
-use tvk_control_plane::{context::Context, runner};
 use tvk_test_apiserver::ApiServer;
-use tvk_test_kubelet::{Kubelet, Options, workspace_binary};
-use tvk_testkit::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, moto, unique_name};
 
 const NS: &str = common::NS;
 const APP: &str = "shop";
-const V1: &str = "triliovault.trilio.io/v1";
-const METAMOVER_IMAGE: &str = "ghcr.io/tvk-rs/tvk-metamover:0.1.0";
-const DATAMOVER_IMAGE: &str = "ghcr.io/tvk-rs/tvk-datamover:0.1.0";
 
 /// A Helm 3 release Secret's `data.release` (base64 of Helm's base64(gzip(JSON))) of release
 /// `db` (chart postgresql 12.1.0, revision 1, deployed) whose manifest is the ConfigMap
 /// `db-config` and the Service `db`. Made with Python's gzip/base64 (fixed mtime).
 const HELM_RELEASE_DATA: &str = "SDRzSUFBQUFBQUFDQTMyTnZRN0NJQlNGWDRYY3VUVFdrZFhaeWNTSjVSWnVXNks5SUdBVDAvVGRMVlVURjkxT3pzOTNabUFjQ1JUWUZxcE5wNENtR0dud1liVW1pc2w1QnRWVTRManpvR1pJR2ZNOWxSR0ZxMytRaGFVQ00yRE1KUjBwbzhXTVJiL2h3YWZjUjBxMzZ6Y1JtbjNkMUR0WTF2V0k3RHBLS3dDa2xKb3h1UE9ycDhUVWFMNDR0a29jUEhldVAyTFEvSGxSbW9Vb04wcllWcHF0b1BrUDQwUnhjb1orRURURDhnUzcxcVpSRkFFQUFBPT0=";
 
-async fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> Option<Value>) -> Value {
-    for _ in 0..secs * 10 {
-        if let Some(v) = check() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {secs} s waiting for {what}");
+async fn start() -> World {
+    World::start(&[(APP, json!({}))]).await
 }
 
-/// The bucket through the datamover's own target code (signed requests, as the Jobs make).
-fn store(endpoint: &str, bucket: &str) -> tvk_datamover::target::Target {
-    let cfg = tvk_datamover::target::S3Config {
-        bucket: bucket.into(),
-        endpoint: Some(endpoint.into()),
-        region: S3_REGION.into(),
-        access_key_id: S3_ACCESS_KEY.into(),
-        secret_access_key: S3_SECRET_KEY.into(),
-        max_retries: 1,
-        retry_timeout: Duration::from_secs(10),
-        ..tvk_datamover::target::S3Config::default()
-    };
-    tvk_datamover::target::Target::s3(&cfg, tokio::runtime::Handle::current()).unwrap()
+/// Creates the plan and waits for it (and its Target) to be Available.
+async fn plan(world: &World) -> Value {
+    world
+        .server
+        // Images with real registries: tests/images_e2e.rs.
+        .create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "app", "namespace": APP},
+            "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}},
+                "backupPlanFlags": {"skipImageBackup": true}}}))
+        .unwrap();
+    world.plan_available("BackupPlan", Some(APP), "app").await
 }
 
-/// An object of the bucket, `None` when absent.
-async fn s3_get(endpoint: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
-    let s = store(endpoint, bucket);
-    let key = key.to_string();
-    tokio::task::spawn_blocking(move || {
-        let prefix = key.rsplit_once('/').map_or("", |(p, _)| p).to_string();
-        if !s.list(&prefix).unwrap().contains(&key) {
-            return None;
-        }
-        Some(s.read_all(&key, 1 << 30).unwrap())
-    })
-    .await
-    .unwrap()
-}
-
-/// Keys under `prefix`.
-async fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
-    let s = store(endpoint, bucket);
-    let prefix = prefix.to_string();
-    tokio::task::spawn_blocking(move || s.list(&prefix).unwrap())
+/// Creates a Backup and waits for it to be Available (panics with every Job's output if not).
+async fn backup(world: &World, name: &str, type_: &str) -> Value {
+    world
+        .server
+        .create(
+            json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": name, "namespace": APP},
+            "spec": {"type": type_, "backupPlan": {"name": "app"}}}),
+        )
+        .unwrap();
+    world
+        .wait_terminal(
+            "Backup",
+            Some(APP),
+            name,
+            &["Available", "Failed"],
+            "Available",
+            240,
+        )
         .await
-        .unwrap()
-}
-
-/// The running world: API server, moto bucket, kubelet, controllers.
-struct World {
-    server: ApiServer,
-    kubelet: Kubelet,
-    endpoint: String,
-    bucket: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    controllers: Option<tokio::task::JoinHandle<()>>,
-    _moto: tvk_testkit::LocalServer,
-}
-
-impl World {
-    async fn start() -> World {
-        tvk_control_plane::install_tls_provider();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warn")
-            .with_test_writer()
-            .try_init();
-        let metamover = workspace_binary("tvk-metamover", "tvk-metamover").unwrap();
-        let datamover = workspace_binary("tvk-datamover", "tvk-datamover").unwrap();
-        let moto = moto().unwrap();
-        let bucket = unique_name("kubelet-e2e");
-        common::create_bucket(moto.addr(), &bucket);
-        let server = ApiServer::start().await.unwrap();
-        for crd in tvk_api::crd::all() {
-            server.create(serde_json::to_value(crd).unwrap()).unwrap();
-        }
-        for ns in [NS, APP] {
-            server
-                .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-                .unwrap();
-        }
-        server
-            .create(json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                "metadata": {"name": "hostpath"}, "provisioner": "hostpath.csi.test", "reclaimPolicy": "Delete"}))
-            .unwrap();
-        server
-            .create(json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-                "metadata": {"name": "hostpath-snap"}, "driver": "hostpath.csi.test", "deletionPolicy": "Delete"}))
-            .unwrap();
-        // The Target lives where the Jobs run (its Secret must be readable by them).
-        server.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
-            "stringData": {"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}})).unwrap();
-        server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "s3", "namespace": NS},
-            "spec": {"type": "ObjectStore", "vendor": "MinIO", "objectStoreCredentials": {
-                "bucketName": bucket, "url": moto.url(), "region": S3_REGION, "credentialSecret": {"name": "s3-creds"}}}})).unwrap();
-
-        let opts = Options::new(server.kubeconfig_path())
-            .image(METAMOVER_IMAGE, metamover)
-            .image(DATAMOVER_IMAGE, datamover);
-        let kubelet = Kubelet::start(server.client(), opts).await.unwrap();
-
-        let mut ctx = Context::new(server.client(), common::config("Cluster"), None);
-        ctx.backup_poll = Duration::from_millis(200);
-        let ctx = Arc::new(ctx);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let controllers = tokio::spawn(runner::run_controllers(
-            ctx.clone(),
-            stop_rx.map(|_| ()).boxed(),
-        ));
-        World {
-            endpoint: moto.url(),
-            server,
-            kubelet,
-            bucket,
-            stop: Some(stop_tx),
-            controllers: Some(controllers),
-            _moto: moto,
-        }
-    }
-
-    /// Creates the plan and waits for it (and its Target) to be Available.
-    async fn plan(&self) -> Value {
-        self.server
-            // Images with real registries: tests/images_e2e.rs.
-            .create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "app", "namespace": APP},
-                "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}},
-                    "backupPlanFlags": {"skipImageBackup": true}}}))
-            .unwrap();
-        wait_for("the Target to be Available", 60, || {
-            self.server
-                .get(V1, "Target", Some(NS), "s3")
-                .filter(|t| t["status"]["status"] == "Available")
-        })
-        .await;
-        // The plan is looked at again periodically (Targets are not watched by it): nudge it.
-        wait_for("the plan to be Available", 60, || {
-            let p = self.server.get(V1, "BackupPlan", Some(APP), "app")?;
-            if p["status"]["status"] != "Available" {
-                let _ = self.server.apply(json!({"apiVersion": V1, "kind": "BackupPlan",
-                    "metadata": {"name": "app", "namespace": APP, "annotations": {"nudge": unique_name("n")}}}));
-                return None;
-            }
-            Some(p)
-        })
-        .await
-    }
-
-    /// Creates a Backup and waits for a terminal state; panics with every Job's output if it
-    /// is not Available.
-    async fn backup(&self, name: &str, type_: &str) -> Value {
-        self.server
-            .create(json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": name, "namespace": APP},
-                "spec": {"type": type_, "backupPlan": {"name": "app"}}}))
-            .unwrap();
-        let done = wait_for(&format!("Backup {name} to finish"), 240, || {
-            self.server
-                .get(V1, "Backup", Some(APP), name)
-                .filter(|b| matches!(b["status"]["status"].as_str(), Some("Available" | "Failed")))
-        })
-        .await;
-        if done["status"]["status"] != "Available" {
-            let runs: Vec<String> = self
-                .kubelet
-                .runs()
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}/{} {:?} {} {}\n  stdout: {}\n  stderr: {}",
-                        r.namespace, r.name, r.command, r.reason, r.message, r.stdout, r.stderr
-                    )
-                })
-                .collect();
-            panic!(
-                "Backup {name} ended {}:\n{:#}\nJobs run:\n{}",
-                done["status"]["status"],
-                done["status"],
-                runs.join("\n")
-            );
-        }
-        done
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(c) = self.controllers.take() {
-            tokio::time::timeout(Duration::from_secs(20), c)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        self.kubelet.shutdown().await;
-    }
 }
 
 fn seed_application(server: &ApiServer) {
@@ -264,10 +101,10 @@ fn seed_application(server: &ApiServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_metadata_backup_with_real_metamover_jobs_reaches_available() {
-    let world = World::start().await;
+    let world = start().await;
     seed_application(&world.server);
-    let plan = world.plan().await;
-    let done = world.backup("b1", "Full").await;
+    let plan = plan(&world).await;
+    let done = backup(&world, "b1", "Full").await;
 
     // The real metamover ran both Jobs, and nothing else ran.
     let runs = world.kubelet.runs();
@@ -293,23 +130,16 @@ async fn e2e_metadata_backup_with_real_metamover_jobs_reaches_available() {
 
     // On the target: the metamover's layout, committed, every document as the index says.
     let meta = format!("{location}/_metadata");
-    let keys = world.s3_keys_of(&meta).await;
+    let keys = world.s3_keys(&meta).await;
     for k in ["index.json", "snapshot.json", "commit.json"] {
         assert!(
             keys.contains(&format!("{meta}/{k}")),
             "{k} missing from {keys:#?}"
         );
     }
-    let index: Value = serde_json::from_slice(
-        &s3_get(
-            &world.endpoint,
-            &world.bucket,
-            &format!("{meta}/index.json"),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+    let index: Value =
+        serde_json::from_slice(&world.s3_get(&format!("{meta}/index.json")).await.unwrap())
+            .unwrap();
     let docs = index["documents"].as_array().unwrap();
     let count = |kind: &str| -> u64 {
         docs.iter()
@@ -327,7 +157,8 @@ async fn e2e_metadata_backup_with_real_metamover_jobs_reaches_available() {
     assert_eq!(count("Event"), 0);
     for d in docs {
         let key = format!("{meta}/{}", d["key"].as_str().unwrap());
-        let bytes = s3_get(&world.endpoint, &world.bucket, &key)
+        let bytes = world
+            .s3_get(&key)
             .await
             .unwrap_or_else(|| panic!("{key} listed in the index but not on the target"));
         assert_eq!(bytes.len() as u64, d["bytes"].as_u64().unwrap(), "{key}");
@@ -340,28 +171,15 @@ async fn e2e_metadata_backup_with_real_metamover_jobs_reaches_available() {
     let releases = index["helm"].as_array().unwrap();
     assert_eq!(releases.len(), 1);
     assert_eq!(releases[0]["release"], "db");
-    let commit: Value = serde_json::from_slice(
-        &s3_get(
-            &world.endpoint,
-            &world.bucket,
-            &format!("{meta}/commit.json"),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+    let commit: Value =
+        serde_json::from_slice(&world.s3_get(&format!("{meta}/commit.json")).await.unwrap())
+            .unwrap();
     assert_eq!(
         commit["backup"]["uid"], done["metadata"]["uid"],
         "{commit:#}"
     );
     assert_eq!(commit["backup"]["planUid"], plan["metadata"]["uid"]);
-    let index_bytes = s3_get(
-        &world.endpoint,
-        &world.bucket,
-        &format!("{meta}/index.json"),
-    )
-    .await
-    .unwrap();
+    let index_bytes = world.s3_get(&format!("{meta}/index.json")).await.unwrap();
     assert_eq!(
         commit["indexBlake3"].as_str().unwrap(),
         blake3::hash(&index_bytes).to_hex().as_str()
@@ -391,123 +209,19 @@ async fn e2e_metadata_backup_with_real_metamover_jobs_reaches_available() {
     world.stop().await;
 }
 
-impl World {
-    async fn s3_keys_of(&self, prefix: &str) -> Vec<String> {
-        s3_keys(&self.endpoint, &self.bucket, prefix).await
-    }
-}
-
-/// The tvk-datamover binary (for restores the test runs itself).
-fn datamover() -> PathBuf {
-    workspace_binary("tvk-datamover", "tvk-datamover").unwrap()
-}
-
-/// Deterministic test data: xorshift bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Restores one volume of one backup with the real `tvk-datamover restore` into a new file.
-async fn restore_volume(
-    world: &World,
-    plan_uid: &str,
-    backup_uid: &str,
-    pvc_uid: &str,
-    size: u64,
-) -> Vec<u8> {
-    let dest = world
-        .kubelet
-        .work_dir()
-        .join(format!("restore-{backup_uid}.img"));
-    std::fs::File::create(&dest).unwrap().set_len(size).unwrap();
-    let out = tokio::process::Command::new(datamover())
-        .args([
-            "restore",
-            "--target",
-            &format!("s3://{}", world.bucket),
-            "--s3-endpoint",
-            &world.endpoint,
-            "--s3-region",
-            S3_REGION,
-            "--plan",
-            plan_uid,
-            "--backup",
-            backup_uid,
-            "--volume",
-            pvc_uid,
-            "--dest",
-        ])
-        .arg(&dest)
-        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tvk-datamover restore of {backup_uid}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(&dest).unwrap()
-}
-
-fn data_snapshots(backup: &Value) -> Vec<Value> {
-    let s = &backup["status"]["snapshot"];
-    let mut all: Vec<Value> = s["custom"]["dataSnapshots"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for c in s["helmCharts"].as_array().into_iter().flatten() {
-        all.extend(c["dataSnapshots"].as_array().cloned().unwrap_or_default());
-    }
-    all
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_volume_full_then_incremental_restore_bit_exact() {
     const SIZE: usize = 8 << 20;
-    let world = World::start().await;
+    let world = start().await;
     seed_application(&world.server);
-    world
-        .server
-        .create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data", "namespace": APP},
-            "spec": {"storageClassName": "hostpath", "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "8Mi"}}}}))
-        .unwrap();
-    let file = world
-        .kubelet
-        .volume_file(APP, "data", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let pvc_uid = world
-        .server
-        .get("v1", "PersistentVolumeClaim", Some(APP), "data")
-        .unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (file, pvc_uid) = world.volume(APP, "data", "8Mi").await;
     // Application data: 3 MiB of pattern, a hole, 1 MiB of pattern at the end.
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-        f.write_all_at(&pattern(3 << 20, 7), 0).unwrap();
-        f.write_all_at(&pattern(1 << 20, 8), (SIZE - (1 << 20)) as u64)
-            .unwrap();
-    }
+    write_at(&file, 0, &pattern(3 << 20, 7));
+    write_at(&file, (SIZE - (1 << 20)) as u64, &pattern(1 << 20, 8));
     let v1 = std::fs::read(&file).unwrap();
-    let plan = world.plan().await;
+    let plan = plan(&world).await;
     let plan_uid = plan["metadata"]["uid"].as_str().unwrap().to_string();
-    let b1 = world.backup("full", "Full").await;
+    let b1 = backup(&world, "full", "Full").await;
     let b1_uid = b1["metadata"]["uid"].as_str().unwrap().to_string();
     let ds = data_snapshots(&b1);
     assert_eq!(ds.len(), 1, "{}", b1["status"]["snapshot"]);
@@ -515,16 +229,12 @@ async fn e2e_volume_full_then_incremental_restore_bit_exact() {
     assert_eq!(ds[0]["location"], format!("{plan_uid}/{b1_uid}/{pvc_uid}"));
 
     // Change some blocks: 64 KiB in the data, 4 KiB into the hole, the last byte.
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-        f.write_all_at(&pattern(64 << 10, 9), 1 << 20).unwrap();
-        f.write_all_at(&pattern(4 << 10, 10), 5 << 20).unwrap();
-        f.write_all_at(&[0xEE], (SIZE - 1) as u64).unwrap();
-    }
+    write_at(&file, 1 << 20, &pattern(64 << 10, 9));
+    write_at(&file, 5 << 20, &pattern(4 << 10, 10));
+    write_at(&file, (SIZE - 1) as u64, &[0xEE]);
     let v2 = std::fs::read(&file).unwrap();
     assert_ne!(v1, v2);
-    let b2 = world.backup("incr", "Incremental").await;
+    let b2 = backup(&world, "incr", "Incremental").await;
     let b2_uid = b2["metadata"]["uid"].as_str().unwrap().to_string();
     let ds2 = data_snapshots(&b2);
     assert_eq!(ds2.len(), 1);
@@ -555,23 +265,17 @@ async fn e2e_volume_full_then_incremental_restore_bit_exact() {
         let k = format!("{plan_uid}/{backup}/{pvc_uid}/data.qcow2");
         assert!(keys.contains(&k), "{k} missing: {keys:#?}");
     };
-    let keys = world.s3_keys_of(&plan_uid).await;
+    let keys = world.s3_keys(&plan_uid).await;
     image_size(&keys, &b1_uid);
     image_size(&keys, &b2_uid);
-    let full_img = s3_get(
-        &world.endpoint,
-        &world.bucket,
-        &format!("{plan_uid}/{b1_uid}/{pvc_uid}/data.qcow2"),
-    )
-    .await
-    .unwrap();
-    let incr_img = s3_get(
-        &world.endpoint,
-        &world.bucket,
-        &format!("{plan_uid}/{b2_uid}/{pvc_uid}/data.qcow2"),
-    )
-    .await
-    .unwrap();
+    let full_img = world
+        .s3_get(&format!("{plan_uid}/{b1_uid}/{pvc_uid}/data.qcow2"))
+        .await
+        .unwrap();
+    let incr_img = world
+        .s3_get(&format!("{plan_uid}/{b2_uid}/{pvc_uid}/data.qcow2"))
+        .await
+        .unwrap();
     assert!(
         incr_img.len() * 4 < full_img.len(),
         "incremental {} vs full {}",
@@ -580,12 +284,16 @@ async fn e2e_volume_full_then_incremental_restore_bit_exact() {
     );
 
     // Restored with the real datamover: bit-exact with the volume at each backup.
-    let r1 = restore_volume(&world, &plan_uid, &b1_uid, &pvc_uid, SIZE as u64).await;
+    let r1 = world
+        .restore_volume(&plan_uid, &b1_uid, &pvc_uid, SIZE as u64)
+        .await;
     assert!(
         r1 == v1,
         "the full backup does not restore to the data at its time"
     );
-    let r2 = restore_volume(&world, &plan_uid, &b2_uid, &pvc_uid, SIZE as u64).await;
+    let r2 = world
+        .restore_volume(&plan_uid, &b2_uid, &pvc_uid, SIZE as u64)
+        .await;
     assert!(
         r2 == v2,
         "the incremental does not restore to the data at its time"
@@ -633,30 +341,14 @@ async fn e2e_volume_full_then_incremental_restore_bit_exact() {
 async fn e2e_restore_into_another_namespace_with_real_jobs() {
     const SIZE: usize = 8 << 20;
     const DEST: &str = "shop-restored";
-    let world = World::start().await;
+    let world = start().await;
     seed_application(&world.server);
-    world
-        .server
-        .create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data", "namespace": APP},
-            "spec": {"storageClassName": "hostpath", "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "8Mi"}}}}))
-        .unwrap();
-    let file = world
-        .kubelet
-        .volume_file(APP, "data", Duration::from_secs(30))
-        .await
-        .unwrap();
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-        f.write_all_at(&pattern(2 << 20, 21), 1 << 20).unwrap();
-        f.write_all_at(&pattern(4096, 22), (SIZE - 4096) as u64)
-            .unwrap();
-    }
+    let (file, _) = world.volume(APP, "data", "8Mi").await;
+    write_at(&file, 1 << 20, &pattern(2 << 20, 21));
+    write_at(&file, (SIZE - 4096) as u64, &pattern(4096, 22));
     let backed_up = std::fs::read(&file).unwrap();
-    world.plan().await;
-    world.backup("full", "Full").await;
+    plan(&world).await;
+    backup(&world, "full", "Full").await;
 
     world
         .server
@@ -669,39 +361,16 @@ async fn e2e_restore_into_another_namespace_with_real_jobs() {
                 // No Deployment controller here: the Deployment never becomes ready.
                 "resourcesReadyWaitSeconds": 2}}))
         .unwrap();
-    let mut done = Value::Null;
-    for _ in 0..1200 {
-        done = world
-            .server
-            .get(V1, "Restore", Some(DEST), "back")
-            .unwrap_or_default();
-        if matches!(
-            done["status"]["status"].as_str(),
-            Some("Completed" | "Failed")
-        ) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    if done["status"]["status"] != "Completed" {
-        let runs: Vec<String> = world
-            .kubelet
-            .runs()
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}/{} {:?} {} {}\n  stdout: {}\n  stderr: {}",
-                    r.namespace, r.name, r.command, r.reason, r.message, r.stdout, r.stderr
-                )
-            })
-            .collect();
-        panic!(
-            "Restore ended {}:\n{:#}\nJobs run:\n{}",
-            done["status"]["status"],
-            done["status"],
-            runs.join("\n")
-        );
-    }
+    let done = world
+        .wait_terminal(
+            "Restore",
+            Some(DEST),
+            "back",
+            &["Completed", "Failed"],
+            "Completed",
+            240,
+        )
+        .await;
     // The application's objects, in the new namespace.
     for (v, k, name) in [
         ("v1", "ConfigMap", "web-config"),

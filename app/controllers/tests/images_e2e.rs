@@ -8,38 +8,22 @@
 //! every digest is in B (skopeo).
 
 mod common;
+#[path = "common/kubelet_world.rs"]
+mod kubelet_world;
 
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     process::{Command, Stdio},
-    sync::Arc,
-    time::Duration,
 };
 
-use futures::FutureExt;
-use serde_json::{Value, json};
-use tvk_control_plane::{context::Context, runner};
-use tvk_test_apiserver::ApiServer;
-use tvk_test_kubelet::{Kubelet, Options, workspace_binary};
-use tvk_testkit::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, moto, unique_name};
+use kubelet_world::{V1, World};
+use serde_json::json;
+use tvk_testkit::unique_name;
 
 const NS: &str = common::NS;
 const APP: &str = "shop";
 const DEST: &str = "shop-restored";
-const V1: &str = "triliovault.trilio.io/v1";
-const METAMOVER_IMAGE: &str = "ghcr.io/tvk-rs/tvk-metamover:0.1.0";
-const DATAMOVER_IMAGE: &str = "ghcr.io/tvk-rs/tvk-datamover:0.1.0";
-
-async fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> Option<Value>) -> Value {
-    for _ in 0..secs * 10 {
-        if let Some(v) = check() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {secs} s waiting for {what}");
-}
 
 fn sha256(bytes: &[u8]) -> String {
     let mut child = Command::new("sha256sum")
@@ -162,27 +146,8 @@ fn skopeo_digest(reference: &str) -> Option<String> {
     out.status.success().then(|| sha256(&out.stdout))
 }
 
-fn job_runs(kubelet: &Kubelet) -> String {
-    kubelet
-        .runs()
-        .iter()
-        .map(|r| {
-            format!(
-                "{}/{} {:?} {} {}\n  stdout: {}\n  stderr: {}",
-                r.namespace, r.name, r.command, r.reason, r.message, r.stdout, r.stderr
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_images_backed_up_deleted_and_restored_into_another_registry() {
-    tvk_control_plane::install_tls_provider();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn")
-        .with_test_writer()
-        .try_init();
     let a = tvk_testkit::registry("A").unwrap().addr().to_string();
     let b = tvk_testkit::registry("B").unwrap().addr().to_string();
     let web_repo = unique_name("e2e/web");
@@ -192,37 +157,8 @@ async fn e2e_images_backed_up_deleted_and_restored_into_another_registry() {
     let web_ref = format!("{a}/{web_repo}:1.0");
     let init_ref = format!("{a}/{init_repo}@{init_digest}");
 
-    let metamover = workspace_binary("tvk-metamover", "tvk-metamover").unwrap();
-    let datamover = workspace_binary("tvk-datamover", "tvk-datamover").unwrap();
-    let moto = moto().unwrap();
-    let bucket = unique_name("images-e2e");
-    common::create_bucket(moto.addr(), &bucket);
-    let server = ApiServer::start().await.unwrap();
-    for crd in tvk_api::crd::all() {
-        server.create(serde_json::to_value(crd).unwrap()).unwrap();
-    }
-    for ns in [NS, APP, DEST] {
-        server
-            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-            .unwrap();
-    }
-    server.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
-        "stringData": {"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}})).unwrap();
-    server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "s3", "namespace": NS},
-        "spec": {"type": "ObjectStore", "vendor": "MinIO", "objectStoreCredentials": {
-            "bucketName": bucket, "url": moto.url(), "region": S3_REGION, "credentialSecret": {"name": "s3-creds"}}}})).unwrap();
-    let opts = Options::new(server.kubeconfig_path())
-        .image(METAMOVER_IMAGE, metamover)
-        .image(DATAMOVER_IMAGE, datamover);
-    let kubelet = Kubelet::start(server.client(), opts).await.unwrap();
-    let mut ctx = Context::new(server.client(), common::config("Cluster"), None);
-    ctx.backup_poll = Duration::from_millis(200);
-    let ctx = Arc::new(ctx);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(runner::run_controllers(
-        ctx.clone(),
-        stop_rx.map(|_| ()).boxed(),
-    ));
+    let world = World::start(&[(APP, json!({})), (DEST, json!({}))]).await;
+    let (server, kubelet) = (&world.server, &world.kubelet);
 
     // The application: its images are in registry A.
     server
@@ -236,35 +172,23 @@ async fn e2e_images_backed_up_deleted_and_restored_into_another_registry() {
         .create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "app", "namespace": APP},
             "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}}}}))
         .unwrap();
-    wait_for("the plan to be Available", 90, || {
-        let p = server.get(V1, "BackupPlan", Some(APP), "app")?;
-        if p["status"]["status"] != "Available" {
-            let _ = server.apply(json!({"apiVersion": V1, "kind": "BackupPlan",
-                "metadata": {"name": "app", "namespace": APP, "annotations": {"nudge": unique_name("n")}}}));
-            return None;
-        }
-        Some(p)
-    })
-    .await;
+    world.plan_available("BackupPlan", Some(APP), "app").await;
     server
         .create(
             json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": "b1", "namespace": APP},
             "spec": {"type": "Full", "backupPlan": {"name": "app"}}}),
         )
         .unwrap();
-    let backup = wait_for("Backup b1 to finish", 240, || {
-        server
-            .get(V1, "Backup", Some(APP), "b1")
-            .filter(|b| matches!(b["status"]["status"].as_str(), Some("Available" | "Failed")))
-    })
-    .await;
-    assert_eq!(
-        backup["status"]["status"],
-        "Available",
-        "{:#}\nJobs run:\n{}",
-        backup["status"],
-        job_runs(&kubelet)
-    );
+    let backup = world
+        .wait_terminal(
+            "Backup",
+            Some(APP),
+            "b1",
+            &["Available", "Failed"],
+            "Available",
+            240,
+        )
+        .await;
     let images = backup["status"]["snapshot"]["images"]
         .as_array()
         .cloned()
@@ -303,19 +227,16 @@ async fn e2e_images_backed_up_deleted_and_restored_into_another_registry() {
                     "registryAuthSecret": {"name": "registry-b"}},
                 "resourcesReadyWaitSeconds": 2}}))
         .unwrap();
-    let done = wait_for("Restore back to finish", 300, || {
-        server
-            .get(V1, "Restore", Some(DEST), "back")
-            .filter(|r| matches!(r["status"]["status"].as_str(), Some("Completed" | "Failed")))
-    })
-    .await;
-    assert_eq!(
-        done["status"]["status"],
-        "Completed",
-        "{:#}\nJobs run:\n{}",
-        done["status"],
-        job_runs(&kubelet)
-    );
+    let done = world
+        .wait_terminal(
+            "Restore",
+            Some(DEST),
+            "back",
+            &["Completed", "Failed"],
+            "Completed",
+            300,
+        )
+        .await;
     let restored = done["status"]["images"]
         .as_array()
         .cloned()
@@ -341,7 +262,7 @@ async fn e2e_images_backed_up_deleted_and_restored_into_another_registry() {
         .unwrap_or_else(|| {
             panic!(
                 "Deployment web not restored\nJobs run:\n{}",
-                job_runs(&kubelet)
+                world.job_runs()
             )
         });
     let spec = &deploy["spec"]["template"]["spec"];
@@ -367,10 +288,5 @@ async fn e2e_images_backed_up_deleted_and_restored_into_another_registry() {
         );
     }
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(20), controllers)
-        .await
-        .unwrap()
-        .unwrap();
-    kubelet.shutdown().await;
+    world.stop().await;
 }
