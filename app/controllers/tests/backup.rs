@@ -62,19 +62,7 @@ async fn jobs(client: &kube::Client) -> Vec<Job> {
 }
 
 async fn finish_job(client: &kube::Client, name: &str, ok: bool) {
-    let (kind, reason) = if ok {
-        ("Complete", "Completed")
-    } else {
-        ("Failed", "BackoffLimitExceeded")
-    };
-    Api::<Job>::namespaced(client.clone(), NS)
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": "exit code 1: bucket refused the write"}]}})),
-        )
-        .await
-        .unwrap();
+    common::finish_job(client, name, ok, "exit code 1: bucket refused the write").await;
 }
 
 async fn write_snapshot(client: &kube::Client, snapshot: Value) {
@@ -89,18 +77,7 @@ async fn write_snapshot(client: &kube::Client, snapshot: Value) {
 }
 
 fn condition(b: &Backup, phase: BackupPhase) -> (Option<BackupPhaseStatus>, String) {
-    let c = b
-        .status
-        .as_ref()
-        .unwrap()
-        .condition
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|c| c.phase == Some(phase))
-        .unwrap_or_else(|| panic!("no {phase:?} condition"))
-        .clone();
-    (c.status, c.reason.unwrap_or_default())
+    common::backup_condition(b.status.as_ref(), phase)
 }
 
 #[tokio::test]
@@ -174,7 +151,7 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
     );
     let images = job_with(&client, "images").await;
     assert_eq!(
-        &args_of(&images)[..8],
+        &common::job_args(&images)[..8],
         [
             "images",
             "backup",
@@ -191,7 +168,7 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
         jobs(&client)
             .await
             .iter()
-            .all(|j| args_of(j)[0] != "commit"),
+            .all(|j| common::job_args(j)[0] != "commit"),
         "no commit before the images are stored"
     );
     finish_job(&client, images.metadata.name.as_deref().unwrap(), true).await;
@@ -242,25 +219,11 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
     assert!(writes.take().is_empty());
 }
 
-fn args_of(job: &Job) -> Vec<String> {
-    job.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap()
-}
-
 async fn job_with(client: &kube::Client, first_arg: &str) -> Job {
     jobs(client)
         .await
         .into_iter()
-        .find(|j| args_of(j)[0] == first_arg)
+        .find(|j| common::job_args(j)[0] == first_arg)
         .unwrap_or_else(|| panic!("no {first_arg} Job"))
 }
 
@@ -315,7 +278,7 @@ async fn skip_image_backup_skips_the_phase_without_a_job() {
         jobs(&client)
             .await
             .iter()
-            .all(|j| args_of(j)[0] != "images")
+            .all(|j| common::job_args(j)[0] != "images")
     );
     reconcile(&client).await;
     job_with(&client, "commit").await;
@@ -368,10 +331,10 @@ async fn retention_that_expires_backups_runs_the_image_gc_job() {
     let gc = jobs(&client)
         .await
         .into_iter()
-        .find(|j| args_of(j)[1] == "gc")
+        .find(|j| common::job_args(j)[1] == "gc")
         .expect("the images gc Job");
-    assert_eq!(args_of(&gc)[..2], ["images", "gc"]);
-    assert!(args_of(&gc).contains(&"s3://b".to_string()));
+    assert_eq!(common::job_args(&gc)[..2], ["images", "gc"]);
+    assert!(common::job_args(&gc).contains(&"s3://b".to_string()));
     // Still running: the summary is kept.
     let b = reconcile(&client).await;
     assert!(

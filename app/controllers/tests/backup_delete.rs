@@ -154,19 +154,7 @@ async fn with_images(skip: bool) -> (tvk_testkit::LocalServer, kube::Client, Str
 
 fn gc_jobs(jobs: &[k8s_openapi::api::batch::v1::Job]) -> Vec<Vec<String>> {
     jobs.iter()
-        .map(|j| {
-            j.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0]
-                .args
-                .clone()
-                .unwrap_or_default()
-        })
+        .map(common::job_args)
         .filter(|args| args.starts_with(&["images".to_string(), "gc".to_string()]))
         .collect()
 }

@@ -169,34 +169,14 @@ async fn jobs(client: &kube::Client) -> Vec<Job> {
         .items
 }
 
-fn args(job: &Job) -> Vec<String> {
-    job.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap()
-}
-
 async fn finish_job(client: &kube::Client, name: &str, ok: bool) {
-    let (kind, reason) = if ok {
-        ("Complete", "Completed")
-    } else {
-        ("Failed", "BackoffLimitExceeded")
-    };
-    Api::<Job>::namespaced(client.clone(), NS)
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": "Job has reached the specified backoff limit"}]}})),
-        )
-        .await
-        .unwrap();
+    common::finish_job(
+        client,
+        name,
+        ok,
+        "Job has reached the specified backoff limit",
+    )
+    .await;
 }
 
 /// A failed pod of Job `job` whose container exited `code`.
@@ -228,18 +208,7 @@ async fn failed_pod_saying(client: &kube::Client, job: &str, code: i32, message:
 }
 
 fn condition(b: &Backup, phase: BackupPhase) -> (Option<BackupPhaseStatus>, String) {
-    let c = b
-        .status
-        .as_ref()
-        .unwrap()
-        .condition
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|c| c.phase == Some(phase))
-        .unwrap_or_else(|| panic!("no {phase:?} condition"))
-        .clone();
-    (c.status, c.reason.unwrap_or_default())
+    common::backup_condition(b.status.as_ref(), phase)
 }
 
 fn snapshot_of(b: &Backup) -> Snapshot {
@@ -352,7 +321,7 @@ async fn data_jobs(client: &kube::Client) -> Vec<Job> {
     jobs(client)
         .await
         .into_iter()
-        .filter(|j| args(j)[0] == "backup")
+        .filter(|j| common::job_args(j)[0] == "backup")
         .collect()
 }
 
@@ -479,7 +448,7 @@ async fn a_volume_goes_through_snapshot_clone_claim_and_upload_to_available() {
     reconcile_with(&client, &ctx).await;
     let j = data_jobs(&client).await;
     assert_eq!(j.len(), 1);
-    let a = args(&j[0]);
+    let a = common::job_args(&j[0]);
     assert_eq!(
         a[..9],
         [
@@ -570,7 +539,7 @@ async fn a_volume_goes_through_snapshot_clone_claim_and_upload_to_available() {
     let commit = jobs(&client)
         .await
         .into_iter()
-        .find(|j| args(j)[0] == "commit")
+        .find(|j| common::job_args(j)[0] == "commit")
         .unwrap();
     finish_job(&client, commit.metadata.name.as_deref().unwrap(), true).await;
     let b = reconcile_with(&client, &ctx).await;
@@ -896,7 +865,7 @@ async fn an_incremental_uses_the_last_available_backup_with_the_volume_as_parent
     let ctx = ctx_with(&client, 4);
     to_first_upload(&client, &ctx).await;
     let j = data_jobs(&client).await;
-    let a = args(&j[0]);
+    let a = common::job_args(&j[0]);
     let i = a.iter().position(|x| x == "--parent").expect("--parent");
     assert_eq!(a[i + 1], parent);
     finish_job(&client, j[0].metadata.name.as_deref().unwrap(), true).await;
@@ -922,7 +891,7 @@ async fn datamover_job_golden_and_its_args_parse_with_the_datamovers_target_flag
     job.metadata.creation_timestamp = None;
     job.metadata.managed_fields = None;
     job.status = None;
-    let a = args(&job);
+    let a = common::job_args(&job);
     let parsed = <mirror::Cli as clap::Parser>::try_parse_from(
         std::iter::once("tvk-datamover".to_string()).chain(a.clone()),
     )
@@ -1176,7 +1145,7 @@ async fn a_failed_image_backup_job_fails_the_backup_during_the_upload_and_cleans
     let images = jobs(&client)
         .await
         .into_iter()
-        .find(|j| args(j)[..2] == ["images".to_string(), "backup".to_string()])
+        .find(|j| common::job_args(j)[..2] == ["images".to_string(), "backup".to_string()])
         .expect("the image backup Job runs alongside the data phases");
     let b = reconcile_with(&client, &ctx).await;
     assert_eq!(

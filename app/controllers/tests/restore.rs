@@ -100,19 +100,7 @@ impl World {
     }
 
     async fn finish_job(&self, name: &str, ok: bool, message: &str) {
-        let (kind, reason) = if ok {
-            ("Complete", "Completed")
-        } else {
-            ("Failed", "BackoffLimitExceeded")
-        };
-        Api::<Job>::namespaced(self.ctx.client.clone(), NS)
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": message}]}})),
-            )
-            .await
-            .unwrap();
+        common::finish_job(&self.ctx.client, name, ok, message).await;
     }
 
     /// The metaprocessor's part: a merge patch of status.restoreApplication.
@@ -188,20 +176,6 @@ fn arg_after(job: &Job, flag: &str) -> Option<String> {
     args.get(i + 1).cloned()
 }
 
-fn args(job: &Job) -> Vec<String> {
-    job.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap()
-}
-
 /// Runs Validation to its Job and completes it with `plan_value`.
 async fn validated(w: &World, name: &str, plan_value: Value) -> Restore {
     let r = w.reconcile(name).await;
@@ -243,7 +217,7 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         v.name_any()
     );
     assert_eq!(
-        &args(v)[..10],
+        &common::job_args(v)[..10],
         &[
             "restore-plan",
             "--kind",
@@ -457,7 +431,7 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         .filter(|j| j.name_any().starts_with("tvk-metadatarestore-"))
         .collect();
     assert_eq!(meta.len(), 1);
-    assert_eq!(args(&meta[0])[0], "restore");
+    assert_eq!(common::job_args(&meta[0])[0], "restore");
     assert_eq!(arg_after(&meta[0], "--location").as_deref(), Some(LOCATION));
     assert_eq!(state(&r).1, Some(RestorePhase::MetadataRestore));
     w.finish_job(&meta[0].name_any(), true, "").await;
@@ -979,7 +953,7 @@ async fn a_cluster_restore_of_a_cluster_backup_completes() {
     let jobs = w.jobs(&uid).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(
-        &args(&jobs[0])[..7],
+        &common::job_args(&jobs[0])[..7],
         &[
             "restore-plan",
             "--kind",
@@ -1025,7 +999,7 @@ async fn a_cluster_restore_of_a_cluster_backup_completes() {
         .into_iter()
         .find(|j| j.name_any().starts_with("tvk-metadatarestore-"))
         .unwrap();
-    assert!(!args(&meta).contains(&"--namespace".to_string()));
+    assert!(!common::job_args(&meta).contains(&"--namespace".to_string()));
     assert_eq!(
         r.status.as_ref().unwrap().status,
         Some(RestoreState::InProgress)
@@ -1369,7 +1343,7 @@ async fn image_restore_runs_its_job_after_data_restore_and_before_metadata_resto
     assert_eq!(images.len(), 1, "one Job per step");
     let job = &images[0];
     assert_eq!(
-        &args(job)[..11],
+        &common::job_args(job)[..11],
         &[
             "images",
             "restore",

@@ -168,3 +168,54 @@ pub fn log_progress(log_dir: &std::path::Path, done: u64, total: u64) {
     )
     .unwrap();
 }
+
+/// The arguments of a Job's first container.
+pub fn job_args(job: &k8s_openapi::api::batch::v1::Job) -> Vec<String> {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The Job controller's part: Job `name` of the install namespace ends `Complete` (`ok`) or
+/// `Failed` (BackoffLimitExceeded) with `message`.
+pub async fn finish_job(client: &Client, name: &str, ok: bool, message: &str) {
+    let (kind, reason) = if ok {
+        ("Complete", "Completed")
+    } else {
+        ("Failed", "BackoffLimitExceeded")
+    };
+    kube::Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), NS)
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"conditions": [
+                {"type": kind, "status": "True", "reason": reason, "message": message}]}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Status and reason of a (Cluster)Backup's condition of `phase`; panics without one.
+pub fn backup_condition(
+    status: Option<&tvk_api::backup::BackupStatus>,
+    phase: tvk_api::backup::BackupPhase,
+) -> (Option<tvk_api::backup::BackupPhaseStatus>, String) {
+    let c = status
+        .unwrap()
+        .condition
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.phase == Some(phase))
+        .unwrap_or_else(|| panic!("no {phase:?} condition"))
+        .clone();
+    (c.status, c.reason.unwrap_or_default())
+}
