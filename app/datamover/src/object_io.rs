@@ -225,11 +225,6 @@ impl DirectWrites {
         }
     }
 
-    /// Whether large aligned writes still go direct (not disabled, never refused).
-    pub fn is_enabled(&self) -> bool {
-        self.file.is_some() && self.enabled.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Writes `data` at `off`: directly when everything is aligned, else through `buffered`.
     pub fn write_all_at(&self, buffered: &File, data: &[u8], off: u64) -> std::io::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
