@@ -958,45 +958,65 @@ async fn collect_images<K: BackupKind>(
         Some(s) if report.expired.is_empty() => s,
         _ => plain,
     };
-    let args = vec!["images".to_string(), "gc".to_string()];
-    let (name, state) = match ensure_job(
-        ctx,
-        backup,
-        ids,
-        target,
-        BackupPhase::Retention,
-        IMAGES_GC_ITEM,
-        args,
-    )
-    .await?
-    {
-        Ok(found) => found,
-        Err(no_access) => {
-            return Ok(GcStep::Failed(format!(
+    Ok(
+        match images_gc_job(ctx, backup, ids, target, IMAGES_GC_ITEM).await? {
+            GcJob::NoAccess(no_access) => GcStep::Failed(format!(
                 "{summary}; the image blobs were not collected: {no_access}"
-            )));
-        }
-    };
+            )),
+            GcJob::Running(name) => {
+                progress.begin(
+                    BackupPhase::Retention,
+                    &format!("{summary}{GC_RUNNING} (Job {}/{name})", ids.job_ns),
+                );
+                GcStep::Running
+            }
+            GcJob::Succeeded(name) => GcStep::Done(format!(
+                "{summary}; image blobs no backup references were collected (Job {}/{name})",
+                ids.job_ns
+            )),
+            GcJob::Failed(name, message) => GcStep::Failed(format!(
+                "{summary}; collecting unreferenced image blobs failed (Job {}/{name}): {message}; the next retention run collects them",
+                ids.job_ns
+            )),
+        },
+    )
+}
+
+/// Where one `tvk-metamover images gc` Job of a backup stands.
+enum GcJob {
+    /// The Job cannot reach the Target (why).
+    NoAccess(String),
+    /// Started or running (its name).
+    Running(String),
+    /// Succeeded (its name).
+    Succeeded(String),
+    /// Failed (its name, the tool's error).
+    Failed(String, String),
+}
+
+/// Starts (or finds) the backup's Job `tvk-metamover images gc <target flags>` named by
+/// `item` (after retention, after the backup's deletion) and says where it stands.
+async fn images_gc_job<K: BackupKind>(
+    ctx: &Context,
+    backup: &K,
+    ids: &Ids,
+    target: &Target,
+    item: &str,
+) -> Result<GcJob> {
+    let args = vec!["images".to_string(), "gc".to_string()];
+    let (name, state) =
+        match ensure_job(ctx, backup, ids, target, BackupPhase::Retention, item, args).await? {
+            Ok(found) => found,
+            Err(no_access) => return Ok(GcJob::NoAccess(no_access)),
+        };
     Ok(match state {
-        JobState::Missing | JobState::Running => {
-            progress.begin(
-                BackupPhase::Retention,
-                &format!("{summary}{GC_RUNNING} (Job {}/{name})", ids.job_ns),
-            );
-            GcStep::Running
-        }
-        JobState::Succeeded => GcStep::Done(format!(
-            "{summary}; image blobs no backup references were collected (Job {}/{name})",
-            ids.job_ns
-        )),
+        JobState::Missing | JobState::Running => GcJob::Running(name),
+        JobState::Succeeded => GcJob::Succeeded(name),
         JobState::Failed(job_message) => {
             ctx.metrics.job_failed("ImageGc");
             let message =
                 crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, &job_message).await?;
-            GcStep::Failed(format!(
-                "{summary}; collecting unreferenced image blobs failed (Job {}/{name}): {message}; the next retention run collects them",
-                ids.job_ns
-            ))
+            GcJob::Failed(name, message)
         }
     })
 }
@@ -1505,12 +1525,22 @@ async fn delete_data<K: BackupKind>(backup: &K, ctx: &Context) -> Result<Action>
                     )));
                 }
                 Some(GcStep::Done(gc)) => {
-                    ctx.event(backup, false, "BackupDataDeleted", format!("{deleted}; {gc}"))
-                        .await;
+                    ctx.event(
+                        backup,
+                        false,
+                        "BackupDataDeleted",
+                        format!("{deleted}; {gc}"),
+                    )
+                    .await;
                 }
                 Some(GcStep::Failed(gc)) => {
-                    ctx.event(backup, true, "BackupImagesNotCollected", format!("{deleted}; {gc}"))
-                        .await;
+                    ctx.event(
+                        backup,
+                        true,
+                        "BackupImagesNotCollected",
+                        format!("{deleted}; {gc}"),
+                    )
+                    .await;
                 }
             }
             Ok(Action::await_change())
@@ -1561,40 +1591,21 @@ async fn collect_images_after_deletion<K: BackupKind>(
         })?,
         job_ns: ctx.config.install_namespace.clone(),
     };
-    let args = vec!["images".to_string(), "gc".to_string()];
-    let (name, state) = match ensure_job(
-        ctx,
-        backup,
-        &ids,
-        target,
-        BackupPhase::Retention,
-        IMAGES_GC_DELETION_ITEM,
-        args,
-    )
-    .await?
-    {
-        Ok(found) => found,
-        Err(no_access) => {
+    let step = match images_gc_job(ctx, backup, &ids, target, IMAGES_GC_DELETION_ITEM).await? {
+        GcJob::NoAccess(no_access) => {
             return Ok(Some(GcStep::Failed(format!(
                 "its image blobs were not collected: {no_access}; the next image gc collects them"
             ))));
         }
-    };
-    let step = match state {
-        JobState::Missing | JobState::Running => return Ok(Some(GcStep::Running)),
-        JobState::Succeeded => GcStep::Done(format!(
+        GcJob::Running(_) => return Ok(Some(GcStep::Running)),
+        GcJob::Succeeded(name) => GcStep::Done(format!(
             "image blobs no backup references any more were collected (Job {}/{name})",
             ids.job_ns
         )),
-        JobState::Failed(job_message) => {
-            ctx.metrics.job_failed("ImageGc");
-            let message =
-                crate::jobs::failure_message(&ctx.client, &ids.job_ns, &name, &job_message).await?;
-            GcStep::Failed(format!(
-                "collecting its image blobs failed (Job {}/{name}): {message}; the next image gc (after a retention run) collects them",
-                ids.job_ns
-            ))
-        }
+        GcJob::Failed(name, message) => GcStep::Failed(format!(
+            "collecting its image blobs failed (Job {}/{name}): {message}; the next image gc (after a retention run) collects them",
+            ids.job_ns
+        )),
     };
     delete_jobs(ctx, &ids).await?;
     Ok(Some(step))
