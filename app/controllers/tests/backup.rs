@@ -101,18 +101,7 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
         .count();
     assert_eq!(creates, 1);
     let job = &j[0];
-    let args = job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = common::job_args(&job);
     assert_eq!(
         &args[..7],
         [
@@ -186,20 +175,10 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
             "2 image(s) stored on the target".to_string()
         )
     );
-    let commit = jobs(&client).await.into_iter().find(|j| {
-        j.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .args
-            .as_ref()
-            .unwrap()[0]
-            == "commit"
-    });
+    let commit = jobs(&client)
+        .await
+        .into_iter()
+        .find(|j| common::job_args(j)[0] == "commit");
     let commit = commit.expect("commit Job");
     finish_job(&client, commit.metadata.name.as_deref().unwrap(), true).await;
     let b = reconcile(&client).await;

@@ -233,20 +233,7 @@ async fn job_with(client: &kube::Client, uid: &str, first_arg: &str) -> Job {
         .unwrap()
         .items
         .into_iter()
-        .find(|j| {
-            j.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0]
-                .args
-                .as_ref()
-                .unwrap()[0]
-                == first_arg
-        })
+        .find(|j| common::job_args(j)[0] == first_arg)
         .unwrap_or_else(|| panic!("no {first_arg} Job"))
 }
 
@@ -286,18 +273,7 @@ async fn a_cluster_backup_runs_the_phase_machine_to_available() {
     assert_eq!(s.location, Some(format!("{plan_uid}/{uid}")));
     reconcile_backup(&client).await;
     let snapshot_job = job_with(&client, &uid, "snapshot").await;
-    let args = snapshot_job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = common::job_args(&snapshot_job);
     assert_eq!(
         &args[..5],
         ["snapshot", "--kind", "ClusterBackup", "--name", "estate-1"],
@@ -332,18 +308,7 @@ async fn a_cluster_backup_runs_the_phase_machine_to_available() {
         Some(BackupPhase::MetadataUpload)
     );
     let images = job_with(&client, &uid, "images").await;
-    let args = images
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = common::job_args(&images);
     assert_eq!(
         &args[..6],
         [
