@@ -101,7 +101,7 @@ async fn a_metadata_only_backup_goes_from_creation_to_available() {
         .count();
     assert_eq!(creates, 1);
     let job = &j[0];
-    let args = common::job_args(&job);
+    let args = common::job_args(job);
     assert_eq!(
         &args[..7],
         [
