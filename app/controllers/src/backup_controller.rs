@@ -43,6 +43,7 @@ use tvk_api::{
 
 use crate::{
     context::Context,
+    encryption,
     error::{Error, Result, is_conflict},
     hooks,
     jobs::{JobRequest, JobState, LABEL_BACKUP_UID, build_job, job_state},
@@ -237,6 +238,8 @@ struct Ids {
     name: String,
     uid: String,
     job_ns: String,
+    /// The plan's encryption key, once PreBackupValidation marked the backup encrypted.
+    key: Option<encryption::KeyRef>,
 }
 
 /// Finalizer deleting a backup's data from the target when the Backup is deleted.
@@ -322,6 +325,20 @@ async fn reconcile_inner<K: BackupKind>(cached: &K, ctx: &Arc<Context>) -> Resul
     {
         return Ok(Action::await_change());
     }
+    let mut progress = Progress::new(observed.clone(), &now_rfc3339());
+    let (plan_key, plan, target) = plan_and_target(ctx, backup).await?;
+    let job_ns = ctx.config.install_namespace.clone();
+    // An encrypted backup's Jobs get the plan's key; without it they would write this backup's
+    // remaining parts in plaintext, so a plan that lost its Secret mid-backup fails it.
+    let (key, key_lost) = match plan.as_ref() {
+        Some(p) if observed.encryption_enabled == Some(true) => {
+            match encryption::KeyRef::of_plan(p, &plan_key, &job_ns) {
+                Some(k) => (Some(k), false),
+                None => (None, true),
+            }
+        }
+        _ => (None, false),
+    };
     let ids = Ids {
         ns: backup.namespace().unwrap_or_default(),
         name: backup.name_any(),
@@ -329,20 +346,29 @@ async fn reconcile_inner<K: BackupKind>(cached: &K, ctx: &Arc<Context>) -> Resul
             kind: K::KIND,
             field: "uid",
         })?,
-        job_ns: ctx.config.install_namespace.clone(),
+        job_ns,
+        key,
     };
-    let mut progress = Progress::new(observed.clone(), &now_rfc3339());
-    let (plan_key, plan, target) = plan_and_target(ctx, backup).await?;
-    let action = step(
-        backup,
-        ctx,
-        &ids,
-        plan.as_ref(),
-        &plan_key,
-        target.as_ref(),
-        &mut progress,
-    )
-    .await?;
+    let action = if key_lost {
+        progress.fail(
+            observed.phase.unwrap_or(BackupPhase::PreBackupValidation),
+            &format!(
+                "the backup is encrypted but {plan_key} no longer names an encryption Secret (spec.encryption was removed mid-backup); take a new backup"
+            ),
+        );
+        Action::await_change()
+    } else {
+        step(
+            backup,
+            ctx,
+            &ids,
+            plan.as_ref(),
+            &plan_key,
+            target.as_ref(),
+            &mut progress,
+        )
+        .await?
+    };
     if progress.status.status == Some(BackupState::Failed) {
         delete_jobs(ctx, &ids).await?;
         if let Ok(Some(snap)) = Snapshot::from_status_value(progress.status.snapshot.as_ref()) {
@@ -428,6 +454,14 @@ async fn step<K: BackupKind>(
                 progress.fail(BackupPhase::PreBackupValidation, &e.to_string());
                 return Ok(Action::await_change());
             }
+            // The key must be usable before anything is written (copied for the Jobs here).
+            let key = encryption::KeyRef::of_plan(plan, plan_key, &ids.job_ns);
+            if let Some(key) = &key
+                && let Err(reason) = key.job_secret(ctx, &ids.job_ns).await?
+            {
+                progress.fail(BackupPhase::PreBackupValidation, &reason);
+                return Ok(Action::await_change());
+            }
             // One backup of a plan at a time: an incremental's parent must be committed first.
             let siblings = K::api(ctx.client.clone(), &ids.ns)
                 .list(&ListParams::default())
@@ -446,6 +480,7 @@ async fn step<K: BackupKind>(
             s.start_timestamp.get_or_insert_with(now_rfc3339);
             s.type_ = Some(backup.backup_type());
             s.percentage_completion = Some(0);
+            s.encryption_enabled = Some(key.is_some());
             s.location = Some(format!("{}/{}", plan.uid().unwrap_or_default(), ids.uid));
             // T4K's stats.target; the parent of an incremental volume image must be on it.
             let mut stats = s
@@ -1323,6 +1358,7 @@ fn volume_ids<K: BackupKind>(backup: &K, ids: &Ids, plan: Option<&K::Plan>) -> v
             })
             .unwrap_or_default(),
         owner: backup.controller_owner_ref(&()),
+        key: ids.key.clone(),
     }
 }
 
@@ -1345,7 +1381,17 @@ async fn parent_candidates<K: BackupKind>(
         .filter(|b| b.uid() != backup.uid())
         .filter(|b| b.plan_key() == plan)
         .filter(|b| target_uid.is_some() && volumes::backup_target_uid(b) == target_uid)
+        // An encrypted image never builds on a plaintext one, nor the other way round.
+        .filter(|b| encrypted(b) == encrypted(backup))
         .collect())
+}
+
+/// Whether PreBackupValidation marked the backup encrypted.
+fn encrypted<K: BackupKind>(backup: &K) -> bool {
+    backup
+        .backup_status()
+        .and_then(|s| s.encryption_enabled)
+        .unwrap_or(false)
 }
 
 /// The owner reference of the backup's Jobs: a Backup in the Jobs' namespace, or a
@@ -1425,10 +1471,19 @@ async fn ensure_job<K: BackupKind>(
         .map_err(|e| Error::kube(format!("read Job {}/{name}", ids.job_ns), e))?;
     let state = job_state(existing.as_ref());
     if state == JobState::Missing {
-        let access = match job_access(target, &ids.job_ns) {
+        let mut access = match job_access(target, &ids.job_ns) {
             Ok(a) => a,
             Err(e) => return Ok(Err(e.to_string())),
         };
+        // Every metamover command of a backup reads or writes its metadata with the key, but
+        // `images gc`, which reads only the plan-independent images.json records.
+        let reads_metadata = !args.starts_with(&["images".to_string(), "gc".to_string()]);
+        if let Some(key) = ids.key.as_ref().filter(|_| reads_metadata) {
+            match key.job_secret(ctx, &ids.job_ns).await? {
+                Ok(secret) => encryption::mount(&mut access, &secret),
+                Err(reason) => return Ok(Err(reason)),
+            }
+        }
         let request = JobRequest {
             name: name.clone(),
             namespace: &ids.job_ns,
@@ -1590,6 +1645,8 @@ async fn collect_images_after_deletion<K: BackupKind>(
             field: "uid",
         })?,
         job_ns: ctx.config.install_namespace.clone(),
+        // `images gc` reads only the unencrypted images.json records: no key.
+        key: None,
     };
     let step = match images_gc_job(ctx, backup, &ids, target, IMAGES_GC_DELETION_ITEM).await? {
         GcJob::NoAccess(no_access) => {

@@ -14,6 +14,7 @@ pub mod backup_controller;
 pub mod config;
 pub mod context;
 pub mod create_backup;
+pub mod encryption;
 pub mod error;
 pub mod hooks;
 pub mod jobs;

@@ -113,6 +113,8 @@ pub trait RestoreKind:
     fn job_env(&self) -> Vec<EnvVar>;
     /// Where `cleanupConfig` applies ([`in_place`]).
     fn cleanup_scope(&self) -> in_place::CleanupScope;
+    /// `spec.encryption.encryptionSecret`: the key of an encrypted backup.
+    fn encryption_secret(&self) -> Option<&tvk_api::common::ObjectReference>;
 }
 
 /// A restore's source as written in its spec.
@@ -295,6 +297,9 @@ impl RestoreKind for Restore {
     fn cleanup_scope(&self) -> in_place::CleanupScope {
         in_place::CleanupScope::of_restore(&self.spec)
     }
+    fn encryption_secret(&self) -> Option<&tvk_api::common::ObjectReference> {
+        self.spec.encryption.as_ref().map(|e| &e.encryption_secret)
+    }
 }
 
 impl RestoreKind for ClusterRestore {
@@ -395,6 +400,43 @@ impl RestoreKind for ClusterRestore {
     fn cleanup_scope(&self) -> in_place::CleanupScope {
         in_place::CleanupScope::of_cluster_restore(&self.spec)
     }
+    fn encryption_secret(&self) -> Option<&tvk_api::common::ObjectReference> {
+        self.spec.encryption.as_ref().map(|e| &e.encryption_secret)
+    }
+}
+
+/// The Secret (in the Jobs' namespace) holding the key of the restored backup: the restore's
+/// own `spec.encryption`, else the backup plan's for an encrypted Backup source; `Ok(None)`
+/// for an unencrypted backup; inner `Err` when an encrypted backup has no usable key. (A
+/// Location source without `spec.encryption` is judged by the metaprocessor, which names the
+/// field when the metadata turns out to be encrypted.)
+async fn restore_key<K: RestoreKind>(
+    ctx: &Context,
+    restore: &K,
+    ids: &Ids,
+    source: &ResolvedSource,
+) -> Result<std::result::Result<Option<String>, String>> {
+    let own = restore
+        .encryption_secret()
+        .map(|secret| crate::encryption::KeyRef {
+            secret: secret.clone(),
+            default_ns: ids.ns.clone().unwrap_or_else(|| ids.job_ns.clone()),
+            field: format!(
+                "spec.encryption.encryptionSecret of {} {}",
+                K::KIND,
+                ids.reference
+            ),
+        });
+    match own.or_else(|| source.plan_key.clone()) {
+        Some(key) => Ok(key.job_secret(ctx, &ids.job_ns).await?.map(Some)),
+        None if source.encrypted => Ok(Err(format!(
+            "the backup at {} is encrypted and neither this {} nor the backup's plan names its key; set spec.encryption.encryptionSecret to a Secret holding it under `{}`",
+            source.location,
+            K::KIND,
+            crate::encryption::SECRET_KEY
+        ))),
+        None => Ok(Ok(None)),
+    }
 }
 
 /// `<plan uid>/<backup uid>`: two path segments of UID-like characters (pure). Anything else —
@@ -426,6 +468,11 @@ pub struct ResolvedSource {
     pub target: Target,
     /// `<plan uid>/<backup uid>`.
     pub location: String,
+    /// The backup was taken encrypted (`status.encryptionEnabled`); unknown for a Location.
+    pub encrypted: bool,
+    /// The encryption key of the backup's plan, when it is encrypted and its plan names one
+    /// (used when the restore names no key itself).
+    pub plan_key: Option<crate::encryption::KeyRef>,
 }
 
 fn require_available(target: Option<Target>, what: &str) -> std::result::Result<Target, String> {
@@ -539,11 +586,26 @@ pub async fn resolve_source(
             let tns = ref_namespace(t, &plan_ns).to_string();
             let tname = t.name.clone().unwrap_or_default();
             let target = get_target(ctx, &tns, &tname).await?;
+            let encrypted = backup.status.as_ref().and_then(|s| s.encryption_enabled) == Some(true);
+            let plan_key = encrypted
+                .then(|| {
+                    crate::encryption::KeyRef::of_plan(
+                        &plan,
+                        &format!("{plan_ns}/{plan_name}"),
+                        &install_ns,
+                    )
+                })
+                .flatten();
             require_available(
                 target,
                 &format!("Target {tns}/{tname} of the backup's plan"),
             )
-            .map(|target| ResolvedSource { target, location })
+            .map(|target| ResolvedSource {
+                target,
+                location,
+                encrypted,
+                plan_key,
+            })
         }
         SourceRef::ClusterBackup { name } => {
             let what = format!("ClusterBackup {name}");
@@ -579,11 +641,20 @@ pub async fn resolve_source(
             let tns = ref_namespace(t, &install_ns).to_string();
             let tname = t.name.clone().unwrap_or_default();
             let target = get_target(ctx, &tns, &tname).await?;
+            let encrypted = backup.status.as_ref().and_then(|s| s.encryption_enabled) == Some(true);
+            let plan_key = encrypted
+                .then(|| crate::encryption::KeyRef::of_plan(&plan, &plan_name, &install_ns))
+                .flatten();
             require_available(
                 target,
                 &format!("Target {tns}/{tname} of the backup's plan"),
             )
-            .map(|target| ResolvedSource { target, location })
+            .map(|target| ResolvedSource {
+                target,
+                location,
+                encrypted,
+                plan_key,
+            })
         }
         SourceRef::Location {
             target_namespace,
@@ -598,6 +669,8 @@ pub async fn resolve_source(
                 |target| ResolvedSource {
                     target,
                     location: location.clone(),
+                    encrypted: false,
+                    plan_key: None,
                 },
             )
         }
@@ -1021,13 +1094,22 @@ async fn step<K: RestoreKind>(
             return Ok(Action::await_change());
         }
     };
-    let access = match job_access(&source.target, &ids.job_ns) {
+    let mut access = match job_access(&source.target, &ids.job_ns) {
         Ok(a) => a,
         Err(e) => {
             progress.fail(current, &e.to_string());
             return Ok(Action::await_change());
         }
     };
+    // Every Job of a restore reads the backup: the key reaches all of them.
+    match restore_key(ctx, restore, ids, &source).await? {
+        Ok(Some(secret)) => crate::encryption::mount(&mut access, &secret),
+        Ok(None) => {}
+        Err(reason) => {
+            progress.fail(current, &reason);
+            return Ok(Action::await_change());
+        }
+    }
     match phase {
         None | Some(RestorePhase::Validation) => {
             if matches!(progress.status.status, None | Some(RestoreState::Pending))

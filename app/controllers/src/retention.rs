@@ -461,6 +461,11 @@ pub async fn apply<K: BackupKind>(
         Ok(a) => a,
         Err(e) => return Ok(RetentionStep::Failed(e.to_string())),
     };
+    let encrypted = expiring.iter().any(|b| is_encrypted(*b));
+    let access = match with_key(ctx, Some(plan), &job_ns, access, encrypted).await? {
+        Ok(a) => a,
+        Err(reason) => return Ok(RetentionStep::Failed(reason)),
+    };
     // Volume → expired backups holding it: one coalesce call per volume.
     let mut by_volume: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for b in &expiring {
@@ -592,6 +597,43 @@ pub struct CoalesceCall<'a> {
     pub volume: &'a str,
     /// `--expire`: backup UIDs.
     pub expire: &'a [String],
+}
+
+/// Whether the backup was taken encrypted.
+fn is_encrypted<K: BackupKind>(backup: &K) -> bool {
+    backup
+        .backup_status()
+        .and_then(|s| s.encryption_enabled)
+        .unwrap_or(false)
+}
+
+/// `access` plus the plan's encryption key when the backups to coalesce are encrypted (the
+/// datamover decrypts their chains and re-encrypts flattened bases with it); inner `Err` when
+/// the key is not there.
+async fn with_key<P: PlanKind>(
+    ctx: &Context,
+    plan: Option<&P>,
+    job_ns: &str,
+    mut access: crate::target_access::TargetAccess,
+    encrypted: bool,
+) -> Result<std::result::Result<crate::target_access::TargetAccess, String>> {
+    if !encrypted {
+        return Ok(Ok(access));
+    }
+    let Some(key) = plan.and_then(|p| crate::encryption::KeyRef::of_plan(p, &p.key(), job_ns))
+    else {
+        return Ok(Err(format!(
+            "the backups to coalesce are encrypted but their {} no longer names an encryption Secret (spec.encryption.encryptionSecret); name it again so retention can fold them",
+            P::KIND
+        )));
+    };
+    Ok(match key.job_secret(ctx, job_ns).await? {
+        Ok(secret) => {
+            crate::encryption::mount(&mut access, &secret);
+            Ok(access)
+        }
+        Err(reason) => Err(reason),
+    })
 }
 
 /// The coalesce Job of one volume (pure): `tvk-datamover coalesce --plan P --volume V
@@ -981,6 +1023,20 @@ pub async fn delete_backup_data<K: BackupKind>(
             Ok(a) => a,
             Err(e) => return Ok(RetentionStep::Failed(e.to_string())),
         };
+        let plan = if is_encrypted(backup) {
+            let (plan_ns, plan_name) = backup.plan_key();
+            <K::Plan as PlanKind>::api(ctx.client.clone(), &plan_ns)
+                .get_opt(&plan_name)
+                .await
+                .map_err(|e| Error::kube(format!("read the plan of {}", backup_key(backup)), e))?
+        } else {
+            None
+        };
+        let access =
+            match with_key(ctx, plan.as_ref(), &job_ns, access, is_encrypted(backup)).await? {
+                Ok(a) => a,
+                Err(reason) => return Ok(RetentionStep::Failed(reason)),
+            };
         let owner = JobOwner::of(backup, &job_ns)?;
         for volume in &volumes {
             let name = object_name("Coalesce", &uid, volume);

@@ -304,6 +304,9 @@ pub struct BackupIds {
     pub plan_uid: String,
     /// Owner reference to the Backup.
     pub owner: Option<OwnerReference>,
+    /// The plan's encryption key of an encrypted backup (its Secret was made readable to the
+    /// Jobs at PreBackupValidation and again by every metamover Job created since).
+    pub key: Option<crate::encryption::KeyRef>,
 }
 
 /// Outcome of a volume phase step.
@@ -1252,10 +1255,13 @@ pub fn datamover_job(
     parent: Option<&str>,
     target: &Target,
 ) -> Result<std::result::Result<Job, String>> {
-    let access: TargetAccess = match crate::target_access::job_access(target, &ids.job_ns) {
+    let mut access: TargetAccess = match crate::target_access::job_access(target, &ids.job_ns) {
         Ok(a) => a,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    if let Some(key) = &ids.key {
+        crate::encryption::mount(&mut access, &key.job_secret_name(&ids.job_ns));
+    }
     let mut args = vec![
         "backup".to_string(),
         "--plan".into(),
