@@ -41,6 +41,11 @@ async fn a_running_datamover_jobs_progress_is_read_through_pods_log() {
     server
         .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
         .unwrap();
+    // Uploads through a proxy answering 503 SlowDown to 40 % of the writes (a fixed sequence):
+    // the datamover's retries with backoff keep the Job running with part of the volume read,
+    // whatever the speed of the box (straight to moto, 48 MiB can finish between two log
+    // rewrites of the kubelet, leaving only the final line to read).
+    let proxy = tvk_testkit::fault_proxy::FaultProxy::start(moto.addr(), 40, 7).unwrap();
     let datamover = workspace_binary("tvk-datamover", "tvk-datamover").unwrap();
     let mut opts = Options::new(server.kubeconfig_path()).image(IMAGE, datamover);
     // Lines often enough to be seen mid-upload (the Jobs' default is every 2 s).
@@ -58,7 +63,7 @@ async fn a_running_datamover_jobs_progress_is_read_through_pods_log() {
             "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
                 "containers": [{"name": "data", "image": IMAGE,
                     "args": ["backup", "--target", format!("s3://{bucket}"),
-                        "--s3-endpoint", moto.url(), "--s3-region", S3_REGION,
+                        "--s3-endpoint", proxy.url(), "--s3-region", S3_REGION,
                         "--plan", "plan-1", "--backup", "backup-1", "--volume", "pvc-1",
                         "--source", source.display().to_string()],
                     "env": [{"name": "AWS_ACCESS_KEY_ID", "value": S3_ACCESS_KEY},
