@@ -549,7 +549,16 @@ async fn a_running_jobs_output_is_served_as_pods_log_while_it_runs() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(seen, "{\"event\":\"progress\",\"bytesDone\":1}\nwarn\n");
+    // stdout and stderr are read by separate readers: their lines arrive in either order (as
+    // from a real kubelet), each line whole.
+    let mut lines: Vec<&str> = seen.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        ["warn", "{\"event\":\"progress\",\"bytesDone\":1}"],
+        "{seen:?}"
+    );
+    assert!(seen.ends_with('\n'), "{seen:?}");
     let j = server.get("batch/v1", "Job", Some(NS), "talker").unwrap();
     assert!(condition(&j, "Complete").is_none(), "still running: {j}");
     let tail = LogParams {
@@ -557,7 +566,8 @@ async fn a_running_jobs_output_is_served_as_pods_log_while_it_runs() {
         container: Some("main".into()),
         ..Default::default()
     };
-    assert_eq!(pods.logs("talker", &tail).await.unwrap(), "warn\n");
+    let last = format!("{}\n", seen.lines().last().unwrap());
+    assert_eq!(pods.logs("talker", &tail).await.unwrap(), last);
     std::fs::write(&marker, "").unwrap();
     let run = kubelet.wait_for_run(NS, "talker", T).await.unwrap();
     assert!(run.succeeded, "{run:?}");
@@ -566,7 +576,9 @@ async fn a_running_jobs_output_is_served_as_pods_log_while_it_runs() {
         limit_bytes: Some(5),
         ..Default::default()
     };
-    assert_eq!(pods.logs("talker", &limited).await.unwrap(), "{\"eve");
+    let full = pods.logs("talker", &LogParams::default()).await.unwrap();
+    assert_eq!(full, format!("{seen}done\n"));
+    assert_eq!(pods.logs("talker", &limited).await.unwrap(), &full[..5]);
     let wrong = LogParams {
         container: Some("other".into()),
         ..Default::default()
