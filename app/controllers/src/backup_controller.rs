@@ -1382,16 +1382,8 @@ async fn parent_candidates<K: BackupKind>(
         .filter(|b| b.plan_key() == plan)
         .filter(|b| target_uid.is_some() && volumes::backup_target_uid(b) == target_uid)
         // An encrypted image never builds on a plaintext one, nor the other way round.
-        .filter(|b| encrypted(b) == encrypted(backup))
+        .filter(|b| b.encrypted() == backup.encrypted())
         .collect())
-}
-
-/// Whether PreBackupValidation marked the backup encrypted.
-fn encrypted<K: BackupKind>(backup: &K) -> bool {
-    backup
-        .backup_status()
-        .and_then(|s| s.encryption_enabled)
-        .unwrap_or(false)
 }
 
 /// The owner reference of the backup's Jobs: a Backup in the Jobs' namespace, or a

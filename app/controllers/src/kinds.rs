@@ -184,6 +184,12 @@ pub trait BackupKind:
     fn api(client: Client, ns: &str) -> Api<Self>;
     /// Builds a backup of `plan` named `name` (what a schedule creates).
     fn new_for(plan: &Self::Plan, name: &str, type_: BackupType) -> Self;
+    /// Whether PreBackupValidation marked the backup encrypted (`status.encryptionEnabled`).
+    fn encrypted(&self) -> bool {
+        self.backup_status()
+            .and_then(|s| s.encryption_enabled)
+            .unwrap_or(false)
+    }
     /// (namespace, name) of the plan (namespace empty for a ClusterBackupPlan).
     fn plan_key(&self) -> (String, String) {
         let r = self.plan_ref();

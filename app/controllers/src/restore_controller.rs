@@ -409,12 +409,15 @@ impl RestoreKind for ClusterRestore {
 /// own `spec.encryption`, else the backup plan's for an encrypted Backup source; `Ok(None)`
 /// for an unencrypted backup; inner `Err` when an encrypted backup has no usable key. (A
 /// Location source without `spec.encryption` is judged by the metaprocessor, which names the
-/// field when the metadata turns out to be encrypted.)
+/// field when the metadata turns out to be encrypted.) With `copy`, the Secret is read and
+/// copied into the Jobs' namespace ([`crate::encryption::job_secret`]); otherwise only the
+/// copy's name is computed (no API call on every poll of a running restore).
 async fn restore_key<K: RestoreKind>(
     ctx: &Context,
     restore: &K,
     ids: &Ids,
     source: &ResolvedSource,
+    copy: bool,
 ) -> Result<std::result::Result<Option<String>, String>> {
     let own = restore
         .encryption_secret()
@@ -428,7 +431,8 @@ async fn restore_key<K: RestoreKind>(
             ),
         });
     match own.or_else(|| source.plan_key.clone()) {
-        Some(key) => Ok(key.job_secret(ctx, &ids.job_ns).await?.map(Some)),
+        Some(key) if copy => Ok(key.job_secret(ctx, &ids.job_ns).await?.map(Some)),
+        Some(key) => Ok(Ok(Some(key.job_secret_name(&ids.job_ns)))),
         None if source.encrypted => Ok(Err(format!(
             "the backup at {} is encrypted and neither this {} nor the backup's plan names its key; set spec.encryption.encryptionSecret to a Secret holding it under `{}`",
             source.location,
@@ -586,7 +590,7 @@ pub async fn resolve_source(
             let tns = ref_namespace(t, &plan_ns).to_string();
             let tname = t.name.clone().unwrap_or_default();
             let target = get_target(ctx, &tns, &tname).await?;
-            let encrypted = backup.status.as_ref().and_then(|s| s.encryption_enabled) == Some(true);
+            let encrypted = crate::kinds::BackupKind::encrypted(&backup);
             let plan_key = encrypted
                 .then(|| {
                     crate::encryption::KeyRef::of_plan(
@@ -641,7 +645,7 @@ pub async fn resolve_source(
             let tns = ref_namespace(t, &install_ns).to_string();
             let tname = t.name.clone().unwrap_or_default();
             let target = get_target(ctx, &tns, &tname).await?;
-            let encrypted = backup.status.as_ref().and_then(|s| s.encryption_enabled) == Some(true);
+            let encrypted = crate::kinds::BackupKind::encrypted(&backup);
             let plan_key = encrypted
                 .then(|| crate::encryption::KeyRef::of_plan(&plan, &plan_name, &install_ns))
                 .flatten();
@@ -1102,7 +1106,9 @@ async fn step<K: RestoreKind>(
         }
     };
     // Every Job of a restore reads the backup: the key reaches all of them.
-    match restore_key(ctx, restore, ids, &source).await? {
+    // The key Secret is copied for the Jobs once, at Validation; later phases mount the copy.
+    let copy_key = matches!(phase, None | Some(RestorePhase::Validation));
+    match restore_key(ctx, restore, ids, &source, copy_key).await? {
         Ok(Some(secret)) => crate::encryption::mount(&mut access, &secret),
         Ok(None) => {}
         Err(reason) => {

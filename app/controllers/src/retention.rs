@@ -309,7 +309,8 @@ pub fn backup_volumes<K: BackupKind>(backup: &K) -> Vec<String> {
 }
 
 /// When a backup was taken: completion, else start, else creation time.
-fn taken_at<K: BackupKind>(backup: &K) -> Option<jiff::Timestamp> {
+/// When a backup was taken: completion, else start, else creation time.
+pub(crate) fn taken_at<K: BackupKind>(backup: &K) -> Option<jiff::Timestamp> {
     let status = backup.backup_status();
     status
         .and_then(|s| s.completion_timestamp.as_deref())
@@ -461,7 +462,7 @@ pub async fn apply<K: BackupKind>(
         Ok(a) => a,
         Err(e) => return Ok(RetentionStep::Failed(e.to_string())),
     };
-    let encrypted = expiring.iter().any(|b| is_encrypted(*b));
+    let encrypted = expiring.iter().any(|b| b.encrypted());
     let access = match with_key(ctx, Some(plan), &job_ns, access, encrypted).await? {
         Ok(a) => a,
         Err(reason) => return Ok(RetentionStep::Failed(reason)),
@@ -597,14 +598,6 @@ pub struct CoalesceCall<'a> {
     pub volume: &'a str,
     /// `--expire`: backup UIDs.
     pub expire: &'a [String],
-}
-
-/// Whether the backup was taken encrypted.
-fn is_encrypted<K: BackupKind>(backup: &K) -> bool {
-    backup
-        .backup_status()
-        .and_then(|s| s.encryption_enabled)
-        .unwrap_or(false)
 }
 
 /// `access` plus the plan's encryption key when the backups to coalesce are encrypted (the
@@ -1023,7 +1016,7 @@ pub async fn delete_backup_data<K: BackupKind>(
             Ok(a) => a,
             Err(e) => return Ok(RetentionStep::Failed(e.to_string())),
         };
-        let plan = if is_encrypted(backup) {
+        let plan = if backup.encrypted() {
             let (plan_ns, plan_name) = backup.plan_key();
             <K::Plan as PlanKind>::api(ctx.client.clone(), &plan_ns)
                 .get_opt(&plan_name)
@@ -1032,11 +1025,11 @@ pub async fn delete_backup_data<K: BackupKind>(
         } else {
             None
         };
-        let access =
-            match with_key(ctx, plan.as_ref(), &job_ns, access, is_encrypted(backup)).await? {
-                Ok(a) => a,
-                Err(reason) => return Ok(RetentionStep::Failed(reason)),
-            };
+        let access = match with_key(ctx, plan.as_ref(), &job_ns, access, backup.encrypted()).await?
+        {
+            Ok(a) => a,
+            Err(reason) => return Ok(RetentionStep::Failed(reason)),
+        };
         let owner = JobOwner::of(backup, &job_ns)?;
         for volume in &volumes {
             let name = object_name("Coalesce", &uid, volume);

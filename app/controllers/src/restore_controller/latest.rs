@@ -37,13 +37,6 @@ pub fn as_backup(source: SourceRef) -> SourceRef {
     }
 }
 
-fn taken_at<K: BackupKind>(b: &K) -> Option<jiff::Timestamp> {
-    b.backup_status()
-        .and_then(|s| s.completion_timestamp.as_deref())
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .or_else(|| b.meta().creation_timestamp.as_ref().map(|t| t.0))
-}
-
 /// The latest Available backup of plan `(plan_ns, plan_name)` among `backups` (pure; `plan_ns`
 /// empty for a ClusterBackupPlan). Ties go to the greater name, so the choice is stable.
 pub fn pick_latest<'a, K: BackupKind>(
@@ -56,8 +49,8 @@ pub fn pick_latest<'a, K: BackupKind>(
         .filter(|b| b.plan_key() == (plan_ns.to_string(), plan_name.to_string()))
         .filter(|b| b.backup_status().and_then(|s| s.status) == Some(BackupState::Available))
         .max_by(|a, b| {
-            taken_at(*a)
-                .cmp(&taken_at(*b))
+            crate::retention::taken_at(*a)
+                .cmp(&crate::retention::taken_at(*b))
                 .then_with(|| a.name_any().cmp(&b.name_any()))
         })
 }
