@@ -48,11 +48,26 @@ pub struct BackupArgs {
     /// metadata written under `_metadata/` is encrypted with it ([`crate::seal`]).
     #[arg(long, value_name = "PATH")]
     pub encryption_key_file: Option<std::path::PathBuf>,
+    /// The backup is encrypted: refuse any metadata object that is not sealed (the control
+    /// plane gives it to every Job of a backup whose `status.encryptionEnabled` is true).
+    #[arg(long, requires = "encryption_key_file")]
+    pub require_sealed: bool,
 }
 
-/// The metadata key from `--encryption-key-file`, if given.
-fn metadata_key(path: Option<&std::path::Path>) -> Result<Option<crate::seal::MetadataKey>> {
-    path.map(crate::seal::MetadataKey::from_file).transpose()
+/// The metadata key from `--encryption-key-file`, if given; with `require_sealed`
+/// (`--require-sealed`) it refuses plain objects ([`crate::seal::MetadataKey::require_sealed`]).
+fn metadata_key(
+    path: Option<&std::path::Path>,
+    require_sealed: bool,
+) -> Result<Option<crate::seal::MetadataKey>> {
+    let key = path.map(crate::seal::MetadataKey::from_file).transpose()?;
+    Ok(key.map(|k| {
+        if require_sealed {
+            k.require_sealed()
+        } else {
+            k
+        }
+    }))
 }
 
 impl BackupArgs {
@@ -92,6 +107,11 @@ pub struct RestoreArgs {
     /// `spec.encryption`, or the backup plan's, mounted into the Job).
     #[arg(long, value_name = "PATH")]
     pub encryption_key_file: Option<std::path::PathBuf>,
+    /// The restored backup is encrypted (its `status.encryptionEnabled`): refuse any metadata
+    /// object that is not sealed, so plain metadata swapped into the target is never restored.
+    /// (`images restore` reads only the plain `images.json` records and ignores it.)
+    #[arg(long, requires = "encryption_key_file")]
+    pub require_sealed: bool,
 }
 
 impl RestoreArgs {
@@ -270,7 +290,7 @@ fn run(command: Command) -> Result<Value> {
                 let target = target.open(handle)?;
                 let opts = snapshot::Options {
                     page_size,
-                    encryption: metadata_key(backup.encryption_key_file.as_deref())?,
+                    encryption: metadata_key(backup.encryption_key_file.as_deref(), backup.require_sealed)?,
                 };
                 let out = snapshot::run(client, target, &r, &opts, &emit).await?;
                 Ok(json!({
@@ -286,7 +306,7 @@ fn run(command: Command) -> Result<Value> {
             Command::Commit { backup, target } => {
                 let r = backup.to_ref()?;
                 let target = target.open(handle)?;
-                let key = metadata_key(backup.encryption_key_file.as_deref())?;
+                let key = metadata_key(backup.encryption_key_file.as_deref(), backup.require_sealed)?;
                 let out = commit::run(client, target, &r, &emit, key.as_ref()).await?;
                 Ok(json!({"commit": out.key, "volumes": out.volumes,
                     "alreadyCommitted": out.already_committed}))
@@ -294,7 +314,7 @@ fn run(command: Command) -> Result<Value> {
             Command::RestorePlan { restore, target } => {
                 let r = restore.to_ref()?;
                 let target = target.open(handle)?;
-                let key = metadata_key(restore.encryption_key_file.as_deref())?;
+                let key = metadata_key(restore.encryption_key_file.as_deref(), restore.require_sealed)?;
                 let plan =
                     restore::run_plan(client, target, &r, &restore.location, &emit, key.as_ref())
                         .await?;
@@ -305,7 +325,7 @@ fn run(command: Command) -> Result<Value> {
             Command::Restore { restore, target } => {
                 let r = restore.to_ref()?;
                 let target = target.open(handle)?;
-                let key = metadata_key(restore.encryption_key_file.as_deref())?;
+                let key = metadata_key(restore.encryption_key_file.as_deref(), restore.require_sealed)?;
                 let out = restore::run_restore(
                     client,
                     target,
@@ -321,7 +341,7 @@ fn run(command: Command) -> Result<Value> {
             Command::Images(ImagesCommand::Backup { backup, target }) => {
                 let r = backup.to_ref()?;
                 let target = target.open(handle)?;
-                let key = metadata_key(backup.encryption_key_file.as_deref())?;
+                let key = metadata_key(backup.encryption_key_file.as_deref(), backup.require_sealed)?;
                 let out = images_backup::run_backup(client, target, &r, &emit, key.as_ref()).await?;
                 Ok(json!({"images": out.images.len(), "blobsCopied": out.blobs_copied,
                     "blobsSkipped": out.blobs_skipped, "bytesCopied": out.bytes_copied,

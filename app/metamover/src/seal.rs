@@ -15,7 +15,10 @@
 //! bytes, so `commit` checks documents without the key's help changing anything. Readers open
 //! an object that starts with the magic with the key (none given: an error naming the Secret;
 //! a wrong key: an error saying it does not open the object, never garbage) and take any other
-//! object as plain (backups taken without encryption).
+//! object as plain (backups taken without encryption) — unless the key was made
+//! [`MetadataKey::require_sealed`] (`--require-sealed`, given by the control plane for every Job
+//! of a backup whose `status.encryptionEnabled` is true): then a plain object is refused, so
+//! whoever can write to the target cannot swap plain metadata into an encrypted backup.
 
 use std::{path::Path, sync::Arc};
 
@@ -39,6 +42,8 @@ const TAG: usize = 16;
 #[derive(Clone)]
 pub struct MetadataKey {
     cipher: Arc<Aes256Gcm>,
+    /// Plain (unsealed) objects are refused by [`open`].
+    require_sealed: bool,
 }
 
 impl std::fmt::Debug for MetadataKey {
@@ -53,7 +58,16 @@ impl MetadataKey {
         let k = key.derive(KEY_CONTEXT);
         Self {
             cipher: Arc::new(Aes256Gcm::new(&k.into())),
+            require_sealed: false,
         }
+    }
+
+    /// This key, refusing in [`open`] any object that is not sealed: the backup is known to be
+    /// encrypted, so a plain object in it was not written by its backup.
+    #[must_use]
+    pub fn require_sealed(mut self) -> Self {
+        self.require_sealed = true;
+        self
     }
 
     /// Reads the user's key from a file (the encryption Secret mounted into the Job).
@@ -101,9 +115,15 @@ pub fn seal(key: Option<&MetadataKey>, object_key: &str, data: Bytes) -> Result<
 }
 
 /// The plain bytes of an object read from `object_key`: sealed objects are opened with `key`,
-/// others returned as they are.
+/// others returned as they are (refused when `key` is [`MetadataKey::require_sealed`]).
 pub fn open(key: Option<&MetadataKey>, object_key: &str, data: Bytes) -> Result<Bytes> {
     if !is_sealed(&data) {
+        if key.is_some_and(|k| k.require_sealed) {
+            return Err(Error::Layout {
+                key: object_key.to_owned(),
+                reason: "it is not encrypted, but the backup was taken with encryption (--require-sealed), so this object was not written by the backup: the target was tampered with or the location is wrong; check who can write to the target and restore from another backup".into(),
+            });
+        }
         return Ok(data);
     }
     let Some(key) = key else {
@@ -176,6 +196,15 @@ mod tests {
         // Plain objects pass through, with or without a key.
         assert_eq!(open(Some(&k), "x", plain.clone()).unwrap(), plain);
         assert_eq!(open(None, "x", plain.clone()).unwrap(), plain);
+        // A key requiring sealed objects refuses a plain one, naming it, and still opens sealed.
+        let strict = k.clone().require_sealed();
+        let e = open(Some(&strict), "p/b/_metadata/commit.json", plain.clone()).unwrap_err();
+        assert!(e.to_string().contains("p/b/_metadata/commit.json"), "{e}");
+        assert!(e.to_string().contains("not encrypted"), "{e}");
+        assert_eq!(
+            open(Some(&strict), "p/b/_metadata/index.json", sealed.clone()).unwrap(),
+            plain
+        );
         // Two seals of the same bytes differ (random nonce).
         assert_ne!(k.seal("x", &plain).unwrap(), k.seal("x", &plain).unwrap());
     }
