@@ -8,6 +8,7 @@
 //! silent skip.
 
 pub mod fault_proxy;
+pub mod helm_oracle;
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},

@@ -1,0 +1,1091 @@
+//! Helm's function map: Sprig's functions (from `gtmpl-ng`, with the ones that departed from
+//! Sprig replaced here) plus Helm's own (`include`, `tpl`, `required`, `lookup`, `toYaml`, …).
+//!
+//! `include` and `tpl` need the template set being rendered, but a template function is a
+//! plain `fn`: the set lives in a per-thread stack ([`ACTIVE`]) that [`crate::render`] pushes
+//! before executing and `tpl` pushes for its own parsed copy.
+
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
+
+use base64::Engine as _;
+use gtmpl_value::{Func, FuncError, Number, Value};
+use sha2::Digest as _;
+
+use crate::{
+    gotmpl::{Context, Template, exec::enter_nested, gofmt},
+    values::{to_json, to_tmpl},
+};
+
+/// Largest string or list a function may build (`repeat`, `until`, `indent`, …): a chart that
+/// asks for more is hostile or broken, and Go would exhaust memory.
+pub(crate) const MAX_BUILT: usize = 16 * 1024 * 1024;
+
+thread_local! {
+    /// Template sets being executed on this thread, innermost last.
+    static ACTIVE: RefCell<Vec<Rc<Template>>> = const { RefCell::new(Vec::new()) };
+    /// Set when a function whose result differs from run to run was called.
+    static NONDETERMINISTIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes `set` the template set `include` and `tpl` see until the guard is dropped.
+pub(crate) struct ActiveSet(());
+
+impl ActiveSet {
+    pub(crate) fn push(set: Rc<Template>) -> ActiveSet {
+        ACTIVE.with(|a| a.borrow_mut().push(set));
+        ActiveSet(())
+    }
+}
+
+impl Drop for ActiveSet {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| {
+            a.borrow_mut().pop();
+        });
+    }
+}
+
+/// Clears and returns the "a random function was called" flag.
+pub(crate) fn take_nondeterministic() -> bool {
+    NONDETERMINISTIC.with(|n| n.replace(false))
+}
+
+fn active() -> Result<Rc<Template>, FuncError> {
+    ACTIVE
+        .with(|a| a.borrow().last().cloned())
+        .ok_or_else(|| FuncError::Generic("include/tpl called outside a chart render".into()))
+}
+
+/// Every function a chart template may call, as Helm's engine offers them.
+pub(crate) fn install(t: &mut Template) {
+    for (name, f) in gtmpl_ng::helm_functions::HELM_FUNCTIONS.iter() {
+        t.add_func(name, *f);
+    }
+    let own: &[(&str, Func)] = &[
+        // Helm.
+        ("include", include),
+        ("tpl", tpl),
+        ("required", required),
+        ("lookup", lookup),
+        ("toYaml", to_yaml),
+        ("mustToYaml", must_to_yaml),
+        ("fromYaml", from_yaml),
+        ("fromYamlArray", from_yaml_array),
+        ("toJson", to_json_fn),
+        ("mustToJson", must_to_json),
+        ("toPrettyJson", to_pretty_json),
+        ("fromJson", from_json),
+        ("fromJsonArray", from_json_array),
+        ("toToml", to_toml),
+        // Sprig, where gtmpl-ng's differs.
+        ("fail", fail),
+        ("default", default),
+        ("empty", empty),
+        ("coalesce", coalesce),
+        ("ternary", ternary),
+        ("quote", quote),
+        ("squote", squote),
+        ("toString", to_string),
+        ("trimSuffix", trim_suffix),
+        ("trimPrefix", trim_prefix),
+        ("trim", trim),
+        ("trunc", trunc),
+        ("indent", indent),
+        ("nindent", nindent),
+        ("repeat", repeat),
+        ("upper", upper),
+        ("lower", lower),
+        ("replace", replace),
+        ("contains", contains),
+        ("hasPrefix", has_prefix),
+        ("hasSuffix", has_suffix),
+        ("splitList", split_list),
+        ("split", split),
+        ("join", join),
+        ("sortAlpha", sort_alpha),
+        ("cat", cat),
+        ("dict", dict),
+        ("list", list),
+        ("hasKey", has_key),
+        ("merge", merge),
+        ("mustMerge", merge),
+        ("mergeOverwrite", merge_overwrite),
+        ("mustMergeOverwrite", merge_overwrite),
+        ("b64enc", b64enc),
+        ("b64dec", b64dec),
+        ("sha256sum", sha256sum),
+        ("int", to_int),
+        ("int64", to_int),
+        ("float64", to_float),
+        ("add", add),
+        ("sub", sub),
+        ("mul", mul),
+        ("div", div),
+        ("mod", modulo),
+        ("add1", add1),
+        ("max", max),
+        ("min", min),
+        ("until", until),
+        ("untilStep", until_step),
+        ("semverCompare", semver_compare),
+        ("kindIs", kind_is),
+        ("kindOf", kind_of),
+        ("typeOf", type_of),
+        // Random: they render, but mark the template as not reproducible.
+        ("randAlphaNum", rand_alpha_num),
+        ("randAlpha", rand_alpha),
+        ("randNumeric", rand_numeric),
+        ("randAscii", rand_ascii),
+        ("uuidv4", uuidv4),
+        ("shuffle", shuffle),
+        ("htpasswd", htpasswd),
+        ("genCA", gen_ca),
+        ("genSelfSignedCert", gen_self_signed_cert),
+        ("genSignedCert", gen_signed_cert),
+    ];
+    for (name, f) in own {
+        t.add_func(name, *f);
+    }
+    // Sprig's TxtFuncMap minus env/expandenv (Helm removes them); gtmpl-ng has neither.
+}
+
+fn err(msg: impl Into<String>) -> FuncError {
+    FuncError::Generic(msg.into())
+}
+
+fn arg<'a>(args: &'a [Value], i: usize, f: &str) -> Result<&'a Value, FuncError> {
+    args.get(i)
+        .ok_or_else(|| err(format!("wrong number of args for {f}: want {}", i + 1)))
+}
+
+fn want(args: &[Value], n: usize, f: &str) -> Result<(), FuncError> {
+    if args.len() != n {
+        return Err(err(format!(
+            "wrong number of args for {f}: want {n} got {}",
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Sprig's `strval`: strings as they are, anything else as Go's `%v`.
+fn strval(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => gofmt::format_nested(other),
+    }
+}
+
+/// Sprig's `empty`: nil, false, 0, "" and empty collections are empty.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::NoValue | Value::Nil => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Map(m) | Value::Object(m) => m.is_empty(),
+        Value::Number(n) => as_f64(n) == 0.0,
+        Value::Function(_) => false,
+    }
+}
+
+fn as_f64(n: &Number) -> f64 {
+    n.as_f64()
+        .or_else(|| n.as_i64().map(|i| i as f64))
+        .or_else(|| n.as_u64().map(|u| u as f64))
+        .unwrap_or(0.0)
+}
+
+/// Sprig's `toInt64` (via cast.ToInt64E, errors ignored → 0).
+fn to_i64(v: &Value) -> i64 {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_u64().map(|u| u as i64))
+            .unwrap_or_else(|| as_f64(n) as i64),
+        Value::String(s) => s.trim().parse::<i64>().unwrap_or(0),
+        Value::Bool(b) => i64::from(*b),
+        _ => 0,
+    }
+}
+
+fn to_f64(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => as_f64(n),
+        Value::String(s) => s.trim().parse::<f64>().unwrap_or(0.0),
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        _ => 0.0,
+    }
+}
+
+fn cap_len(len: usize, f: &str) -> Result<(), FuncError> {
+    if len > MAX_BUILT {
+        return Err(err(format!(
+            "{f}: result of {len} bytes/items exceeds the limit of {MAX_BUILT}"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Helm
+
+fn include(args: &[Value]) -> Result<Value, FuncError> {
+    let name = match arg(args, 0, "include")? {
+        Value::String(s) => s.clone(),
+        other => return Err(err(format!("include: template name must be a string, got {}", strval(other)))),
+    };
+    let data = args.get(1).cloned().unwrap_or(Value::Nil);
+    let set = active()?;
+    let _nested = enter_nested().map_err(|e| err(format!("include {name:?}: {e}")))?;
+    if !set.tree_set.contains_key(&name) {
+        return Err(err(format!("include: template {name:?} not defined")));
+    }
+    let mut out = crate::render::LimitedWriter::default();
+    set.execute_named(&name, &mut out, &Context::from(data))
+        .map_err(|e| err(format!("error calling include: {}", crate::render::exec_message(&e))))?;
+    Ok(Value::String(out.into_string()))
+}
+
+fn tpl(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "tpl")?;
+    let text = strval(&args[0]);
+    let vals = args[1].clone();
+    let parent = active()?;
+    let _nested = enter_nested().map_err(|e| err(format!("tpl: {e}")))?;
+    // Helm parses the text under the calling template's name in a copy of the whole set, so
+    // the text can use every `define` of the chart.
+    let name = match &vals {
+        Value::Map(m) => match m.get("Template") {
+            Some(Value::Map(t)) => match t.get("Name") {
+                Some(Value::String(s)) => s.clone(),
+                _ => "tpl".to_string(),
+            },
+            _ => "tpl".to_string(),
+        },
+        _ => "tpl".to_string(),
+    };
+    let mut t = Template::with_name(name.clone());
+    t.funcs = parent.funcs.clone();
+    t.tree_set = parent.tree_set.clone();
+    t.add_template(name.clone(), text)
+        .map_err(|e| err(format!("error calling tpl: cannot parse template {name:?}: {e}")))?;
+    let t = Rc::new(t);
+    let _active = ActiveSet::push(t.clone());
+    let mut out = crate::render::LimitedWriter::default();
+    t.execute_named(&name, &mut out, &Context::from(vals))
+        .map_err(|e| err(format!("error calling tpl: {}", crate::render::exec_message(&e))))?;
+    Ok(Value::String(out.into_string().replace("<no value>", "")))
+}
+
+fn required(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "required")?;
+    let msg = strval(&args[0]);
+    match &args[1] {
+        Value::NoValue | Value::Nil => Err(err(format!("required value missing: {msg}"))),
+        Value::String(s) if s.is_empty() => Err(err(format!("required value missing: {msg}"))),
+        v => Ok(v.clone()),
+    }
+}
+
+/// `lookup` returns an empty map, as Helm does without cluster access (`helm template`,
+/// `--dry-run`): a re-render must not depend on what the cluster holds now.
+fn lookup(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 4, "lookup")?;
+    Ok(Value::Map(HashMap::new()))
+}
+
+/// Helm's `toYAML`: YAML of the value (keys sorted, as Go's yaml marshals a JSON round trip),
+/// without the trailing newline; "" when it cannot be marshalled.
+pub(crate) fn yaml_text(v: &Value) -> Result<String, String> {
+    let json = to_json(v);
+    let text = tvk_api::yaml::to_string(&json).map_err(|e| e.to_string())?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+fn to_yaml(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "toYaml")?;
+    Ok(Value::String(yaml_text(&args[0]).unwrap_or_default()))
+}
+
+fn must_to_yaml(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "mustToYaml")?;
+    yaml_text(&args[0]).map(Value::String).map_err(err)
+}
+
+fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
+    let limits = tvk_api::yaml::Limits::default();
+    let docs = tvk_api::yaml::parse_documents(text, &limits).map_err(|e| e.to_string())?;
+    Ok(docs
+        .into_iter()
+        .next()
+        .map(|d| d.value)
+        .unwrap_or(serde_json::Value::Null))
+}
+
+fn error_map(e: String) -> Value {
+    let mut m = HashMap::new();
+    m.insert("Error".to_string(), Value::String(e));
+    Value::Map(m)
+}
+
+fn from_yaml(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "fromYaml")?;
+    Ok(match parse_yaml(&strval(&args[0])) {
+        Ok(serde_json::Value::Object(m)) => to_tmpl(&serde_json::Value::Object(m)),
+        Ok(serde_json::Value::Null) => Value::Map(HashMap::new()),
+        Ok(_) => error_map("error unmarshaling JSON: json: cannot unmarshal into map".into()),
+        Err(e) => error_map(e),
+    })
+}
+
+fn from_yaml_array(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "fromYamlArray")?;
+    Ok(match parse_yaml(&strval(&args[0])) {
+        Ok(v @ serde_json::Value::Array(_)) => to_tmpl(&v),
+        Ok(serde_json::Value::Null) => Value::Array(Vec::new()),
+        Ok(_) => Value::Array(vec![Value::String(
+            "error unmarshaling JSON: json: cannot unmarshal into array".into(),
+        )]),
+        Err(e) => Value::Array(vec![Value::String(e)]),
+    })
+}
+
+fn json_text(v: &Value, pretty: bool) -> Result<String, String> {
+    let json = to_json(v);
+    let text = if pretty {
+        serde_json::to_string_pretty(&json)
+    } else {
+        serde_json::to_string(&json)
+    };
+    text.map_err(|e| e.to_string())
+}
+
+fn to_json_fn(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "toJson")?;
+    Ok(Value::String(json_text(&args[0], false).unwrap_or_default()))
+}
+
+fn must_to_json(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "mustToJson")?;
+    json_text(&args[0], false).map(Value::String).map_err(err)
+}
+
+fn to_pretty_json(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "toPrettyJson")?;
+    Ok(Value::String(json_text(&args[0], true).unwrap_or_default()))
+}
+
+fn from_json(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "fromJson")?;
+    Ok(
+        match serde_json::from_str::<serde_json::Value>(&strval(&args[0])) {
+            Ok(v @ serde_json::Value::Object(_)) => to_tmpl(&v),
+            Ok(_) => error_map("json: cannot unmarshal into map".into()),
+            Err(e) => error_map(e.to_string()),
+        },
+    )
+}
+
+fn from_json_array(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "fromJsonArray")?;
+    Ok(
+        match serde_json::from_str::<serde_json::Value>(&strval(&args[0])) {
+            Ok(v @ serde_json::Value::Array(_)) => to_tmpl(&v),
+            Ok(_) => Value::Array(vec![Value::String(
+                "json: cannot unmarshal into array".into(),
+            )]),
+            Err(e) => Value::Array(vec![Value::String(e.to_string())]),
+        },
+    )
+}
+
+fn to_toml(_args: &[Value]) -> Result<Value, FuncError> {
+    Err(err(
+        "function \"toToml\" is not supported by this renderer (no TOML encoder matching Helm's)",
+    ))
+}
+
+// ---------------------------------------------------------------- Sprig
+
+fn fail(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "fail")?;
+    Err(err(strval(&args[0])))
+}
+
+fn default(args: &[Value]) -> Result<Value, FuncError> {
+    let d = arg(args, 0, "default")?;
+    // Sprig: `default d` with no given value (a pipeline ending in nil) is the default.
+    match args.get(1) {
+        Some(given) if !is_empty(given) => Ok(given.clone()),
+        _ => Ok(d.clone()),
+    }
+}
+
+fn empty(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "empty")?;
+    Ok(Value::Bool(is_empty(&args[0])))
+}
+
+fn coalesce(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(args
+        .iter()
+        .find(|v| !is_empty(v))
+        .cloned()
+        .unwrap_or(Value::Nil))
+}
+
+fn ternary(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "ternary")?;
+    match &args[2] {
+        Value::Bool(true) => Ok(args[0].clone()),
+        Value::Bool(false) => Ok(args[1].clone()),
+        other => Err(err(format!(
+            "wrong type for value; expected bool; got {}",
+            go_type(other)
+        ))),
+    }
+}
+
+/// Go's `%q` of a string.
+fn go_quote(s: &str, quote: char) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '"' if quote == '"' => out.push_str("\\\""),
+            '\\' if quote == '"' => out.push_str("\\\\"),
+            '\n' if quote == '"' => out.push_str("\\n"),
+            '\t' if quote == '"' => out.push_str("\\t"),
+            '\r' if quote == '"' => out.push_str("\\r"),
+            c if quote == '"' && (c as u32) < 0x20 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+fn quote(args: &[Value]) -> Result<Value, FuncError> {
+    let parts: Vec<String> = args
+        .iter()
+        .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
+        .map(|v| go_quote(&strval(v), '"'))
+        .collect();
+    Ok(Value::String(parts.join(" ")))
+}
+
+fn squote(args: &[Value]) -> Result<Value, FuncError> {
+    let parts: Vec<String> = args
+        .iter()
+        .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
+        .map(|v| go_quote(&strval(v), '\''))
+        .collect();
+    Ok(Value::String(parts.join(" ")))
+}
+
+fn to_string(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "toString")?;
+    Ok(Value::String(strval(&args[0])))
+}
+
+fn str_fn2(args: &[Value], f: &str, op: fn(&str, &str) -> Value) -> Result<Value, FuncError> {
+    want(args, 2, f)?;
+    Ok(op(&strval(&args[0]), &strval(&args[1])))
+}
+
+fn trim_suffix(args: &[Value]) -> Result<Value, FuncError> {
+    str_fn2(args, "trimSuffix", |suf, s| {
+        Value::String(s.strip_suffix(suf).unwrap_or(s).to_string())
+    })
+}
+
+fn trim_prefix(args: &[Value]) -> Result<Value, FuncError> {
+    str_fn2(args, "trimPrefix", |pre, s| {
+        Value::String(s.strip_prefix(pre).unwrap_or(s).to_string())
+    })
+}
+
+fn trim(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "trim")?;
+    Ok(Value::String(strval(&args[0]).trim().to_string()))
+}
+
+fn contains(args: &[Value]) -> Result<Value, FuncError> {
+    str_fn2(args, "contains", |sub, s| Value::Bool(s.contains(sub)))
+}
+
+fn has_prefix(args: &[Value]) -> Result<Value, FuncError> {
+    str_fn2(args, "hasPrefix", |pre, s| Value::Bool(s.starts_with(pre)))
+}
+
+fn has_suffix(args: &[Value]) -> Result<Value, FuncError> {
+    str_fn2(args, "hasSuffix", |suf, s| Value::Bool(s.ends_with(suf)))
+}
+
+fn upper(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "upper")?;
+    Ok(Value::String(strval(&args[0]).to_uppercase()))
+}
+
+fn lower(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "lower")?;
+    Ok(Value::String(strval(&args[0]).to_lowercase()))
+}
+
+fn replace(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "replace")?;
+    let (old, new, s) = (strval(&args[0]), strval(&args[1]), strval(&args[2]));
+    if old.is_empty() {
+        // Go's strings.Replace with an empty `old` inserts `new` between every rune.
+        let mut out = new.clone();
+        for c in s.chars() {
+            out.push(c);
+            out.push_str(&new);
+        }
+        cap_len(out.len(), "replace")?;
+        return Ok(Value::String(out));
+    }
+    let out = s.replace(&old, &new);
+    cap_len(out.len(), "replace")?;
+    Ok(Value::String(out))
+}
+
+/// Sprig's `trunc`: the first n bytes (the last -n when negative), as Go slices a string.
+fn trunc(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "trunc")?;
+    let n = to_i64(&args[0]);
+    let s = strval(&args[1]);
+    let b = s.as_bytes();
+    let out: &[u8] = if n < 0 {
+        let k = n.unsigned_abs() as usize;
+        if k < b.len() { &b[b.len() - k..] } else { b }
+    } else {
+        let k = n as usize;
+        if k < b.len() { &b[..k] } else { b }
+    };
+    Ok(Value::String(String::from_utf8_lossy(out).into_owned()))
+}
+
+fn indent_text(spaces: i64, s: &str) -> Result<String, FuncError> {
+    let spaces = usize::try_from(spaces).unwrap_or(0);
+    cap_len(spaces.saturating_mul(s.lines().count().max(1)), "indent")?;
+    let pad = " ".repeat(spaces);
+    Ok(format!("{pad}{}", s.replace('\n', &format!("\n{pad}"))))
+}
+
+fn indent(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "indent")?;
+    indent_text(to_i64(&args[0]), &strval(&args[1])).map(Value::String)
+}
+
+fn nindent(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "nindent")?;
+    indent_text(to_i64(&args[0]), &strval(&args[1])).map(|s| Value::String(format!("\n{s}")))
+}
+
+fn repeat(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "repeat")?;
+    let n = usize::try_from(to_i64(&args[0])).unwrap_or(0);
+    let s = strval(&args[1]);
+    cap_len(n.saturating_mul(s.len()), "repeat")?;
+    Ok(Value::String(s.repeat(n)))
+}
+
+fn split_list(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "splitList")?;
+    let (sep, s) = (strval(&args[0]), strval(&args[1]));
+    let parts: Vec<Value> = if sep.is_empty() {
+        s.chars().map(|c| Value::String(c.to_string())).collect()
+    } else {
+        s.split(sep.as_str())
+            .map(|p| Value::String(p.to_string()))
+            .collect()
+    };
+    Ok(Value::Array(parts))
+}
+
+fn split(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "split")?;
+    let (sep, s) = (strval(&args[0]), strval(&args[1]));
+    let mut m = HashMap::new();
+    if sep.is_empty() {
+        for (i, c) in s.chars().enumerate() {
+            m.insert(format!("_{i}"), Value::String(c.to_string()));
+        }
+    } else {
+        for (i, p) in s.split(sep.as_str()).enumerate() {
+            m.insert(format!("_{i}"), Value::String(p.to_string()));
+        }
+    }
+    Ok(Value::Map(m))
+}
+
+/// Sprig's `strslice`: a list's elements as strings (nil elements dropped), a string alone.
+fn strslice(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .filter(|x| !matches!(x, Value::Nil | Value::NoValue))
+            .map(strval)
+            .collect(),
+        Value::Nil | Value::NoValue => Vec::new(),
+        other => vec![strval(other)],
+    }
+}
+
+fn join(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "join")?;
+    Ok(Value::String(
+        strslice(&args[1]).join(&strval(&args[0])),
+    ))
+}
+
+fn sort_alpha(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "sortAlpha")?;
+    let mut v = strslice(&args[0]);
+    v.sort();
+    Ok(Value::Array(v.into_iter().map(Value::String).collect()))
+}
+
+fn cat(args: &[Value]) -> Result<Value, FuncError> {
+    let parts: Vec<String> = args
+        .iter()
+        .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
+        .map(strval)
+        .collect();
+    Ok(Value::String(parts.join(" ")))
+}
+
+fn dict(args: &[Value]) -> Result<Value, FuncError> {
+    let mut m = HashMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let k = strval(&args[i]);
+        let v = args.get(i + 1).cloned().unwrap_or(Value::String(String::new()));
+        m.insert(k, v);
+        i += 2;
+    }
+    Ok(Value::Map(m))
+}
+
+fn list(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::Array(args.to_vec()))
+}
+
+fn has_key(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "hasKey")?;
+    match &args[0] {
+        Value::Map(m) | Value::Object(m) => Ok(Value::Bool(m.contains_key(&strval(&args[1])))),
+        other => Err(err(format!(
+            "wrong type for value; expected map[string]interface {{}}; got {}",
+            go_type(other)
+        ))),
+    }
+}
+
+/// mergo.Merge without overwrite: keys missing (or empty) in dst come from src, maps deep.
+fn merge_into(dst: &mut HashMap<String, Value>, src: &HashMap<String, Value>, overwrite: bool) {
+    for (k, sv) in src {
+        match dst.get_mut(k) {
+            Some(Value::Map(dm)) => {
+                if let Value::Map(sm) = sv {
+                    merge_into(dm, sm, overwrite);
+                } else if overwrite && !is_empty(sv) {
+                    dst.insert(k.clone(), sv.clone());
+                }
+            }
+            Some(dv) => {
+                if (overwrite && !is_empty(sv)) || (!overwrite && is_empty(dv)) {
+                    *dv = sv.clone();
+                }
+            }
+            None => {
+                dst.insert(k.clone(), sv.clone());
+            }
+        }
+    }
+}
+
+fn merge_impl(args: &[Value], overwrite: bool, f: &str) -> Result<Value, FuncError> {
+    let mut dst = match arg(args, 0, f)? {
+        Value::Map(m) | Value::Object(m) => m.clone(),
+        other => {
+            return Err(err(format!(
+                "{f}: first argument must be a map, got {}",
+                go_type(other)
+            )));
+        }
+    };
+    for src in &args[1..] {
+        if let Value::Map(m) | Value::Object(m) = src {
+            merge_into(&mut dst, m, overwrite);
+        }
+    }
+    // Sprig's merge changes its first argument in place; values here are copies, so callers
+    // that rely on the mutation (`$_ := merge $a $b` then use `$a`) see no change.
+    Ok(Value::Map(dst))
+}
+
+fn merge(args: &[Value]) -> Result<Value, FuncError> {
+    merge_impl(args, false, "merge")
+}
+
+fn merge_overwrite(args: &[Value]) -> Result<Value, FuncError> {
+    merge_impl(args, true, "mergeOverwrite")
+}
+
+fn b64enc(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "b64enc")?;
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(strval(&args[0])),
+    ))
+}
+
+fn b64dec(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "b64dec")?;
+    Ok(Value::String(
+        match base64::engine::general_purpose::STANDARD.decode(strval(&args[0])) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => e.to_string(),
+        },
+    ))
+}
+
+fn sha256sum(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "sha256sum")?;
+    let d = sha2::Sha256::digest(strval(&args[0]).as_bytes());
+    Ok(Value::String(
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    ))
+}
+
+fn to_int(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "int")?;
+    Ok(Value::from(to_i64(&args[0])))
+}
+
+fn to_float(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "float64")?;
+    Ok(Value::from(to_f64(&args[0])))
+}
+
+fn fold(args: &[Value], f: &str, op: fn(i64, i64) -> Option<i64>) -> Result<Value, FuncError> {
+    let first = arg(args, 0, f)?;
+    let mut acc = to_i64(first);
+    for v in &args[1..] {
+        acc = op(acc, to_i64(v)).ok_or_else(|| err(format!("{f}: integer overflow or division by zero")))?;
+    }
+    Ok(Value::from(acc))
+}
+
+fn add(args: &[Value]) -> Result<Value, FuncError> {
+    fold(args, "add", i64::checked_add)
+}
+
+fn mul(args: &[Value]) -> Result<Value, FuncError> {
+    fold(args, "mul", i64::checked_mul)
+}
+
+fn sub(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "sub")?;
+    fold(args, "sub", i64::checked_sub)
+}
+
+fn div(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "div")?;
+    fold(args, "div", i64::checked_div)
+}
+
+fn modulo(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "mod")?;
+    fold(args, "mod", i64::checked_rem)
+}
+
+fn add1(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "add1")?;
+    Ok(Value::from(to_i64(&args[0]).saturating_add(1)))
+}
+
+fn max(args: &[Value]) -> Result<Value, FuncError> {
+    fold(args, "max", |a, b| Some(a.max(b)))
+}
+
+fn min(args: &[Value]) -> Result<Value, FuncError> {
+    fold(args, "min", |a, b| Some(a.min(b)))
+}
+
+fn until(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "until")?;
+    let n = to_i64(&args[0]);
+    let step = if n < 0 { -1 } else { 1 };
+    range_list(0, n, step)
+}
+
+fn until_step(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "untilStep")?;
+    range_list(to_i64(&args[0]), to_i64(&args[1]), to_i64(&args[2]))
+}
+
+fn range_list(start: i64, stop: i64, step: i64) -> Result<Value, FuncError> {
+    if step == 0 || (step > 0 && start >= stop) || (step < 0 && start <= stop) {
+        return Ok(Value::Array(Vec::new()));
+    }
+    let count = (i128::from(stop) - i128::from(start)).unsigned_abs() / i128::from(step).unsigned_abs();
+    cap_len(usize::try_from(count).unwrap_or(usize::MAX), "until")?;
+    let mut out = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
+        out.push(Value::from(i));
+        i = match i.checked_add(step) {
+            Some(n) => n,
+            None => break,
+        };
+    }
+    Ok(Value::Array(out))
+}
+
+/// Go's type name of a value as Helm holds it.
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::NoValue | Value::Nil => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Map(_) | Value::Object(_) => "map[string]interface {}",
+        Value::Function(_) => "func",
+        Value::Number(n) if n.as_f64().is_some() => "float64",
+        Value::Number(_) => "int64",
+    }
+}
+
+fn go_kind(v: &Value) -> &'static str {
+    match v {
+        Value::NoValue | Value::Nil => "invalid",
+        Value::Bool(_) => "bool",
+        Value::String(_) => "string",
+        Value::Array(_) => "slice",
+        Value::Map(_) | Value::Object(_) => "map",
+        Value::Function(_) => "func",
+        Value::Number(n) if n.as_f64().is_some() => "float64",
+        Value::Number(_) => "int64",
+    }
+}
+
+fn kind_is(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "kindIs")?;
+    Ok(Value::Bool(strval(&args[0]) == go_kind(&args[1])))
+}
+
+fn kind_of(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "kindOf")?;
+    Ok(Value::String(go_kind(&args[0]).to_string()))
+}
+
+fn type_of(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "typeOf")?;
+    Ok(Value::String(go_type(&args[0]).to_string()))
+}
+
+// ---------------------------------------------------------------- semverCompare
+
+/// Sprig's `semverCompare` (Masterminds/semver v3 constraints): `||` alternatives of
+/// comma- or space-separated comparisons (`=`, `!=`, `>`, `<`, `>=`, `<=`, `~`, `^`, wildcards
+/// `x`/`*`). A constraint without a pre-release does not match a pre-release version.
+fn semver_compare(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "semverCompare")?;
+    let constraint = strval(&args[0]);
+    let version = strval(&args[1]);
+    let v = parse_loose(&version)
+        .ok_or_else(|| err(format!("semverCompare: invalid semantic version {version:?}")))?;
+    let mut any = false;
+    for alt in constraint.split("||") {
+        let terms = split_terms(alt);
+        if terms.is_empty() {
+            return Err(err(format!("semverCompare: improper constraint: {constraint}")));
+        }
+        let mut all = true;
+        for t in &terms {
+            if !term_matches(t, &v).map_err(|e| err(format!("semverCompare: {e}: {constraint}")))? {
+                all = false;
+            }
+        }
+        any |= all;
+    }
+    Ok(Value::Bool(any))
+}
+
+fn split_terms(alt: &str) -> Vec<String> {
+    // "op version" pairs: an operator may be followed by spaces before its version.
+    let mut terms = Vec::new();
+    let mut pending = String::new();
+    for tok in alt.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
+        if tok.chars().all(|c| "=!<>~^".contains(c)) {
+            pending.push_str(tok);
+            continue;
+        }
+        terms.push(format!("{pending}{tok}"));
+        pending.clear();
+    }
+    terms
+}
+
+/// A version with missing parts as 0; `wild[i]` marks an `x`/`*`/missing part.
+struct Loose {
+    v: semver::Version,
+    wild: [bool; 3],
+}
+
+fn parse_loose(s: &str) -> Option<Loose> {
+    let s = s.trim().trim_start_matches(['v', 'V']);
+    let (core, pre) = match s.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (s, None),
+    };
+    let (core, build) = match core.split_once('+') {
+        Some((c, b)) => (c, Some(b)),
+        None => (core, None),
+    };
+    let (pre, build) = match (pre, build) {
+        (Some(p), None) => match p.split_once('+') {
+            Some((p, b)) => (Some(p), Some(b)),
+            None => (Some(p), None),
+        },
+        other => other,
+    };
+    let mut nums = [0u64; 3];
+    let mut wild = [true; 3];
+    for (i, part) in core.split('.').enumerate() {
+        if i > 2 {
+            return None;
+        }
+        if part == "x" || part == "X" || part == "*" {
+            continue;
+        }
+        nums[i] = part.parse().ok()?;
+        wild[i] = false;
+    }
+    let mut v = semver::Version::new(nums[0], nums[1], nums[2]);
+    if let Some(p) = pre {
+        v.pre = semver::Prerelease::new(p).ok()?;
+    }
+    if let Some(b) = build {
+        v.build = semver::BuildMetadata::new(b).ok()?;
+    }
+    Some(Loose { v, wild })
+}
+
+fn term_matches(term: &str, ver: &Loose) -> Result<bool, String> {
+    let op_len = term
+        .find(|c: char| !"=!<>~^".contains(c))
+        .unwrap_or(term.len());
+    let (op, rest) = term.split_at(op_len);
+    let c = parse_loose(rest).ok_or_else(|| format!("improper constraint {term:?}"))?;
+    let v = &ver.v;
+    // Pre-release versions only match constraints that carry a pre-release themselves.
+    if !v.pre.is_empty() && c.v.pre.is_empty() {
+        return Ok(false);
+    }
+    let cmp_core = |a: &semver::Version, b: &semver::Version| {
+        let mut a = a.clone();
+        let mut b = b.clone();
+        a.build = semver::BuildMetadata::EMPTY;
+        b.build = semver::BuildMetadata::EMPTY;
+        a.cmp(&b)
+    };
+    use std::cmp::Ordering::*;
+    let cv = &c.v;
+    let wild_match = |v: &semver::Version| {
+        v.major == cv.major
+            && (c.wild[1] || v.minor == cv.minor)
+            && (c.wild[2] || c.wild[1] || v.patch == cv.patch)
+    };
+    let upper = |major: u64, minor: u64| semver::Version::new(major, minor, 0);
+    Ok(match op {
+        "" | "=" | "==" => {
+            if c.wild[0] {
+                true
+            } else if c.wild[1] || c.wild[2] {
+                wild_match(v)
+            } else {
+                cmp_core(v, cv) == Equal
+            }
+        }
+        "!=" => {
+            if c.wild[1] || c.wild[2] {
+                !wild_match(v)
+            } else {
+                cmp_core(v, cv) != Equal
+            }
+        }
+        ">" => {
+            if c.wild[1] {
+                v.major > cv.major
+            } else if c.wild[2] {
+                v.major > cv.major || (v.major == cv.major && v.minor > cv.minor)
+            } else {
+                cmp_core(v, cv) == Greater
+            }
+        }
+        ">=" | "=>" => cmp_core(v, cv) != Less,
+        "<" => cmp_core(v, cv) == Less,
+        "<=" | "=<" => {
+            if c.wild[1] {
+                v.major <= cv.major
+            } else if c.wild[2] {
+                v.major < cv.major || (v.major == cv.major && v.minor <= cv.minor)
+            } else {
+                cmp_core(v, cv) != Greater
+            }
+        }
+        "~" | "~>" => {
+            let hi = if c.wild[1] {
+                upper(cv.major + 1, 0)
+            } else {
+                upper(cv.major, cv.minor + 1)
+            };
+            cmp_core(v, cv) != Less && cmp_core(v, &hi) == Less
+        }
+        "^" => {
+            let hi = if cv.major > 0 || c.wild[1] {
+                upper(cv.major + 1, 0)
+            } else if cv.minor > 0 || c.wild[2] {
+                upper(0, cv.minor + 1)
+            } else {
+                semver::Version::new(0, 0, cv.patch + 1)
+            };
+            cmp_core(v, cv) != Less && cmp_core(v, &hi) == Less
+        }
+        other => return Err(format!("unknown operator {other:?}")),
+    })
+}
+
+// ---------------------------------------------------------------- random
+
+macro_rules! nondeterministic {
+    ($($name:ident => $inner:path),* $(,)?) => {
+        $(
+            fn $name(args: &[Value]) -> Result<Value, FuncError> {
+                NONDETERMINISTIC.with(|n| n.set(true));
+                if let Some(Value::Number(n)) = args.first() {
+                    cap_len(usize::try_from(to_i64(&Value::Number(n.clone()))).unwrap_or(0), stringify!($name))?;
+                }
+                $inner(args)
+            }
+        )*
+    };
+}
+
+nondeterministic! {
+    rand_alpha_num => gtmpl_ng::helm_functions::string::rand_alpha_num,
+    rand_alpha => gtmpl_ng::helm_functions::string::rand_alpha,
+    rand_numeric => gtmpl_ng::helm_functions::string::rand_numeric,
+    rand_ascii => gtmpl_ng::helm_functions::string::rand_ascii,
+    uuidv4 => gtmpl_ng::helm_functions::misc::uuidv4,
+    shuffle => gtmpl_ng::helm_functions::string::shuffle,
+    htpasswd => gtmpl_ng::helm_functions::crypto::htpasswd,
+    gen_ca => gtmpl_ng::helm_functions::certs::gen_ca,
+    gen_self_signed_cert => gtmpl_ng::helm_functions::certs::gen_self_signed_cert,
+    gen_signed_cert => gtmpl_ng::helm_functions::certs::gen_signed_cert,
+}

@@ -1,0 +1,552 @@
+use std::collections::VecDeque;
+use std::io::Write;
+
+use super::error::ExecError;
+use super::node::*;
+use super::template::Template;
+use super::utils::is_true;
+
+use gtmpl_value::{Func, Value};
+
+/// Nesting limit shared by `template`, `include` and `tpl` (see [`enter_nested`]). Go allows
+/// 100 000 on a growable goroutine stack; a native stack overflows long before, so a recursive
+/// chart fails with a clear error here instead of aborting the process.
+pub const MAX_TEMPLATE_DEPTH: usize = 200;
+
+thread_local! {
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A guard counting one level of template nesting on this thread; dropped on return.
+pub struct NestGuard(());
+
+impl Drop for NestGuard {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Enters one level of nesting (`template`, `include`, `tpl`), failing past the limit.
+pub fn enter_nested() -> Result<NestGuard, ExecError> {
+    DEPTH.with(|d| {
+        if d.get() >= MAX_TEMPLATE_DEPTH {
+            return Err(ExecError::MaxTemplateDepth);
+        }
+        d.set(d.get() + 1);
+        Ok(NestGuard(()))
+    })
+}
+
+struct Variable {
+    name: String,
+    value: Value,
+}
+
+struct State<'a, 'b, T: Write> {
+    template: &'a Template,
+    template_name: String,
+    writer: &'b mut T,
+    node: Option<&'a Nodes>,
+    vars: VecDeque<VecDeque<Variable>>,
+    depth: usize,
+}
+
+// A Context for the template. Passed to the template exectution.
+pub struct Context {
+    dot: Value,
+}
+
+impl Context {
+    pub fn empty() -> Context {
+        Context { dot: Value::Nil }
+    }
+
+    pub fn from<T>(value: T) -> Context
+    where
+        T: Into<Value>,
+    {
+        let serialized: Value = value.into();
+        Context { dot: serialized }
+    }
+}
+
+impl<'b> Template {
+    pub fn execute<T: Write>(&self, writer: &'b mut T, data: &Context) -> Result<(), ExecError> {
+        self.execute_named(&self.name, writer, data)
+    }
+
+    /// Executes the template `name` of this set (the set is not changed: `include` and `tpl`
+    /// run named templates of a shared set).
+    pub fn execute_named<T: Write>(
+        &self,
+        name: &str,
+        writer: &'b mut T,
+        data: &Context,
+    ) -> Result<(), ExecError> {
+        let mut vars: VecDeque<VecDeque<Variable>> = VecDeque::new();
+        let mut dot = VecDeque::new();
+        dot.push_back(Variable {
+            name: "$".to_owned(),
+            value: data.dot.clone(),
+        });
+        vars.push_back(dot);
+
+        let mut state = State {
+            template: self,
+            template_name: name.to_string(),
+            writer,
+            node: None,
+            vars,
+            depth: 0,
+        };
+
+        let root = self
+            .tree_set
+            .get(name)
+            .and_then(|tree| tree.root.as_ref())
+            .ok_or_else(|| ExecError::IncompleteTemplate(name.to_string()))?;
+        state.walk(data, root)?;
+
+        Ok(())
+    }
+
+    pub fn render(&self, data: &Context) -> Result<String, ExecError> {
+        let mut w: Vec<u8> = vec![];
+        self.execute(&mut w, data)?;
+        String::from_utf8(w).map_err(ExecError::Utf8ConversionFailed)
+    }
+}
+
+impl<'a, 'b, T: Write> State<'a, 'b, T> {
+    fn wrap_error(&self, err: ExecError, node: &Nodes) -> ExecError {
+        ExecError::with_context(
+            &self.template_name,
+            node.line(),
+            node.col(),
+            node.len(),
+            err,
+        )
+    }
+
+    fn set_kth_last_var_value(&mut self, k: usize, value: Value) -> Result<(), ExecError> {
+        if let Some(last_vars) = self.vars.back_mut() {
+            let i = last_vars.len() - k;
+            if let Some(kth_last_var) = last_vars.get_mut(i) {
+                kth_last_var.value = value;
+                return Ok(());
+            }
+            return Err(ExecError::VarContextToSmall(k));
+        }
+        Err(ExecError::EmptyStack)
+    }
+
+    fn var_value(&self, key: &str) -> Result<Value, ExecError> {
+        for context in self.vars.iter().rev() {
+            for var in context.iter().rev() {
+                if var.name == key {
+                    return Ok(var.value.clone());
+                }
+            }
+        }
+        Err(ExecError::VariableNotFound(key.to_string()))
+    }
+
+    fn walk_list(&mut self, ctx: &Context, node: &'a ListNode) -> Result<(), ExecError> {
+        for n in &node.nodes {
+            self.walk(ctx, n)?;
+        }
+        Ok(())
+    }
+
+    // Top level walk function. Steps through the major parts for the template strcuture and
+    // writes to the output.
+    fn walk(&mut self, ctx: &Context, node: &'a Nodes) -> Result<(), ExecError> {
+        self.node = Some(node);
+        match *node {
+            Nodes::Action(ref n) => {
+                let val = self
+                    .eval_pipeline(ctx, &n.pipe)
+                    .map_err(|e| self.wrap_error(e, node))?;
+                if n.pipe.decl.is_empty() {
+                    self.print_value(&val)?;
+                }
+                Ok(())
+            }
+            Nodes::If(_) | Nodes::With(_) => self.walk_if_or_with(node, ctx),
+            Nodes::Range(ref n) => self
+                .walk_range(ctx, n)
+                .map_err(|e| self.wrap_error(e, node)),
+            Nodes::List(ref n) => self.walk_list(ctx, n),
+            Nodes::Text(ref n) => write!(self.writer, "{}", n).map_err(ExecError::IOError),
+            Nodes::Template(ref n) => self
+                .walk_template(ctx, n)
+                .map_err(|e| self.wrap_error(e, node)),
+            _ => Err(ExecError::UnknownNode(node.clone())),
+        }
+    }
+
+    fn walk_template(&mut self, ctx: &Context, template: &TemplateNode) -> Result<(), ExecError> {
+        let name = match template.name {
+            PipeOrString::String(ref name) => name.to_owned(),
+            PipeOrString::Pipe(ref pipe) => {
+                if let Value::String(s) = self.eval_pipeline(ctx, pipe)? {
+                    s
+                } else {
+                    return Err(ExecError::PipelineMustYieldString);
+                }
+            }
+        };
+        let _nested = enter_nested()?;
+        let tree = self.template.tree_set.get(&name);
+        if let Some(tree) = tree {
+            if let Some(ref root) = tree.root {
+                let mut vars = VecDeque::new();
+                let mut dot = VecDeque::new();
+                let value = if let Some(ref pipe) = template.pipe {
+                    self.eval_pipeline(ctx, pipe)?
+                } else {
+                    Value::NoValue
+                };
+                dot.push_back(Variable {
+                    name: "$".to_owned(),
+                    value: value.clone(),
+                });
+                vars.push_back(dot);
+                let mut new_state = State {
+                    template: self.template,
+                    template_name: name.clone(),
+                    writer: self.writer,
+                    node: None,
+                    vars,
+                    depth: self.depth + 1,
+                };
+                return new_state.walk(&Context::from(value), root);
+            }
+        }
+        Err(ExecError::TemplateNotDefined(name))
+    }
+
+    fn eval_pipeline(&mut self, ctx: &Context, pipe: &PipeNode) -> Result<Value, ExecError> {
+        let mut val: Option<Value> = None;
+        for cmd in &pipe.cmds {
+            val = Some(self.eval_command(ctx, cmd, &val)?);
+            // TODO
+        }
+        let val = val.ok_or_else(|| ExecError::ErrorEvaluatingPipe(pipe.clone()))?;
+        for var in &pipe.decl {
+            self.vars
+                .back_mut()
+                .map(|v| {
+                    v.push_back(Variable {
+                        name: var.ident[0].clone(),
+                        value: val.clone(),
+                    })
+                })
+                .ok_or(ExecError::EmptyStack)?;
+        }
+        Ok(val)
+    }
+
+    fn eval_command(
+        &mut self,
+        ctx: &Context,
+        cmd: &CommandNode,
+        val: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        let first_word = &cmd
+            .args
+            .first()
+            .ok_or_else(|| ExecError::NoArgsForCommandNode(cmd.clone()))?;
+
+        match *(*first_word) {
+            Nodes::Field(ref n) => return self.eval_field_node(ctx, n, &cmd.args, val),
+            Nodes::Variable(ref n) => return self.eval_variable_node(ctx, n, &cmd.args, val),
+            Nodes::Pipe(ref n) => return self.eval_pipeline(ctx, n),
+            Nodes::Chain(ref n) => return self.eval_chain_node(ctx, n, &cmd.args, val),
+            Nodes::Identifier(ref n) => return self.eval_function(ctx, n, &cmd.args, val),
+            _ => {}
+        }
+        not_a_function(&cmd.args, val)?;
+        match *(*first_word) {
+            Nodes::Bool(ref n) => Ok(n.value.clone()),
+            Nodes::Dot(_) => Ok(ctx.dot.clone()),
+            Nodes::Number(ref n) => Ok(n.value.clone()),
+            Nodes::String(ref n) => Ok(n.value.clone()),
+            _ => Err(ExecError::CannotEvaluateCommand((*first_word).clone())),
+        }
+    }
+
+    fn eval_function(
+        &mut self,
+        ctx: &Context,
+        ident: &IdentifierNode,
+        args: &[Nodes],
+        fin: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        let name = &ident.ident;
+        let function = self
+            .template
+            .funcs
+            .get(name.as_str())
+            .ok_or_else(|| ExecError::UndefinedFunction(name.to_string()))?;
+        self.eval_call(ctx, *function, args, fin)
+    }
+
+    fn eval_call(
+        &mut self,
+        ctx: &Context,
+        function: Func,
+        args: &[Nodes],
+        fin: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        let mut arg_vals = vec![];
+        if !args.is_empty() {
+            for arg in &args[1..] {
+                let val = self.eval_arg(ctx, arg)?;
+                arg_vals.push(val);
+            }
+        }
+        if let Some(ref f) = *fin {
+            arg_vals.push(f.clone());
+        }
+
+        function(&arg_vals).map_err(Into::into)
+    }
+
+    fn eval_chain_node(
+        &mut self,
+        ctx: &Context,
+        chain: &ChainNode,
+        args: &[Nodes],
+        fin: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        if chain.field.is_empty() {
+            return Err(ExecError::NoFieldsInEvalChainNode);
+        }
+        if let Nodes::Nil(_) = *chain.node {
+            return Err(ExecError::NullInChain(chain.clone()));
+        }
+        let pipe = self.eval_arg(ctx, &*chain.node)?;
+        self.eval_field_chain(ctx, &pipe, &chain.field, args, fin)
+    }
+
+    fn eval_arg(&mut self, ctx: &Context, node: &Nodes) -> Result<Value, ExecError> {
+        let result = match *node {
+            Nodes::Dot(_) => Ok(ctx.dot.clone()),
+            //Nodes::Nil
+            Nodes::Field(ref n) => self.eval_field_node(ctx, n, &[], &None), // args?
+            Nodes::Variable(ref n) => self.eval_variable_node(ctx, n, &[], &None),
+            Nodes::Pipe(ref n) => self.eval_pipeline(ctx, n),
+            // Nodes::Identifier
+            Nodes::Identifier(ref n) => self.eval_function(ctx, n, &[], &None),
+            Nodes::Chain(ref n) => self.eval_chain_node(ctx, n, &[], &None),
+            Nodes::String(ref n) => Ok(n.value.clone()),
+            Nodes::Bool(ref n) => Ok(n.value.clone()),
+            Nodes::Number(ref n) => Ok(n.value.clone()),
+            _ => Err(ExecError::InvalidArgument(node.clone())),
+        };
+        // Wrap errors with the argument node's position for better error reporting
+        result.map_err(|e| self.wrap_error(e, node))
+    }
+
+    fn eval_field_node(
+        &mut self,
+        ctx: &Context,
+        field: &FieldNode,
+        args: &[Nodes],
+        fin: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        self.eval_field_chain(ctx, &ctx.dot, &field.ident, args, fin)
+    }
+
+    fn eval_field_chain(
+        &mut self,
+        ctx: &Context,
+        receiver: &Value,
+        ident: &[String],
+        args: &[Nodes],
+        fin: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        let n = ident.len();
+        if n < 1 {
+            return Err(ExecError::FieldChainWithoutFields);
+        }
+        // TODO clean shit up
+        let mut r: Value = Value::from(0);
+        for (i, id) in ident.iter().enumerate().take(n - 1) {
+            r = self.eval_field(ctx, if i == 0 { receiver } else { &r }, id, &[], &None)?;
+        }
+        self.eval_field(ctx, if n == 1 { receiver } else { &r }, &ident[n - 1], args, fin)
+    }
+
+    fn eval_field(
+        &mut self,
+        ctx: &Context,
+        receiver: &Value,
+        field_name: &str,
+        args: &[Nodes],
+        fin: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        let has_args = args.len() > 1 || fin.is_some();
+        let ret = match *receiver {
+            Value::Object(ref o) => o
+                .get(field_name)
+                .cloned()
+                .ok_or_else(|| ExecError::NoFieldFor(field_name.to_string(), receiver.clone())),
+            Value::Map(ref o) => Ok(o.get(field_name).cloned().unwrap_or(Value::NoValue)),
+            _ => Err(ExecError::OnlyMapsAndObjectsHaveFields),
+        };
+        // A function stored in a map is a method (Helm's `.Files.Get`, `.Capabilities.
+        // APIVersions.Has`): it gets its receiver first, then the call's arguments.
+        if let Ok(Value::Function(ref f)) = ret {
+            let mut call_args = vec![receiver.clone()];
+            for arg in args.iter().skip(1) {
+                call_args.push(self.eval_arg(ctx, arg)?);
+            }
+            if let Some(v) = fin {
+                call_args.push(v.clone());
+            }
+            return (f.f)(&call_args).map_err(Into::into);
+        }
+        if has_args {
+            return Err(ExecError::NotAFunctionButArguments(field_name.to_string()));
+        }
+        ret
+    }
+
+    fn eval_variable_node(
+        &mut self,
+        ctx: &Context,
+        variable: &VariableNode,
+        args: &[Nodes],
+        fin: &Option<Value>,
+    ) -> Result<Value, ExecError> {
+        let val = self.var_value(&variable.ident[0])?;
+        if variable.ident.len() == 1 {
+            not_a_function(args, fin)?;
+            return Ok(val);
+        }
+        self.eval_field_chain(ctx, &val, &variable.ident[1..], args, fin)
+    }
+
+    // Walks an `if` or `with` node. They behave the same, except that `with` sets dot.
+    fn walk_if_or_with(&mut self, node: &'a Nodes, ctx: &Context) -> Result<(), ExecError> {
+        let pipe = match *node {
+            Nodes::If(ref n) | Nodes::With(ref n) => &n.pipe,
+            _ => return Err(ExecError::ExpectedIfOrWith(node.clone())),
+        };
+        let val = self
+            .eval_pipeline(ctx, pipe)
+            .map_err(|e| self.wrap_error(e, node))?;
+        let truth = is_true(&val);
+        self.vars.push_back(VecDeque::new());
+        let result = self.walk_if_or_with_branch(node, ctx, val, truth);
+        self.vars.pop_back();
+        result
+    }
+
+    fn walk_if_or_with_branch(
+        &mut self,
+        node: &'a Nodes,
+        ctx: &Context,
+        val: Value,
+        truth: bool,
+    ) -> Result<(), ExecError> {
+        if truth {
+            match *node {
+                Nodes::If(ref n) => self.walk_list(ctx, &n.list)?,
+                Nodes::With(ref n) => {
+                    let ctx = Context { dot: val };
+                    self.walk_list(&ctx, &n.list)?;
+                }
+                _ => {}
+            }
+        } else {
+            match *node {
+                Nodes::If(ref n) | Nodes::With(ref n) => {
+                    if let Some(ref otherwise) = n.else_list {
+                        self.walk_list(ctx, otherwise)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn one_iteration(
+        &mut self,
+        key: Value,
+        val: Value,
+        range: &'a RangeNode,
+    ) -> Result<(), ExecError> {
+        if !range.pipe.decl.is_empty() {
+            self.set_kth_last_var_value(1, val.clone())?;
+        }
+        if range.pipe.decl.len() > 1 {
+            self.set_kth_last_var_value(2, key)?;
+        }
+        let vars = VecDeque::new();
+        self.vars.push_back(vars);
+        let ctx = Context { dot: val };
+        self.walk_list(&ctx, &range.list)?;
+        self.vars.pop_back();
+        Ok(())
+    }
+
+    fn walk_range(&mut self, ctx: &Context, range: &'a RangeNode) -> Result<(), ExecError> {
+        // Go: the range pipeline's variables live in a scope of their own.
+        self.vars.push_back(VecDeque::new());
+        let result = self.walk_range_scoped(ctx, range);
+        self.vars.pop_back();
+        result
+    }
+
+    fn walk_range_scoped(&mut self, ctx: &Context, range: &'a RangeNode) -> Result<(), ExecError> {
+        let val = self.eval_pipeline(ctx, &range.pipe)?;
+        let iterated = match val {
+            Value::Object(ref map) | Value::Map(ref map) => {
+                // Methods stored in a map (see `eval_field`) are not entries.
+                let mut keys: Vec<&String> = map
+                    .iter()
+                    .filter(|(_, v)| !matches!(v, Value::Function(_)))
+                    .map(|(k, _)| k)
+                    .collect();
+                keys.sort();
+                let keys_empty = keys.is_empty();
+                for k in keys {
+                    let v = map.get(k).cloned().unwrap_or(Value::NoValue);
+                    self.one_iteration(Value::from(k.as_str()), v, range)?;
+                }
+                !keys_empty
+            }
+            Value::Array(ref vec) => {
+                for (k, v) in vec.iter().enumerate() {
+                    self.one_iteration(Value::from(k), v.clone(), range)?;
+                }
+                !vec.is_empty()
+            }
+            Value::NoValue | Value::Nil => false,
+            _ => return Err(ExecError::InvalidRange(val)),
+        };
+        if !iterated {
+            if let Some(ref else_list) = range.else_list {
+                self.walk_list(ctx, else_list)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn print_value(&mut self, val: &Value) -> Result<(), ExecError> {
+        write!(self.writer, "{}", super::gofmt::format_value(val)).map_err(ExecError::IOError)?;
+        Ok(())
+    }
+}
+
+fn not_a_function(args: &[Nodes], val: &Option<Value>) -> Result<(), ExecError> {
+    if args.len() > 1 || val.is_some() {
+        return Err(ExecError::ArgumentForNonFunction(args[0].clone()));
+    }
+    Ok(())
+}
+
