@@ -313,6 +313,9 @@ async fn reconcile_inner<K: BackupKind>(cached: &K, ctx: &Arc<Context>) -> Resul
         .await
         .map_err(|e| Error::kube(format!("read {} {}", K::KIND, cached.key()), e))?
     else {
+        if let Some(uid) = cached.uid() {
+            ctx.log_looks.forget(&uid);
+        }
         return Ok(Action::await_change());
     };
     let backup = &fresh;
@@ -323,6 +326,10 @@ async fn reconcile_inner<K: BackupKind>(cached: &K, ctx: &Arc<Context>) -> Resul
         .status
         .is_some_and(|s| s.is_terminal() || s == BackupState::Coalescing)
     {
+        // Its data Jobs' logs are never read again.
+        if let Some(uid) = backup.uid() {
+            ctx.log_looks.forget(&uid);
+        }
         return Ok(Action::await_change());
     }
     let mut progress = Progress::new(observed.clone(), &now_rfc3339());
@@ -395,6 +402,9 @@ async fn reconcile_inner<K: BackupKind>(cached: &K, ctx: &Arc<Context>) -> Resul
                 e,
             )
         })?;
+    }
+    if progress.status.status.is_some_and(|s| s.is_terminal()) {
+        ctx.log_looks.forget(&ids.uid);
     }
     let mut to_write = progress.status.clone();
     // status.snapshot belongs to the metamover (its own merge patches).
@@ -1038,12 +1048,21 @@ async fn images_gc_job<K: BackupKind>(
     target: &Target,
     item: &str,
 ) -> Result<GcJob> {
-    let args = vec!["images".to_string(), "gc".to_string()];
-    let (name, state) =
-        match ensure_job(ctx, backup, ids, target, BackupPhase::Retention, item, args).await? {
-            Ok(found) => found,
-            Err(no_access) => return Ok(GcJob::NoAccess(no_access)),
-        };
+    let command = MetamoverCommand::images_gc();
+    let (name, state) = match ensure_job(
+        ctx,
+        backup,
+        ids,
+        target,
+        BackupPhase::Retention,
+        item,
+        command,
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(no_access) => return Ok(GcJob::NoAccess(no_access)),
+    };
     Ok(match state {
         JobState::Missing | JobState::Running => GcJob::Running(name),
         JobState::Succeeded => GcJob::Succeeded(name),
@@ -1221,7 +1240,7 @@ async fn start_images<K: BackupKind>(
         );
         return Ok(());
     };
-    let args = metamover_args(&["images", "backup"], K::KIND, &ids.ns, &ids.name);
+    let args = MetamoverCommand::of_backup(&["images", "backup"], K::KIND, &ids.ns, &ids.name);
     let state = run_metamover(
         ctx,
         backup,
@@ -1258,7 +1277,7 @@ async fn await_images<K: BackupKind>(
     if !running {
         return Ok(true);
     }
-    let args = metamover_args(&["images", "backup"], K::KIND, &ids.ns, &ids.name);
+    let args = MetamoverCommand::of_backup(&["images", "backup"], K::KIND, &ids.ns, &ids.name);
     match run_metamover(
         ctx,
         backup,
@@ -1409,7 +1428,7 @@ async fn run_job<K: BackupKind>(
     action: &str,
     progress: &mut Progress,
 ) -> Result<JobState> {
-    let args = metamover_args(&[action], K::KIND, &ids.ns, &ids.name);
+    let args = MetamoverCommand::of_backup(&[action], K::KIND, &ids.ns, &ids.name);
     run_metamover(ctx, backup, ids, target, phase, action, args, progress).await
 }
 
@@ -1422,7 +1441,7 @@ async fn run_metamover<K: BackupKind>(
     target: &Target,
     phase: BackupPhase,
     item: &str,
-    args: Vec<String>,
+    args: MetamoverCommand,
     progress: &mut Progress,
 ) -> Result<JobState> {
     let (name, state) = match ensure_job(ctx, backup, ids, target, phase, item, args).await? {
@@ -1444,8 +1463,9 @@ async fn run_metamover<K: BackupKind>(
     Ok(state)
 }
 
-/// Creates (or adopts) the metamover Job `tvk-<phase>-<hash(backup uid, item)>` running `args`
-/// and returns its name and state; inner `Err` when the Target cannot be reached from Jobs.
+/// Creates (or adopts) the metamover Job `tvk-<phase>-<hash(backup uid, item)>` running
+/// `command` and returns its name and state; inner `Err` when the Target cannot be reached from
+/// Jobs.
 async fn ensure_job<K: BackupKind>(
     ctx: &Context,
     backup: &K,
@@ -1453,7 +1473,7 @@ async fn ensure_job<K: BackupKind>(
     target: &Target,
     phase: BackupPhase,
     item: &str,
-    args: Vec<String>,
+    command: MetamoverCommand,
 ) -> Result<std::result::Result<(String, JobState), String>> {
     let name = object_name(&format!("{phase:?}"), &ids.uid, item);
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ids.job_ns);
@@ -1467,14 +1487,15 @@ async fn ensure_job<K: BackupKind>(
             Ok(a) => a,
             Err(e) => return Ok(Err(e.to_string())),
         };
-        // Every metamover command of a backup reads or writes its metadata with the key, but
-        // `images gc`, which reads only the plan-independent images.json records.
-        let reads_metadata = !args.starts_with(&["images".to_string(), "gc".to_string()]);
-        if let Some(key) = ids.key.as_ref().filter(|_| reads_metadata) {
+        let mut args = command.args;
+        // An encrypted backup's metadata is read and written with its key, and anything plain
+        // in it refused (`--require-sealed`: it was not written by this backup).
+        if let Some(key) = ids.key.as_ref().filter(|_| command.reads_metadata) {
             match key.job_secret(ctx, &ids.job_ns).await? {
                 Ok(secret) => encryption::mount(&mut access, &secret),
                 Err(reason) => return Ok(Err(reason)),
             }
+            args.push(encryption::REQUIRE_SEALED.into());
         }
         let request = JobRequest {
             name: name.clone(),
@@ -1519,16 +1540,38 @@ async fn delete_jobs(ctx: &Context, ids: &Ids) -> Result<()> {
     Ok(())
 }
 
-/// `<action…> --kind K [--namespace NS] --name NAME` of a metamover Job (no namespace for a
-/// ClusterBackup).
-fn metamover_args(action: &[&str], kind: &str, ns: &str, name: &str) -> Vec<String> {
-    let mut args: Vec<String> = action.iter().map(ToString::to_string).collect();
-    args.extend(["--kind".into(), kind.to_string()]);
-    if !ns.is_empty() {
-        args.extend(["--namespace".into(), ns.to_string()]);
+/// The arguments of a backup's metamover Job, and whether the command reads or writes the
+/// backup's metadata (so an encrypted backup's key is mounted for it).
+#[derive(Debug, Clone, PartialEq)]
+struct MetamoverCommand {
+    args: Vec<String>,
+    reads_metadata: bool,
+}
+
+impl MetamoverCommand {
+    /// `<action…> --kind K [--namespace NS] --name NAME` (no namespace for a ClusterBackup): a
+    /// command on the backup's own metadata.
+    fn of_backup(action: &[&str], kind: &str, ns: &str, name: &str) -> Self {
+        let mut args: Vec<String> = action.iter().map(ToString::to_string).collect();
+        args.extend(["--kind".into(), kind.to_string()]);
+        if !ns.is_empty() {
+            args.extend(["--namespace".into(), ns.to_string()]);
+        }
+        args.extend(["--name".into(), name.to_string()]);
+        Self {
+            args,
+            reads_metadata: true,
+        }
     }
-    args.extend(["--name".into(), name.to_string()]);
-    args
+
+    /// `images gc`: it reads only the plan-independent, plain `images.json` records of the
+    /// target, never a backup's metadata, so no key.
+    fn images_gc() -> Self {
+        Self {
+            args: vec!["images".into(), "gc".into()],
+            reads_metadata: false,
+        }
+    }
 }
 
 /// Deletes the backup's data on its target through [`retention::delete_backup_data`] (the one
@@ -1537,6 +1580,9 @@ fn metamover_args(action: &[&str], kind: &str, ns: &str, name: &str) -> Vec<Stri
 /// and retries); a vanished plan or Target releases it with a warning Event naming the location
 /// left on the target.
 async fn delete_data<K: BackupKind>(backup: &K, ctx: &Context) -> Result<Action> {
+    if let Some(uid) = backup.uid() {
+        ctx.log_looks.forget(&uid);
+    }
     let Some(location) = backup.backup_status().and_then(|s| s.location.clone()) else {
         return Ok(Action::await_change());
     };

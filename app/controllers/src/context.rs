@@ -27,6 +27,8 @@ pub struct Context {
     pub target_revalidation: Duration,
     /// How often an in-flight backup is looked at when no watch event arrives.
     pub backup_poll: Duration,
+    /// When each in-flight backup's or restore's data Job logs were last read (progress).
+    pub log_looks: Arc<crate::progress::LogLooks>,
 }
 
 impl std::fmt::Debug for Context {
@@ -47,6 +49,7 @@ impl Context {
             metrics: Arc::new(Metrics::default()),
             target_revalidation: Duration::from_secs(300),
             backup_poll: Duration::from_secs(10),
+            log_looks: Arc::default(),
         }
     }
 

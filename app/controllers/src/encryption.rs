@@ -34,6 +34,10 @@ pub const KEY_DIR: &str = "/etc/tvk/encryption";
 pub const FIELD_MANAGER: &str = "tvk-control-plane-encryption";
 /// Annotation of a copy: the Secret it was copied from (`<namespace>/<name>`).
 pub const ANNOTATION_SOURCE: &str = "triliovault.trilio.io/encryption-secret";
+/// The metamover flag given with the key to every metaprocessor Job of a backup whose
+/// `status.encryptionEnabled` is true: a plain (unsealed) metadata object is refused, so whoever
+/// can write to the target cannot swap plain metadata into an encrypted backup.
+pub const REQUIRE_SEALED: &str = "--require-sealed";
 /// Pod volume name of the key.
 const VOLUME: &str = "encryption-key";
 

@@ -5,14 +5,16 @@
 //! bytes of the finished volumes.
 //!
 //! Bounded: the logs of one backup or restore are read at most once per `ctx.backup_poll`
-//! (whatever triggers its reconciles — its own status writes, Job events, the poll), only for
+//! (whatever triggers its reconciles — its own status writes, Job events, the poll; the last
+//! look of each object is kept in the controllers' [`crate::context::Context`] as [`LogLooks`],
+//! forgotten when the object reaches a terminal state or is deleted), only for
 //! Jobs that are running, [`LOG_TAIL_LINES`] lines each. A log that cannot be read (pod not
 //! scheduled yet, no progress line yet, API error) counts as no progress: the percentage only
 //! ever grows ([`advance`]), so a missed read never moves it back.
 
 use std::{
     collections::HashMap,
-    sync::{LazyLock, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -75,23 +77,48 @@ pub fn advance(recorded: Option<i64>, computed: i64) -> i64 {
     recorded.map_or(computed, |r| r.max(computed))
 }
 
-static LAST_LOOK: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Mutex::default);
+/// When the data Jobs' logs of each in-flight backup or restore (by UID) were last read: one
+/// per controllers' [`crate::context::Context`]. An entry goes when its object reaches a
+/// terminal state or is deleted ([`LogLooks::forget`]); one not looked at for an hour (an
+/// object deleted while this process did not watch it) goes at the next look of any object.
+#[derive(Debug, Default)]
+pub struct LogLooks {
+    looks: Mutex<HashMap<String, Instant>>,
+}
 
-/// Whether the logs of object `uid` may be read now (at most once per `every`); records the
-/// look when they may.
-fn due(uid: &str, every: Duration) -> bool {
-    let Ok(mut looks) = LAST_LOOK.lock() else {
-        return false;
-    };
-    let now = Instant::now();
-    // Objects not looked at for a while are finished (or gone): forget them.
-    looks.retain(|_, t| now.duration_since(*t) < Duration::from_secs(3600));
-    match looks.get(uid) {
-        Some(t) if now.duration_since(*t) < every => false,
-        _ => {
-            looks.insert(uid.to_string(), now);
-            true
+impl LogLooks {
+    /// Whether the logs of object `uid` may be read now (at most once per `every`); records
+    /// the look when they may.
+    pub fn due(&self, uid: &str, every: Duration) -> bool {
+        let Ok(mut looks) = self.looks.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        looks.retain(|_, t| now.duration_since(*t) < Duration::from_secs(3600));
+        match looks.get(uid) {
+            Some(t) if now.duration_since(*t) < every => false,
+            _ => {
+                looks.insert(uid.to_string(), now);
+                true
+            }
         }
+    }
+
+    /// Forgets object `uid` (terminal or deleted: its logs are never read again).
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut looks) = self.looks.lock() {
+            looks.remove(uid);
+        }
+    }
+
+    /// How many objects are remembered.
+    pub fn len(&self) -> usize {
+        self.looks.lock().map_or(0, |l| l.len())
+    }
+
+    /// Whether no object is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -132,21 +159,21 @@ pub async fn running_job_progress(
     }
 }
 
-/// Bytes done of the volumes whose Jobs run: `(job name, volume size)` each. Reads nothing
-/// (returns `None`) when the object `uid` was looked at less than `every` ago or no Job runs.
+/// Bytes done of the volumes whose Jobs (in `namespace`) run: `(job name, volume size)` each.
+/// Reads nothing (returns `None`) when the object `uid` was looked at less than
+/// `ctx.backup_poll` ago ([`LogLooks`]) or no Job runs.
 pub async fn in_flight_bytes(
-    client: &kube::Client,
+    ctx: &crate::context::Context,
     namespace: &str,
     uid: &str,
     running: &[(String, u64)],
-    every: Duration,
 ) -> Option<u64> {
-    if running.is_empty() || !due(uid, every) {
+    if running.is_empty() || !ctx.log_looks.due(uid, ctx.backup_poll) {
         return None;
     }
     let mut done = 0u64;
     for (job, size) in running {
-        if let Some(p) = running_job_progress(client, namespace, job).await {
+        if let Some(p) = running_job_progress(&ctx.client, namespace, job).await {
             done = done.saturating_add(volume_done(*size, p));
         }
     }
@@ -202,11 +229,20 @@ mod tests {
 
     #[test]
     fn logs_are_looked_at_once_per_interval_per_object() {
+        let looks = LogLooks::default();
         let every = Duration::from_millis(300);
-        assert!(due("uid-a", every));
-        assert!(!due("uid-a", every));
-        assert!(due("uid-b", every));
+        assert!(looks.due("uid-a", every));
+        assert!(!looks.due("uid-a", every));
+        assert!(looks.due("uid-b", every));
+        assert_eq!(looks.len(), 2);
         std::thread::sleep(every);
-        assert!(due("uid-a", every));
+        assert!(looks.due("uid-a", every));
+        // A forgotten object is looked at again at once, and no longer remembered.
+        looks.forget("uid-b");
+        assert_eq!(looks.len(), 1);
+        assert!(looks.due("uid-b", every));
+        looks.forget("uid-a");
+        looks.forget("uid-b");
+        assert!(looks.is_empty());
     }
 }

@@ -995,6 +995,11 @@ pub async fn reconcile_cluster_restore(
     result
 }
 
+/// Whether a restore's state is final (Completed or Failed: it never changes again).
+fn is_terminal(state: Option<RestoreState>) -> bool {
+    matches!(state, Some(RestoreState::Completed | RestoreState::Failed))
+}
+
 /// The phase machine of either kind.
 pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Action> {
     // Act on the stored object: the watch cache can lag behind this controller's own last
@@ -1005,15 +1010,19 @@ pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Acti
         .await
         .map_err(|e| Error::kube(format!("read {} {}", K::KIND, cached.name_any()), e))?
     else {
+        // Deleted: its data Jobs' logs are never read again.
+        if let Some(uid) = cached.uid() {
+            ctx.log_looks.forget(&uid);
+        }
         return Ok(Action::await_change());
     };
     let restore = &fresh;
     let observed = restore.restore_status().cloned().unwrap_or_default();
     // Terminal states never change again.
-    if matches!(
-        observed.status,
-        Some(RestoreState::Completed | RestoreState::Failed)
-    ) {
+    if is_terminal(observed.status) {
+        if let Some(uid) = restore.uid() {
+            ctx.log_looks.forget(&uid);
+        }
         return Ok(Action::await_change());
     }
     let name = restore.name_any();
@@ -1054,6 +1063,9 @@ pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Acti
         );
         progress.status.phase = Some(failed);
         progress.status.phase_status = Some(RestorePhaseStatus::Failed);
+    }
+    if is_terminal(progress.status.status) {
+        ctx.log_looks.forget(&ids.uid);
     }
     let mut to_write = progress.status.clone();
     // status.restoreApplication, createdNamespaces and images belong to the metaprocessor.
@@ -1188,7 +1200,7 @@ async fn step<K: RestoreKind>(
                 ctx,
                 ids,
                 &access,
-                &source.location,
+                &source,
                 RestorePhase::Validation,
                 &["restore-plan"],
                 progress,
@@ -1322,7 +1334,7 @@ async fn step<K: RestoreKind>(
                 ctx,
                 ids,
                 &access,
-                &source.location,
+                &source,
                 RestorePhase::ImageRestore,
                 &["images", "restore"],
                 progress,
@@ -1347,7 +1359,7 @@ async fn step<K: RestoreKind>(
                 ctx,
                 ids,
                 &access,
-                &source.location,
+                &source,
                 RestorePhase::MetadataRestore,
                 &["restore"],
                 progress,
@@ -1588,7 +1600,7 @@ async fn metamover_job<K: RestoreKind>(
     ctx: &Context,
     ids: &Ids,
     access: &TargetAccess,
-    location: &str,
+    source: &ResolvedSource,
     phase: RestorePhase,
     command: &[&str],
     progress: &mut Progress,
@@ -1606,8 +1618,13 @@ async fn metamover_job<K: RestoreKind>(
                 "--name".into(),
                 ids.name.clone(),
                 "--location".into(),
-                location.to_string(),
+                source.location.clone(),
             ]);
+            // An encrypted backup's key is mounted (`access`, [`restore_key`]); its metadata
+            // must then all be sealed.
+            if source.encrypted {
+                args.push(crate::encryption::REQUIRE_SEALED.into());
+            }
             let request = JobRequest {
                 name: name.clone(),
                 namespace: &ids.job_ns,

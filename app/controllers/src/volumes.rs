@@ -955,14 +955,8 @@ pub async fn upload_volumes<K: BackupKind>(
     } else {
         Step::Waiting(format!("uploading volumes: {pending} remaining"))
     };
-    let in_flight_bytes = crate::progress::in_flight_bytes(
-        &ctx.client,
-        &ids.job_ns,
-        &ids.uid,
-        &in_flight,
-        ctx.backup_poll,
-    )
-    .await;
+    let in_flight_bytes =
+        crate::progress::in_flight_bytes(ctx, &ids.job_ns, &ids.uid, &in_flight).await;
     Ok(UploadProgress {
         step,
         done_bytes,

@@ -517,3 +517,41 @@ async fn a_second_backup_of_the_plan_waits_for_the_first() {
     let b = reconcile(&client).await;
     assert_eq!(b.status.unwrap().status, Some(BackupState::InProgress));
 }
+
+#[tokio::test]
+async fn an_encrypted_backups_metamover_jobs_get_the_key_and_require_sealed_metadata() {
+    let mut objects = world("Available", "Available");
+    objects[1]["spec"]["encryption"] = json!({"encryptionSecret": {"name": "key"}});
+    objects.push(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "key", "namespace": NS},
+        "type": "Opaque", "data": {"encryptionKey": "a2V5"}}));
+    let (client, _writes) = common::fake(objects).await;
+    let b = reconcile(&client).await;
+    assert_eq!(
+        b.status.as_ref().unwrap().encryption_enabled,
+        Some(true),
+        "{:?}",
+        b.status
+    );
+    reconcile(&client).await;
+    let j = jobs(&client).await;
+    assert_eq!(j.len(), 1);
+    let args = common::job_args(&j[0]);
+    assert_eq!(args[0], "snapshot");
+    assert!(
+        args.contains(&"--encryption-key-file=/etc/tvk/encryption/encryptionKey".to_string()),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--require-sealed".to_string()), "{args:?}");
+    // An unencrypted backup's Jobs get neither.
+    let (client, _writes) = common::fake(world("Available", "Available")).await;
+    reconcile(&client).await;
+    reconcile(&client).await;
+    let args = common::job_args(&jobs(&client).await[0]);
+    assert!(
+        !args
+            .iter()
+            .any(|a| a == "--require-sealed" || a.starts_with("--encryption-key-file")),
+        "{args:?}"
+    );
+}

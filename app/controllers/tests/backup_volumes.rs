@@ -448,6 +448,9 @@ async fn a_volume_goes_through_snapshot_clone_claim_and_upload_to_available() {
     reconcile_with(&client, &ctx).await;
     let j = data_jobs(&client).await;
     assert_eq!(j.len(), 1);
+    // The running upload's logs were looked at for progress (remembered in the context).
+    reconcile_with(&client, &ctx).await;
+    assert_eq!(ctx.log_looks.len(), 1);
     let a = common::job_args(&j[0]);
     assert_eq!(
         a[..9],
@@ -549,6 +552,8 @@ async fn a_volume_goes_through_snapshot_clone_claim_and_upload_to_available() {
         s.stats.as_ref().unwrap()["target"]["uid"],
         target_uid(&client).await
     );
+    // Terminal: its last look is forgotten (the context's map cannot grow without bound).
+    assert!(ctx.log_looks.is_empty());
 }
 
 #[tokio::test]

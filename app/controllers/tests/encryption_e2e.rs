@@ -187,6 +187,25 @@ async fn e2e_encrypted_backups_hold_no_plaintext_and_restore_bit_exact() {
         bytes == v2,
         "the restored volume differs from the data at the incremental"
     );
+    // Every metaprocessor Job of the encrypted backups, backing up and restoring, refused plain
+    // metadata (`--require-sealed`); the datamover never gets the flag.
+    let mut sealed_runs = 0;
+    for run in world.kubelet.runs() {
+        let program = run.command.first().map(String::as_str).unwrap_or("");
+        let sub = run.command.get(1).map(String::as_str).unwrap_or("");
+        let sealed = run.command.iter().any(|a| a == "--require-sealed");
+        let joined = run.command.join(" ");
+        if program.ends_with("tvk-metamover")
+            && ["snapshot", "commit", "restore-plan", "restore"].contains(&sub)
+        {
+            assert!(sealed, "{sub} ran without --require-sealed: {joined}");
+            sealed_runs += 1;
+        } else {
+            assert!(!sealed, "{joined}");
+        }
+    }
+    // Two backups' snapshot and commit, and the restore's plan and restore.
+    assert!(sealed_runs >= 6, "{sealed_runs}");
 
     // A Restore naming a wrong key fails, saying so, and writes nothing.
     const WRONG: &str = "vault-wrong";

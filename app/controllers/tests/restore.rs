@@ -575,6 +575,8 @@ async fn a_location_source_validates_with_the_target_and_location() {
         arg_after(&jobs[0], "--target").as_deref(),
         Some("s3://bucket")
     );
+    // A location is not known to be encrypted: no --require-sealed.
+    assert!(!common::job_args(&jobs[0]).contains(&"--require-sealed".to_string()));
 }
 
 #[tokio::test]
@@ -2275,4 +2277,40 @@ async fn a_running_restore_jobs_progress_lines_move_the_percentage_forward_only(
     let r = w.reconcile("prog").await;
     assert_eq!(pct(&r), 30);
     assert_eq!(state(&r).1, Some(RestorePhase::DataRestore));
+}
+
+#[tokio::test]
+async fn an_encrypted_backups_restore_jobs_get_the_key_and_require_sealed_metadata() {
+    let w = world(4).await;
+    w.server
+        .apply(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "plan", "namespace": NS},
+            "spec": {"backupConfig": {"target": {"name": "s3"}},
+                "encryption": {"encryptionSecret": {"name": "key"}}}}))
+        .unwrap();
+    w.server
+        .create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "key", "namespace": NS},
+            "type": "Opaque", "data": {"encryptionKey": "a2V5"}}))
+        .unwrap();
+    Api::<tvk_api::Backup>::namespaced(w.ctx.client.clone(), NS)
+        .patch_status(
+            "bkp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"encryptionEnabled": true}})),
+        )
+        .await
+        .unwrap();
+    w.server
+        .create(restore_obj("enc", backup_source(), json!({})))
+        .unwrap();
+    let r = w.reconcile("enc").await;
+    w.reconcile("enc").await;
+    let jobs = w.jobs(&r.uid().unwrap()).await;
+    assert_eq!(jobs.len(), 1, "{:?}", r.status);
+    let args = common::job_args(&jobs[0]);
+    assert_eq!(args[0], "restore-plan");
+    assert!(
+        args.contains(&"--encryption-key-file=/etc/tvk/encryption/encryptionKey".to_string()),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--require-sealed".to_string()), "{args:?}");
 }

@@ -494,14 +494,8 @@ pub async fn step(
     } else {
         DataState::Working
     };
-    let in_flight_bytes = crate::progress::in_flight_bytes(
-        &ctx.client,
-        &ids.job_ns,
-        &ids.uid,
-        &in_flight,
-        ctx.backup_poll,
-    )
-    .await;
+    let in_flight_bytes =
+        crate::progress::in_flight_bytes(ctx, &ids.job_ns, &ids.uid, &in_flight).await;
     Ok(DataOutcome {
         state,
         done_bytes,
