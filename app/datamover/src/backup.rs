@@ -16,7 +16,8 @@ use std::{
     path::Path,
     sync::{
         Arc, Mutex,
-        mpsc::{Receiver, SyncSender, sync_channel},
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, SyncSender, TryRecvError, sync_channel},
     },
     thread::JoinHandle,
 };
@@ -127,7 +128,7 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
         (Some(_), Some(ranges)) => Some(cluster_ranges(ranges, job.cluster_bits, size)),
         _ => None,
     };
-    let (rx, stages) = match hash_ahead(volume, job.cluster_bits, examine, digest_key) {
+    let (mut pieces, stages) = match hash_ahead(volume, job.cluster_bits, examine, digest_key) {
         Ok(started) => started,
         Err(e) => {
             writer.abort();
@@ -145,7 +146,7 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
         size,
     };
     let mut result = Ok(());
-    for piece in rx.iter() {
+    while let Some(piece) = pieces.next() {
         let r = piece.and_then(|(p, states)| engine.handle(p, states));
         if let Err(e) = r {
             result = Err(e);
@@ -154,7 +155,7 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
     }
     let bytes_read = engine.bytes_read;
     // Closing the queue stops the reader, whose exit closes the workers' queue.
-    drop(rx);
+    drop(pieces);
     stages.join();
     if let Err(e) = result {
         writer.abort();
@@ -191,11 +192,28 @@ pub fn run_backup(job: BackupJob<'_>) -> Result<BackupSummary> {
 /// Chunks hashed ahead of the decisions (bounds the pieces in flight: 1 MiB each).
 const HASH_AHEAD: usize = 8;
 
-/// A piece with, for data, where its clusters' states arrive once hashed.
-type Hashed = Result<(Piece, Option<Receiver<Vec<ClusterState>>>)>;
+/// A data chunk to classify: taken by exactly one thread (a hashing thread, or the decision
+/// thread when it would otherwise wait), which sends the clusters' states.
+struct HashJob {
+    data: Bytes,
+    taken: AtomicBool,
+    states: SyncSender<Vec<ClusterState>>,
+}
 
-/// A chunk to classify and where its states go.
-type HashJob = (Bytes, SyncSender<Vec<ClusterState>>);
+impl HashJob {
+    /// Whether the caller got the job (nobody else computes it then).
+    fn take(&self) -> bool {
+        !self.taken.swap(true, Ordering::AcqRel)
+    }
+
+    /// Computes and sends the states (never blocks: room for exactly this one result).
+    fn run(&self, cs: usize, key: Option<&[u8; 32]>) {
+        let _ = self.states.send(cluster_states(&self.data, cs, key));
+    }
+}
+
+/// A piece with, for data, its hashing job and where the job's states arrive.
+type Hashed = Result<(Piece, Option<(Arc<HashJob>, Receiver<Vec<ClusterState>>)>)>;
 
 /// Zero test and BLAKE3 (keyed with `key` for encrypted backups) of each whole cluster of
 /// `data`.
@@ -211,10 +229,11 @@ fn cluster_states(data: &[u8], cs: usize, key: Option<&[u8; 32]>) -> Vec<Cluster
         .collect()
 }
 
-/// Threads hashing chunks: one per core (the decisions and the buffered writes run on this
-/// thread, which waits for hashes most of the time).
+/// Hashing threads: one per core but one. The decision thread hashes too whenever the chunk
+/// it needs next is not done yet (see [`Pieces::next`]), so the work of the last core is shared
+/// between the decisions, the image writes and hashing as the load demands.
 fn hash_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 7))
 }
 
 /// The reading and hashing stages of a backup.
@@ -233,19 +252,97 @@ impl Stages {
     }
 }
 
-/// Starts the reader, which passes the volume's pieces on in order, each data chunk with the
-/// receiving end of its states, and the workers computing them (several chunks ahead, in
-/// parallel). Plain threads blocking on bounded queues, not a work-stealing pool: its idle
-/// workers spun in `sched_yield` on the 2-core benchmark box, and a dispatcher thread between
-/// reader and pool added a wake-up per chunk. Everything stops when either end closes.
+/// The decision thread's end of the pipeline: the volume's pieces in order, each data chunk
+/// with its states. While the states of the next chunk are not ready it takes queued chunks
+/// (that one first, then those read after it) and hashes them itself instead of sleeping.
+struct Pieces {
+    rx: Receiver<Vec<Hashed>>,
+    /// Pieces received, not yet handled.
+    ahead: std::collections::VecDeque<Hashed>,
+    cs: usize,
+    key: Option<[u8; 32]>,
+}
+
+impl Pieces {
+    /// The next piece with its states; `None` at the end.
+    fn next(&mut self) -> Option<Result<(Piece, Option<Vec<ClusterState>>)>> {
+        if self.ahead.is_empty() {
+            self.ahead.extend(self.rx.recv().ok()?);
+        }
+        let item = self.ahead.pop_front()?;
+        Some(item.and_then(|(piece, job)| {
+            let states = match job {
+                Some((job, states)) => Some(self.wait(&job, &states)?),
+                None => None,
+            };
+            Ok((piece, states))
+        }))
+    }
+
+    fn wait(
+        &mut self,
+        job: &HashJob,
+        states: &Receiver<Vec<ClusterState>>,
+    ) -> Result<Vec<ClusterState>> {
+        let stopped =
+            || Error::Usage("internal error: a hashing task stopped without a result".into());
+        if job.take() {
+            return Ok(cluster_states(&job.data, self.cs, self.key.as_ref()));
+        }
+        loop {
+            match states.try_recv() {
+                Ok(v) => return Ok(v),
+                Err(TryRecvError::Disconnected) => return Err(stopped()),
+                Err(TryRecvError::Empty) => {}
+            }
+            // A hashing thread has this chunk: hash a later one meanwhile.
+            let mut later = self.take_ahead();
+            if later.is_none()
+                && self.ahead.len() < 2 * PIECE_BATCH
+                && let Ok(batch) = self.rx.try_recv()
+            {
+                self.ahead.extend(batch);
+                later = self.take_ahead();
+            }
+            match later {
+                Some(j) => j.run(self.cs, self.key.as_ref()),
+                None => return states.recv().map_err(|_| stopped()),
+            }
+        }
+    }
+
+    /// The first received chunk nobody hashes yet, now ours.
+    fn take_ahead(&self) -> Option<Arc<HashJob>> {
+        self.ahead.iter().find_map(|item| match item {
+            Ok((_, Some((j, _)))) if j.take() => Some(j.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// Data chunks per hand-over to the hashing threads, and per hand-over of pieces to the
+/// decision thread (with at most [`PIECE_BATCH`] pieces): one wake-up per piece (holes and
+/// short data runs make ~1 200 pieces of a 4 GiB bench volume) kept the threads
+/// ping-ponging in slices of 10–20 µs.
+const JOB_BATCH: usize = 2;
+/// See [`JOB_BATCH`]; also for the decision thread: data chunks per batch.
+const PIECE_BATCH_DATA: usize = 4;
+/// Most pieces per batch for the decision thread.
+const PIECE_BATCH: usize = 64;
+
+/// Starts the reader, which passes the volume's pieces on in order (each data chunk with its
+/// hashing job), and the hashing threads taking the jobs (several chunks ahead, in parallel).
+/// Plain threads blocking on bounded queues, not a work-stealing pool: its idle workers spun
+/// in `sched_yield` on the 2-core benchmark box, and a dispatcher thread between reader and
+/// pool added a wake-up per chunk. Everything stops when either end closes.
 fn hash_ahead(
     volume: SourceVolume,
     cluster_bits: u32,
     examine: Option<Vec<(u64, u64)>>,
     digest_key: Option<[u8; 32]>,
-) -> Result<(Receiver<Hashed>, Stages)> {
+) -> Result<(Pieces, Stages)> {
     let cs = 1usize << cluster_bits;
-    let (jtx, jrx) = sync_channel::<HashJob>(HASH_AHEAD);
+    let (jtx, jrx) = sync_channel::<Vec<Arc<HashJob>>>(HASH_AHEAD / JOB_BATCH);
     let jrx = Arc::new(Mutex::new(jrx));
     let mut workers = Vec::new();
     for _ in 0..hash_workers() {
@@ -254,13 +351,16 @@ fn hash_ahead(
             .name("tvk-hash".into())
             .spawn(move || {
                 loop {
-                    let job = match jrx.lock() {
+                    let jobs = match jrx.lock() {
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
                     };
-                    let Ok((data, states)) = job else { return };
-                    // Never blocks: room for exactly this one result.
-                    let _ = states.send(cluster_states(&data, cs, digest_key.as_ref()));
+                    let Ok(jobs) = jobs else { return };
+                    for job in jobs {
+                        if job.take() {
+                            job.run(cs, digest_key.as_ref());
+                        }
+                    }
                 }
             });
         match spawned {
@@ -272,24 +372,55 @@ fn hash_ahead(
             Err(_) => break,
         }
     }
-    let (tx, rx) = sync_channel::<Hashed>(HASH_AHEAD);
+    let (tx, rx) = sync_channel::<Vec<Hashed>>(HASH_AHEAD / PIECE_BATCH_DATA);
+    let mut batch: Vec<Hashed> = Vec::with_capacity(PIECE_BATCH);
+    let mut batch_data = 0usize;
+    let mut jobs: Vec<Arc<HashJob>> = Vec::with_capacity(JOB_BATCH);
     let reader = volume.stream(cluster_bits, examine, move |piece| {
-        let item = piece.and_then(|p| {
-            let states = match &p {
-                Piece::Data { data, .. } => {
-                    let (stx, srx) = sync_channel(1);
-                    jtx.send((data.clone(), stx)).map_err(|_| {
-                        Error::Usage("internal error: the hashing threads stopped".into())
-                    })?;
-                    Some(srx)
-                }
-                Piece::Hole { .. } | Piece::Unchanged { .. } => None,
-            };
-            Ok((p, states))
-        });
-        tx.send(item).is_ok()
+        let end = !matches!(piece, Ok(Some(_)));
+        match piece {
+            Ok(Some(p)) => {
+                let job = match &p {
+                    Piece::Data { data, .. } => {
+                        let (stx, srx) = sync_channel(1);
+                        let job = Arc::new(HashJob {
+                            data: data.clone(),
+                            taken: AtomicBool::new(false),
+                            states: stx,
+                        });
+                        jobs.push(job.clone());
+                        batch_data += 1;
+                        Some((job, srx))
+                    }
+                    Piece::Hole { .. } | Piece::Unchanged { .. } => None,
+                };
+                batch.push(Ok((p, job)));
+            }
+            Ok(None) => {}
+            Err(e) => batch.push(Err(e)),
+        }
+        if (end || jobs.len() >= JOB_BATCH)
+            && !jobs.is_empty()
+            && jtx.send(std::mem::take(&mut jobs)).is_err()
+        {
+            // The hashing threads stopped (only when the backup is over).
+            return false;
+        }
+        if end || batch_data >= PIECE_BATCH_DATA || batch.len() >= PIECE_BATCH {
+            batch_data = 0;
+            if !batch.is_empty() && tx.send(std::mem::take(&mut batch)).is_err() {
+                return false;
+            }
+        }
+        true
     })?;
-    Ok((rx, Stages { reader, workers }))
+    let pieces = Pieces {
+        rx,
+        ahead: std::collections::VecDeque::with_capacity(PIECE_BATCH),
+        cs,
+        key: digest_key,
+    };
+    Ok((pieces, Stages { reader, workers }))
 }
 
 struct Engine<'a, 'p> {
@@ -311,7 +442,7 @@ impl Engine<'_, '_> {
         }
     }
 
-    fn handle(&mut self, piece: Piece, states: Option<Receiver<Vec<ClusterState>>>) -> Result<()> {
+    fn handle(&mut self, piece: Piece, states: Option<Vec<ClusterState>>) -> Result<()> {
         match piece {
             Piece::Hole { first, count } => {
                 if self.parent.is_none() {
@@ -340,8 +471,8 @@ impl Engine<'_, '_> {
                 let cs = self.cs as usize;
                 let n = data.as_ref().len() / cs;
                 self.bytes_read += data.as_ref().len() as u64;
-                let states = states.and_then(|r| r.recv().ok()).ok_or_else(|| {
-                    Error::Usage("internal error: a hashing task stopped without a result".into())
+                let states = states.ok_or_else(|| {
+                    Error::Usage("internal error: a data chunk without its states".into())
                 })?;
                 // Runs of clusters to store, flushed as one slice each (no copies).
                 let mut run_start: Option<usize> = None;

@@ -162,8 +162,9 @@ impl SourceVolume {
         self.size
     }
 
-    /// Starts the reader thread ("tvk-read"), which hands every piece (in volume order; an
-    /// error last) to `deliver` until that returns `false` (the consumer stopped). `examine`
+    /// Starts the reader thread ("tvk-read"), which hands every piece (in volume order) to
+    /// `deliver` as `Ok(Some(piece))`, then `Ok(None)` after the last one or an error instead,
+    /// until `deliver` returns `false` (the consumer stopped). `examine`
     /// lists cluster ranges `[start, end)` to read, sorted and disjoint; `None` = the whole
     /// volume. Everything else is reported `Unchanged`.
     pub fn stream<F>(
@@ -173,17 +174,17 @@ impl SourceVolume {
         mut deliver: F,
     ) -> Result<JoinHandle<()>>
     where
-        F: FnMut(Result<Piece>) -> bool + Send + 'static,
+        F: FnMut(Result<Option<Piece>>) -> bool + Send + 'static,
     {
         let pool = Arc::new(BufferPool::default());
         let name = self.name.clone();
         std::thread::Builder::new()
             .name("tvk-read".into())
             .spawn(move || {
-                let r = self.produce(cluster_bits, examine, &mut deliver, &pool);
-                if let Err(e) = r {
-                    deliver(Err(e));
-                }
+                match self.produce(cluster_bits, examine, &mut deliver, &pool) {
+                    Ok(()) => deliver(Ok(None)),
+                    Err(e) => deliver(Err(e)),
+                };
             })
             .map_err(|e| Error::io("start the reader thread for", name, e))
     }
@@ -192,14 +193,14 @@ impl SourceVolume {
         &self,
         cluster_bits: u32,
         examine: Option<Vec<(u64, u64)>>,
-        deliver: &mut dyn FnMut(Result<Piece>) -> bool,
+        deliver: &mut dyn FnMut(Result<Option<Piece>>) -> bool,
         pool: &Arc<BufferPool>,
     ) -> Result<()> {
         let cs = 1u64 << cluster_bits;
         let clusters = self.size.div_ceil(cs);
         let ranges = examine.unwrap_or_else(|| vec![(0, clusters)]);
         let mut send = |p: Piece| {
-            if deliver(Ok(p)) {
+            if deliver(Ok(Some(p))) {
                 Ok(())
             } else {
                 Err(Error::Usage("backup stopped".into()))
