@@ -228,6 +228,15 @@ fn parse_set_key(key: &str) -> std::result::Result<Vec<KeyPart>, String> {
     Ok(parts)
 }
 
+/// The first map key of a Helm `--set` key (`image` of `image.tag`, `db` of `db[0].x`);
+/// `None` when the key starts with a list index. Errors name a malformed key.
+pub fn set_key_head(key: &str) -> std::result::Result<Option<String>, String> {
+    Ok(match parse_set_key(key)?.into_iter().next() {
+        Some(KeyPart::Key(k)) => Some(k),
+        _ => None,
+    })
+}
+
 /// Sets `value` at a Helm `--set` key in `values`, creating maps and lists on the way (a list
 /// grows with nulls to the index, as Helm does).
 pub fn set_value(values: &mut Value, key: &str, value: Value) -> std::result::Result<(), String> {
@@ -496,6 +505,12 @@ pub(crate) mod tests {
                 "list": [1, null, {"name": "x"}], "a.b": {"c": "3"},
                 "nodeSelector": {"kubernetes.io/os": "linux"}})
         );
+        assert_eq!(set_key_head("db\\.x.y").unwrap().as_deref(), Some("db.x"));
+        assert_eq!(
+            set_key_head("redis[0].a").unwrap().as_deref(),
+            Some("redis")
+        );
+        assert_eq!(set_key_head("[0]").unwrap(), None);
         for bad in ["", "a..b", "a[x]", "a[", "a\\", "a[99999999]"] {
             assert!(set_value(&mut v, bad, Value::Null).is_err(), "{bad:?}");
         }

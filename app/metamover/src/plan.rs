@@ -15,8 +15,15 @@
 //!   `cleanupConfig`, `skipIfAlreadyExists` / `patchIfAlreadyExists` / `patchCRD`), blocking
 //!   problems.
 //! - [`volumes`]: the PVCs the DataRestore phase creates and hydrates.
+//! - [`render`]: Helm releases re-rendered for `transformComponents.helm` and renamed when the
+//!   destination already has a release of their name.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+pub mod render;
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+};
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -421,17 +428,20 @@ impl BackupFacts {
 }
 
 /// Prepares every object: destination, order, action before the destination is looked at,
-/// rewritten object. The result is sorted in restore order.
+/// rewritten object. `helm` (from [`render::plan_releases`]) patches, renames, adds and
+/// excludes the objects of re-rendered Helm releases. The result is sorted in restore order.
 pub fn prepare(
     objects: &[BackupObject],
     map: &NamespaceMap,
     facts: &BackupFacts,
+    helm: &render::HelmPlan,
     restore_uid: &str,
 ) -> Vec<Prepared> {
     let custom_kinds = crd_kinds(objects);
     let mut out: Vec<Prepared> = objects
         .iter()
-        .filter_map(|o| prepare_one(o, map, facts, &custom_kinds, restore_uid))
+        .chain(&helm.added)
+        .filter_map(|o| prepare_one(o, map, facts, helm, &custom_kinds, restore_uid))
         .collect();
     // CRDs of excluded custom resources stay; a CRD is excluded only by name.
     out.sort_by(|a, b| {
@@ -449,6 +459,7 @@ fn prepare_one(
     o: &BackupObject,
     map: &NamespaceMap,
     facts: &BackupFacts,
+    helm: &render::HelmPlan,
     custom_kinds: &HashSet<(String, String)>,
     restore_uid: &str,
 ) -> Option<Prepared> {
@@ -456,6 +467,12 @@ fn prepare_one(
     let src_name = name(&o.obj)?.to_owned();
     let src_ns = namespace(&o.obj).map(str::to_owned);
     let source = ObjectKey::new(&gvk.group, &gvk.kind, src_ns.as_deref(), &src_name);
+    // A re-rendered or renamed Helm release's object: patched / renamed, or not restored.
+    let (stored, helm_excluded) = match helm.edited(o, &source) {
+        Ok(c) => (c, None),
+        Err(why) => (Cow::Borrowed(&o.obj), Some(why)),
+    };
+    let stored_name = name(&stored).unwrap_or(&src_name).to_owned();
     let is_namespace = gvk.group.is_empty() && gvk.kind == "Namespace";
     let custom = custom_kinds.contains(&(gvk.group.clone(), gvk.kind.clone()))
         || !is_builtin_group(&gvk.group);
@@ -475,6 +492,7 @@ fn prepare_one(
             None => (None, src_name.clone(), true),
         }
     };
+    let dest_name = if is_namespace { dest_name } else { stored_name };
     let settings = map.settings(if is_namespace {
         Some(src_name.as_str())
     } else {
@@ -491,7 +509,7 @@ fn prepare_one(
         dest,
         rank: r,
         action: PlanAction::Create,
-        reason: None,
+        reason: helm.note(o, &source),
         object: Ok(Value::Null),
         helm_storage: o.helm_storage,
     };
@@ -504,6 +522,10 @@ fn prepare_one(
             &mut prepared,
             "its namespace is in excludeComponents".to_owned(),
         );
+        return Some(prepared);
+    }
+    if let Some(why) = helm_excluded {
+        exclude(&mut prepared, why);
         return Some(prepared);
     }
     if is_namespace {
@@ -580,7 +602,7 @@ fn prepare_one(
         return Some(prepared);
     }
     let mut obj = rewrite(
-        &o.obj,
+        &stored,
         &gvk,
         dest_ns.as_deref(),
         None,
@@ -589,7 +611,7 @@ fn prepare_one(
         restore_uid,
     );
     if o.helm_storage
-        && let Err(e) = helm_storage_rewrite(&mut obj, dest_ns.as_deref(), settings)
+        && let Err(e) = helm_storage_rewrite(&mut obj, dest_ns.as_deref(), helm.release_of(&o.obj))
     {
         prepared.object = Err(e);
         return Some(prepared);
@@ -676,56 +698,38 @@ pub fn rewrite(
 }
 
 /// A Helm release storage object for the destination: the release's `namespace` set to the
-/// destination and, for the revision that is `deployed`, `transformComponents.helm` `set` /
-/// `setString` applied to the release's user values (`config`). The release's objects are not
-/// re-rendered (that needs the chart and Helm's template engine): a value change shows in
-/// `helm get values` and takes effect on the next `helm upgrade`.
+/// destination; with a [`render::ReleaseEdit`], the release's `name` (renamed) and, on the
+/// deployed revision, the re-rendered `config` and `manifest` — so `helm get values` and
+/// `helm get manifest` show what was restored.
 pub fn helm_storage_rewrite(
     obj: &mut Value,
     dest_ns: Option<&str>,
-    settings: &Settings,
+    edit: Option<&render::ReleaseEdit>,
 ) -> std::result::Result<(), String> {
     let what = name(obj).unwrap_or("<unnamed>").to_owned();
-    let Some(release_name) = helm::release_of_storage(obj) else {
+    if helm::release_of_storage(obj).is_none() {
         return Ok(());
-    };
+    }
     let payload = helm::storage_payload(obj).map_err(|e| e.to_string())?;
     let mut release = helm::decode_release_value(&payload, &what).map_err(|e| e.to_string())?;
-    if let (Some(ns), Some(m)) = (dest_ns, release.as_object_mut()) {
+    let Some(m) = release.as_object_mut() else {
+        return Ok(());
+    };
+    if let Some(ns) = dest_ns {
         m.insert("namespace".into(), Value::String(ns.to_owned()));
     }
-    let deployed = labels(obj).get("status").map(String::as_str) == Some("deployed");
-    if deployed {
-        for t in settings
-            .transforms
-            .helm
-            .iter()
-            .flatten()
-            .filter(|t| t.release == release_name)
+    if let Some(edit) = edit {
+        if edit.renamed {
+            m.insert("name".into(), Value::String(edit.name.clone()));
+        }
+        let deployed = labels(obj).get("status").map(String::as_str) == Some("deployed");
+        let revision = m.get("version").and_then(Value::as_i64);
+        if let Some((config, manifest)) = &edit.rendered
+            && deployed
+            && revision == Some(edit.revision)
         {
-            let config = release
-                .as_object_mut()
-                .map(|m| m.entry("config").or_insert_with(|| json!({})));
-            let Some(config) = config else { continue };
-            if !config.is_object() {
-                *config = json!({});
-            }
-            for kv in t.set.iter().flatten() {
-                helm::set_value(config, &kv.key, helm::parse_set_value(&kv.value)).map_err(|e| {
-                    format!(
-                        "Helm transform {} (set {}) does not apply to release {release_name}: {e}",
-                        t.transform_name, kv.key
-                    )
-                })?;
-            }
-            for kv in t.set_string.iter().flatten() {
-                helm::set_value(config, &kv.key, Value::String(kv.value.clone())).map_err(|e| {
-                    format!(
-                        "Helm transform {} (setString {}) does not apply to release {release_name}: {e}",
-                        t.transform_name, kv.key
-                    )
-                })?;
-            }
+            m.insert("config".into(), config.clone());
+            m.insert("manifest".into(), Value::String(manifest.clone()));
         }
     }
     let encoded = helm::encode_release_value(&release).map_err(|e| e.to_string())?;
@@ -735,8 +739,8 @@ pub fn helm_storage_rewrite(
 
 /// What the plan says about `transformComponents.helm` (pure): a transform naming a release the
 /// restored namespaces of its settings do not hold is blocking (it would apply to nothing);
-/// one that applies gets a warning that only the release's recorded values change — the
-/// restored objects are the backed-up ones, not re-rendered. Returns (blocking, warnings).
+/// one that applies gets a note that the release is re-rendered with the transformed values
+/// ([`render`]). Returns (blocking, warnings).
 pub fn helm_transform_notes(
     objects: &[BackupObject],
     map: &NamespaceMap,
@@ -778,7 +782,7 @@ pub fn helm_transform_notes(
     for ((name, release), found) in seen {
         if found {
             warnings.push(format!(
-                "transformComponents.helm {name} (release {release}): set/setString change the release's recorded values only (helm get values); the restored objects are the backed-up ones, not re-rendered — the values take effect at the next helm upgrade; use transformComponents.custom to change the objects themselves"
+                "transformComponents.helm {name} (release {release}): the release's chart is re-rendered with the transformed values; each restored object of the release gets the difference between the old and the new rendering (fields the chart does not set are kept as backed up), objects the new values add are created, objects they drop are not restored, and the release record gets the new values and manifest (helm get values / helm get manifest); hooks are not run"
             ));
         } else {
             blocking.push(format!(
@@ -872,7 +876,7 @@ pub fn judge(
         return (p.planned(PlanAction::Create, Some(msg.clone())), Some(msg));
     }
     let Some(existing) = live.objects.get(&p.dest) else {
-        return (p.planned(PlanAction::Create, None), None);
+        return (p.planned(PlanAction::Create, p.reason.clone()), None);
     };
     if restore_uid_of(existing).as_deref() == Some(restore_uid) {
         return (

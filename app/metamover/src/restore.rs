@@ -39,7 +39,7 @@ use crate::{
     object::{gvk_of, name, namespace, owner_refs},
     plan::{
         self, BackupFacts, BackupObject, DestKey, Live, NamespaceMap, Prepared, RestoreConfig,
-        Settings,
+        Settings, render,
     },
     snapshot::{FIELD_MANAGER, ProgressFn, blocking, read_json},
 };
@@ -541,8 +541,12 @@ pub async fn run_plan(
     let default_ns = data.commit.backup.namespace.as_deref();
     let only_metadata = Settings::flag_value(map.global.flags.only_metadata);
     let facts = BackupFacts::new(&data.snapshot, default_ns, only_metadata);
-    let prepared = plan::prepare(&data.objects, map, &facts, &loaded.uid);
     let catalogue = Catalogue::discover(client.clone()).await?;
+    let dest_namespaces = destination_namespaces(map, &data.index);
+    let existing_helm = helm_storage_in(&client, &catalogue, &dest_namespaces).await?;
+    let renames = render::decide_renames(&data.objects, map, &existing_helm, &loaded.uid);
+    let helm_plan = helm_plan(&client, &catalogue, &data.objects, map, &facts, &renames).await?;
+    let prepared = plan::prepare(&data.objects, map, &facts, &helm_plan, &loaded.uid);
     let mut live = Live {
         served: catalogue
             .types()
@@ -560,7 +564,6 @@ pub async fn run_plan(
             live.objects.insert(p.dest.clone(), o);
         }
     }
-    let dest_namespaces = destination_namespaces(map, &data.index);
     for ns in &dest_namespaces {
         let key = namespace_key(ns);
         if let Some(o) = get_live(&client, &catalogue, &key).await? {
@@ -590,6 +593,10 @@ pub async fn run_plan(
     let (helm_blocking, helm_warnings) = plan::helm_transform_notes(&data.objects, map);
     out.blocking.extend(helm_blocking);
     out.warnings.extend(helm_warnings);
+    out.blocking.extend(helm_plan.blocking.iter().cloned());
+    out.warnings.extend(helm_plan.warnings.iter().cloned());
+    out.warnings
+        .extend(helm_plan.releases.values().filter_map(|r| r.note.clone()));
     let crd_kinds = plan::crd_kinds(&data.objects);
     let mut objects = Vec::with_capacity(prepared.len());
     for p in &prepared {
@@ -631,6 +638,133 @@ pub async fn run_plan(
     progress(json!({"event": "planned", "objects": out.counts.total(),
         "volumes": out.volumes.len(), "blocking": out.blocking.len()}));
     Ok(out)
+}
+
+/// Environment variable that sets the Kubernetes version Helm charts see
+/// (`.Capabilities.KubeVersion`) instead of the API server's `/version` — for API servers that
+/// do not serve `/version` (test servers) or to render as another version would.
+pub const KUBE_VERSION_ENV: &str = "TVK_METAMOVER_KUBE_VERSION";
+
+/// `.Capabilities` of the destination as Helm computes them: the API server's version and every
+/// served `group/version` and `group/version/Kind` (discovery; groups on the ignore list are
+/// not asked, like the backup's discovery).
+pub async fn destination_capabilities(client: &Client) -> Result<tvk_chart_render::Capabilities> {
+    let kube_version = match std::env::var(KUBE_VERSION_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_owned(),
+        _ => {
+            client
+                .apiserver_version()
+                .await
+                .map_err(|e| {
+                    Error::kube(
+                        "read the destination's Kubernetes version (/version) for the Helm charts' .Capabilities",
+                        e,
+                    )
+                })?
+                .git_version
+        }
+    };
+    let ignored_groups: Vec<&str> = crate::clean::IGNORED_TYPES
+        .iter()
+        .filter(|(_, k)| *k == "*")
+        .map(|(g, _)| *g)
+        .collect();
+    let discovery = kube::Discovery::new(client.clone())
+        .exclude(&ignored_groups)
+        .run()
+        .await
+        .map_err(|e| {
+            Error::kube(
+                "discover the API versions for the Helm charts' .Capabilities",
+                e,
+            )
+        })?;
+    let mut api_versions = BTreeSet::new();
+    for group in discovery.groups() {
+        for v in group.versions() {
+            let gv = if group.name().is_empty() {
+                v.to_owned()
+            } else {
+                format!("{}/{v}", group.name())
+            };
+            for (ar, _) in group.versioned_resources(v) {
+                if !ar.plural.contains('/') {
+                    api_versions.insert(format!("{gv}/{}", ar.kind));
+                }
+            }
+            api_versions.insert(gv);
+        }
+    }
+    Ok(tvk_chart_render::Capabilities {
+        kube_version,
+        api_versions: api_versions.into_iter().collect(),
+    })
+}
+
+/// Every Helm storage object (Secrets and ConfigMaps labelled `owner=helm`) of the destination
+/// namespaces that exist.
+async fn helm_storage_in(
+    client: &Client,
+    catalogue: &Catalogue,
+    namespaces: &BTreeSet<String>,
+) -> Result<BTreeMap<String, Vec<Value>>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for ns in namespaces {
+        for kind in ["Secret", "ConfigMap"] {
+            let Some(t) = catalogue.find("", kind) else {
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &t.api);
+            let lp = kube::api::ListParams::default().labels(crate::helm::STORAGE_LABEL_SELECTOR);
+            match api.list(&lp).await {
+                Ok(list) => {
+                    for o in list.items {
+                        out.entry(ns.clone())
+                            .or_default()
+                            .push(with_type(o, &t.api)?);
+                    }
+                }
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => {
+                    return Err(Error::kube(
+                        format!("list the Helm release storage ({kind}s) of namespace {ns}"),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The Helm part of the restore: capabilities read only when a release is re-rendered.
+async fn helm_plan(
+    client: &Client,
+    catalogue: &Catalogue,
+    objects: &[BackupObject],
+    map: &NamespaceMap,
+    facts: &BackupFacts,
+    renames: &BTreeMap<render::ReleaseId, String>,
+) -> Result<render::HelmPlan> {
+    let capabilities = if render::needs_render(objects, map, renames) {
+        destination_capabilities(client).await?
+    } else {
+        tvk_chart_render::Capabilities {
+            kube_version: String::new(),
+            api_versions: Vec::new(),
+        }
+    };
+    let scope = |g: &str, k: &str| catalogue.is_namespaced(g, k);
+    Ok(render::plan_releases(
+        objects,
+        map,
+        &render::HelmInputs {
+            capabilities: &capabilities,
+            scope: &scope,
+            renames,
+            facts,
+        },
+    ))
 }
 
 async fn storage_classes(
@@ -778,8 +912,24 @@ pub async fn run_restore(
     let default_ns = data.commit.backup.namespace.as_deref();
     let only_metadata = Settings::flag_value(map.global.flags.only_metadata);
     let facts = BackupFacts::new(&data.snapshot, default_ns, only_metadata);
-    let prepared = plan::prepare(&data.objects, map, &facts, &loaded.uid);
     let mut catalogue = Catalogue::discover(client.clone()).await?;
+    // Releases are renamed as the plan decided; a truncated plan may not show the storage
+    // objects (restored last), so the destination decides again.
+    let renames = if plan.objects_truncated {
+        let dest_namespaces = destination_namespaces(map, &data.index);
+        let existing_helm = helm_storage_in(&client, &catalogue, &dest_namespaces).await?;
+        render::decide_renames(&data.objects, map, &existing_helm, &loaded.uid)
+    } else {
+        render::renames_from_plan(&data.objects, map, &plan.objects, &loaded.uid)
+    };
+    let helm_plan = helm_plan(&client, &catalogue, &data.objects, map, &facts, &renames).await?;
+    if !helm_plan.blocking.is_empty() {
+        return Err(r.err(format!(
+            "its Helm releases cannot be restored as planned: {}; run the Validation phase again",
+            helm_plan.blocking.join("; ")
+        )));
+    }
+    let prepared = plan::prepare(&data.objects, map, &facts, &helm_plan, &loaded.uid);
     let mut previous = loaded.status_plan.clone();
 
     // The plan's entries by destination identity.

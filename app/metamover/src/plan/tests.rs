@@ -4,6 +4,16 @@ use tvk_api::snapshot::{CustomSnapshot, DataSnapshot};
 
 const UID: &str = "rst-uid";
 
+/// [`super::prepare`] without Helm re-rendering.
+fn prepare(
+    objects: &[BackupObject],
+    map: &NamespaceMap,
+    facts: &BackupFacts,
+    uid: &str,
+) -> Vec<Prepared> {
+    super::prepare(objects, map, facts, &render::HelmPlan::default(), uid)
+}
+
 fn obj(v: Value) -> BackupObject {
     BackupObject {
         obj: v,
@@ -714,7 +724,7 @@ fn volumes_carry_the_pvc_to_create_and_block_on_problems() {
 }
 
 #[test]
-fn helm_transforms_naming_a_missing_release_block_and_others_warn_they_do_not_re_render() {
+fn helm_transforms_naming_a_missing_release_block_and_others_say_they_re_render() {
     let objects = vec![
         BackupObject {
             obj: crate::helm::tests::release_secret("app", "web", 1, "deployed", "---\n"),
@@ -739,7 +749,8 @@ fn helm_transforms_naming_a_missing_release_block_and_others_warn_they_do_not_re
     );
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("tag (release web)") && warnings[0].contains("not re-rendered"),
+        warnings[0].contains("tag (release web)")
+            && warnings[0].contains("re-rendered with the transformed values"),
         "{}",
         warnings[0]
     );
@@ -772,7 +783,7 @@ fn helm_transforms_naming_a_missing_release_block_and_others_warn_they_do_not_re
 }
 
 #[test]
-fn helm_storage_gets_the_namespace_and_values() {
+fn helm_storage_gets_the_namespace_and_the_release_edit() {
     let secret = crate::helm::tests::release_secret("app", "web", 2, "deployed", "---\n");
     let old = crate::helm::tests::release_secret("app", "web", 1, "superseded", "---\n");
     let objects = vec![
@@ -786,12 +797,8 @@ fn helm_storage_gets_the_namespace_and_values() {
         },
         obj(cm("app", "settings")),
     ];
-    let map = restore_map(
-        json!({"restoreFlags": {"omitMetadata": true}, "transformComponents": {"helm": [
-        {"transformName": "t1", "release": "web",
-         "set": [{"key": "image.tag", "value": "2.0"}, {"key": "replicas", "value": "3"}],
-         "setString": [{"key": "port", "value": "80"}]}]}}),
-    );
+    let map = restore_map(json!({"restoreFlags": {"omitMetadata": true}}));
+    // No edit: only the namespace changes.
     let ps = prepare(&objects, &map, &BackupFacts::default(), UID);
     assert_eq!(ps.last().unwrap().rank, 18, "Helm storage last");
     let p = find(&ps, "Secret", "sh.helm.release.v1.web.v2");
@@ -804,33 +811,54 @@ fn helm_storage_gets_the_namespace_and_values() {
     let rel =
         crate::helm::decode_release_value(&crate::helm::storage_payload(o).unwrap(), "x").unwrap();
     assert_eq!(rel["namespace"], "dest");
-    assert_eq!(
-        rel["config"],
-        json!({"image": {"tag": "2.0"}, "replicas": 3, "port": "80"})
+    assert_eq!(rel["manifest"], "---\n");
+    // Renamed and re-rendered: every revision renamed, the deployed one gets values and manifest.
+    let mut helm = render::HelmPlan::default();
+    helm.releases.insert(
+        ("app".into(), "web".into()),
+        render::ReleaseEdit {
+            name: "web-rst-u".into(),
+            renamed: true,
+            revision: 2,
+            rendered: Some((json!({"replicas": 3}), "---\n# Source: x\nkind: A\n".into())),
+            note: Some("renamed because".into()),
+        },
     );
-    let p1 = find(&ps, "Secret", "sh.helm.release.v1.web.v1");
+    let ps = super::prepare(&objects, &map, &BackupFacts::default(), &helm, UID);
+    assert!(ps.iter().all(|p| !p.dest.name.contains(".web.v")));
+    let p = find(&ps, "Secret", "sh.helm.release.v1.web-rst-u.v2");
+    assert_eq!(p.reason.as_deref(), Some("renamed because"));
+    assert_eq!(p.source.name, "sh.helm.release.v1.web.v2");
+    let o = p.object.as_ref().unwrap();
+    assert_eq!(o["metadata"]["labels"]["name"], "web-rst-u");
+    let rel =
+        crate::helm::decode_release_value(&crate::helm::storage_payload(o).unwrap(), "x").unwrap();
+    assert_eq!(
+        (
+            &rel["name"],
+            &rel["namespace"],
+            &rel["config"],
+            &rel["manifest"]
+        ),
+        (
+            &json!("web-rst-u"),
+            &json!("dest"),
+            &json!({"replicas": 3}),
+            &json!("---\n# Source: x\nkind: A\n")
+        )
+    );
+    let p1 = find(&ps, "Secret", "sh.helm.release.v1.web-rst-u.v1");
     let rel1 = crate::helm::decode_release_value(
         &crate::helm::storage_payload(p1.object.as_ref().unwrap()).unwrap(),
         "x",
     )
     .unwrap();
-    assert_eq!(rel1["namespace"], "dest");
-    assert!(
-        rel1.get("config").is_none(),
-        "only the deployed revision changes"
+    assert_eq!(rel1["name"], "web-rst-u");
+    assert_eq!(
+        rel1["manifest"], "---\n",
+        "only the deployed revision is re-rendered"
     );
-    // A key Helm cannot parse fails the transform, naming it.
-    let map = restore_map(json!({"transformComponents": {"helm": [
-        {"transformName": "broken", "release": "web", "set": [{"key": "a..b", "value": "1"}]}]}}));
-    let ps = prepare(&objects, &map, &BackupFacts::default(), UID);
-    let err = find(&ps, "Secret", "sh.helm.release.v1.web.v2")
-        .object
-        .as_ref()
-        .unwrap_err();
-    assert!(
-        err.contains("broken") && err.contains("release web"),
-        "{err}"
-    );
+    assert!(rel1.get("config").is_none());
 }
 
 #[test]
