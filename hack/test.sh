@@ -25,6 +25,11 @@ command -v curl >/dev/null || need_apt+=(curl)
 # kubernetes-client (1.20) is enough for what the test does.
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 command -v losetup >/dev/null || need_apt+=(mount)
+# tvk-chart-render's tests compare with Go's own text/template + Sprig (test/helm-oracle, built
+# in GOPATH mode from Debian's Go packages: no module download).
+command -v go >/dev/null || need_apt+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/Masterminds/sprig ] || need_apt+=(golang-github-masterminds-sprig-dev)
+[ -d /usr/share/gocode/src/gopkg.in/yaml.v2 ] || need_apt+=(golang-gopkg-yaml.v2-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "${TVK_TEST_NO_INSTALL:-}" = 1 ]; then
     echo "missing Debian packages: ${need_apt[*]} (install them: apt-get install ${need_apt[*]})" >&2

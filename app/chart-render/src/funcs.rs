@@ -7,8 +7,8 @@
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
+use crate::gotmpl::value::{Func, FuncError, Number, Value};
 use base64::Engine as _;
-use gtmpl_value::{Func, FuncError, Number, Value};
 use sha2::Digest as _;
 
 use crate::{
@@ -58,7 +58,7 @@ fn active() -> Result<Rc<Template>, FuncError> {
 
 /// Every function a chart template may call, as Helm's engine offers them.
 pub(crate) fn install(t: &mut Template) {
-    for (name, f) in gtmpl_ng::helm_functions::HELM_FUNCTIONS.iter() {
+    for (name, f) in BRIDGED {
         t.add_func(name, *f);
     }
     let own: &[(&str, Func)] = &[
@@ -232,7 +232,12 @@ fn cap_len(len: usize, f: &str) -> Result<(), FuncError> {
 fn include(args: &[Value]) -> Result<Value, FuncError> {
     let name = match arg(args, 0, "include")? {
         Value::String(s) => s.clone(),
-        other => return Err(err(format!("include: template name must be a string, got {}", strval(other)))),
+        other => {
+            return Err(err(format!(
+                "include: template name must be a string, got {}",
+                strval(other)
+            )));
+        }
     };
     let data = args.get(1).cloned().unwrap_or(Value::Nil);
     let set = active()?;
@@ -242,7 +247,12 @@ fn include(args: &[Value]) -> Result<Value, FuncError> {
     }
     let mut out = crate::render::LimitedWriter::default();
     set.execute_named(&name, &mut out, &Context::from(data))
-        .map_err(|e| err(format!("error calling include: {}", crate::render::exec_message(&e))))?;
+        .map_err(|e| {
+            err(format!(
+                "error calling include: {}",
+                crate::render::exec_message(&e)
+            ))
+        })?;
     Ok(Value::String(out.into_string()))
 }
 
@@ -267,13 +277,21 @@ fn tpl(args: &[Value]) -> Result<Value, FuncError> {
     let mut t = Template::with_name(name.clone());
     t.funcs = parent.funcs.clone();
     t.tree_set = parent.tree_set.clone();
-    t.add_template(name.clone(), text)
-        .map_err(|e| err(format!("error calling tpl: cannot parse template {name:?}: {e}")))?;
+    t.add_template(name.clone(), text).map_err(|e| {
+        err(format!(
+            "error calling tpl: cannot parse template {name:?}: {e}"
+        ))
+    })?;
     let t = Rc::new(t);
     let _active = ActiveSet::push(t.clone());
     let mut out = crate::render::LimitedWriter::default();
     t.execute_named(&name, &mut out, &Context::from(vals))
-        .map_err(|e| err(format!("error calling tpl: {}", crate::render::exec_message(&e))))?;
+        .map_err(|e| {
+            err(format!(
+                "error calling tpl: {}",
+                crate::render::exec_message(&e)
+            ))
+        })?;
     Ok(Value::String(out.into_string().replace("<no value>", "")))
 }
 
@@ -297,8 +315,7 @@ fn lookup(args: &[Value]) -> Result<Value, FuncError> {
 /// Helm's `toYAML`: YAML of the value (keys sorted, as Go's yaml marshals a JSON round trip),
 /// without the trailing newline; "" when it cannot be marshalled.
 pub(crate) fn yaml_text(v: &Value) -> Result<String, String> {
-    let json = to_json(v);
-    let text = tvk_api::yaml::to_string(&json).map_err(|e| e.to_string())?;
+    let text = crate::goyaml::to_yaml(&to_json(v));
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
 }
 
@@ -362,7 +379,9 @@ fn json_text(v: &Value, pretty: bool) -> Result<String, String> {
 
 fn to_json_fn(args: &[Value]) -> Result<Value, FuncError> {
     want(args, 1, "toJson")?;
-    Ok(Value::String(json_text(&args[0], false).unwrap_or_default()))
+    Ok(Value::String(
+        json_text(&args[0], false).unwrap_or_default(),
+    ))
 }
 
 fn must_to_json(args: &[Value]) -> Result<Value, FuncError> {
@@ -446,32 +465,11 @@ fn ternary(args: &[Value]) -> Result<Value, FuncError> {
     }
 }
 
-/// Go's `%q` of a string.
-fn go_quote(s: &str, quote: char) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '"' if quote == '"' => out.push_str("\\\""),
-            '\\' if quote == '"' => out.push_str("\\\\"),
-            '\n' if quote == '"' => out.push_str("\\n"),
-            '\t' if quote == '"' => out.push_str("\\t"),
-            '\r' if quote == '"' => out.push_str("\\r"),
-            c if quote == '"' && (c as u32) < 0x20 => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
 fn quote(args: &[Value]) -> Result<Value, FuncError> {
     let parts: Vec<String> = args
         .iter()
         .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
-        .map(|v| go_quote(&strval(v), '"'))
+        .map(|v| gofmt::quote(&strval(v), '"'))
         .collect();
     Ok(Value::String(parts.join(" ")))
 }
@@ -480,7 +478,7 @@ fn squote(args: &[Value]) -> Result<Value, FuncError> {
     let parts: Vec<String> = args
         .iter()
         .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
-        .map(|v| go_quote(&strval(v), '\''))
+        .map(|v| gofmt::quote(&strval(v), '\''))
         .collect();
     Ok(Value::String(parts.join(" ")))
 }
@@ -637,9 +635,7 @@ fn strslice(v: &Value) -> Vec<String> {
 
 fn join(args: &[Value]) -> Result<Value, FuncError> {
     want(args, 2, "join")?;
-    Ok(Value::String(
-        strslice(&args[1]).join(&strval(&args[0])),
-    ))
+    Ok(Value::String(strslice(&args[1]).join(&strval(&args[0]))))
 }
 
 fn sort_alpha(args: &[Value]) -> Result<Value, FuncError> {
@@ -663,7 +659,10 @@ fn dict(args: &[Value]) -> Result<Value, FuncError> {
     let mut i = 0;
     while i < args.len() {
         let k = strval(&args[i]);
-        let v = args.get(i + 1).cloned().unwrap_or(Value::String(String::new()));
+        let v = args
+            .get(i + 1)
+            .cloned()
+            .unwrap_or(Value::String(String::new()));
         m.insert(k, v);
         i += 2;
     }
@@ -775,7 +774,8 @@ fn fold(args: &[Value], f: &str, op: fn(i64, i64) -> Option<i64>) -> Result<Valu
     let first = arg(args, 0, f)?;
     let mut acc = to_i64(first);
     for v in &args[1..] {
-        acc = op(acc, to_i64(v)).ok_or_else(|| err(format!("{f}: integer overflow or division by zero")))?;
+        acc = op(acc, to_i64(v))
+            .ok_or_else(|| err(format!("{f}: integer overflow or division by zero")))?;
     }
     Ok(Value::from(acc))
 }
@@ -832,7 +832,8 @@ fn range_list(start: i64, stop: i64, step: i64) -> Result<Value, FuncError> {
     if step == 0 || (step > 0 && start >= stop) || (step < 0 && start <= stop) {
         return Ok(Value::Array(Vec::new()));
     }
-    let count = (i128::from(stop) - i128::from(start)).unsigned_abs() / i128::from(step).unsigned_abs();
+    let count =
+        (i128::from(stop) - i128::from(start)).unsigned_abs() / i128::from(step).unsigned_abs();
     cap_len(usize::try_from(count).unwrap_or(usize::MAX), "until")?;
     let mut out = Vec::new();
     let mut i = start;
@@ -856,7 +857,8 @@ fn go_type(v: &Value) -> &'static str {
         Value::Map(_) | Value::Object(_) => "map[string]interface {}",
         Value::Function(_) => "func",
         Value::Number(n) if n.as_f64().is_some() => "float64",
-        Value::Number(_) => "int64",
+        // Template literals are Go `int`s (Sprig's arithmetic gives int64; not told apart).
+        Value::Number(_) => "int",
     }
 }
 
@@ -869,7 +871,7 @@ fn go_kind(v: &Value) -> &'static str {
         Value::Map(_) | Value::Object(_) => "map",
         Value::Function(_) => "func",
         Value::Number(n) if n.as_f64().is_some() => "float64",
-        Value::Number(_) => "int64",
+        Value::Number(_) => "int",
     }
 }
 
@@ -897,13 +899,18 @@ fn semver_compare(args: &[Value]) -> Result<Value, FuncError> {
     want(args, 2, "semverCompare")?;
     let constraint = strval(&args[0]);
     let version = strval(&args[1]);
-    let v = parse_loose(&version)
-        .ok_or_else(|| err(format!("semverCompare: invalid semantic version {version:?}")))?;
+    let v = parse_loose(&version).ok_or_else(|| {
+        err(format!(
+            "semverCompare: invalid semantic version {version:?}"
+        ))
+    })?;
     let mut any = false;
     for alt in constraint.split("||") {
         let terms = split_terms(alt);
         if terms.is_empty() {
-            return Err(err(format!("semverCompare: improper constraint: {constraint}")));
+            return Err(err(format!(
+                "semverCompare: improper constraint: {constraint}"
+            )));
         }
         let mut all = true;
         for t in &terms {
@@ -920,7 +927,10 @@ fn split_terms(alt: &str) -> Vec<String> {
     // "op version" pairs: an operator may be followed by spaces before its version.
     let mut terms = Vec::new();
     let mut pending = String::new();
-    for tok in alt.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
+    for tok in alt
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+    {
         if tok.chars().all(|c| "=!<>~^".contains(c)) {
             pending.push_str(tok);
             continue;
@@ -1071,7 +1081,7 @@ macro_rules! nondeterministic {
                 if let Some(Value::Number(n)) = args.first() {
                     cap_len(usize::try_from(to_i64(&Value::Number(n.clone()))).unwrap_or(0), stringify!($name))?;
                 }
-                $inner(args)
+                call_ng($inner, args)
             }
         )*
     };
@@ -1088,4 +1098,157 @@ nondeterministic! {
     gen_ca => gtmpl_ng::helm_functions::certs::gen_ca,
     gen_self_signed_cert => gtmpl_ng::helm_functions::certs::gen_self_signed_cert,
     gen_signed_cert => gtmpl_ng::helm_functions::certs::gen_signed_cert,
+}
+
+// ---------------------------------------------------------------- gtmpl-ng's functions
+
+/// `gtmpl_value::Value` (gtmpl-ng's functions) from ours. Methods cannot cross and become nil;
+/// a float crosses as gtmpl_value's number (which turns integral floats into integers).
+fn to_ng(v: &Value) -> gtmpl_value::Value {
+    match v {
+        Value::NoValue => gtmpl_value::Value::NoValue,
+        Value::Nil | Value::Function(_) => gtmpl_value::Value::Nil,
+        Value::Bool(b) => gtmpl_value::Value::Bool(*b),
+        Value::String(s) => gtmpl_value::Value::String(s.clone()),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => gtmpl_value::Value::from(u),
+            (_, Some(i), _) => gtmpl_value::Value::from(i),
+            (_, _, f) => gtmpl_value::Value::from(f.unwrap_or(0.0)),
+        },
+        Value::Array(a) => gtmpl_value::Value::Array(a.iter().map(to_ng).collect()),
+        Value::Map(m) | Value::Object(m) => gtmpl_value::Value::Map(
+            m.iter()
+                .filter(|(_, v)| !matches!(v, Value::Function(_)))
+                .map(|(k, v)| (k.clone(), to_ng(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn from_ng(v: gtmpl_value::Value) -> Value {
+    match v {
+        gtmpl_value::Value::NoValue => Value::NoValue,
+        gtmpl_value::Value::Nil | gtmpl_value::Value::Function(_) => Value::Nil,
+        gtmpl_value::Value::Bool(b) => Value::Bool(b),
+        gtmpl_value::Value::String(s) => Value::String(s),
+        gtmpl_value::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Value::from(u),
+            (_, Some(i), _) => Value::from(i),
+            (_, _, f) => Value::from(f.unwrap_or(0.0)),
+        },
+        gtmpl_value::Value::Array(a) => Value::Array(a.into_iter().map(from_ng).collect()),
+        gtmpl_value::Value::Map(m) | gtmpl_value::Value::Object(m) => {
+            Value::Map(m.into_iter().map(|(k, v)| (k, from_ng(v))).collect())
+        }
+    }
+}
+
+fn call_ng(
+    f: fn(&[gtmpl_value::Value]) -> Result<gtmpl_value::Value, gtmpl_value::FuncError>,
+    args: &[Value],
+) -> Result<Value, FuncError> {
+    let args: Vec<gtmpl_value::Value> = args.iter().map(to_ng).collect();
+    f(&args).map(from_ng).map_err(|e| err(e.to_string()))
+}
+
+macro_rules! bridged {
+    ($(($name:literal, $wrapper:ident, $inner:path),)*) => {
+        $(
+            fn $wrapper(args: &[Value]) -> Result<Value, FuncError> {
+                call_ng($inner, args)
+            }
+        )*
+        /// gtmpl-ng's functions that are not replaced here, adapted to our values.
+        const BRIDGED: &[(&str, Func)] = &[$(($name, $wrapper as Func),)*];
+    };
+}
+
+bridged! {
+    ("trimAll", bridged_trim_all, gtmpl_ng::helm_functions::string::trim_all),
+    ("title", bridged_title, gtmpl_ng::helm_functions::string::title),
+    ("untitle", bridged_untitle, gtmpl_ng::helm_functions::string::untitle),
+    ("substr", bridged_substr, gtmpl_ng::helm_functions::string::substr),
+    ("nospace", bridged_nospace, gtmpl_ng::helm_functions::string::nospace),
+    ("abbrev", bridged_abbrev, gtmpl_ng::helm_functions::string::abbrev),
+    ("abbrevboth", bridged_abbrevboth, gtmpl_ng::helm_functions::string::abbrevboth),
+    ("initials", bridged_initials, gtmpl_ng::helm_functions::string::initials),
+    ("plural", bridged_plural, gtmpl_ng::helm_functions::string::plural),
+    ("snakecase", bridged_snakecase, gtmpl_ng::helm_functions::string::snakecase),
+    ("camelcase", bridged_camelcase, gtmpl_ng::helm_functions::string::camelcase),
+    ("kebabcase", bridged_kebabcase, gtmpl_ng::helm_functions::string::kebabcase),
+    ("swapcase", bridged_swapcase, gtmpl_ng::helm_functions::string::swapcase),
+    ("sha1sum", bridged_sha1sum, gtmpl_ng::helm_functions::crypto::sha1sum),
+    ("sha512sum", bridged_sha512sum, gtmpl_ng::helm_functions::crypto::sha512sum),
+    ("md5sum", bridged_md5sum, gtmpl_ng::helm_functions::crypto::md5sum),
+    ("b32enc", bridged_b32enc, gtmpl_ng::helm_functions::encoding::b32enc),
+    ("b32dec", bridged_b32dec, gtmpl_ng::helm_functions::encoding::b32dec),
+    ("pow", bridged_math_power, gtmpl_ng::helm_functions::math::math_power),
+    ("addf", bridged_addf, gtmpl_ng::helm_functions::math::addf),
+    ("add1f", bridged_add1f, gtmpl_ng::helm_functions::math::add1f),
+    ("subf", bridged_subf, gtmpl_ng::helm_functions::math::subf),
+    ("divf", bridged_divf, gtmpl_ng::helm_functions::math::divf),
+    ("mulf", bridged_mulf, gtmpl_ng::helm_functions::math::mulf),
+    ("maxf", bridged_maxf, gtmpl_ng::helm_functions::math::maxf),
+    ("minf", bridged_minf, gtmpl_ng::helm_functions::math::minf),
+    ("floor", bridged_floor, gtmpl_ng::helm_functions::math::floor),
+    ("ceil", bridged_ceil, gtmpl_ng::helm_functions::math::ceil),
+    ("round", bridged_round, gtmpl_ng::helm_functions::math::round),
+    ("atoi", bridged_atoi, gtmpl_ng::helm_functions::types::atoi),
+    ("toStrings", bridged_to_strings, gtmpl_ng::helm_functions::types::to_strings),
+    ("typeIs", bridged_type_is, gtmpl_ng::helm_functions::types::type_is),
+    ("deepEqual", bridged_deep_equal, gtmpl_ng::helm_functions::types::deep_equal),
+    ("first", bridged_first, gtmpl_ng::helm_functions::lists::first),
+    ("mustFirst", bridged_must_first, gtmpl_ng::helm_functions::lists::must_first),
+    ("rest", bridged_rest, gtmpl_ng::helm_functions::lists::rest),
+    ("mustRest", bridged_must_rest, gtmpl_ng::helm_functions::lists::must_rest),
+    ("last", bridged_last, gtmpl_ng::helm_functions::lists::last),
+    ("mustLast", bridged_must_last, gtmpl_ng::helm_functions::lists::must_last),
+    ("initial", bridged_initial, gtmpl_ng::helm_functions::lists::initial),
+    ("mustInitial", bridged_must_initial, gtmpl_ng::helm_functions::lists::must_initial),
+    ("append", bridged_append, gtmpl_ng::helm_functions::lists::append),
+    ("mustAppend", bridged_must_append, gtmpl_ng::helm_functions::lists::must_append),
+    ("prepend", bridged_prepend, gtmpl_ng::helm_functions::lists::prepend),
+    ("mustPrepend", bridged_must_prepend, gtmpl_ng::helm_functions::lists::must_prepend),
+    ("concat", bridged_concat, gtmpl_ng::helm_functions::lists::concat),
+    ("reverse", bridged_reverse, gtmpl_ng::helm_functions::lists::reverse),
+    ("mustReverse", bridged_must_reverse, gtmpl_ng::helm_functions::lists::must_reverse),
+    ("uniq", bridged_uniq, gtmpl_ng::helm_functions::lists::uniq),
+    ("mustUniq", bridged_must_uniq, gtmpl_ng::helm_functions::lists::must_uniq),
+    ("without", bridged_without, gtmpl_ng::helm_functions::lists::without),
+    ("mustWithout", bridged_must_without, gtmpl_ng::helm_functions::lists::must_without),
+    ("has", bridged_has, gtmpl_ng::helm_functions::lists::has),
+    ("mustHas", bridged_must_has, gtmpl_ng::helm_functions::lists::must_has),
+    ("compact", bridged_compact, gtmpl_ng::helm_functions::lists::compact),
+    ("mustCompact", bridged_must_compact, gtmpl_ng::helm_functions::lists::must_compact),
+    ("slice", bridged_slice, gtmpl_ng::helm_functions::lists::slice),
+    ("mustSlice", bridged_must_slice, gtmpl_ng::helm_functions::lists::must_slice),
+    ("seq", bridged_seq, gtmpl_ng::helm_functions::lists::seq),
+    ("get", bridged_get, gtmpl_ng::helm_functions::dicts::get),
+    ("set", bridged_set, gtmpl_ng::helm_functions::dicts::set),
+    ("unset", bridged_unset, gtmpl_ng::helm_functions::dicts::unset),
+    ("keys", bridged_keys, gtmpl_ng::helm_functions::dicts::keys),
+    ("values", bridged_values, gtmpl_ng::helm_functions::dicts::values),
+    ("pick", bridged_pick, gtmpl_ng::helm_functions::dicts::pick),
+    ("omit", bridged_omit, gtmpl_ng::helm_functions::dicts::omit),
+    ("deepCopy", bridged_deep_copy, gtmpl_ng::helm_functions::dicts::deep_copy),
+    ("mustDeepCopy", bridged_must_deep_copy, gtmpl_ng::helm_functions::dicts::must_deep_copy),
+    ("pluck", bridged_pluck, gtmpl_ng::helm_functions::dicts::pluck),
+    ("dig", bridged_dig, gtmpl_ng::helm_functions::dicts::dig),
+    ("base", bridged_base, gtmpl_ng::helm_functions::paths::base),
+    ("dir", bridged_dir, gtmpl_ng::helm_functions::paths::dir),
+    ("clean", bridged_clean, gtmpl_ng::helm_functions::paths::clean),
+    ("ext", bridged_ext, gtmpl_ng::helm_functions::paths::ext),
+    ("isAbs", bridged_is_abs, gtmpl_ng::helm_functions::paths::is_abs),
+    ("regexMatch", bridged_regex_match, gtmpl_ng::helm_functions::regex::regex_match),
+    ("mustRegexMatch", bridged_must_regex_match, gtmpl_ng::helm_functions::regex::must_regex_match),
+    ("regexFindAll", bridged_regex_find_all, gtmpl_ng::helm_functions::regex::regex_find_all),
+    ("mustRegexFindAll", bridged_must_regex_find_all, gtmpl_ng::helm_functions::regex::must_regex_find_all),
+    ("regexFind", bridged_regex_find, gtmpl_ng::helm_functions::regex::regex_find),
+    ("mustRegexFind", bridged_must_regex_find, gtmpl_ng::helm_functions::regex::must_regex_find),
+    ("regexReplaceAll", bridged_regex_replace_all, gtmpl_ng::helm_functions::regex::regex_replace_all),
+    ("mustRegexReplaceAll", bridged_must_regex_replace_all, gtmpl_ng::helm_functions::regex::must_regex_replace_all),
+    ("regexReplaceAllLiteral", bridged_regex_replace_all_literal, gtmpl_ng::helm_functions::regex::regex_replace_all_literal),
+    ("mustRegexReplaceAllLiteral", bridged_must_regex_replace_all_literal, gtmpl_ng::helm_functions::regex::must_regex_replace_all_literal),
+    ("regexSplit", bridged_regex_split, gtmpl_ng::helm_functions::regex::regex_split),
+    ("mustRegexSplit", bridged_must_regex_split, gtmpl_ng::helm_functions::regex::must_regex_split),
 }

@@ -22,6 +22,7 @@
 mod chart;
 mod funcs;
 pub mod gotmpl;
+mod goyaml;
 mod manifest;
 mod render;
 mod values;

@@ -62,12 +62,12 @@ pub fn split_manifest(manifest: &str) -> Result<Vec<ManifestDoc>, RenderError> {
             flush(&source, &mut current, &mut docs)?;
             continue;
         }
-        if let Some(path) = bare.strip_prefix("# Source: ") {
-            if current.trim().is_empty() {
-                source = path.trim().to_string();
-                current.clear();
-                continue;
-            }
+        if let Some(path) = bare.strip_prefix("# Source: ")
+            && current.trim().is_empty()
+        {
+            source = path.trim().to_string();
+            current.clear();
+            continue;
         }
         current.push_str(line);
     }

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, collections::HashMap, io::Write, rc::Rc};
 
-use gtmpl_value::{Func, FuncError, Value};
+use crate::gotmpl::value::{Func, FuncError, Value};
 
 use crate::{
     Chart, RenderError,
@@ -78,8 +78,7 @@ pub fn render(chart: &Chart, req: &RenderRequest) -> Result<Rendered, RenderErro
             .join()
             .map_err(|_| RenderError::Exec {
                 template: chart.name().to_string(),
-                message: "the renderer failed unexpectedly (a bug: please report the chart)"
-                    .into(),
+                message: "the renderer failed unexpectedly (a bug: please report the chart)".into(),
             })?
     })
 }
@@ -118,7 +117,10 @@ fn render_on_this_thread(chart: &Chart, req: &RenderRequest) -> Result<Rendered,
     top.insert("Values".to_string(), to_tmpl(&values));
     top.insert("Release".to_string(), release_object(req));
     top.insert("Chart".to_string(), chart_object(&chart.metadata));
-    top.insert("Capabilities".to_string(), capabilities_object(req.capabilities));
+    top.insert(
+        "Capabilities".to_string(),
+        capabilities_object(req.capabilities),
+    );
     top.insert("Files".to_string(), files_object(chart));
     top.insert("Subcharts".to_string(), Value::Map(HashMap::new()));
 
@@ -202,7 +204,9 @@ pub(crate) fn exec_message(e: &ExecError) -> String {
                 "{}:{}:{}: {}",
                 s.context.name, s.context.line, s.context.col, s.message
             );
-            msg = msg.replace("HELM_ERR_START", "").replace("HELM_ERR_END", "");
+            msg = msg
+                .replace("HELM_ERR_START", "")
+                .replace("HELM_ERR_END", "");
             msg
         }
         other => other.to_string(),
@@ -282,7 +286,11 @@ fn chart_object(meta: &serde_json::Value) -> Value {
             a.iter()
                 .map(|m| {
                     let f = |k: &str| Value::from(m.get(k).and_then(|v| v.as_str()).unwrap_or(""));
-                    map(vec![("Name", f("name")), ("Email", f("email")), ("URL", f("url"))])
+                    map(vec![
+                        ("Name", f("name")),
+                        ("Email", f("email")),
+                        ("URL", f("url")),
+                    ])
                 })
                 .collect(),
         ),
@@ -301,7 +309,9 @@ fn chart_object(meta: &serde_json::Value) -> Value {
                         ("Alias", f("alias")),
                         (
                             "Enabled",
-                            Value::Bool(d.get("enabled").and_then(|v| v.as_bool()).unwrap_or(false)),
+                            Value::Bool(
+                                d.get("enabled").and_then(|v| v.as_bool()).unwrap_or(false),
+                            ),
                         ),
                     ])
                 })
@@ -328,7 +338,11 @@ fn chart_object(meta: &serde_json::Value) -> Value {
         ("AppVersion", s("appVersion")),
         (
             "Deprecated",
-            Value::Bool(meta.get("deprecated").and_then(|v| v.as_bool()).unwrap_or(false)),
+            Value::Bool(
+                meta.get("deprecated")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+            ),
         ),
         ("Annotations", annotations),
         ("KubeVersion", s("kubeVersion")),
@@ -377,7 +391,10 @@ fn api_versions_has(args: &[Value]) -> Result<Value, FuncError> {
             "APIVersions.Has takes one string argument".into(),
         ));
     };
-    Ok(Value::Bool(m.values().any(|v| matches!(v, Value::String(s) if s == want))))
+    Ok(Value::Bool(
+        m.values()
+            .any(|v| matches!(v, Value::String(s) if s == want)),
+    ))
 }
 
 // ---------------------------------------------------------------- .Files
@@ -429,7 +446,9 @@ fn file_entries(recv: &Value) -> Vec<(&String, &String)> {
 fn path_arg(args: &[Value], f: &str) -> Result<String, FuncError> {
     match args.get(1) {
         Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(FuncError::Generic(format!(".Files.{f} takes one string argument"))),
+        _ => Err(FuncError::Generic(format!(
+            ".Files.{f} takes one string argument"
+        ))),
     }
 }
 
@@ -446,7 +465,10 @@ fn files_get(args: &[Value]) -> Result<Value, FuncError> {
 
 fn files_lines(args: &[Value]) -> Result<Value, FuncError> {
     let path = path_arg(args, "Lines")?;
-    let Some((_, s)) = file_entries(&args[0]).into_iter().find(|(k, _)| **k == path) else {
+    let Some((_, s)) = file_entries(&args[0])
+        .into_iter()
+        .find(|(k, _)| **k == path)
+    else {
         return Ok(Value::Array(Vec::new()));
     };
     let s = s.strip_suffix('\n').unwrap_or(s);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use gtmpl_value::{Number, Value as TValue};
+use crate::gotmpl::value::{Number, Value as TValue};
 use serde_json::{Map, Value};
 
 /// Helm's value coalescing: chart values overlaid by user values; a user `null` deletes a key.

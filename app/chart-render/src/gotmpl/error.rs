@@ -1,5 +1,5 @@
 use super::node::{ChainNode, CommandNode, Nodes, PipeNode};
-use gtmpl_value::{FuncError, Value};
+use crate::gotmpl::value::{FuncError, Value};
 use std::{fmt, num::ParseIntError, string::FromUtf8Error};
 use thiserror::Error;
 

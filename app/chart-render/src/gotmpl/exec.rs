@@ -6,7 +6,7 @@ use super::node::*;
 use super::template::Template;
 use super::utils::is_true;
 
-use gtmpl_value::{Func, Value};
+use crate::gotmpl::value::{Func, Value};
 
 /// Nesting limit shared by `template`, `include` and `tpl` (see [`enter_nested`]). Go allows
 /// 100 000 on a growable goroutine stack; a native stack overflows long before, so a recursive
@@ -233,6 +233,20 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             // TODO
         }
         let val = val.ok_or_else(|| ExecError::ErrorEvaluatingPipe(pipe.clone()))?;
+        if pipe.is_assign {
+            for var in &pipe.decl {
+                let name = &var.ident[0];
+                let slot = self
+                    .vars
+                    .iter_mut()
+                    .rev()
+                    .flat_map(|scope| scope.iter_mut().rev())
+                    .find(|v| &v.name == name)
+                    .ok_or_else(|| ExecError::VariableNotFound(name.clone()))?;
+                slot.value = val.clone();
+            }
+            return Ok(val);
+        }
         for var in &pipe.decl {
             self.vars
                 .back_mut()
@@ -376,7 +390,13 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         for (i, id) in ident.iter().enumerate().take(n - 1) {
             r = self.eval_field(ctx, if i == 0 { receiver } else { &r }, id, &[], &None)?;
         }
-        self.eval_field(ctx, if n == 1 { receiver } else { &r }, &ident[n - 1], args, fin)
+        self.eval_field(
+            ctx,
+            if n == 1 { receiver } else { &r },
+            &ident[n - 1],
+            args,
+            fin,
+        )
     }
 
     fn eval_field(
@@ -549,4 +569,3 @@ fn not_a_function(args: &[Nodes], val: &Option<Value>) -> Result<(), ExecError> 
     }
     Ok(())
 }
-

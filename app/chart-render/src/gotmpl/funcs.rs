@@ -2,8 +2,8 @@
 use std::cmp::Ordering;
 use std::fmt::Write;
 
-use gtmpl_value::{Func, FuncError, Value};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use crate::gotmpl::value::{Func, FuncError, Value};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::printf::sprintf;
 use super::utils::is_true;
@@ -54,11 +54,11 @@ macro_rules! gtmpl_fn {
   { $($body:tt)* }
  ) => {
   $(#[$outer])*
-  pub fn $name(args: &[gtmpl_value::Value]) -> Result<gtmpl_value::Value, FuncError> {
+  pub fn $name(args: &[crate::gotmpl::value::Value]) -> Result<crate::gotmpl::value::Value, FuncError> {
    fn inner() -> Result<$otyp, FuncError> {
     $($body)*
    }
-   Ok(gtmpl_value::Value::from(inner()?))
+   Ok(crate::gotmpl::value::Value::from(inner()?))
   }
  };
  (
@@ -68,18 +68,18 @@ macro_rules! gtmpl_fn {
  ) => {
   $(#[$outer])*
   pub fn $name(
-   args: &[gtmpl_value::Value]
-  ) -> Result<gtmpl_value::Value, FuncError> {
+   args: &[crate::gotmpl::value::Value]
+  ) -> Result<crate::gotmpl::value::Value, FuncError> {
    if args.is_empty() {
     return Err(FuncError::AtLeastXArgs(stringify!($name).into(), 1));
    }
    let x = &args[0];
-   let $arg0: $typ0 = gtmpl_value::from_value(x)
+   let $arg0: $typ0 = crate::gotmpl::value::from_value(x)
     .ok_or(FuncError::UnableToConvertFromValue)?;
    fn inner($arg0 : $typ0) -> Result<$otyp, FuncError> {
     $($body)*
    }
-   let ret: gtmpl_value::Value = inner($arg0)?.into();
+   let ret: crate::gotmpl::value::Value = inner($arg0)?.into();
    Ok(ret)
   }
  };
@@ -90,24 +90,24 @@ macro_rules! gtmpl_fn {
  ) => {
   $(#[$outer])*
   pub fn $name(
-   args: &[gtmpl_value::Value]
-  ) -> Result<gtmpl_value::Value, FuncError> {
+   args: &[crate::gotmpl::value::Value]
+  ) -> Result<crate::gotmpl::value::Value, FuncError> {
    #[allow(unused_mut)]
    let mut args = args;
    if args.is_empty() {
     return Err(FuncError::AtLeastXArgs(stringify!($name).into(), 1));
    }
    let x = &args[0];
-   let $arg0: $typ0 = gtmpl_value::from_value(x)
+   let $arg0: $typ0 = crate::gotmpl::value::from_value(x)
     .ok_or(FuncError::UnableToConvertFromValue)?;
    $(args = &args[1..];
      let x = &args[0];
-     let $arg: $typ = gtmpl_value::from_value(x)
+     let $arg: $typ = crate::gotmpl::value::from_value(x)
     .ok_or(FuncError::UnableToConvertFromValue)?;)*
    fn inner($arg0 : $typ0, $($arg : $typ,)*) -> Result<$otyp, FuncError> {
     $($body)*
    }
-   let ret: gtmpl_value::Value = inner($arg0, $($arg),*)?.into();
+   let ret: crate::gotmpl::value::Value = inner($arg0, $($arg),*)?.into();
    Ok(ret)
   }
  }
@@ -213,9 +213,12 @@ pub fn len(args: &[Value]) -> Result<Value, FuncError> {
     let len = match *arg {
         Value::String(ref s) => s.len(),
         Value::Array(ref a) => a.len(),
-        Value::Object(ref o) => o.len(),
+        Value::Object(ref o) | Value::Map(ref o) => o
+            .values()
+            .filter(|v| !matches!(v, Value::Function(_)))
+            .count(),
         _ => {
-            return Err(FuncError::Generic(format!("unable to call len on {}", arg)));
+            return Err(FuncError::Generic(format!("len of type {}", arg)));
         }
     };
 
@@ -228,7 +231,7 @@ pub fn len(args: &[Value]) -> Result<Value, FuncError> {
 // # Example
 // ```
 // use gtmpl_ng::{gtmpl_fn, template, Value};
-// use gtmpl_value::{FuncError, Function};
+// use crate::gotmpl::value::{FuncError, Function};
 //
 // gtmpl_fn!(
 // fn add(a: u64, b: u64) -> Result<u64, FuncError> {
@@ -334,7 +337,7 @@ pub fn printf(args: &[Value]) -> Result<Value, FuncError> {
         return Err(FuncError::AtLeastXArgs("printf".into(), 1));
     }
     if let Value::String(ref s) = args[0] {
-        let s = sprintf(s, &args[1..]).map_err(|e| FuncError::Other(e.into()))?;
+        let s = sprintf(s, &args[1..]).map_err(|e| FuncError::Generic(e.to_string()))?;
         Ok(val!(s))
     } else {
         Err(FuncError::Generic("printf requires a format string".into()))
@@ -500,9 +503,8 @@ fn cmp(left: &Value, right: &Value) -> Option<Ordering> {
 
 // Convert any `Number` variant to `f64`, accepting `Num::F`, `Num::I`,
 // and `Num::U`. Returns `None` only if the library adds a new variant.
-fn number_to_f64(n: &gtmpl_value::Number) -> Option<f64> {
+fn number_to_f64(n: &crate::gotmpl::value::Number) -> Option<f64> {
     n.as_f64()
         .or_else(|| n.as_i64().map(|i| i as f64))
         .or_else(|| n.as_u64().map(|u| u as f64))
 }
-

@@ -1,6 +1,6 @@
 //! Go's `fmt` `%v` formatting of template values: what `{{ .x }}` prints in Go.
 
-use gtmpl_value::Value;
+use crate::gotmpl::value::Value;
 
 /// Formats a value the way Go's `fmt.Sprint` prints the corresponding Go value (Helm's values
 /// are `map[string]interface{}`, `[]interface{}`, `float64`, `string`, `bool` and `nil`).
@@ -57,7 +57,7 @@ pub fn format_nested(val: &Value) -> String {
 }
 
 /// A number as Go prints it: integers in decimal, floats as [`format_float_g`].
-pub fn format_number(n: &gtmpl_value::Number) -> String {
+pub fn format_number(n: &crate::gotmpl::value::Number) -> String {
     if let Some(u) = n.as_u64() {
         return u.to_string();
     }
@@ -75,10 +75,18 @@ pub fn format_float_g(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e6".
     let sci = format!("{f:e}");
@@ -124,5 +132,26 @@ pub fn format_float_g(f: f64) -> String {
             out.push_str(&digits[int_len..]);
         }
     }
+    out
+}
+
+/// Go's `%q` of a string.
+pub fn quote(s: &str, quote: char) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '"' if quote == '"' => out.push_str("\\\""),
+            '\\' if quote == '"' => out.push_str("\\\\"),
+            '\n' if quote == '"' => out.push_str("\\n"),
+            '\t' if quote == '"' => out.push_str("\\t"),
+            '\r' if quote == '"' => out.push_str("\\r"),
+            c if quote == '"' && (c as u32) < 0x20 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
     out
 }

@@ -1,7 +1,7 @@
-use std::sync::LazyLock;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::LazyLock;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread;
 
 type Pos = usize;
@@ -44,6 +44,7 @@ pub enum ItemType {
     ItemChar,         // printable ASCII character; grab bag for comma etc.
     ItemCharConstant, // character constant
     ItemComplex,      // complex constant (1+2i); imaginary is just a number
+    ItemAssign,       // equals ('=') assigning to an existing variable
     ItemColonEquals,  // colon-equals (':=') introducing a declaration
     ItemEOF,
     ItemField,      // alphanumeric identifier starting with '.'
@@ -274,7 +275,8 @@ impl LexerStateMachine {
         let lines = s.chars().filter(|c| *c == '\n').count();
         // Calculate column as 1-based offset from line start
         let col = self.start - self.line_start + 1;
-        let _ = self.items_sender
+        let _ = self
+            .items_sender
             .send(Item::new(t, self.start, s, self.line, col));
         // Update line tracking for multiline tokens
         self.line += lines;
@@ -306,14 +308,13 @@ impl LexerStateMachine {
 
     fn errorf(&mut self, msg: &str) -> State {
         let col = self.start - self.line_start + 1;
-        let _ = self.items_sender
-            .send(Item::new(
-                ItemType::ItemError,
-                self.start,
-                msg,
-                self.line,
-                col,
-            ));
+        let _ = self.items_sender.send(Item::new(
+            ItemType::ItemError,
+            self.start,
+            msg,
+            self.line,
+            col,
+        ));
         State::End
     }
 
@@ -478,6 +479,10 @@ impl LexerStateMachine {
                     '`' => State::LexRawQuote,
                     '$' => State::LexVariable,
                     '\'' => State::LexChar,
+                    '=' => {
+                        self.emit(ItemType::ItemAssign);
+                        State::LexInsideAction
+                    }
                     '(' => {
                         self.emit(ItemType::ItemLeftParen);
                         self.paren_depth += 1;
@@ -545,7 +550,9 @@ impl LexerStateMachine {
         }
         let item_type = match &self.input[self.start..self.pos] {
             "true" | "false" => ItemType::ItemBool,
-            word if KEY.contains_key(word) => KEY.get(word).cloned().unwrap_or(ItemType::ItemIdentifier),
+            word if KEY.contains_key(word) => {
+                KEY.get(word).cloned().unwrap_or(ItemType::ItemIdentifier)
+            }
             word if word.starts_with('.') => ItemType::ItemField,
             _ => ItemType::ItemIdentifier,
         };
@@ -695,4 +702,3 @@ fn ltrim_len(s: &str) -> usize {
     let l = s.len();
     s.find(|c: char| !c.is_whitespace()).unwrap_or(l)
 }
-

@@ -36,6 +36,7 @@ mod print_verb;
 pub mod printf;
 pub mod template;
 mod utils;
+pub mod value;
 
 pub use exec::Context;
 pub use template::Template;

@@ -4,7 +4,7 @@ use super::error::NodeError;
 use super::lexer::ItemType;
 use super::utils::unquote_char;
 
-use gtmpl_value::Value;
+use crate::gotmpl::value::Value;
 
 macro_rules! nodes {
     ($($node:ident, $name:ident),*) => {
@@ -249,7 +249,8 @@ impl Display for TextNode {
 node!(
     PipeNode {
         decl: Vec<VariableNode>,
-        cmds: Vec<CommandNode>
+        cmds: Vec<CommandNode>,
+        is_assign: bool
     }
 );
 
@@ -271,6 +272,7 @@ impl PipeNode {
             len,
             decl,
             cmds: vec![],
+            is_assign: false,
         }
     }
 
@@ -692,11 +694,7 @@ impl NumberNode {
                             matches! {
                             c, '.' | 'e' | 'E' }
                         });
-                        if frac {
-                            (f, true)
-                        } else {
-                            (f, false)
-                        }
+                        if frac { (f, true) } else { (f, false) }
                     }
                 };
                 if !is_i64 && ((as_f64 as i64) as f64) == as_f64 {
@@ -977,4 +975,3 @@ impl Display for PipeOrString {
         }
     }
 }
-

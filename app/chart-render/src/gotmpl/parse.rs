@@ -202,6 +202,14 @@ impl Parser {
         self.error_msg(&format!("unexpected {} in {}", token, context))
     }
 
+    fn has_var(&self, name: &str) -> bool {
+        name == "$"
+            || self
+                .tree
+                .as_ref()
+                .is_some_and(|t| t.vars.iter().any(|v| v == name))
+    }
+
     fn add_var(&mut self, name: String) -> Result<(), ParseError> {
         let mut tree = self.tree.take().ok_or_else(|| self.error_msg("no tree"))?;
         tree.vars.push(name);
@@ -572,6 +580,7 @@ impl Parser {
 
     fn pipeline(&mut self, context: &str) -> Result<PipeNode, ParseError> {
         let mut decl = vec![];
+        let mut assign = false;
         let mut token = self.next_non_space_must("pipeline")?;
         let pos = token.pos;
         let line = token.line;
@@ -584,6 +593,7 @@ impl Parser {
                 let next = if token_after_var.typ == ItemType::ItemSpace {
                     let next = self.next_non_space_must("variable")?;
                     if next.typ != ItemType::ItemColonEquals
+                        && next.typ != ItemType::ItemAssign
                         && !(next.typ == ItemType::ItemChar && next.val == ",")
                     {
                         self.backup3(token, token_after_var, next);
@@ -593,6 +603,23 @@ impl Parser {
                 } else {
                     token_after_var
                 };
+                if next.typ == ItemType::ItemAssign {
+                    // Go 1.11+: `$x = value` assigns to a variable declared before.
+                    if !self.has_var(&token.val) {
+                        return self.error(&format!("undefined variable {}", token.val));
+                    }
+                    let variable = VariableNode::new(
+                        self.tree_id,
+                        token.pos,
+                        token.line,
+                        token.col,
+                        token.val.len(),
+                        &token.val,
+                    );
+                    decl.push(variable);
+                    assign = true;
+                    break;
+                }
                 if next.typ == ItemType::ItemColonEquals
                     || (next.typ == ItemType::ItemChar && next.val == ",")
                 {
@@ -622,6 +649,7 @@ impl Parser {
             self.backup(token);
         }
         let mut pipe = PipeNode::new(self.tree_id, pos, line, col, len, decl);
+        pipe.is_assign = assign;
         let mut token = self.next_non_space_must("pipeline")?;
         loop {
             match token.typ {
@@ -667,7 +695,7 @@ impl Parser {
                         return self.error(&format!(
                             "non executable command in pipeline stage {}",
                             i + 2
-                        ))
+                        ));
                     }
                     _ => {}
                 },
@@ -675,7 +703,7 @@ impl Parser {
                     return self.error(&format!(
                         "non executable command in pipeline stage {}",
                         i + 2
-                    ))
+                    ));
                 }
             }
         }
@@ -934,4 +962,3 @@ impl Iterator for Parser {
         }
     }
 }
-

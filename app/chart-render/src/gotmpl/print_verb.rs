@@ -2,23 +2,23 @@ use std::char;
 use std::fmt;
 
 use super::error::PrintError;
-use super::printf::{params_to_chars, FormatParams};
+use super::printf::{FormatParams, params_to_chars};
 
-use gtmpl_value::Value;
+use crate::gotmpl::value::Value;
 
 // Print a verb like golang's printf.
 pub fn print(p: &FormatParams, typ: char, val: &Value) -> Result<String, PrintError> {
     // Go's %v prints any value with fmt's default format; %s prints strings and, for other
     // kinds, Go's "%!s(type=value)" — Helm's numbers are float64.
     match (typ, val) {
+        ('q', Value::String(s)) => {
+            return Ok(printf_generic(p, super::gofmt::quote(s, '"')));
+        }
         ('v', _) | ('s', Value::String(_)) => {
             return Ok(printf_generic(p, super::gofmt::format_nested(val)));
         }
         ('d', Value::Number(n)) if n.as_f64().is_some() => {
-            return Ok(format!(
-                "%!d(float64={})",
-                super::gofmt::format_number(n)
-            ));
+            return Ok(format!("%!d(float64={})", super::gofmt::format_number(n)));
         }
         _ => {}
     }
@@ -202,10 +202,12 @@ fn printf_generic<D: fmt::Display>(p: &FormatParams, c: D) -> String {
             ('#', '0', '+', '-', _) => format!("{:<+#0width$.pr$}", c, width = p.width, pr = pr),
             ('_', '0', '+', '-', _) => format!("{:<+0width$.pr$}", c, width = p.width, pr = pr),
             ('#', '0', '_', '-', _) => format!("{:<#0width$.pr$}", c, width = p.width, pr = pr),
+            ('_', '0', '_', '_', _) => format!("{:0width$.pr$}", c, width = p.width, pr = pr),
             (_, _, _, _, _) => format!("{:width$.pr$}", c, width = p.width, pr = pr),
         }
     } else {
         match params_to_chars(p) {
+            ('_', '0', '_', '_', _) => format!("{:0width$}", c, width = p.width),
             ('#', '_', '+', '_', _) => format!("{:+#width$}", c, width = p.width),
             ('_', '_', '+', '_', _) => format!("{:+width$}", c, width = p.width),
             ('#', '_', '_', '_', _) => format!("{:#width$}", c, width = p.width),

@@ -1,6 +1,6 @@
 use std::char;
 
-use gtmpl_value::{FromValue, Value};
+use crate::gotmpl::value::{FromValue, Value};
 
 use super::error::PrintError;
 use super::print_verb::print;
@@ -195,7 +195,7 @@ fn tokenize(s: &str) -> Result<Vec<FormatArg>, PrintError> {
                 None => {
                     return Err(PrintError::UnableToTerminateFormatArg(
                         s[from..].to_string(),
-                    ))
+                    ));
                 }
                 Some((i, t)) if TYPS.contains(t) => {
                     args.push(FormatArg {
@@ -221,4 +221,3 @@ pub fn params_to_chars(params: &FormatParams) -> (char, char, char, char, char) 
         if params.space { ' ' } else { '_' },
     )
 }
-

@@ -2,9 +2,9 @@ use std::collections::HashMap;
 
 use super::error::{ParseError, TemplateError};
 use super::funcs::BUILTINS;
-use super::parse::{parse, Tree};
+use super::parse::{Tree, parse};
 
-use gtmpl_value::Func;
+use crate::gotmpl::value::Func;
 
 // The main template structure.
 pub struct Template {
@@ -125,4 +125,3 @@ impl Template {
         Ok(())
     }
 }
-

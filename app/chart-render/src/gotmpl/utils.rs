@@ -1,4 +1,4 @@
-use gtmpl_value::Value;
+use crate::gotmpl::value::Value;
 use std::char;
 
 pub fn unquote_char(s: &str, quote: char) -> Option<char> {
@@ -133,4 +133,3 @@ pub fn is_true(val: &Value) -> bool {
         },
     }
 }
-

@@ -1,6 +1,6 @@
 //! Shared test support: charts as release records, and the comparison with Go's engine.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::type_complexity)]
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -10,7 +10,9 @@ use tvk_chart_render::{Capabilities, Chart, RenderError, RenderRequest, Rendered
 
 /// A chart directory under tests/charts as Helm stores it in a release record.
 pub fn chart_dir(name: &str, metadata: Value) -> Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts").join(name);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/charts")
+        .join(name);
     let values: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("values.json")).unwrap_or_else(|_| "{}".into()),
     )
@@ -105,7 +107,10 @@ pub fn ours(chart: &Value, user: &Value) -> Result<Rendered, RenderError> {
 
 /// Go's rendering: `Ok(Some(templates))`, `Ok(None)` when Go is not installed locally (the
 /// oracle prints SKIPPED), or the oracle's error message as `Err`.
-pub fn oracle(chart: &Value, user: &Value) -> Result<Option<Result<BTreeMap<String, String>, String>>, String> {
+pub fn oracle(
+    chart: &Value,
+    user: &Value,
+) -> Result<Option<Result<BTreeMap<String, String>, String>>, String> {
     let Some(oracle) = tvk_testkit::helm_oracle::helm_oracle()? else {
         return Ok(None);
     };

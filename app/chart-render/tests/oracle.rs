@@ -1,0 +1,213 @@
+//! Our renderer against Go's real text/template + Sprig (test/helm-oracle), text for text.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{assert_same_as_go, chart_dir, inline_chart};
+use serde_json::{Value, json};
+
+fn webapp() -> Value {
+    chart_dir(
+        "webapp",
+        json!({"name": "webapp", "version": "0.1.0+build.7", "apiVersion": "v2",
+               "appVersion": "1.16.0", "description": "A Helm chart for Kubernetes", "type": "application"}),
+    )
+}
+
+#[test]
+fn webapp_defaults_match_go() {
+    let Some(r) = assert_same_as_go(&webapp(), &json!({})) else {
+        return;
+    };
+    // Sanity: the helpers ran and the hook/partials/NOTES are where they belong.
+    let dep = &r.templates["webapp/templates/deployment.yaml"];
+    assert!(dep.contains("name: demo-webapp"), "{dep}");
+    assert!(!r.templates.contains_key("webapp/templates/_helpers.tpl"));
+    assert!(!r.templates.contains_key("webapp/templates/NOTES.txt"));
+    assert!(r.templates["webapp/templates/hpa.yaml"].trim().is_empty());
+    assert!(r.nondeterministic.is_empty());
+}
+
+#[test]
+fn webapp_rich_values_match_go() {
+    let user = json!({
+        "replicaCount": 3,
+        "image": {"tag": "1.2.3"},
+        "fullnameOverride": "a-very-long-release-name-that-goes-on-and-on-and-on-past-sixty-three-chars",
+        "env": {"b_second": "two", "a_first": 1, "c_third": true, "d_float": 2.5},
+        "extraConfig": {"zeta": [1, 2, {"k": "v"}], "alpha": {"nested": "yes", "on": "off"}, "empty": {}},
+        "podAnnotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podSecurityContext": {"fsGroup": 2000, "runAsNonRoot": true},
+        "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}, "requests": {"cpu": 0.25}},
+        "nodeSelector": {"disktype": "ssd"},
+        "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+        "service": {"type": "NodePort", "port": 8080, "nodePort": 30080,
+                    "annotations": {"b": "2", "a": "1"}},
+        "ingress": {"enabled": true, "tls": [{"secretName": "tls-a", "hosts": ["a.example", "b.example"]}],
+                    "hosts": [{"host": "a.example", "paths": [{"path": "/"}, {"path": "/api", "pathType": "Prefix"}]}]},
+        "autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 1000000},
+        "serviceAccount": {"name": "custom-sa", "annotations": {"iam": "role"}},
+        "database": {"host": "db.shop.svc", "port": 6543},
+        "greeting": "{{ include \"webapp.fullname\" . }} says {{ .Values.replicaCount }}",
+    });
+    assert_same_as_go(&webapp(), &user);
+}
+
+#[test]
+fn webapp_name_overrides_and_nulls_match_go() {
+    let user = json!({
+        "nameOverride": "demo-web",
+        "serviceAccount": {"create": false},
+        "ingress": {"enabled": true, "hosts": []},
+        "replicaCount": 1234567,
+        "autoscaling": {"enabled": true, "targetCPUUtilizationPercentage": null},
+        "tolerations": null,
+    });
+    assert_same_as_go(&webapp(), &user);
+}
+
+#[test]
+fn whitespace_trimming_matches_go() {
+    let t = "a: {{- \" x\" -}} :b\n{{- /* comment */ -}}\nc: {{ \"y\" -}}\n\n  d\n{{-\n\"e\"\n-}}\n\tf {{ \"g\" }}  \n{{- if true }}\n  h\n{{- end -}}\n\n";
+    assert_same_as_go(&inline_chart(&[("ws.yaml", t)], json!({})), &json!({}));
+}
+
+#[test]
+fn control_flow_variables_and_scopes_match_go() {
+    let t = r#"{{- $top := . -}}
+{{- range $i, $v := .Values.list }}
+{{ $i }}={{ $v }} top={{ $top.Values.name }} root={{ $.Values.name }}
+{{- end }}
+{{- range .Values.missing }}never{{ else }}
+empty-range-else
+{{- end }}
+{{- range $k, $v := .Values.map }}
+{{ $k }}:{{ $v }}
+{{- else }}
+not printed
+{{- end }}
+{{- with .Values.nothing }}no{{ else }}
+with-else
+{{- end }}
+{{- with .Values.map }}
+inside-with {{ .b }} {{ $.Values.name }}
+{{- end }}
+{{- $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}
+x={{ $x }}
+{{- if and .Values.name (not .Values.off) }}
+and-not
+{{- else if .Values.other }}
+nope
+{{- end }}
+{{- if or .Values.off .Values.zero "" }}bad{{ else }}
+or-false
+{{- end }}
+{{ if eq .Values.name "svc" }}eq-string{{ end }} {{ if ne .Values.count 2.0 }}ne{{ end }} {{ if lt .Values.count 10.0 }}lt{{ end }}
+{{ len .Values.list }} {{ index .Values.list 1 }} {{ index .Values.map "a" }}
+{{ .Values.map }} {{ .Values.list }} {{ .Values.nested }}
+missing=[{{ .Values.missing }}] nested-missing=[{{ .Values.map.zz }}]
+{{ printf "%s-%d-%v-%q-%05.2f" "s" 7 .Values.count "q" 3.14159 }}
+{{ print "a" 1 2 "b" }} {{ println "x" }}
+"#;
+    let values = json!({
+        "name": "svc", "list": ["x", "y", "z"], "map": {"b": 2, "a": 1, "c": [1, "two"]},
+        "off": false, "zero": 0, "count": 3, "nested": {"k": {"j": null}},
+    });
+    assert_same_as_go(&inline_chart(&[("flow.yaml", t)], values), &json!({}));
+}
+
+#[test]
+fn sprig_functions_match_go() {
+    let t = r#"default: {{ .Values.none | default "dflt" }} {{ .Values.zero | default 5 }} {{ .Values.str | default "x" }} {{ default "d" "" }}
+empty: {{ empty .Values.none }} {{ empty .Values.zero }} {{ empty .Values.list }} {{ empty .Values.str }} {{ empty (dict) }}
+coalesce: {{ coalesce .Values.none "" .Values.str "z" }}
+ternary: {{ ternary "yes" "no" true }} {{ ternary "yes" "no" (eq 1 2) }}
+quote: {{ quote "a\"b" }} {{ squote "c" }} {{ .Values.num | quote }} {{ quote .Values.flag }} {{ quote "multi\nline" }}
+strings: {{ upper "abc" }} {{ lower "ABC" }} {{ trim "  t  " }} {{ trimSuffix "-" "name--" }} {{ trimPrefix "x" "xxy" }} {{ replace "." "-" "a.b.c" }}
+trunc: {{ trunc 3 "abcdef" }} {{ trunc 10 "ab" }} {{ trunc -2 "abcdef" }}
+contains: {{ contains "b" "abc" }} {{ hasPrefix "a" "abc" }} {{ hasSuffix "c" "abc" }}
+list: {{ list 1 "two" 3.5 }} {{ join "," (list "a" "b" "c") }} {{ splitList "," "a,b,c" }} {{ sortAlpha (list "c" "a" "b") }}
+dict: {{ $d := dict "b" 2 "a" 1 }}{{ $d }} {{ hasKey $d "a" }} {{ hasKey $d "z" }} {{ get $d "b" }}
+merge: {{ merge (dict "a" 1 "n" (dict "x" 1)) (dict "a" 2 "b" 3 "n" (dict "y" 2)) | toJson }}
+mergeOverwrite: {{ mergeOverwrite (dict "a" 1 "n" (dict "x" 1)) (dict "a" 2 "b" 3 "n" (dict "x" 9)) | toJson }}
+encoding: {{ b64enc "hello" }} {{ b64dec "aGVsbG8=" }} {{ sha256sum "hello" }}
+math: {{ add 1 2 3 }} {{ sub 10 4 }} {{ mul 2 3 }} {{ div 7 2 }} {{ mod 7 3 }} {{ add1 .Values.num }} {{ max 1 5 3 }} {{ min 4 2 }} {{ add .Values.num 1 }}
+conv: {{ int "42" }} {{ int64 .Values.num }} {{ toString 12 }} {{ .Values.num | toString }} {{ float64 "1.5" }}
+until: {{ until 4 }} {{ untilStep 1 10 3 }}
+indent: [{{ indent 2 "a\nb" }}] [{{ nindent 2 "a\nb" }}]
+semver: {{ semverCompare ">=1.20-0" "v1.32.0" }} {{ semverCompare "<1.20" "v1.32.0" }} {{ semverCompare "^1.30" "1.32.1" }} {{ semverCompare "~1.31" "1.32.0" }} {{ semverCompare ">= 1.19, < 2.0" "1.32.0" }} {{ semverCompare "1.32.x" "1.32.9" }} {{ semverCompare ">1.0 || <0.5" "0.4.0" }}
+kinds: {{ kindOf .Values.num }} {{ kindOf .Values.list }} {{ kindOf .Values.str }} {{ kindIs "map" .Values }} {{ typeOf .Values.num }} {{ typeOf 1 }}
+json: {{ toJson .Values }} {{ (fromJson "{\"a\": [1, 2]}").a }}
+yaml: {{ toYaml .Values.yamlish | nindent 2 }}
+fromYaml: {{ (fromYaml "a: 1\nb: [x, z]").b }} {{ (fromYaml "a: 1").a }}
+cat: {{ cat "a" 1 "b" }}
+lookup: {{ lookup "v1" "Secret" "ns" "name" }} {{ (lookup "v1" "Secret" "ns" "name").data }}
+repeat: {{ repeat 3 "ab" }}
+"#;
+    let values = json!({
+        "zero": 0, "str": "s", "list": [], "num": 7, "flag": true,
+        "yamlish": {"yes": "yes", "no": "on", "int": 1, "float": 1.5, "big": 1000000, "str_num": "123",
+                     "empty": "", "null": null, "list": ["a", 1, true], "nested": {"b": 1, "a": {"deep": [1, 2]}},
+                     "multi": "line1\nline2\n", "colon": "a: b", "hash": "# no", "star": "*", "space": " lead",
+                     "date": "2021-01-01", "tilde": "~", "dash": "-", "long": "word ".repeat(30)},
+    });
+    assert_same_as_go(&inline_chart(&[("funcs.yaml", t)], values), &json!({}));
+}
+
+#[test]
+fn include_tpl_define_order_and_files_match_go() {
+    let helpers = r#"{{- define "t.name" -}}helpers-{{ .Values.n }}{{- end -}}
+{{- define "t.twice" -}}{{ include "t.name" . }}/{{ include "t.name" . }}{{- end -}}
+{{- define "t.list" -}}
+{{- range . }}
+- {{ . }}
+{{- end }}
+{{- end -}}"#;
+    // Same define in a later-sorting file at the same depth: Helm parses it first, so
+    // _helpers.tpl's (parsed after) wins; a define in a deeper file is parsed before both.
+    let other = r#"{{- define "t.name" -}}z-other{{- end -}}"#;
+    let deeper = r#"{{- define "t.deep" -}}deep {{ .Values.n }}{{- end -}}{{- define "t.name" -}}deep-name{{- end -}}"#;
+    let main = r#"name: {{ include "t.name" . }}
+twice: {{ include "t.twice" . }}
+list: {{- include "t.list" .Values.items | indent 2 }}
+deep: {{ include "t.deep" . }}
+tpl: {{ tpl .Values.tmpl . }}
+tpl-nested: {{ tpl "{{ tpl .Values.tmpl . }}" . }}
+template: {{ template "t.name" . }}
+templateName: {{ .Template.Name }} {{ .Template.BasePath }}
+files: {{ .Files.Get "files/a.txt" }}{{ .Files.Get "missing" }}|
+lines: {{ range .Files.Lines "files/a.txt" }}[{{ . }}]{{ end }}
+glob: {{ range $p, $c := .Files.Glob "files/*.conf" }}{{ $p }}={{ $c | toString | trim }};{{ end }}
+config: {{- (.Files.Glob "files/*.conf").AsConfig | nindent 2 }}
+secrets: {{- (.Files.Glob "files/*.conf").AsSecrets | nindent 2 }}
+chart: {{ .Chart.Name }} {{ .Chart.Version }} {{ .Chart.AppVersion }} {{ .Chart.Description }} [{{ .Chart.Home }}] {{ .Chart.Keywords }} {{ .Chart.APIVersion }}
+release: {{ .Release.Name }} {{ .Release.Namespace }} {{ .Release.Revision }} {{ .Release.IsInstall }} {{ .Release.IsUpgrade }} {{ .Release.Service }}
+caps: {{ .Capabilities.KubeVersion.Version }} {{ .Capabilities.KubeVersion.Major }} {{ .Capabilities.KubeVersion.Minor }} {{ .Capabilities.KubeVersion.GitVersion }} {{ .Capabilities.APIVersions.Has "apps/v1" }} {{ .Capabilities.APIVersions.Has "batch/v9" }} {{ .Capabilities.HelmVersion.Version }}
+"#;
+    let templates: Vec<(String, Vec<u8>)> = vec![
+        ("templates/_helpers.tpl".into(), helpers.as_bytes().to_vec()),
+        ("templates/_zother.tpl".into(), other.as_bytes().to_vec()),
+        ("templates/sub/_deep.tpl".into(), deeper.as_bytes().to_vec()),
+        ("templates/main.yaml".into(), main.as_bytes().to_vec()),
+        (
+            "templates/empty.yaml".into(),
+            b"{{- if .Values.never }}\nkind: X\n{{- end }}\n".to_vec(),
+        ),
+    ];
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("files/a.txt".into(), b"line one\nline two\n".to_vec()),
+        ("files/x.conf".into(), b"x=1\n".to_vec()),
+        ("files/y.conf".into(), b"y: [2]\n".to_vec()),
+        ("other/z.conf".into(), b"no".to_vec()),
+    ];
+    let chart = common::release_chart(
+        json!({"name": "t", "version": "1.2.3", "appVersion": "9.9", "apiVersion": "v2",
+               "description": "d", "keywords": ["a", "b"]}),
+        &templates,
+        json!({"n": 5, "items": ["p", "q"], "tmpl": "tpl sees {{ .Values.n }} and {{ include \"t.name\" . }}"}),
+        &files,
+    );
+    assert_same_as_go(&chart, &json!({"n": 6}));
+}
