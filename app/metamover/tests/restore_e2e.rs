@@ -1076,3 +1076,411 @@ async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recre
         Some(ObjectResult::Created)
     );
 }
+
+mod fixture {
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/charts/fixture.rs"
+    ));
+}
+
+/// The Kubernetes version the charts see (the test API server does not serve `/version`).
+const KUBE_VERSION: (&str, &str) = (tvk_metamover::restore::KUBE_VERSION_ENV, "v1.32.0");
+
+/// A namespace `shop` holding release `web` of tests/charts/webapp, its record's manifest
+/// rendered by Go's engine (the oracle; our renderer when the oracle is skipped) — so the record
+/// is what Helm would have written — and its objects as they live in the cluster (Helm's
+/// ownership annotations, a field the chart never set); backed up and committed. Returns the
+/// location.
+async fn helm_backed_up(server: &ApiServer, target: &Path) -> String {
+    for c in tvk_api::crd::all() {
+        server.create(serde_json::to_value(&c).unwrap()).unwrap();
+    }
+    for n in ["shop", "copy"] {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
+            .unwrap();
+    }
+    let chart = fixture::chart_json("webapp");
+    let manifest =
+        fixture::oracle_manifest(&chart, "web", "shop", &json!({})).unwrap_or_else(|| {
+            eprintln!("helm oracle SKIPPED: the record's manifest is rendered by tvk-chart-render");
+            let c = tvk_chart_render::Chart::from_release_json(&chart).unwrap();
+            let caps = tvk_chart_render::Capabilities {
+                kube_version: "v1.32.0".into(),
+                api_versions: vec![],
+            };
+            let req = tvk_chart_render::RenderRequest {
+                release_name: "web",
+                namespace: "shop",
+                revision: 1,
+                is_install: true,
+                is_upgrade: false,
+                user_values: &json!({}),
+                capabilities: &caps,
+            };
+            let (docs, _) =
+                tvk_chart_render::manifest_docs(&tvk_chart_render::render(&c, &req).unwrap())
+                    .unwrap();
+            tvk_metamover::plan::render::manifest_text(
+                &docs
+                    .iter()
+                    .map(|d| (d.source.as_str(), &d.object))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        });
+    let record = fixture::release_json("web", "shop", 1, &chart, &json!({}), &manifest);
+    server
+        .create(fixture::release_storage_secret(&record, "deployed"))
+        .unwrap();
+    for d in tvk_chart_render::split_manifest(&manifest).unwrap() {
+        let mut o = d.object;
+        o["metadata"]["namespace"] = json!("shop");
+        o["metadata"]["annotations"]["meta.helm.sh/release-name"] = json!("web");
+        o["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!("shop");
+        if o["kind"] == "Deployment" {
+            o["spec"]["revisionHistoryLimit"] = json!(7);
+        }
+        server.create(o).unwrap();
+    }
+    let plan = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
+            "metadata": {"name": "plan", "namespace": "shop"},
+            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "shop"}}}}),
+        )
+        .unwrap();
+    let backup = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
+            "metadata": {"name": "b1", "namespace": "shop"},
+            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": "shop"}},
+            "status": {"status": "InProgress"}}),
+        )
+        .unwrap();
+    let location = format!(
+        "{}/{}",
+        plan["metadata"]["uid"].as_str().unwrap(),
+        backup["metadata"]["uid"].as_str().unwrap()
+    );
+    let kc = server.kubeconfig_path();
+    let tdir = target.to_str().unwrap();
+    let backup_args = [
+        "--kind",
+        "Backup",
+        "--namespace",
+        "shop",
+        "--name",
+        "b1",
+        "--target",
+        tdir,
+    ];
+    let snap = metamover(kc, &[&["snapshot"][..], &backup_args].concat()).await;
+    assert_eq!(snap.code, 0, "{:?}\n{}", snap.lines, snap.stderr);
+    let backups: kube::Api<tvk_api::Backup> = kube::Api::namespaced(server.client(), "shop");
+    backups
+        .patch_status(
+            "b1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"location": location}})),
+        )
+        .await
+        .unwrap();
+    let commit = metamover(kc, &[&["commit"][..], &backup_args].concat()).await;
+    assert_eq!(commit.code, 0, "{:?}\n{}", commit.lines, commit.stderr);
+    location
+}
+
+/// The decoded record of a release storage Secret in `copy`.
+fn record_in_copy(server: &ApiServer, storage: &str) -> Value {
+    let s = server
+        .get("v1", "Secret", Some("copy"), storage)
+        .unwrap_or_else(|| panic!("Secret copy/{storage} not restored"));
+    let text = String::from_utf8(
+        STANDARD
+            .decode(s["data"]["release"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    tvk_metamover::helm::decode_release_value(&text, storage).unwrap()
+}
+
+/// Every field `part` sets has that value in `whole`.
+fn holds(whole: &Value, part: &Value) -> bool {
+    match (whole, part) {
+        (Value::Object(w), Value::Object(p)) => p
+            .iter()
+            .all(|(k, v)| w.get(k).is_some_and(|wv| holds(wv, v))),
+        (Value::Array(w), Value::Array(p)) => {
+            w.len() == p.len() && w.iter().zip(p).all(|(a, b)| holds(a, b))
+        }
+        _ => whole == part,
+    }
+}
+
+/// `helm get manifest` of a restored release equals its restored objects: every object of
+/// the record's manifest exists in `copy` holding every field the manifest gives it, and every
+/// object in `copy` that Helm's annotation assigns to the release is in the manifest.
+fn manifest_matches_restored(server: &ApiServer, release: &str, record: &Value) {
+    let docs = tvk_chart_render::split_manifest(record["manifest"].as_str().unwrap()).unwrap();
+    let mut in_manifest = Vec::new();
+    for d in &docs {
+        let api = d.object["apiVersion"].as_str().unwrap();
+        let kind = d.object["kind"].as_str().unwrap();
+        let name = d.object["metadata"]["name"].as_str().unwrap();
+        let live = server
+            .get(api, kind, Some("copy"), name)
+            .unwrap_or_else(|| panic!("{kind} copy/{name} of the manifest is not restored"));
+        assert!(
+            holds(&live, &d.object),
+            "{kind} copy/{name}: {live} does not hold the manifest's {}",
+            d.object
+        );
+        in_manifest.push(format!("{kind}/{name}"));
+    }
+    in_manifest.sort();
+    let mut restored = Vec::new();
+    for (api, kind) in [
+        ("v1", "ConfigMap"),
+        ("v1", "Service"),
+        ("apps/v1", "Deployment"),
+    ] {
+        for o in server.list(api, kind, Some("copy")) {
+            if o["metadata"]["annotations"]["meta.helm.sh/release-name"] == release {
+                restored.push(format!(
+                    "{kind}/{}",
+                    o["metadata"]["name"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    restored.sort();
+    assert_eq!(in_manifest, restored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-helm").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location = helm_backed_up(&server, target.path()).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    let env = [KUBE_VERSION];
+
+    // 1. set/setString: the chart is re-rendered and the difference applied.
+    server
+        .create(restore(
+            "r1",
+            &location,
+            json!({"transformComponents": {"helm": [
+            {"transformName": "up", "release": "web",
+             "set": [{"key": "image.tag", "value": "1.26.1"}, {"key": "replicaCount", "value": "3"},
+                     {"key": "extraConfig.enabled", "value": "true"},
+                     {"key": "service.enabled", "value": "false"}],
+             "setString": [{"key": "config.greeting", "value": "007"}]}]}}),
+        ))
+        .unwrap();
+    let run = metamover_env(&kc, &args("restore-plan", "r1", &location, &tdir), &env).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "r1");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("up (release web)") && w.contains("re-rendered")),
+        "{:?}",
+        plan.warnings
+    );
+    let svc = planned(&plan, "Service", "web-webapp");
+    assert_eq!(svc.action, PlanAction::Exclude);
+    assert!(
+        svc.reason
+            .as_deref()
+            .unwrap()
+            .contains("release web no longer renders it with the transformed values"),
+        "{svc:?}"
+    );
+    assert_eq!(
+        planned(&plan, "ConfigMap", "web-webapp-extra").action,
+        PlanAction::Create
+    );
+    let run = metamover_env(&kc, &args("restore", "r1", &location, &tdir), &env).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let dep = server
+        .get("apps/v1", "Deployment", Some("copy"), "web-webapp")
+        .unwrap();
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.26.1"
+    );
+    assert_eq!(dep["spec"]["replicas"], 3);
+    assert_eq!(
+        dep["spec"]["revisionHistoryLimit"], 7,
+        "a live field the chart never set survives"
+    );
+    assert_eq!(
+        dep["metadata"]["annotations"]["meta.helm.sh/release-namespace"],
+        "copy"
+    );
+    assert!(
+        server
+            .get("v1", "Service", Some("copy"), "web-webapp")
+            .is_none(),
+        "toggled off: not restored"
+    );
+    let extra = server
+        .get("v1", "ConfigMap", Some("copy"), "web-webapp-extra")
+        .expect("toggled on: restored");
+    assert_eq!(extra["data"]["mode"], "fast");
+    assert_eq!(
+        server
+            .get("v1", "ConfigMap", Some("copy"), "web-webapp")
+            .unwrap()["data"]["greeting"],
+        "007"
+    );
+    let rec = record_in_copy(&server, "sh.helm.release.v1.web.v1");
+    assert_eq!(
+        rec["config"],
+        json!({"image": {"tag": "1.26.1"}, "replicaCount": 3,
+            "extraConfig": {"enabled": true}, "service": {"enabled": false},
+            "config": {"greeting": "007"}})
+    );
+    assert_eq!(rec["namespace"], "copy");
+    manifest_matches_restored(&server, "web", &rec);
+
+    // 2. A set key addressing a subchart blocks.
+    server
+        .create(restore(
+            "r2",
+            &location,
+            json!({"transformComponents": {"helm": [
+            {"transformName": "sub", "release": "web",
+             "set": [{"key": "redis.architecture", "value": "standalone"}]}]}}),
+        ))
+        .unwrap();
+    let run = metamover_env(&kc, &args("restore-plan", "r2", &location, &tdir), &env).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "r2");
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("redis.architecture")
+                && b.contains("subchart redis")
+                && b.contains("does not keep")),
+        "{:?}",
+        plan.blocking
+    );
+
+    // 3. `copy` now has a release web: another restore renames it (retainHelmReleaseName unset).
+    let r3 = server.create(restore("r3", &location, json!({}))).unwrap();
+    let new_name = format!("web-{}", &r3["metadata"]["uid"].as_str().unwrap()[..5]);
+    let run = metamover_env(&kc, &args("restore-plan", "r3", &location, &tdir), &env).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "r3");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    let dep = planned(&plan, "Deployment", &format!("{new_name}-webapp"));
+    assert_eq!(dep.action, PlanAction::Create);
+    assert!(
+        dep.reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&format!("restored as {new_name}"))
+                && r.contains("renamed from web-webapp")),
+        "{dep:?}"
+    );
+    assert_eq!(
+        planned(
+            &plan,
+            "Secret",
+            &format!("sh.helm.release.v1.{new_name}.v1")
+        )
+        .action,
+        PlanAction::Create
+    );
+    assert!(plan.objects.iter().all(|o| o.name != "web-webapp"));
+    let run = metamover_env(&kc, &args("restore", "r3", &location, &tdir), &env).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let renamed = server
+        .get(
+            "apps/v1",
+            "Deployment",
+            Some("copy"),
+            &format!("{new_name}-webapp"),
+        )
+        .unwrap();
+    assert_eq!(
+        renamed["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        new_name.as_str()
+    );
+    assert_eq!(
+        renamed["metadata"]["annotations"]["meta.helm.sh/release-name"],
+        new_name.as_str()
+    );
+    assert_eq!(renamed["spec"]["revisionHistoryLimit"], 7);
+    let storage = server
+        .get(
+            "v1",
+            "Secret",
+            Some("copy"),
+            &format!("sh.helm.release.v1.{new_name}.v1"),
+        )
+        .unwrap();
+    assert_eq!(storage["metadata"]["labels"]["name"], new_name.as_str());
+    let rec = record_in_copy(&server, &format!("sh.helm.release.v1.{new_name}.v1"));
+    assert_eq!(rec["name"], new_name.as_str());
+    manifest_matches_restored(&server, &new_name, &rec);
+    // r1's release is untouched.
+    assert_eq!(
+        server
+            .get("apps/v1", "Deployment", Some("copy"), "web-webapp")
+            .unwrap()["spec"]["replicas"],
+        3
+    );
+
+    // 4. retainHelmReleaseName: the release keeps its name and its objects are judged by the
+    // flags.
+    server
+        .create(restore(
+            "r4",
+            &location,
+            json!({"restoreFlags": {"retainHelmReleaseName": true, "skipIfAlreadyExists": true}}),
+        ))
+        .unwrap();
+    let run = metamover_env(&kc, &args("restore-plan", "r4", &location, &tdir), &env).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "r4");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    for (kind, name) in [
+        ("Secret", "sh.helm.release.v1.web.v1"),
+        ("Deployment", "web-webapp"),
+    ] {
+        let p = planned(&plan, kind, name);
+        assert_eq!(p.action, PlanAction::Skip, "{p:?}");
+    }
+    assert!(
+        !plan
+            .objects
+            .iter()
+            .any(|o| o.name.starts_with("sh.helm.release.v1.web-")),
+        "not renamed"
+    );
+    // Retained without skipIfAlreadyExists / patchIfAlreadyExists: the usual blocking conflict.
+    server
+        .create(restore(
+            "r5",
+            &location,
+            json!({"restoreFlags": {"retainHelmReleaseName": true}}),
+        ))
+        .unwrap();
+    let run = metamover_env(&kc, &args("restore-plan", "r5", &location, &tdir), &env).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "r5");
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("Secret copy/sh.helm.release.v1.web.v1 already exists")),
+        "{:?}",
+        plan.blocking
+    );
+}
