@@ -29,6 +29,14 @@ use crate::{
 /// (1 MiB, like a backup's chunks: a run stays in the CPU caches from verifying to writing.)
 const RUN_BYTES: u64 = 1 << 20;
 
+/// Bytes of runs handed to a worker at once. A changed chain breaks runs at every cluster
+/// another layer holds, and holes end them (644 runs of the bench chain's restore), and one
+/// hand-over per run cost 2 556 context switches; batched up to 1 MiB: 653, and the
+/// verified restore took 0.170 s instead of 0.200 s, 0.335 CPU-s instead of 0.40 (10
+/// interleaved rounds under SCHED_FIFO, buffered writes; 2 MiB measured the same; fsynced
+/// direct writes unchanged at 0.42-0.43 s, bound by the disk).
+const RUN_BATCH_BYTES: u64 = RUN_BYTES;
+
 /// Where one guest cluster comes from after merging the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolved {
@@ -337,8 +345,8 @@ pub struct RestoreSummary {
 
 /// Work for the restore workers.
 enum Job {
-    /// Read, verify and write a run of clusters.
-    Run(RunJob),
+    /// Read, verify and write runs of clusters.
+    Runs(Vec<RunJob>),
     /// Make `(offset, length)` read as zeros.
     Zero(u64, u64),
 }
@@ -489,15 +497,14 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                         continue;
                     }
                     let r = match job {
-                        Job::Run(run) => verify_run(chain, &run, pool, size, mismatch).and_then(
-                            |(off, data, len)| {
-                                dest.direct
-                                    .write_all_at(&dest.file, &data[..len], off)
-                                    .map_err(|e| Error::io("write", &dest.name, e))?;
-                                written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
-                                Ok(())
-                            },
-                        ),
+                        Job::Runs(runs) => runs.iter().try_for_each(|run| {
+                            let (off, data, len) = verify_run(chain, run, pool, size, mismatch)?;
+                            dest.direct
+                                .write_all_at(&dest.file, &data[..len], off)
+                                .map_err(|e| Error::io("write", &dest.name, e))?;
+                            written.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                            Ok(())
+                        }),
                         Job::Zero(off, len) => dest.zero_range(off, len).map(|offloaded| {
                             let counter = if offloaded { zeroed } else { zeros_written };
                             counter.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
@@ -509,8 +516,20 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                 }
             });
         }
-        let send_job = |j: RunJob| -> Result<()> { jtx.send(Job::Run(j)).map_err(|_| stopped()) };
+        let send_batch =
+            |b: Vec<RunJob>| -> Result<()> { jtx.send(Job::Runs(b)).map_err(|_| stopped()) };
+        let push = |batch: &mut Vec<RunJob>, batched: &mut u64, j: RunJob| -> Result<()> {
+            *batched += j.checks.len() as u64 * cs;
+            batch.push(j);
+            if *batched >= RUN_BATCH_BYTES {
+                *batched = 0;
+                send_batch(std::mem::take(batch))?;
+            }
+            Ok(())
+        };
         let mut produce = || -> Result<()> {
+            let mut batch: Vec<RunJob> = Vec::new();
+            let mut batched = 0u64;
             for k in 0..chain.ranges() {
                 if failed.load(std::sync::atomic::Ordering::Relaxed) {
                     return Ok(());
@@ -552,7 +571,7 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                                     && (j.checks.len() as u64 + 1) * cs <= RUN_BYTES
                             });
                             if !extends && let Some(j) = run.take() {
-                                send_job(j)?;
+                                push(&mut batch, &mut batched, j)?;
                             }
                             run.get_or_insert_with(|| RunJob {
                                 layer,
@@ -566,7 +585,7 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                     }
                 }
                 if let Some(j) = run.take() {
-                    send_job(j)?;
+                    push(&mut batch, &mut batched, j)?;
                 }
                 if dest.zero_fill {
                     for (s, n) in zero_runs {
@@ -579,6 +598,9 @@ pub fn run_restore<R: Read>(job: RestoreJob<'_, R>, dest: &Destination) -> Resul
                 }
                 job.progress
                     .update(((first + resolved.len() as u64) * cs).min(size), size);
+            }
+            if !batch.is_empty() {
+                send_batch(batch)?;
             }
             Ok(())
         };
