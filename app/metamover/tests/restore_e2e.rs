@@ -1091,8 +1091,8 @@ const KUBE_VERSION: (&str, &str) = (tvk_metamover::restore::KUBE_VERSION_ENV, "v
 /// rendered by Go's engine (the oracle; our renderer when the oracle is skipped) — so the record
 /// is what Helm would have written — and its objects as they live in the cluster (Helm's
 /// ownership annotations, a field the chart never set); backed up and committed. Returns the
-/// location.
-async fn helm_backed_up(server: &ApiServer, target: &Path) -> String {
+/// location. `tamper` replaces text in the record's manifest (not in the objects).
+async fn helm_backed_up(server: &ApiServer, target: &Path, tamper: Option<(&str, &str)>) -> String {
     for c in tvk_api::crd::all() {
         server.create(serde_json::to_value(&c).unwrap()).unwrap();
     }
@@ -1130,7 +1130,14 @@ async fn helm_backed_up(server: &ApiServer, target: &Path) -> String {
             )
             .unwrap()
         });
-    let record = fixture::release_json("web", "shop", 1, &chart, &json!({}), &manifest);
+    let recorded = match tamper {
+        Some((from, to)) => {
+            assert!(manifest.contains(from), "{manifest}");
+            manifest.replace(from, to)
+        }
+        None => manifest.clone(),
+    };
+    let record = fixture::release_json("web", "shop", 1, &chart, &json!({}), &recorded);
     server
         .create(fixture::release_storage_secret(&record, "deployed"))
         .unwrap();
@@ -1265,7 +1272,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     let server = ApiServer::start().await.unwrap();
     let target = TempDir::new("mm-restore-helm").unwrap();
     let tdir = target.path().to_str().unwrap().to_owned();
-    let location = helm_backed_up(&server, target.path()).await;
+    let location = helm_backed_up(&server, target.path(), None).await;
     let kc = server.kubeconfig_path().to_path_buf();
     let env = [KUBE_VERSION];
 
@@ -1483,4 +1490,47 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
         "{:?}",
         plan.blocking
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_template() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-helm-tampered").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let location =
+        helm_backed_up(&server, target.path(), Some(("replicas: 1", "replicas: 2"))).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    server
+        .create(restore(
+            "t1",
+            &location,
+            json!({"transformComponents": {"helm": [
+            {"transformName": "tag", "release": "web",
+             "set": [{"key": "image.tag", "value": "2"}]}]}}),
+        ))
+        .unwrap();
+    let run = metamover_env(
+        &kc,
+        &args("restore-plan", "t1", &location, &tdir),
+        &[KUBE_VERSION],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "t1");
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("webapp/templates/deployment.yaml")
+                && b.contains("/spec/replicas")
+                && b.contains("recorded 2, rendered 1")
+                && b.contains("transformComponents.custom")),
+        "{:?}",
+        plan.blocking
+    );
+    // Without a transform the release is restored as backed up: nothing is rendered.
+    server.create(restore("t2", &location, json!({}))).unwrap();
+    let run = metamover(&kc, &args("restore-plan", "t2", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert!(plan_of(&server, "t2").blocking.is_empty());
 }
