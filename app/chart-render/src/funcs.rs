@@ -131,6 +131,55 @@ pub(crate) fn install(t: &mut Template) {
         ("kindIs", kind_is),
         ("kindOf", kind_of),
         ("typeOf", type_of),
+        ("set", set),
+        ("unset", unset),
+        ("get", get),
+        ("keys", keys),
+        ("values", values_fn),
+        ("pick", pick),
+        ("omit", omit),
+        ("deepCopy", deep_copy),
+        ("mustDeepCopy", deep_copy),
+        ("dig", dig),
+        ("pluck", pluck),
+        ("first", first),
+        ("mustFirst", first),
+        ("last", last),
+        ("mustLast", last),
+        ("rest", rest),
+        ("mustRest", rest),
+        ("initial", initial),
+        ("mustInitial", initial),
+        ("append", append),
+        ("mustAppend", append),
+        ("push", append),
+        ("prepend", prepend),
+        ("mustPrepend", prepend),
+        ("concat", concat),
+        ("reverse", reverse),
+        ("mustReverse", reverse),
+        ("uniq", uniq),
+        ("mustUniq", uniq),
+        ("has", has),
+        ("mustHas", has),
+        ("compact", compact),
+        ("mustCompact", compact),
+        ("without", without),
+        ("mustWithout", without),
+        ("title", title),
+        ("camelcase", camelcase),
+        ("regexMatch", regex_match),
+        ("mustRegexMatch", regex_match),
+        ("regexFind", regex_find),
+        ("mustRegexFind", regex_find),
+        ("regexFindAll", regex_find_all),
+        ("mustRegexFindAll", regex_find_all),
+        ("regexReplaceAll", regex_replace_all),
+        ("mustRegexReplaceAll", regex_replace_all),
+        ("regexReplaceAllLiteral", regex_replace_all_literal),
+        ("mustRegexReplaceAllLiteral", regex_replace_all_literal),
+        ("regexSplit", regex_split),
+        ("mustRegexSplit", regex_split),
         // Random: they render, but mark the template as not reproducible.
         ("randAlphaNum", rand_alpha_num),
         ("randAlpha", rand_alpha),
@@ -890,6 +939,354 @@ fn type_of(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::String(go_type(&args[0]).to_string()))
 }
 
+// ---------------------------------------------------------------- dicts and lists
+// Native rather than bridged: through gtmpl-ng's values a float64 would lose its type.
+
+fn map_arg<'a>(args: &'a [Value], f: &str) -> Result<&'a HashMap<String, Value>, FuncError> {
+    match arg(args, 0, f)? {
+        Value::Map(m) | Value::Object(m) => Ok(m),
+        other => Err(err(format!(
+            "{f}: wrong type for value; expected map[string]interface {{}}; got {}",
+            go_type(other)
+        ))),
+    }
+}
+
+fn list_arg<'a>(args: &'a [Value], f: &str) -> Result<&'a [Value], FuncError> {
+    match arg(args, 0, f)? {
+        Value::Array(a) => Ok(a),
+        Value::Nil | Value::NoValue => Ok(&[]),
+        other => Err(err(format!(
+            "{f}: cannot use a {} as a list",
+            go_type(other)
+        ))),
+    }
+}
+
+fn set(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "set")?;
+    let mut m = map_arg(args, "set")?.clone();
+    m.insert(strval(&args[1]), args[2].clone());
+    Ok(Value::Map(m))
+}
+
+fn unset(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "unset")?;
+    let mut m = map_arg(args, "unset")?.clone();
+    m.remove(&strval(&args[1]));
+    Ok(Value::Map(m))
+}
+
+fn get(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "get")?;
+    Ok(map_arg(args, "get")?
+        .get(&strval(&args[1]))
+        .cloned()
+        .unwrap_or(Value::String(String::new())))
+}
+
+fn keys(args: &[Value]) -> Result<Value, FuncError> {
+    // Go's map order is random; charts sort the result (`keys . | sortAlpha`).
+    let mut out = Vec::new();
+    for (i, _) in args.iter().enumerate() {
+        let m = map_arg(&args[i..], "keys")?;
+        let mut k: Vec<&String> = m.keys().collect();
+        k.sort();
+        out.extend(k.into_iter().map(|k| Value::String(k.clone())));
+    }
+    Ok(Value::Array(out))
+}
+
+fn values_fn(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "values")?;
+    let m = map_arg(args, "values")?;
+    let mut k: Vec<&String> = m.keys().collect();
+    k.sort();
+    Ok(Value::Array(
+        k.into_iter().filter_map(|k| m.get(k).cloned()).collect(),
+    ))
+}
+
+fn pick(args: &[Value]) -> Result<Value, FuncError> {
+    let m = map_arg(args, "pick")?;
+    let want: Vec<String> = args[1..].iter().map(strval).collect();
+    Ok(Value::Map(
+        m.iter()
+            .filter(|(k, _)| want.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+}
+
+fn omit(args: &[Value]) -> Result<Value, FuncError> {
+    let m = map_arg(args, "omit")?;
+    let drop: Vec<String> = args[1..].iter().map(strval).collect();
+    Ok(Value::Map(
+        m.iter()
+            .filter(|(k, _)| !drop.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+}
+
+fn deep_copy(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "deepCopy")?;
+    Ok(args[0].clone())
+}
+
+/// `dig "a" "b" default dict`.
+fn dig(args: &[Value]) -> Result<Value, FuncError> {
+    if args.len() < 3 {
+        return Err(err("dig needs keys, a default and a map"));
+    }
+    let (path, rest) = args.split_at(args.len() - 2);
+    let default = rest[0].clone();
+    let mut cur = rest[1].clone();
+    for k in path {
+        match cur {
+            Value::Map(m) | Value::Object(m) => match m.get(&strval(k)) {
+                Some(v) => cur = v.clone(),
+                None => return Ok(default),
+            },
+            _ => return Ok(default),
+        }
+    }
+    Ok(cur)
+}
+
+fn pluck(args: &[Value]) -> Result<Value, FuncError> {
+    let key = strval(arg(args, 0, "pluck")?);
+    Ok(Value::Array(
+        args[1..]
+            .iter()
+            .filter_map(|d| match d {
+                Value::Map(m) | Value::Object(m) => m.get(&key).cloned(),
+                _ => None,
+            })
+            .collect(),
+    ))
+}
+
+fn first(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "first")?;
+    Ok(list_arg(args, "first")?
+        .first()
+        .cloned()
+        .unwrap_or(Value::Nil))
+}
+
+fn last(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "last")?;
+    Ok(list_arg(args, "last")?
+        .last()
+        .cloned()
+        .unwrap_or(Value::Nil))
+}
+
+fn rest(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "rest")?;
+    let l = list_arg(args, "rest")?;
+    Ok(if l.is_empty() {
+        Value::Nil
+    } else {
+        Value::Array(l[1..].to_vec())
+    })
+}
+
+fn initial(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "initial")?;
+    let l = list_arg(args, "initial")?;
+    Ok(if l.is_empty() {
+        Value::Nil
+    } else {
+        Value::Array(l[..l.len() - 1].to_vec())
+    })
+}
+
+fn append(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "append")?;
+    let mut l = list_arg(args, "append")?.to_vec();
+    l.push(args[1].clone());
+    Ok(Value::Array(l))
+}
+
+fn prepend(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "prepend")?;
+    let mut l = vec![args[1].clone()];
+    l.extend_from_slice(list_arg(args, "prepend")?);
+    Ok(Value::Array(l))
+}
+
+fn concat(args: &[Value]) -> Result<Value, FuncError> {
+    let mut out = Vec::new();
+    for (i, _) in args.iter().enumerate() {
+        out.extend_from_slice(list_arg(&args[i..], "concat")?);
+    }
+    cap_len(out.len(), "concat")?;
+    Ok(Value::Array(out))
+}
+
+fn reverse(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "reverse")?;
+    let mut l = list_arg(args, "reverse")?.to_vec();
+    l.reverse();
+    Ok(Value::Array(l))
+}
+
+fn uniq(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "uniq")?;
+    let mut out: Vec<Value> = Vec::new();
+    for v in list_arg(args, "uniq")? {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn has(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "has")?;
+    let l = list_arg(&args[1..], "has")?;
+    Ok(Value::Bool(l.contains(&args[0])))
+}
+
+fn compact(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "compact")?;
+    Ok(Value::Array(
+        list_arg(args, "compact")?
+            .iter()
+            .filter(|v| !is_empty(v))
+            .cloned()
+            .collect(),
+    ))
+}
+
+fn without(args: &[Value]) -> Result<Value, FuncError> {
+    let l = list_arg(args, "without")?;
+    Ok(Value::Array(
+        l.iter()
+            .filter(|v| !args[1..].contains(v))
+            .cloned()
+            .collect(),
+    ))
+}
+
+// ---------------------------------------------------------------- strings and regexes
+
+/// Go's strings.Title: the first letter of each word upper-cased.
+fn title(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "title")?;
+    let mut out = String::new();
+    let mut prev_sep = true;
+    for c in strval(&args[0]).chars() {
+        if prev_sep {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        prev_sep = !(c.is_alphanumeric() || c == '_');
+    }
+    Ok(Value::String(out))
+}
+
+/// xstrings.ToCamelCase as Sprig uses it: `foo_bar` → `FooBar`.
+fn camelcase(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "camelcase")?;
+    let mut out = String::new();
+    let mut upper_next = true;
+    for c in strval(&args[0]).chars() {
+        if c == '_' {
+            upper_next = true;
+            continue;
+        }
+        if upper_next {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        upper_next = false;
+    }
+    Ok(Value::String(out))
+}
+
+fn compile(re: &str, f: &str) -> Result<regex::Regex, FuncError> {
+    regex::RegexBuilder::new(re)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| err(format!("{f}: invalid regular expression {re:?}: {e}")))
+}
+
+fn regex_match(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "regexMatch")?;
+    Ok(Value::Bool(
+        compile(&strval(&args[0]), "regexMatch")?.is_match(&strval(&args[1])),
+    ))
+}
+
+fn regex_find(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "regexFind")?;
+    let s = strval(&args[1]);
+    Ok(Value::String(
+        compile(&strval(&args[0]), "regexFind")?
+            .find(&s)
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+fn regex_find_all(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "regexFindAll")?;
+    let s = strval(&args[1]);
+    let n = to_i64(&args[2]);
+    let re = compile(&strval(&args[0]), "regexFindAll")?;
+    let all = re
+        .find_iter(&s)
+        .map(|m| Value::String(m.as_str().to_string()));
+    Ok(Value::Array(if n < 0 {
+        all.collect()
+    } else {
+        all.take(usize::try_from(n).unwrap_or(0)).collect()
+    }))
+}
+
+fn regex_replace_all(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "regexReplaceAll")?;
+    let re = compile(&strval(&args[0]), "regexReplaceAll")?;
+    let out = re
+        .replace_all(&strval(&args[1]), strval(&args[2]).as_str())
+        .into_owned();
+    cap_len(out.len(), "regexReplaceAll")?;
+    Ok(Value::String(out))
+}
+
+fn regex_replace_all_literal(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "regexReplaceAllLiteral")?;
+    let re = compile(&strval(&args[0]), "regexReplaceAllLiteral")?;
+    let repl = strval(&args[2]);
+    let out = re
+        .replace_all(&strval(&args[1]), regex::NoExpand(&repl))
+        .into_owned();
+    cap_len(out.len(), "regexReplaceAllLiteral")?;
+    Ok(Value::String(out))
+}
+
+fn regex_split(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "regexSplit")?;
+    let s = strval(&args[1]);
+    let n = to_i64(&args[2]);
+    let re = compile(&strval(&args[0]), "regexSplit")?;
+    let parts: Vec<Value> = if n < 0 {
+        re.split(&s).map(|p| Value::String(p.to_string())).collect()
+    } else if n == 0 {
+        Vec::new()
+    } else {
+        re.splitn(&s, usize::try_from(n).unwrap_or(0))
+            .map(|p| Value::String(p.to_string()))
+            .collect()
+    };
+    Ok(Value::Array(parts))
+}
+
 // ---------------------------------------------------------------- semverCompare
 
 /// Sprig's `semverCompare` (Masterminds/semver v3 constraints): `||` alternatives of
@@ -1165,7 +1562,6 @@ macro_rules! bridged {
 
 bridged! {
     ("trimAll", bridged_trim_all, gtmpl_ng::helm_functions::string::trim_all),
-    ("title", bridged_title, gtmpl_ng::helm_functions::string::title),
     ("untitle", bridged_untitle, gtmpl_ng::helm_functions::string::untitle),
     ("substr", bridged_substr, gtmpl_ng::helm_functions::string::substr),
     ("nospace", bridged_nospace, gtmpl_ng::helm_functions::string::nospace),
@@ -1174,7 +1570,6 @@ bridged! {
     ("initials", bridged_initials, gtmpl_ng::helm_functions::string::initials),
     ("plural", bridged_plural, gtmpl_ng::helm_functions::string::plural),
     ("snakecase", bridged_snakecase, gtmpl_ng::helm_functions::string::snakecase),
-    ("camelcase", bridged_camelcase, gtmpl_ng::helm_functions::string::camelcase),
     ("kebabcase", bridged_kebabcase, gtmpl_ng::helm_functions::string::kebabcase),
     ("swapcase", bridged_swapcase, gtmpl_ng::helm_functions::string::swapcase),
     ("sha1sum", bridged_sha1sum, gtmpl_ng::helm_functions::crypto::sha1sum),
@@ -1197,58 +1592,12 @@ bridged! {
     ("toStrings", bridged_to_strings, gtmpl_ng::helm_functions::types::to_strings),
     ("typeIs", bridged_type_is, gtmpl_ng::helm_functions::types::type_is),
     ("deepEqual", bridged_deep_equal, gtmpl_ng::helm_functions::types::deep_equal),
-    ("first", bridged_first, gtmpl_ng::helm_functions::lists::first),
-    ("mustFirst", bridged_must_first, gtmpl_ng::helm_functions::lists::must_first),
-    ("rest", bridged_rest, gtmpl_ng::helm_functions::lists::rest),
-    ("mustRest", bridged_must_rest, gtmpl_ng::helm_functions::lists::must_rest),
-    ("last", bridged_last, gtmpl_ng::helm_functions::lists::last),
-    ("mustLast", bridged_must_last, gtmpl_ng::helm_functions::lists::must_last),
-    ("initial", bridged_initial, gtmpl_ng::helm_functions::lists::initial),
-    ("mustInitial", bridged_must_initial, gtmpl_ng::helm_functions::lists::must_initial),
-    ("append", bridged_append, gtmpl_ng::helm_functions::lists::append),
-    ("mustAppend", bridged_must_append, gtmpl_ng::helm_functions::lists::must_append),
-    ("prepend", bridged_prepend, gtmpl_ng::helm_functions::lists::prepend),
-    ("mustPrepend", bridged_must_prepend, gtmpl_ng::helm_functions::lists::must_prepend),
-    ("concat", bridged_concat, gtmpl_ng::helm_functions::lists::concat),
-    ("reverse", bridged_reverse, gtmpl_ng::helm_functions::lists::reverse),
-    ("mustReverse", bridged_must_reverse, gtmpl_ng::helm_functions::lists::must_reverse),
-    ("uniq", bridged_uniq, gtmpl_ng::helm_functions::lists::uniq),
-    ("mustUniq", bridged_must_uniq, gtmpl_ng::helm_functions::lists::must_uniq),
-    ("without", bridged_without, gtmpl_ng::helm_functions::lists::without),
-    ("mustWithout", bridged_must_without, gtmpl_ng::helm_functions::lists::must_without),
-    ("has", bridged_has, gtmpl_ng::helm_functions::lists::has),
-    ("mustHas", bridged_must_has, gtmpl_ng::helm_functions::lists::must_has),
-    ("compact", bridged_compact, gtmpl_ng::helm_functions::lists::compact),
-    ("mustCompact", bridged_must_compact, gtmpl_ng::helm_functions::lists::must_compact),
     ("slice", bridged_slice, gtmpl_ng::helm_functions::lists::slice),
     ("mustSlice", bridged_must_slice, gtmpl_ng::helm_functions::lists::must_slice),
     ("seq", bridged_seq, gtmpl_ng::helm_functions::lists::seq),
-    ("get", bridged_get, gtmpl_ng::helm_functions::dicts::get),
-    ("set", bridged_set, gtmpl_ng::helm_functions::dicts::set),
-    ("unset", bridged_unset, gtmpl_ng::helm_functions::dicts::unset),
-    ("keys", bridged_keys, gtmpl_ng::helm_functions::dicts::keys),
-    ("values", bridged_values, gtmpl_ng::helm_functions::dicts::values),
-    ("pick", bridged_pick, gtmpl_ng::helm_functions::dicts::pick),
-    ("omit", bridged_omit, gtmpl_ng::helm_functions::dicts::omit),
-    ("deepCopy", bridged_deep_copy, gtmpl_ng::helm_functions::dicts::deep_copy),
-    ("mustDeepCopy", bridged_must_deep_copy, gtmpl_ng::helm_functions::dicts::must_deep_copy),
-    ("pluck", bridged_pluck, gtmpl_ng::helm_functions::dicts::pluck),
-    ("dig", bridged_dig, gtmpl_ng::helm_functions::dicts::dig),
     ("base", bridged_base, gtmpl_ng::helm_functions::paths::base),
     ("dir", bridged_dir, gtmpl_ng::helm_functions::paths::dir),
     ("clean", bridged_clean, gtmpl_ng::helm_functions::paths::clean),
     ("ext", bridged_ext, gtmpl_ng::helm_functions::paths::ext),
     ("isAbs", bridged_is_abs, gtmpl_ng::helm_functions::paths::is_abs),
-    ("regexMatch", bridged_regex_match, gtmpl_ng::helm_functions::regex::regex_match),
-    ("mustRegexMatch", bridged_must_regex_match, gtmpl_ng::helm_functions::regex::must_regex_match),
-    ("regexFindAll", bridged_regex_find_all, gtmpl_ng::helm_functions::regex::regex_find_all),
-    ("mustRegexFindAll", bridged_must_regex_find_all, gtmpl_ng::helm_functions::regex::must_regex_find_all),
-    ("regexFind", bridged_regex_find, gtmpl_ng::helm_functions::regex::regex_find),
-    ("mustRegexFind", bridged_must_regex_find, gtmpl_ng::helm_functions::regex::must_regex_find),
-    ("regexReplaceAll", bridged_regex_replace_all, gtmpl_ng::helm_functions::regex::regex_replace_all),
-    ("mustRegexReplaceAll", bridged_must_regex_replace_all, gtmpl_ng::helm_functions::regex::must_regex_replace_all),
-    ("regexReplaceAllLiteral", bridged_regex_replace_all_literal, gtmpl_ng::helm_functions::regex::regex_replace_all_literal),
-    ("mustRegexReplaceAllLiteral", bridged_must_regex_replace_all_literal, gtmpl_ng::helm_functions::regex::must_regex_replace_all_literal),
-    ("regexSplit", bridged_regex_split, gtmpl_ng::helm_functions::regex::regex_split),
-    ("mustRegexSplit", bridged_must_regex_split, gtmpl_ng::helm_functions::regex::must_regex_split),
 }

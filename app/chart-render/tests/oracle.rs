@@ -211,3 +211,70 @@ caps: {{ .Capabilities.KubeVersion.Version }} {{ .Capabilities.KubeVersion.Major
     );
     assert_same_as_go(&chart, &json!({"n": 6}));
 }
+
+#[test]
+fn library_chart_idioms_match_go() {
+    // The idioms of library charts (bitnami-style "common"): tplvalues.render, dicts built
+    // with dict/set/merge, labels merged from several sources, dig, list helpers.
+    let helpers = r#"{{- define "common.tplvalues.render" -}}
+{{- $value := typeIs "string" .value | ternary .value (.value | toYaml) }}
+{{- if contains "{{" (toJson .value) }}
+  {{- if .scope }}
+      {{- tpl (cat "{{- with $.RelativeScope -}}" $value "{{- end }}") (merge (dict "RelativeScope" .scope) .context) }}
+  {{- else }}
+    {{- tpl $value .context }}
+  {{- end }}
+{{- else }}
+    {{- $value }}
+{{- end }}
+{{- end -}}
+{{- define "common.labels.standard" -}}
+{{- $default := dict "app.kubernetes.io/name" .context.Chart.Name "helm.sh/chart" (printf "%s-%s" .context.Chart.Name .context.Chart.Version) "app.kubernetes.io/instance" .context.Release.Name "app.kubernetes.io/managed-by" .context.Release.Service -}}
+{{- with .customLabels -}}
+{{- $default = merge (include "common.tplvalues.render" (dict "value" . "context" $.context) | fromYaml) $default -}}
+{{- end -}}
+{{- toYaml $default -}}
+{{- end -}}"#;
+    let main = r##"{{- $ctx := dict "a" 1 -}}
+{{- $_ := set $ctx "b" .Values.big -}}
+{{- $_ := set $ctx "neg" .Values.neg -}}
+{{- $_ := unset $ctx "a" -}}
+{{- $m := dict "x" (dict "y" 1) -}}
+{{- $_ := merge $m (dict "x" (dict "z" 2) "w" 3) -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}
+  labels: {{- include "common.labels.standard" (dict "customLabels" .Values.commonLabels "context" $) | nindent 4 }}
+  annotations: {{- include "common.tplvalues.render" (dict "value" .Values.annotations "context" $) | nindent 4 }}
+data:
+  ctx: {{ $ctx | toJson | quote }}
+  ctx-b: {{ $ctx.b | quote }} {{ get $ctx "neg" }}
+  merged: {{ $m | toJson | quote }}
+  dig: {{ dig "db" "auth" "user" "nobody" .Values | quote }} {{ dig "db" "nope" "dflt" .Values | quote }}
+  lists: {{ list 3 1 2 | first }} {{ list 3 1 2 | last }} {{ rest (list 1 2 3) }} {{ initial (list 1 2 3) }} {{ append (list 1) 2 }} {{ prepend (list 1) 0 }} {{ concat (list 1) (list 2 3) }} {{ reverse (list 1 2 3) }} {{ uniq (list 1 1 2) }} {{ has 2 (list 1 2) }} {{ compact (list "" "a" 0 "b") }} {{ without (list 1 2 3) 2 }}
+  keys: {{ keys .Values.db | sortAlpha }} {{ pick .Values.db "auth" | toJson }} {{ omit .Values.db "auth" | toJson }} {{ pluck "user" .Values.db.auth (dict "user" "x") }}
+  strings: {{ title "hello world" }} {{ camelcase "foo_bar" }} {{ snakecase "FooBar" }} {{ kebabcase "FooBar" }} {{ regexReplaceAll "[0-9]+" "a1b22" "#" }} {{ regexMatch "^a" "abc" }} {{ base "a/b/c.txt" }} {{ dir "a/b/c.txt" }} {{ ext "c.txt" }} {{ sha1sum "x" }} {{ b32enc "hi" }} {{ nospace "a b c" }} {{ substr 1 3 "abcdef" }} {{ abbrev 5 "hello world" }}
+  numbers: {{ .Values.big }} {{ .Values.neg }} {{ .Values.small }} {{ .Values.frac }} {{ int .Values.frac }} {{ .Values.big | int64 }} {{ floor 1.5 }} {{ ceil 1.2 }} {{ round 2.5 0 }}
+  {{- range $i, $e := .Values.extraEnv }}
+  env{{ $i }}: {{ include "common.tplvalues.render" (dict "value" $e.value "context" $) | quote }}
+  {{- end }}
+"##;
+    let templates: Vec<(String, Vec<u8>)> = vec![
+        ("templates/_labels.tpl".into(), helpers.as_bytes().to_vec()),
+        ("templates/cm.yaml".into(), main.as_bytes().to_vec()),
+    ];
+    let chart = common::release_chart(
+        json!({"name": "lib", "version": "2.0.1", "apiVersion": "v2", "appVersion": "2"}),
+        &templates,
+        json!({
+            "big": 12345678, "neg": -0.5, "small": 0.00001, "frac": 2.75,
+            "commonLabels": {"team": "{{ .Release.Namespace }}", "tier": "backend"},
+            "annotations": {"owner": "{{ .Release.Name }}-owner", "static": "yes"},
+            "db": {"auth": {"user": "admin"}, "port": 5432},
+            "extraEnv": [{"value": "{{ .Chart.Name }}"}, {"value": "plain"}],
+        }),
+        &[],
+    );
+    assert_same_as_go(&chart, &json!({}));
+}

@@ -13,6 +13,16 @@ use crate::gotmpl::value::{Func, Value};
 /// chart fails with a clear error here instead of aborting the process.
 pub const MAX_TEMPLATE_DEPTH: usize = 200;
 
+/// Sprig functions that change their first (map) argument in place.
+const MUTATORS: &[&str] = &[
+    "set",
+    "unset",
+    "merge",
+    "mergeOverwrite",
+    "mustMerge",
+    "mustMergeOverwrite",
+];
+
 thread_local! {
     static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -303,7 +313,28 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             .funcs
             .get(name.as_str())
             .ok_or_else(|| ExecError::UndefinedFunction(name.to_string()))?;
-        self.eval_call(ctx, *function, args, fin)
+        let result = self.eval_call(ctx, *function, args, fin)?;
+        // Sprig's set/unset/merge/mergeOverwrite change their first argument, a Go map shared
+        // by reference. Values here are copies, so when that argument is a plain variable
+        // (`$_ := set $ctx "k" v`, the common idiom) the result is written back to it.
+        // Other aliases of the same map (a field path, a second variable) do not see the change.
+        if MUTATORS.contains(&name.as_str()) {
+            if let Some(Nodes::Variable(var)) = args.get(1) {
+                if var.ident.len() == 1 && var.ident[0] != "$" {
+                    let target = var.ident[0].clone();
+                    if let Some(slot) = self
+                        .vars
+                        .iter_mut()
+                        .rev()
+                        .flat_map(|scope| scope.iter_mut().rev())
+                        .find(|v| v.name == target)
+                    {
+                        slot.value = result.clone();
+                    }
+                }
+            }
+        }
+        Ok(result)
     }
 
     fn eval_call(
