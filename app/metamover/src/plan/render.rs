@@ -533,7 +533,26 @@ pub fn plan_releases(
             );
         }
     }
+    let untouched = HelmPlan::default();
     for (id, storage) in deployed_releases(objects) {
+        // A release whose record is not restored (excludeResources, onlyData, …) is not
+        // re-rendered or renamed either.
+        let record = BackupObject {
+            obj: storage.clone(),
+            helm_storage: true,
+        };
+        let restored = super::prepare_one(
+            &record,
+            map,
+            inputs.facts,
+            &untouched,
+            &Default::default(),
+            "",
+        )
+        .is_some_and(|p| p.action == super::PlanAction::Create);
+        if !restored {
+            continue;
+        }
         if let Err(msg) = plan_release(&id, storage, map, inputs, &backed, &mut plan) {
             plan.blocking.push(msg);
         }

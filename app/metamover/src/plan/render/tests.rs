@@ -276,6 +276,18 @@ fn subchart_keys_and_render_errors_block() {
         b.contains("image.repository is required") && b.contains("transformed values"),
         "{b}"
     );
+    // A release whose record is excluded is not rendered: nothing blocks.
+    let map = restore_map(
+        json!({"transformComponents": {"helm": [{"transformName": "bad",
+        "release": "web", "set": [{"key": "image.repository", "value": "null"}]}]},
+        "excludeResources": [{"groupVersionKind": {"group": "", "kind": "Secret"}}]}),
+    );
+    let hp = plan_with(&objects, &map, &BTreeMap::new(), &BackupFacts::default());
+    assert!(
+        hp.blocking.is_empty() && hp.releases.is_empty(),
+        "{:?}",
+        hp.blocking
+    );
     // A key Helm cannot parse names the transform.
     let map = restore_map(
         json!({"transformComponents": {"helm": [{"transformName": "broken",
