@@ -5,7 +5,8 @@
 //! do). Jobs run in the install namespace and can only mount Secrets of their own namespace, so
 //! a Secret elsewhere is copied there under a name derived from its namespace and name
 //! ([`copy_name`]), labelled with where it came from and refreshed (server-side apply) every
-//! time a Job needs it: a changed key reaches the next Job. The copy is mounted read-only at
+//! time a Job needs it: a changed key reaches the next Job. Copies nothing needs any more are
+//! deleted by [`crate::key_copy_sweep`]. The copy is mounted read-only at
 //! [`KEY_DIR`] and the tools get `--encryption-key-file` (never the key on a command line or in
 //! the environment). The tools do the encryption: LUKS in QCOW2 and a keyed digest index for
 //! volume data (tvk-datamover), AES-256-GCM for everything under `_metadata/` (tvk-metamover).
@@ -34,6 +35,9 @@ pub const KEY_DIR: &str = "/etc/tvk/encryption";
 pub const FIELD_MANAGER: &str = "tvk-control-plane-encryption";
 /// Annotation of a copy: the Secret it was copied from (`<namespace>/<name>`).
 pub const ANNOTATION_SOURCE: &str = "triliovault.trilio.io/encryption-secret";
+/// Annotation of a copy: when it was last applied for a Job (RFC 3339); unused copies are
+/// deleted a grace period after it ([`crate::key_copy_sweep`]).
+pub const ANNOTATION_REFRESHED: &str = "triliovault.trilio.io/encryption-secret-refreshed";
 /// The metamover flag given with the key to every metaprocessor Job of a backup whose
 /// `status.encryptionEnabled` is true: a plain (unsealed) metadata object is refused, so whoever
 /// can write to the target cannot swap plain metadata into an encrypted backup.
@@ -140,10 +144,13 @@ pub async fn job_secret(
                 "app.kubernetes.io/managed-by".to_string(),
                 CONTROLLER_NAME.to_string(),
             )])),
-            annotations: Some(BTreeMap::from([(
-                ANNOTATION_SOURCE.to_string(),
-                format!("{ns}/{name}"),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (ANNOTATION_SOURCE.to_string(), format!("{ns}/{name}")),
+                (
+                    ANNOTATION_REFRESHED.to_string(),
+                    crate::status_patch::now_rfc3339(),
+                ),
+            ])),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),

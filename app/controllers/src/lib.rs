@@ -18,6 +18,7 @@ pub mod encryption;
 pub mod error;
 pub mod hooks;
 pub mod jobs;
+pub mod key_copy_sweep;
 pub mod kinds;
 pub use tvk_lease as leader;
 pub mod naming;

@@ -215,6 +215,8 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
         .for_each(|r| async move { log_result("clusterrestore", r) })
         .await;
     };
+    // Unused encryption key copies in the install namespace (only the Lease holder sweeps).
+    let key_copies = crate::key_copy_sweep::run(ctx.clone(), stop.clone());
     ctx.metrics.set_ready(true);
     futures::join!(
         targets,
@@ -223,7 +225,8 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: BoxFuture<'static, ()>) {
         backups,
         cluster_backups,
         restores,
-        cluster_restores
+        cluster_restores,
+        key_copies
     );
     ctx.metrics.set_ready(false);
 }
