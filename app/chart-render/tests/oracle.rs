@@ -278,3 +278,32 @@ data:
     );
     assert_same_as_go(&chart, &json!({}));
 }
+
+#[test]
+fn builtins_and_everyday_idioms_match_go() {
+    let t = r##"or: {{ or .Values.none "fallback" }} {{ or .Values.zero .Values.str }} {{ or "" 0 }}|
+and: {{ and .Values.str .Values.num }} {{ and .Values.str .Values.none }}|
+not: {{ not .Values.none }} {{ not .Values.str }}
+eq: {{ eq .Values.str "b" "s" }} {{ eq .Values.str "x" "y" }} {{ ne .Values.str "s" }} {{ eq .Values.flag true }}
+cmp: {{ gt .Values.num 3.0 }} {{ le .Values.num 7.0 }} {{ lt 1 2 }} {{ ge "b" "a" }}
+index: {{ index .Values.nested "k" "j" }} {{ index .Values.list 0 }} {{ index .Values.nested "missing" }}|
+len: {{ len .Values.str }} {{ len .Values.list }} {{ len .Values.nested }}
+printf: {{ printf "%v|%s|%5s|%-5s|%t|%x|%03d|%.1f|%%" .Values.num "s" "ab" "ab" true 255 7 2.25 }}
+print: {{ print .Values.num " " .Values.flag " " .Values.none }}
+toString: {{ toString .Values.num }} {{ toString 1.5 }} {{ toString true }} {{ toString .Values.list }}
+int: {{ int .Values.num }} {{ int "12" }} {{ int 3.9 }}
+default-list: {{ default (list "a") .Values.emptyList | toJson }} {{ default (dict "k" 1) .Values.none | toJson }}
+trimAll: {{ trimAll "-" "--x--" }} {{ lower "MiXeD" }} {{ splitList "/" "a/b" | last }}
+nindent0: [{{ "a\nb" | nindent 0 }}]
+json: {{ toJson .Values.nested }} {{ toJson 1.5 }} {{ toJson "s\"q" }} {{ toJson .Values.list }}
+yaml-scalar: {{ toYaml "plain" }} {{ toYaml 7 }} {{ toYaml .Values.flag }} [{{ toYaml .Values.emptyList }}] [{{ toYaml .Values.none }}]
+with-else-nested: {{ with .Values.nested }}{{ with .k }}{{ .j }}{{ end }}{{ end }}
+range-int-keys: {{ range $i, $v := .Values.list }}{{ $i }}{{ $v }},{{ end }}
+range-break-var: {{ $last := "" }}{{ range .Values.list }}{{ $last = . }}{{ end }}{{ $last }}
+"##;
+    let values = json!({
+        "zero": 0, "str": "s", "num": 7, "flag": true, "list": ["a", "b", "c"],
+        "nested": {"k": {"j": "deep"}}, "emptyList": [],
+    });
+    assert_same_as_go(&inline_chart(&[("b.yaml", t)], values), &json!({}));
+}

@@ -423,7 +423,8 @@ pub fn eq(args: &[Value]) -> Result<Value, FuncError> {
         return Err(FuncError::AtLeastXArgs("eq".into(), 2));
     }
     let first = &args[0];
-    Ok(Value::from(args.iter().skip(1).all(|x| *x == *first)))
+    // Go: true when the first argument equals any of the others.
+    Ok(Value::from(args.iter().skip(1).any(|x| *x == *first)))
 }
 
 gn!(

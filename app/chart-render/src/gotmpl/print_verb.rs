@@ -12,10 +12,14 @@ pub fn print(p: &FormatParams, typ: char, val: &Value) -> Result<String, PrintEr
     // kinds, Go's "%!s(type=value)" — Helm's numbers are float64.
     match (typ, val) {
         ('q', Value::String(s)) => {
-            return Ok(printf_generic(p, super::gofmt::quote(s, '"')));
+            return Ok(pad_go(p, super::gofmt::quote(s, '"')));
         }
         ('v', _) | ('s', Value::String(_)) => {
-            return Ok(printf_generic(p, super::gofmt::format_nested(val)));
+            let mut text = super::gofmt::format_nested(val);
+            if let (Some(pr), Value::String(_)) = (p.precision, val) {
+                text = text.chars().take(pr).collect();
+            }
+            return Ok(pad_go(p, text));
         }
         ('d', Value::Number(n)) if n.as_f64().is_some() => {
             return Ok(format!("%!d(float64={})", super::gofmt::format_number(n)));
@@ -330,5 +334,20 @@ impl<'a> fmt::LowerHex for Hexer<'a> {
             write!(f, "{:x}", u)?
         }
         Ok(())
+    }
+}
+
+/// Go's padding of a formatted operand: right-aligned to the width, left with `-`.
+fn pad_go(p: &FormatParams, text: String) -> String {
+    let len = text.chars().count();
+    if p.width <= len {
+        return text;
+    }
+    let fill: String =
+        std::iter::repeat_n(if p.zero && !p.minus { '0' } else { ' ' }, p.width - len).collect();
+    if p.minus {
+        format!("{text}{fill}")
+    } else {
+        format!("{fill}{text}")
     }
 }

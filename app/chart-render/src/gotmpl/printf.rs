@@ -11,13 +11,13 @@ pub fn sprintf(s: &str, args: &[Value]) -> Result<String, PrintError> {
     let mut i = 0;
     let mut index = 0;
     for t in tokens {
-        fmt.push_str(&s[i..t.start]);
+        fmt.push_str(&s[i..t.start].replace("%%", "%"));
         let (s, idx) = process_verb(&s[t.start + 1..t.end], t.typ, args, index)?;
         fmt.push_str(&s);
         index = idx;
         i = t.end + 1;
     }
-    fmt.push_str(&s[i..]);
+    fmt.push_str(&s[i..].replace("%%", "%"));
     Ok(fmt)
 }
 
