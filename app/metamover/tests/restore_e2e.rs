@@ -1091,8 +1091,15 @@ const KUBE_VERSION: (&str, &str) = (tvk_metamover::restore::KUBE_VERSION_ENV, "v
 /// rendered by Go's engine (the oracle; our renderer when the oracle is skipped) — so the record
 /// is what Helm would have written — and its objects as they live in the cluster (Helm's
 /// ownership annotations, a field the chart never set); backed up and committed. Returns the
-/// location. `tamper` replaces text in the record's manifest (not in the objects).
-async fn helm_backed_up(server: &ApiServer, target: &Path, tamper: Option<(&str, &str)>) -> String {
+/// location. `config`: the release's user values; `tamper` replaces text in the record's
+/// manifest (not in the objects). The claims of StatefulSets' volumeClaimTemplates exist bound,
+/// and their volumes are "uploaded" (DataRestore restores them).
+async fn helm_backed_up(
+    server: &ApiServer,
+    target: &Path,
+    config: &Value,
+    tamper: Option<(&str, &str)>,
+) -> String {
     for c in tvk_api::crd::all() {
         server.create(serde_json::to_value(&c).unwrap()).unwrap();
     }
@@ -1102,34 +1109,32 @@ async fn helm_backed_up(server: &ApiServer, target: &Path, tamper: Option<(&str,
             .unwrap();
     }
     let chart = fixture::chart_json("webapp");
-    let manifest =
-        fixture::oracle_manifest(&chart, "web", "shop", &json!({})).unwrap_or_else(|| {
-            eprintln!("helm oracle SKIPPED: the record's manifest is rendered by tvk-chart-render");
-            let c = tvk_chart_render::Chart::from_release_json(&chart).unwrap();
-            let caps = tvk_chart_render::Capabilities {
-                kube_version: "v1.32.0".into(),
-                api_versions: vec![],
-            };
-            let req = tvk_chart_render::RenderRequest {
-                release_name: "web",
-                namespace: "shop",
-                revision: 1,
-                is_install: true,
-                is_upgrade: false,
-                user_values: &json!({}),
-                capabilities: &caps,
-            };
-            let (docs, _) =
-                tvk_chart_render::manifest_docs(&tvk_chart_render::render(&c, &req).unwrap())
-                    .unwrap();
-            tvk_metamover::plan::render::manifest_text(
-                &docs
-                    .iter()
-                    .map(|d| (d.source.as_str(), &d.object))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap()
-        });
+    let manifest = fixture::oracle_manifest(&chart, "web", "shop", config).unwrap_or_else(|| {
+        eprintln!("helm oracle SKIPPED: the record's manifest is rendered by tvk-chart-render");
+        let c = tvk_chart_render::Chart::from_release_json(&chart).unwrap();
+        let caps = tvk_chart_render::Capabilities {
+            kube_version: "v1.32.0".into(),
+            api_versions: vec![],
+        };
+        let req = tvk_chart_render::RenderRequest {
+            release_name: "web",
+            namespace: "shop",
+            revision: 1,
+            is_install: true,
+            is_upgrade: false,
+            user_values: config,
+            capabilities: &caps,
+        };
+        let (docs, _) =
+            tvk_chart_render::manifest_docs(&tvk_chart_render::render(&c, &req).unwrap()).unwrap();
+        tvk_metamover::plan::render::manifest_text(
+            &docs
+                .iter()
+                .map(|d| (d.source.as_str(), &d.object))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    });
     let recorded = match tamper {
         Some((from, to)) => {
             assert!(manifest.contains(from), "{manifest}");
@@ -1137,7 +1142,7 @@ async fn helm_backed_up(server: &ApiServer, target: &Path, tamper: Option<(&str,
         }
         None => manifest.clone(),
     };
-    let record = fixture::release_json("web", "shop", 1, &chart, &json!({}), &recorded);
+    let record = fixture::release_json("web", "shop", 1, &chart, config, &recorded);
     server
         .create(fixture::release_storage_secret(&record, "deployed"))
         .unwrap();
@@ -1148,6 +1153,19 @@ async fn helm_backed_up(server: &ApiServer, target: &Path, tamper: Option<(&str,
         o["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!("shop");
         if o["kind"] == "Deployment" {
             o["spec"]["revisionHistoryLimit"] = json!(7);
+        }
+        if o["kind"] == "StatefulSet" {
+            let sts = o["metadata"]["name"].as_str().unwrap().to_owned();
+            for t in o["spec"]["volumeClaimTemplates"].as_array().unwrap() {
+                let claim = format!("{}-{sts}-0", t["metadata"]["name"].as_str().unwrap());
+                server
+                    .create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                        "metadata": {"name": claim, "namespace": "shop"},
+                        "spec": {"volumeName": format!("pv-{claim}"), "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}}},
+                        "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}}))
+                    .unwrap();
+            }
         }
         server.create(o).unwrap();
     }
@@ -1185,12 +1203,43 @@ async fn helm_backed_up(server: &ApiServer, target: &Path, tamper: Option<(&str,
     ];
     let snap = metamover(kc, &[&["snapshot"][..], &backup_args].concat()).await;
     assert_eq!(snap.code, 0, "{:?}\n{}", snap.lines, snap.stderr);
+    // The control plane "uploads" every volume and records its location.
+    fn upload(v: &mut Value, server: &ApiServer, target: &Path, location: &str) {
+        match v {
+            Value::Object(m) => {
+                if let Some(pvc) = m.get("persistentVolumeClaimName").and_then(Value::as_str) {
+                    let uid = server
+                        .get("v1", "PersistentVolumeClaim", Some("shop"), pvc)
+                        .unwrap()["metadata"]["uid"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    let vol = format!("{location}/{uid}");
+                    std::fs::create_dir_all(target.join(&vol)).unwrap();
+                    std::fs::write(target.join(&vol).join("manifest.json"), b"{}").unwrap();
+                    m.insert("location".into(), json!(vol));
+                }
+                m.values_mut()
+                    .for_each(|c| upload(c, server, target, location));
+            }
+            Value::Array(a) => a
+                .iter_mut()
+                .for_each(|c| upload(c, server, target, location)),
+            _ => {}
+        }
+    }
+    let mut status = server
+        .get("triliovault.trilio.io/v1", "Backup", Some("shop"), "b1")
+        .unwrap()["status"]
+        .clone();
+    upload(&mut status, server, target, &location);
+    status["location"] = json!(location);
     let backups: kube::Api<tvk_api::Backup> = kube::Api::namespaced(server.client(), "shop");
     backups
         .patch_status(
             "b1",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"status": {"location": location}})),
+            &kube::api::Patch::Merge(json!({ "status": status })),
         )
         .await
         .unwrap();
@@ -1272,7 +1321,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     let server = ApiServer::start().await.unwrap();
     let target = TempDir::new("mm-restore-helm").unwrap();
     let tdir = target.path().to_str().unwrap().to_owned();
-    let location = helm_backed_up(&server, target.path(), None).await;
+    let location = helm_backed_up(&server, target.path(), &json!({}), None).await;
     let kc = server.kubeconfig_path().to_path_buf();
     let env = [KUBE_VERSION];
 
@@ -1498,8 +1547,13 @@ async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_tem
     let server = ApiServer::start().await.unwrap();
     let target = TempDir::new("mm-restore-helm-tampered").unwrap();
     let tdir = target.path().to_str().unwrap().to_owned();
-    let location =
-        helm_backed_up(&server, target.path(), Some(("replicas: 1", "replicas: 2"))).await;
+    let location = helm_backed_up(
+        &server,
+        target.path(),
+        &json!({}),
+        Some(("replicas: 1", "replicas: 2")),
+    )
+    .await;
     let kc = server.kubeconfig_path().to_path_buf();
     server
         .create(restore(
@@ -1533,4 +1587,68 @@ async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_tem
     let run = metamover(&kc, &args("restore-plan", "t2", &location, &tdir)).await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     assert!(plan_of(&server, "t2").blocking.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-helm-sts").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let config = json!({"cache": {"enabled": true}});
+    let location = helm_backed_up(&server, target.path(), &config, None).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+    // The destination already has a release `web` (installed there by someone else).
+    let chart = fixture::chart_json("webapp");
+    server
+        .create(fixture::release_storage_secret(
+            &fixture::release_json("web", "copy", 1, &chart, &json!({}), "---\n"),
+            "deployed",
+        ))
+        .unwrap();
+    server.create(restore("s1", &location, json!({}))).unwrap();
+    let run = metamover_env(
+        &kc,
+        &args("restore-plan", "s1", &location, &tdir),
+        &[KUBE_VERSION],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "s1");
+    assert_eq!(plan.volumes.len(), 1, "{:?}", plan.volumes);
+    assert_eq!(plan.volumes[0].pvc_name, "data-web-webapp-cache-0");
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("StatefulSet web-webapp-cache")
+                && b.contains("volumeClaimTemplates")
+                && b.contains("retainHelmReleaseName")),
+        "{:?}",
+        plan.blocking
+    );
+    // Restored metadata-only (no data under the old names), the rename goes ahead.
+    server
+        .create(restore(
+            "s2",
+            &location,
+            json!({"restoreFlags": {"onlyMetadata": true}}),
+        ))
+        .unwrap();
+    let run = metamover_env(
+        &kc,
+        &args("restore-plan", "s2", &location, &tdir),
+        &[KUBE_VERSION],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "s2");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    let s2 = server
+        .get("triliovault.trilio.io/v1", "Restore", Some("copy"), "s2")
+        .unwrap();
+    let new_name = format!("web-{}", &s2["metadata"]["uid"].as_str().unwrap()[..5]);
+    assert_eq!(
+        planned(&plan, "StatefulSet", &format!("{new_name}-webapp-cache")).action,
+        PlanAction::Create
+    );
 }
