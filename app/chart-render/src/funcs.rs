@@ -77,6 +77,17 @@ pub(crate) fn install(t: &mut Template) {
         ("fromJson", from_json),
         ("fromJsonArray", from_json_array),
         ("toToml", to_toml),
+        ("toRawJson", to_raw_json),
+        ("mustToRawJson", must_to_raw_json),
+        ("mustToPrettyJson", must_to_pretty_json),
+        ("mustFromJson", must_from_json),
+        ("tuple", list),
+        ("trimall", trim_all_alias),
+        ("biggest", max),
+        ("all", all),
+        ("any", any),
+        ("regexQuoteMeta", regex_quote_meta),
+        ("splitn", splitn),
         // Sprig, where gtmpl-ng's differs.
         ("fail", fail),
         ("default", default),
@@ -417,6 +428,11 @@ fn from_yaml_array(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 fn json_text(v: &Value, pretty: bool) -> Result<String, String> {
+    json_text_raw(v, pretty).map(|t| go_html_escape(&t))
+}
+
+/// JSON as Go's encoding/json writes it without HTML escaping (Sprig's `toRawJson`).
+fn json_text_raw(v: &Value, pretty: bool) -> Result<String, String> {
     let json = to_json(v);
     let text = if pretty {
         serde_json::to_string_pretty(&json)
@@ -424,6 +440,75 @@ fn json_text(v: &Value, pretty: bool) -> Result<String, String> {
         serde_json::to_string(&json)
     };
     text.map_err(|e| e.to_string())
+}
+
+/// Go's json.Marshal escapes `<`, `>`, `&`, U+2028 and U+2029 (they only occur inside
+/// strings in JSON text, so replacing them everywhere is exact).
+fn go_html_escape(s: &str) -> String {
+    s.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+fn to_raw_json(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "toRawJson")?;
+    Ok(Value::String(
+        json_text_raw(&args[0], false).unwrap_or_default(),
+    ))
+}
+
+fn must_to_raw_json(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "mustToRawJson")?;
+    json_text_raw(&args[0], false)
+        .map(Value::String)
+        .map_err(err)
+}
+
+fn must_to_pretty_json(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "mustToPrettyJson")?;
+    json_text(&args[0], true).map(Value::String).map_err(err)
+}
+
+fn must_from_json(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "mustFromJson")?;
+    match serde_json::from_str::<serde_json::Value>(&strval(&args[0])) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(to_tmpl(&v)),
+        Ok(_) => Err(err("mustFromJson: the JSON is not an object")),
+        Err(e) => Err(err(format!("mustFromJson: {e}"))),
+    }
+}
+
+fn all(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::Bool(args.iter().all(|v| !is_empty(v))))
+}
+
+fn any(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::Bool(args.iter().any(|v| !is_empty(v))))
+}
+
+fn regex_quote_meta(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "regexQuoteMeta")?;
+    Ok(Value::String(regex::escape(&strval(&args[0]))))
+}
+
+fn splitn(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "splitn")?;
+    let (sep, n, s) = (strval(&args[0]), to_i64(&args[1]), strval(&args[2]));
+    let parts: Vec<&str> = if n < 0 {
+        s.split(sep.as_str()).collect()
+    } else {
+        s.splitn(usize::try_from(n).unwrap_or(0), sep.as_str())
+            .collect()
+    };
+    Ok(Value::Map(
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (format!("_{i}"), Value::String(p.to_string())))
+            .collect(),
+    ))
 }
 
 fn to_json_fn(args: &[Value]) -> Result<Value, FuncError> {
@@ -465,6 +550,17 @@ fn from_json_array(args: &[Value]) -> Result<Value, FuncError> {
             Err(e) => Value::Array(vec![Value::String(e.to_string())]),
         },
     )
+}
+
+/// `trimall`: Sprig's deprecated spelling of `trimAll`.
+fn trim_all_alias(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 2, "trimall")?;
+    let cut: Vec<char> = strval(&args[0]).chars().collect();
+    Ok(Value::String(
+        strval(&args[1])
+            .trim_matches(|c| cut.contains(&c))
+            .to_string(),
+    ))
 }
 
 fn to_toml(_args: &[Value]) -> Result<Value, FuncError> {

@@ -296,6 +296,7 @@ default-list: {{ default (list "a") .Values.emptyList | toJson }} {{ default (di
 trimAll: {{ trimAll "-" "--x--" }} {{ lower "MiXeD" }} {{ splitList "/" "a/b" | last }}
 nindent0: [{{ "a\nb" | nindent 0 }}]
 json: {{ toJson .Values.nested }} {{ toJson 1.5 }} {{ toJson "s\"q" }} {{ toJson .Values.list }}
+html-json: {{ toJson "<a&b>" }} {{ toRawJson "<a&b>" }} {{ toPrettyJson .Values.nested }} {{ tuple 1 "x" }} {{ all 1 "a" }} {{ any 0 "" }} {{ (splitn "," 2 "a,b,c")._1 }} {{ regexQuoteMeta "a.b" }} {{ trimall "$" "$5$" }}
 yaml-scalar: {{ toYaml "plain" }} {{ toYaml 7 }} {{ toYaml .Values.flag }} [{{ toYaml .Values.emptyList }}] [{{ toYaml .Values.none }}]
 with-else-nested: {{ with .Values.nested }}{{ with .k }}{{ .j }}{{ end }}{{ end }}
 range-int-keys: {{ range $i, $v := .Values.list }}{{ $i }}{{ $v }},{{ end }}
