@@ -42,7 +42,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ObjectMeta, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
     runtime::controller::Action,
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -720,6 +720,9 @@ pub struct Progress {
     pub status: RestoreStatus,
     /// (warning, reason, message) of each change.
     pub events: Vec<(bool, String, String)>,
+    /// Existing objects cleanupConfig deleted in this reconcile (recorded on the restore in
+    /// [`in_place::ANNOTATION_DELETED`]).
+    pub cleanup_deleted: Vec<in_place::Doomed>,
     now: String,
 }
 
@@ -729,6 +732,7 @@ impl Progress {
         Self {
             status,
             events: Vec::new(),
+            cleanup_deleted: Vec::new(),
             now: now.to_string(),
         }
     }
@@ -1048,6 +1052,33 @@ pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Acti
     };
     let mut progress = Progress::new(observed.clone(), &now_rfc3339());
     let action = step(restore, ctx, &ids, &mut progress).await?;
+    // What cleanupConfig deleted is recorded on the restore before anything else can fail.
+    let deletions = in_place::recorded_deletions(restore.annotations(), &progress.cleanup_deleted);
+    if !progress.cleanup_deleted.is_empty() {
+        let value = serde_json::to_string(&deletions).map_err(|source| Error::Serde {
+            what: "the objects cleanupConfig deleted",
+            source,
+        })?;
+        restore
+            .api_for(ctx.client.clone())
+            .patch(
+                &ids.name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                    in_place::ANNOTATION_DELETED: value}}})),
+            )
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!(
+                        "record what cleanupConfig deleted on {} {}",
+                        K::KIND,
+                        ids.reference
+                    ),
+                    e,
+                )
+            })?;
+    }
     if let Some(failed) = progress.failed_phase() {
         // Cleanup before the terminal status is written: an error here is retried, and a
         // failed restore is never left with its Jobs or partial objects behind.
@@ -1061,6 +1092,27 @@ pub async fn reconcile<K: RestoreKind>(cached: &K, ctx: &Context) -> Result<Acti
             RestorePhaseStatus::Completed,
             &summary,
         );
+        // cleanupConfig's deletions are not undone (as in T4K): say which objects are gone.
+        let lost = in_place::not_restored(ctx, &deletions).await?;
+        if !lost.is_empty() {
+            let note = in_place::not_restored_note(&lost);
+            let reason = progress
+                .status
+                .condition
+                .iter()
+                .flatten()
+                .find(|c| c.phase == Some(failed))
+                .and_then(|c| c.reason.clone())
+                .unwrap_or_default();
+            progress.record(
+                failed,
+                RestorePhaseStatus::Failed,
+                &format!("{reason}; {note}"),
+            );
+            progress
+                .events
+                .push((true, "CleanupObjectsNotRestored".into(), note));
+        }
         progress.status.phase = Some(failed);
         progress.status.phase_status = Some(RestorePhaseStatus::Failed);
     }

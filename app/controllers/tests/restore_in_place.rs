@@ -408,7 +408,13 @@ async fn a_finalizer_outlasting_the_timeout_fails_validation_naming_the_object()
             && reason.contains("gracefulDeletionTimeoutSeconds"),
         "{reason}"
     );
-    assert!(!reason.contains("ConfigMap dest/settings"), "{reason}");
+    // What is still present names only the held object; what cleanupConfig deleted and the
+    // failed restore did not bring back is named after it.
+    let (present, deleted) = reason
+        .split_once("; cleanupConfig deleted 3 existing object(s)")
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(!present.contains("ConfigMap dest/settings"), "{reason}");
+    assert!(deleted.contains("ConfigMap dest/settings"), "{reason}");
     // Nothing was restored; what was not the application's is still there.
     assert!(w.exists("v1", "ConfigMap", "keep"));
     assert!(!w.exists("v1", "PersistentVolumeClaim", "data"));
@@ -550,4 +556,70 @@ async fn a_cluster_restore_cleans_where_its_config_says_so_per_namespace() {
         .get("v1", "ConfigMap", Some("kept"), "settings")
         .unwrap();
     assert_eq!(kept["data"]["v"], "drifted", "cleanup is off for `kept`");
+}
+
+#[tokio::test]
+async fn a_restore_failing_after_cleanup_config_names_the_deleted_objects_it_did_not_restore() {
+    let w = world().await;
+    w.existing_application();
+    w.validated(
+        "rst",
+        json!({"cleanupConfig": {"enabled": true, "gracefulDeletionTimeoutSeconds": 60}}),
+        plan(),
+    )
+    .await;
+    w.release_deployment().await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(state(&r).1, Some(RestorePhase::DataRestore));
+    // What cleanupConfig deleted is recorded on the restore.
+    let recorded = r
+        .annotations()
+        .get("triliovault.trilio.io/cleanup-deleted")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        recorded.contains("settings") && recorded.contains("web"),
+        "{recorded}"
+    );
+    // The data Job fails for good: the restore fails before restoring any object.
+    w.reconcile("rst").await;
+    let uid = r.uid().unwrap();
+    let job = w
+        .jobs(&uid)
+        .await
+        .into_iter()
+        .find(|j| j.name_any().starts_with("tvk-datarestore-"))
+        .expect("data Job");
+    common::finish_job(
+        &w.ctx.client,
+        &job.name_any(),
+        false,
+        "the target refused the read",
+    )
+    .await;
+    let r = w.reconcile("rst").await;
+    assert_eq!(state(&r).0, Some(RestoreState::Failed), "{:?}", r.status);
+    let (st, reason) = condition(&r, RestorePhase::DataRestore);
+    assert_eq!(st, Some(RestorePhaseStatus::Failed));
+    assert!(
+        reason.contains("cleanupConfig deleted 3 existing object(s)")
+            && reason.contains("ConfigMap dest/settings")
+            && reason.contains("Deployment dest/web")
+            && reason.contains("PersistentVolumeClaim dest/data")
+            && reason.contains("restore again from the same backup"),
+        "{reason}"
+    );
+    let events = events_about(&w, "rst");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("CleanupObjectsNotRestored")
+                && e.contains("ConfigMap dest/settings")),
+        "{events:?}"
+    );
+    // Objects cleanupConfig never touched are not named.
+    assert!(
+        !reason.contains("dest/keep") && !reason.contains("dest/other"),
+        "{reason}"
+    );
 }

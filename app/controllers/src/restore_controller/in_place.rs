@@ -132,16 +132,73 @@ impl CleanupScope {
 }
 
 /// One object to clean up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Doomed {
     /// apiVersion.
     pub api_version: String,
     /// Kind.
     pub kind: String,
     /// Namespace (None: cluster-scoped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Name.
     pub name: String,
+}
+
+/// Annotation of a restore: the existing objects its cleanupConfig deleted (a JSON list of
+/// [`Doomed`]), so a failed restore can say which of them it did not bring back.
+pub const ANNOTATION_DELETED: &str = "triliovault.trilio.io/cleanup-deleted";
+
+/// The deletions recorded in a restore's `annotations` plus `new` ones, sorted, each once
+/// (pure; an unreadable annotation counts as none recorded).
+pub fn recorded_deletions(annotations: &BTreeMap<String, String>, new: &[Doomed]) -> Vec<Doomed> {
+    let mut all: Vec<Doomed> = annotations
+        .get(ANNOTATION_DELETED)
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default();
+    all.extend(new.iter().cloned());
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Of the objects cleanupConfig deleted, those not in the cluster now (after the failed
+/// restore's own cleanup): the existing application's objects the restore did not bring back.
+pub async fn not_restored(ctx: &Context, deleted: &[Doomed]) -> Result<Vec<String>> {
+    let mut lost = Vec::new();
+    for d in deleted {
+        let Some(api) = api_of(ctx, d).await? else {
+            lost.push(d.to_string());
+            continue;
+        };
+        let found = api
+            .get_opt(&d.name)
+            .await
+            .map_err(|e| Error::kube(format!("read {d}"), e))?;
+        if found.is_none_or(|o| o.metadata.deletion_timestamp.is_some()) {
+            lost.push(d.to_string());
+        }
+    }
+    Ok(lost)
+}
+
+/// The note of a failed restore that leaves objects deleted by cleanupConfig (pure).
+pub fn not_restored_note(lost: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut names = lost
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if lost.len() > SHOWN {
+        names.push_str(&format!(" and {} more", lost.len() - SHOWN));
+    }
+    format!(
+        "cleanupConfig deleted {} existing object(s) of the application that were not restored ({names}); they stay deleted: restore again from the same backup to bring them back",
+        lost.len()
+    )
 }
 
 impl std::fmt::Display for Doomed {
@@ -217,6 +274,8 @@ pub fn candidates(
 pub struct Pass {
     /// Deleted by this pass.
     pub deleted: Vec<String>,
+    /// The same, as objects.
+    pub deleted_objects: Vec<Doomed>,
     /// Still present (being deleted: finalizers, dependents).
     pub present: Vec<String>,
 }
@@ -261,6 +320,7 @@ pub async fn pass(ctx: &Context, ids: &Ids, doomed: &[Doomed]) -> Result<Pass> {
             match api.delete(&d.name, &DeleteParams::foreground()).await {
                 Ok(either) => {
                     out.deleted.push(d.to_string());
+                    out.deleted_objects.push(d.clone());
                     if either.is_right() {
                         continue;
                     }
@@ -317,6 +377,9 @@ pub async fn step(
         .max()
         .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     let result = pass(ctx, ids, &doomed).await?;
+    progress
+        .cleanup_deleted
+        .extend(result.deleted_objects.iter().cloned());
     if !result.deleted.is_empty() {
         progress.events.push((
             false,
