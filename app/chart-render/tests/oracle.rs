@@ -283,6 +283,7 @@ data:
 fn builtins_and_everyday_idioms_match_go() {
     let t = r##"or: {{ or .Values.none "fallback" }} {{ or .Values.zero .Values.str }} {{ or "" 0 }}|
 and: {{ and .Values.str .Values.num }} {{ and .Values.str .Values.none }}|
+short-circuit: {{ if and .Values.none .Values.none.deeper }}x{{ else }}skipped{{ end }} {{ or .Values.str .Values.none.deeper }} {{ .Values.none | or "piped" }}
 not: {{ not .Values.none }} {{ not .Values.str }}
 eq: {{ eq .Values.str "b" "s" }} {{ eq .Values.str "x" "y" }} {{ ne .Values.str "s" }} {{ eq .Values.flag true }}
 cmp: {{ gt .Values.num 3.0 }} {{ le .Values.num 7.0 }} {{ lt 1 2 }} {{ ge "b" "a" }}

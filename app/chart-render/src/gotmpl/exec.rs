@@ -308,6 +308,28 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         fin: &Option<Value>,
     ) -> Result<Value, ExecError> {
         let name = &ident.ident;
+        // Go 1.18+: `and` and `or` stop at the first operand that decides the result, so
+        // `and .Values.a .Values.a.b` does not evaluate `.Values.a.b` when `.Values.a` is unset.
+        if (name == "and" || name == "or") && self.template.funcs.contains_key(name.as_str()) {
+            let want_truth = name == "or";
+            let mut last = Value::NoValue;
+            let operands = args.len().saturating_sub(1) + usize::from(fin.is_some());
+            if operands < 1 {
+                return Err(ExecError::UndefinedFunction(format!(
+                    "{name} needs arguments"
+                )));
+            }
+            for arg in args.iter().skip(1) {
+                last = self.eval_arg(ctx, arg)?;
+                if is_true(&last) == want_truth {
+                    return Ok(last);
+                }
+            }
+            if let Some(v) = fin {
+                last = v.clone();
+            }
+            return Ok(last);
+        }
         let function = self
             .template
             .funcs
