@@ -440,3 +440,34 @@ fn merge_diff_and_release_names() {
     assert!(is_subchart_source("webapp/charts/redis/templates/x.yaml"));
     assert!(!is_subchart_source("webapp/templates/charts.yaml"));
 }
+
+#[test]
+fn a_self_check_failure_says_when_the_template_is_random() {
+    let chart = fixture::chart_json("random");
+    let manifest = recorded_manifest(&chart, "db", "app", &json!({}));
+    let record = fixture::release_json("db", "app", 1, &chart, &json!({}), &manifest);
+    let mut objects = vec![BackupObject {
+        obj: fixture::release_storage_secret(&record, "deployed"),
+        helm_storage: true,
+    }];
+    for d in tvk_chart_render::split_manifest(&manifest).unwrap() {
+        let mut o = d.object;
+        o["metadata"]["namespace"] = json!("app");
+        objects.push(BackupObject {
+            obj: o,
+            helm_storage: false,
+        });
+    }
+    let map = restore_map(
+        json!({"transformComponents": {"helm": [{"transformName": "u",
+        "release": "db", "set": [{"key": "user", "value": "root"}]}]}}),
+    );
+    let hp = plan_with(&objects, &map, &BTreeMap::new(), &BackupFacts::default());
+    let b = hp.blocking.join("\n");
+    assert!(
+        b.contains("random/templates/secret.yaml")
+            && b.contains("/stringData/password")
+            && b.contains("nondeterministic"),
+        "{b}"
+    );
+}
