@@ -69,7 +69,7 @@ pub fn render(chart: &Chart, req: &RenderRequest) -> Result<Rendered, RenderErro
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("chart-render".into())
-            .stack_size(256 * 1024 * 1024)
+            .stack_size(128 * 1024 * 1024)
             .spawn_scoped(s, || render_on_this_thread(chart, req))
             .map_err(|e| RenderError::Exec {
                 template: chart.name().to_string(),

@@ -65,6 +65,21 @@ fn recursive_include_hits_the_depth_limit() {
         json!({}),
     );
     assert!(e.to_string().contains("depth"), "{e}");
+    // Worst case for the stack: every level of the recursion nested as deep as allowed.
+    let deep = format!(
+        "{{{{- define \"loop\" }}}}{}{{{{ include \"loop\" . }}}}{}{{{{ end }}}}{{{{ include \"loop\" . }}}}",
+        "{{ if true }}".repeat(98),
+        "{{ end }}".repeat(98)
+    );
+    let e = render_err(&deep, json!({}));
+    assert!(e.to_string().contains("depth"), "{e}");
+    let deep = format!(
+        "{{{{- define \"loop\" }}}}{{{{ {}include \"loop\" .{} }}}}{{{{ end }}}}{{{{ include \"loop\" . }}}}",
+        "list (".repeat(98),
+        ")".repeat(98)
+    );
+    let e = render_err(&deep, json!({}));
+    assert!(e.to_string().contains("depth"), "{e}");
 }
 
 #[test]

@@ -176,7 +176,9 @@ pub enum ExecError {
     PipelineMustYieldString,
     #[error("template {0} not defined")]
     TemplateNotDefined(String),
-    #[error("exceeded max template depth")]
+    #[error(
+        "templates nested too deep: more than 500 levels of blocks, parentheses and template/include/tpl calls (max template depth; is a template including itself?)"
+    )]
     MaxTemplateDepth,
     #[error("error evaluating pipe: {0}")]
     ErrorEvaluatingPipe(PipeNode),

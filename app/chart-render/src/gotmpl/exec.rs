@@ -8,10 +8,13 @@ use super::utils::is_true;
 
 use crate::gotmpl::value::{Func, Value};
 
-/// Nesting limit shared by `template`, `include` and `tpl` (see [`enter_nested`]). Go allows
-/// 100 000 on a growable goroutine stack; a native stack overflows long before, so a recursive
-/// chart fails with a clear error here instead of aborting the process.
-pub const MAX_TEMPLATE_DEPTH: usize = 200;
+/// Nesting limit shared by `if`/`with`/`range` blocks and `template`, `include` and `tpl` calls
+/// (see [`enter_nested`]). Go allows 100 000 template calls on a growable goroutine stack (Helm
+/// 1000 includes); a native stack overflows long before, so a recursive chart fails with a
+/// clear error here instead of aborting the process. The render thread's stack holds this
+/// depth with a wide margin: tests/errors.rs drives the worst case, which needs 16-64 MiB for 1000
+/// levels in a debug build; the thread has 128 MiB for 500.
+pub const MAX_TEMPLATE_DEPTH: usize = 500;
 
 /// Sprig functions that change their first (map) argument in place.
 const MUTATORS: &[&str] = &[
@@ -285,7 +288,10 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         match *(*first_word) {
             Nodes::Field(ref n) => return self.eval_field_node(ctx, n, &cmd.args, val),
             Nodes::Variable(ref n) => return self.eval_variable_node(ctx, n, &cmd.args, val),
-            Nodes::Pipe(ref n) => return self.eval_pipeline(ctx, n),
+            Nodes::Pipe(ref n) => {
+                let _nested = enter_nested()?;
+                return self.eval_pipeline(ctx, n);
+            }
             Nodes::Chain(ref n) => return self.eval_chain_node(ctx, n, &cmd.args, val),
             Nodes::Identifier(ref n) => return self.eval_function(ctx, n, &cmd.args, val),
             _ => {}
@@ -403,7 +409,10 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             //Nodes::Nil
             Nodes::Field(ref n) => self.eval_field_node(ctx, n, &[], &None), // args?
             Nodes::Variable(ref n) => self.eval_variable_node(ctx, n, &[], &None),
-            Nodes::Pipe(ref n) => self.eval_pipeline(ctx, n),
+            Nodes::Pipe(ref n) => {
+                let _nested = enter_nested()?;
+                self.eval_pipeline(ctx, n)
+            }
             // Nodes::Identifier
             Nodes::Identifier(ref n) => self.eval_function(ctx, n, &[], &None),
             Nodes::Chain(ref n) => self.eval_chain_node(ctx, n, &[], &None),
@@ -512,6 +521,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             .eval_pipeline(ctx, pipe)
             .map_err(|e| self.wrap_error(e, node))?;
         let truth = is_true(&val);
+        let _nested = enter_nested().map_err(|e| self.wrap_error(e, node))?;
         self.vars.push_back(VecDeque::new());
         let result = self.walk_if_or_with_branch(node, ctx, val, truth);
         self.vars.pop_back();
@@ -568,6 +578,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     }
 
     fn walk_range(&mut self, ctx: &Context, range: &'a RangeNode) -> Result<(), ExecError> {
+        let _nested = enter_nested()?;
         // Go: the range pipeline's variables live in a scope of their own.
         self.vars.push_back(VecDeque::new());
         let result = self.walk_range_scoped(ctx, range);
