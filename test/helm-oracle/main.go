@@ -93,7 +93,7 @@ type Capabilities struct {
 type Files map[string][]byte
 
 func (f Files) GetBytes(name string) []byte { return f[name] }
-func (f Files) Get(name string) string       { return string(f[name]) }
+func (f Files) Get(name string) string      { return string(f[name]) }
 func (f Files) Glob(pattern string) Files {
 	out := Files{}
 	for k, v := range f {

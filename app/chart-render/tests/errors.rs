@@ -167,3 +167,27 @@ fn lookup_is_empty_as_in_helm_template() {
     let r = ours(&chart, &json!({})).expect("render");
     assert_eq!(r.templates["t/templates/x.yaml"], "absent 0");
 }
+
+#[test]
+fn charts_we_reject_are_rejected_by_go_too() {
+    for (template, values) in [
+        ("a: {{ lookupFoo 1 }}\n", json!({})),
+        (
+            "{{ required \"db.host is required\" .Values.db.host }}",
+            json!({"db": {}}),
+        ),
+        ("{{ fail \"unsupported mode\" }}", json!({})),
+        ("{{ if .Values.x }}never closed", json!({})),
+        ("{{ template \"nope\" . }}", json!({})),
+        ("{{ .Values.a.b.c }}", json!({})),
+    ] {
+        let chart = inline_chart(&[("x.yaml", template)], values);
+        assert!(
+            ours(&chart, &json!({})).is_err(),
+            "we rendered {template:?}"
+        );
+        if let Some(go) = common::oracle(&chart, &json!({})).expect("oracle") {
+            assert!(go.is_err(), "Go rendered {template:?}: {go:?}");
+        }
+    }
+}
