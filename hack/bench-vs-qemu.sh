@@ -9,6 +9,12 @@
 # median and minimum wall time and CPU time (user + sys) of each: on a shared box the
 # harness times every qemu-img row before ours, so a change of load between them moves its
 # ratios.
+# INTERLEAVED_FIFO=1 runs every command of those rounds (both sides alike) under
+# `chrt -f 10` (SCHED_FIFO; needs root or CAP_SYS_NICE): on a shared box other processes'
+# builds then cannot take the cores from the command being timed — the closest a busy box
+# gets to an idle one. Without it, at load 4-7 on 2 cores our threads got about one core
+# (wall ~ CPU time) and the wake-up placement kept them on one core, so multi-threaded
+# gains did not show at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -55,13 +61,18 @@ if (( INTERLEAVED > 0 )); then
   qemu-img rebase -b "$w/q_full.qcow2" -F qcow2 "$w/q_inc.qcow2"
   "$bin" --progress none image full "$vol" "$w/o_full.qcow2" --index "$w/state/index" --no-sync >/dev/null
   "$bin" --progress none image incremental "$vol2" "$w/o_full.qcow2" "$w/o_inc.qcow2" "$w/state" --no-sync >/dev/null
+  prio=()
+  if [[ ${INTERLEAVED_FIFO:-0} == 1 ]]; then
+    chrt -f 10 true 2>/dev/null || { echo "INTERLEAVED_FIFO=1 needs chrt and the right to use SCHED_FIFO (root or CAP_SYS_NICE)" >&2; exit 1; }
+    prio=(chrt -f 10)
+  fi
   # timed LABEL CMD...: appends "label wall cpu" (seconds) to $w/times.
   timed() {
     local label=$1; shift
-    /usr/bin/time -f "$label %e %U %S" -a -o "$w/raw" "$@" >/dev/null
+    "${prio[@]}" /usr/bin/time -f "$label %e %U %S" -a -o "$w/raw" "$@" >/dev/null
   }
   : >"$w/raw"
-  echo "interleaved rounds ($INTERLEAVED), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "interleaved rounds ($INTERLEAVED${prio:+, under ${prio[*]}}), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   for ((i = 0; i < INTERLEAVED; i++)); do
     rm -f "$w/x.qcow2"; timed qemu_full qemu-img convert -O qcow2 "$vol" "$w/x.qcow2"
     rm -f "$w/x.qcow2"; timed ours_full "$bin" --progress none image full "$vol" "$w/x.qcow2" --index "$w/x.index" --no-sync
