@@ -178,6 +178,10 @@ pub(crate) fn install(t: &mut Template) {
         ("without", without),
         ("mustWithout", without),
         ("title", title),
+        ("untitle", untitle),
+        ("abbrevboth", abbrevboth),
+        ("seq", seq),
+        ("clean", clean),
         ("camelcase", camelcase),
         ("regexMatch", regex_match),
         ("mustRegexMatch", regex_match),
@@ -1383,6 +1387,131 @@ fn regex_split(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::Array(parts))
 }
 
+// ---------------------------------------------------------------- more Sprig
+
+/// Sprig's `untitle`: the first letter of each word lower-cased.
+fn untitle(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "untitle")?;
+    let mut out = String::new();
+    let mut prev_space = true;
+    for c in strval(&args[0]).chars() {
+        if prev_space {
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+        prev_space = c.is_whitespace();
+    }
+    Ok(Value::String(out))
+}
+
+/// goutils.AbbreviateFull, as Sprig's `abbrev`/`abbrevboth` use it (byte offsets, as Go).
+fn abbreviate_full(s: &str, offset: usize, max_width: usize) -> Result<String, FuncError> {
+    let marker = "...";
+    if max_width < 4 {
+        return Err(err("minimum abbreviation width is 4"));
+    }
+    if s.len() <= max_width {
+        return Ok(s.to_string());
+    }
+    let cut = |s: &str, a: usize, b: usize| -> String {
+        String::from_utf8_lossy(&s.as_bytes()[a.min(s.len())..b.min(s.len())]).into_owned()
+    };
+    let mut offset = offset.min(s.len());
+    if s.len() - offset < max_width - 3 {
+        offset = s.len() - (max_width - 3);
+    }
+    if offset <= 4 {
+        return Ok(format!("{}{marker}", cut(s, 0, max_width - 3)));
+    }
+    if max_width < 7 {
+        return Err(err("minimum abbreviation width with offset is 7"));
+    }
+    if offset + max_width - 3 < s.len() {
+        let rest = cut(s, offset, s.len());
+        return Ok(format!(
+            "{marker}{}",
+            abbreviate_full(&rest, 0, max_width - 3)?
+        ));
+    }
+    Ok(format!(
+        "{marker}{}",
+        cut(s, s.len() - (max_width - 3), s.len())
+    ))
+}
+
+fn abbrevboth(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 3, "abbrevboth")?;
+    let left = usize::try_from(to_i64(&args[0])).unwrap_or(0);
+    let right = usize::try_from(to_i64(&args[1])).unwrap_or(0);
+    // Sprig ignores the error and returns "".
+    Ok(Value::String(
+        abbreviate_full(&strval(&args[2]), left, right).unwrap_or_default(),
+    ))
+}
+
+/// Sprig's `seq`: the numbers as one space-separated string, like GNU seq.
+fn seq(args: &[Value]) -> Result<Value, FuncError> {
+    let p: Vec<i64> = args.iter().map(to_i64).collect();
+    let (start, end, step) = match p.as_slice() {
+        [end] => {
+            let inc = if *end < 1 { -1 } else { 1 };
+            (1, end + inc, inc)
+        }
+        [start, end] => {
+            let step = if end < start { -1 } else { 1 };
+            (*start, end + step, step)
+        }
+        [start, step, end] => {
+            if end < start {
+                if *step > 0 {
+                    return Ok(Value::String(String::new()));
+                }
+                (*start, end - 1, *step)
+            } else {
+                (*start, end + 1, *step)
+            }
+        }
+        _ => return Ok(Value::String(String::new())),
+    };
+    let Value::Array(nums) = range_list(start, end, step)? else {
+        return Ok(Value::String(String::new()));
+    };
+    Ok(Value::String(
+        nums.iter().map(strval).collect::<Vec<_>>().join(" "),
+    ))
+}
+
+/// Go's path.Clean (lexical).
+fn clean(args: &[Value]) -> Result<Value, FuncError> {
+    want(args, 1, "clean")?;
+    let p = strval(&args[0]);
+    if p.is_empty() {
+        return Ok(Value::String(".".into()));
+    }
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let body = parts.join("/");
+    Ok(Value::String(match (rooted, body.is_empty()) {
+        (true, _) => format!("/{body}"),
+        (false, true) => ".".into(),
+        (false, false) => body,
+    }))
+}
+
 // ---------------------------------------------------------------- semverCompare
 
 /// Sprig's `semverCompare` (Masterminds/semver v3 constraints): `||` alternatives of
@@ -1658,11 +1787,9 @@ macro_rules! bridged {
 
 bridged! {
     ("trimAll", bridged_trim_all, gtmpl_ng::helm_functions::string::trim_all),
-    ("untitle", bridged_untitle, gtmpl_ng::helm_functions::string::untitle),
     ("substr", bridged_substr, gtmpl_ng::helm_functions::string::substr),
     ("nospace", bridged_nospace, gtmpl_ng::helm_functions::string::nospace),
     ("abbrev", bridged_abbrev, gtmpl_ng::helm_functions::string::abbrev),
-    ("abbrevboth", bridged_abbrevboth, gtmpl_ng::helm_functions::string::abbrevboth),
     ("initials", bridged_initials, gtmpl_ng::helm_functions::string::initials),
     ("plural", bridged_plural, gtmpl_ng::helm_functions::string::plural),
     ("snakecase", bridged_snakecase, gtmpl_ng::helm_functions::string::snakecase),
@@ -1690,10 +1817,8 @@ bridged! {
     ("deepEqual", bridged_deep_equal, gtmpl_ng::helm_functions::types::deep_equal),
     ("slice", bridged_slice, gtmpl_ng::helm_functions::lists::slice),
     ("mustSlice", bridged_must_slice, gtmpl_ng::helm_functions::lists::must_slice),
-    ("seq", bridged_seq, gtmpl_ng::helm_functions::lists::seq),
     ("base", bridged_base, gtmpl_ng::helm_functions::paths::base),
     ("dir", bridged_dir, gtmpl_ng::helm_functions::paths::dir),
-    ("clean", bridged_clean, gtmpl_ng::helm_functions::paths::clean),
     ("ext", bridged_ext, gtmpl_ng::helm_functions::paths::ext),
     ("isAbs", bridged_is_abs, gtmpl_ng::helm_functions::paths::is_abs),
 }

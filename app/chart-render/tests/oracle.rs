@@ -309,3 +309,15 @@ range-break-var: {{ $last := "" }}{{ range .Values.list }}{{ $last = . }}{{ end 
     });
     assert_same_as_go(&inline_chart(&[("b.yaml", t)], values), &json!({}));
 }
+
+#[test]
+fn remaining_sprig_functions_match_go() {
+    let t = r##"strings: {{ trimAll "$" "$5.00$" }} {{ untitle "Hello World" }} {{ substr 0 5 "hello world" }} {{ nospace "h e l" }} {{ abbrev 8 "hello world" }} {{ abbrevboth 5 10 "1234 5678 9123" }} {{ initials "First Try" }} {{ plural "one" "many" 2 }} {{ snakecase "FirstName" }} {{ kebabcase "FirstName" }} {{ swapcase "This Is" }}
+hashes: {{ sha1sum "a" }} {{ b32enc "hello" }} {{ b32dec "NBSWY3DP" }}
+floats: {{ addf 1.5 2 }} {{ add1f 1.5 }} {{ subf 5 1.5 }} {{ divf 5 2 }} {{ mulf 1.5 3 }} {{ maxf 1 2.5 }} {{ minf 1 2.5 }} {{ floor 1.7 }} {{ ceil 1.2 }} {{ round 3.14159 2 }}
+conv: {{ atoi "42" }} {{ toStrings (list 1 "a" true) }} {{ typeIs "string" "x" }} {{ deepEqual (list 1 2) (list 1 2) }}
+lists: {{ slice (list 1 2 3 4) 1 3 }} {{ seq 3 }} {{ seq 1 2 7 }}
+paths: {{ base "/a/b.txt" }} {{ dir "/a/b.txt" }} {{ clean "a//b/../c" }} {{ ext "x.tar.gz" }} {{ isAbs "/x" }}
+"##;
+    assert_same_as_go(&inline_chart(&[("r.yaml", t)], json!({})), &json!({}));
+}
