@@ -29,34 +29,13 @@ async fn start() -> World {
 
 /// Creates the plan and waits for it (and its Target) to be Available.
 async fn plan(world: &World) -> Value {
-    world
-        .server
-        // Images with real registries: tests/images_e2e.rs.
-        .create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "app", "namespace": APP},
-            "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}},
-                "backupPlanFlags": {"skipImageBackup": true}}}))
-        .unwrap();
-    world.plan_available("BackupPlan", Some(APP), "app").await
+    world.backup_plan(APP, "app", json!({})).await
 }
 
 /// Creates a Backup and waits for it to be Available (panics with every Job's output if not).
 async fn backup(world: &World, name: &str, type_: &str) -> Value {
     world
-        .server
-        .create(
-            json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": name, "namespace": APP},
-            "spec": {"type": type_, "backupPlan": {"name": "app"}}}),
-        )
-        .unwrap();
-    world
-        .wait_terminal(
-            "Backup",
-            Some(APP),
-            name,
-            &["Available", "Failed"],
-            "Available",
-            240,
-        )
+        .take_backup(APP, name, "app", type_, "Available")
         .await
 }
 

@@ -43,33 +43,16 @@ fn seed(world: &World) {
 
 async fn plan(world: &World, secret: &str) -> Value {
     world
-        .server
-        .create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "app", "namespace": APP},
-            "spec": {"backupConfig": {"target": {"name": "s3", "namespace": NS}},
-                "encryption": {"encryptionSecret": {"name": secret}},
-                "backupPlanFlags": {"skipImageBackup": true}}}))
-        .unwrap();
-    world.plan_available("BackupPlan", Some(APP), "app").await
+        .backup_plan(
+            APP,
+            "app",
+            json!({"encryption": {"encryptionSecret": {"name": secret}}}),
+        )
+        .await
 }
 
 async fn backup(world: &World, name: &str, type_: &str, expect: &str) -> Value {
-    world
-        .server
-        .create(
-            json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": name, "namespace": APP},
-            "spec": {"type": type_, "backupPlan": {"name": "app"}}}),
-        )
-        .unwrap();
-    world
-        .wait_terminal(
-            "Backup",
-            Some(APP),
-            name,
-            &["Available", "Failed"],
-            expect,
-            240,
-        )
-        .await
+    world.take_backup(APP, name, "app", type_, expect).await
 }
 
 fn marker_block() -> Vec<u8> {

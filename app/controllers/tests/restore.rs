@@ -32,21 +32,7 @@ struct World {
 }
 
 async fn world(max_parallel: u32) -> World {
-    tvk_control_plane::install_tls_provider();
-    let server = ApiServer::start().await.unwrap();
-    for crd in tvk_api::crd::all() {
-        server.create(serde_json::to_value(crd).unwrap()).unwrap();
-    }
-    for ns in [NS, DEST] {
-        server
-            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-            .unwrap();
-    }
-    server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "s3", "namespace": NS},
-        "spec": {"type": "ObjectStore", "vendor": "AWS", "objectStoreCredentials": {"bucketName": "bucket", "region": "eu-west-1", "credentialSecret": {"name": "s3-creds"}}},
-        "status": {"status": "Available"}})).unwrap();
-    server.create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": "plan", "namespace": NS},
-        "spec": {"backupConfig": {"target": {"name": "s3"}}}, "status": {"status": "Available"}})).unwrap();
+    let server = common::restore_server(&["plan"]).await;
     server
         .create(
             json!({"apiVersion": V1, "kind": "Backup", "metadata": {"name": "bkp", "namespace": NS},
@@ -54,10 +40,10 @@ async fn world(max_parallel: u32) -> World {
         "status": {"status": "Available", "location": LOCATION}}),
         )
         .unwrap();
-    let mut config = common::config("Cluster");
-    config.job_spec.max_parallel_data_jobs = max_parallel;
-    let mut ctx = Context::new(server.client(), config, None);
-    ctx.backup_poll = Duration::from_millis(100);
+    let mut ctx = common::restore_context(&server, None);
+    Arc::make_mut(&mut ctx.config)
+        .job_spec
+        .max_parallel_data_jobs = max_parallel;
     World {
         server,
         ctx: Arc::new(ctx),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
@@ -35,23 +35,7 @@ fn backup(name: &str, status: &str, completed: &str) -> Value {
 }
 
 async fn world() -> World {
-    tvk_control_plane::install_tls_provider();
-    let server = ApiServer::start().await.unwrap();
-    for crd in tvk_api::crd::all() {
-        server.create(serde_json::to_value(crd).unwrap()).unwrap();
-    }
-    for ns in [NS, DEST] {
-        server
-            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-            .unwrap();
-    }
-    server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "s3", "namespace": NS},
-        "spec": {"type": "ObjectStore", "vendor": "AWS", "objectStoreCredentials": {"bucketName": "bucket", "region": "eu-west-1", "credentialSecret": {"name": "s3-creds"}}},
-        "status": {"status": "Available"}})).unwrap();
-    for plan in ["plan", "empty"] {
-        server.create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": plan, "namespace": NS},
-            "spec": {"backupConfig": {"target": {"name": "s3"}}}, "status": {"status": "Available"}})).unwrap();
-    }
+    let server = common::restore_server(&["plan", "empty"]).await;
     server
         .create(backup("old", "Available", "2026-01-01T00:00:00Z"))
         .unwrap();
@@ -61,8 +45,7 @@ async fn world() -> World {
     server
         .create(backup("broken", "Failed", "2026-01-03T00:00:00Z"))
         .unwrap();
-    let mut ctx = Context::new(server.client(), common::config("Cluster"), None);
-    ctx.backup_poll = Duration::from_millis(100);
+    let ctx = common::restore_context(&server, None);
     World {
         server,
         ctx: Arc::new(ctx),

@@ -212,6 +212,49 @@ impl World {
         .await
     }
 
+    /// Creates BackupPlan `namespace/name` on the Target `s3` with image backup skipped (images
+    /// with real registries: tests/images_e2e.rs) and `extra_spec` merged into its spec, and
+    /// waits for it to be Available.
+    pub async fn backup_plan(&self, namespace: &str, name: &str, extra_spec: Value) -> Value {
+        let mut spec = json!({"backupConfig": {"target": {"name": "s3", "namespace": NS}},
+            "backupPlanFlags": {"skipImageBackup": true}});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
+            s.extend(e.clone());
+        }
+        self.server
+            .create(json!({"apiVersion": V1, "kind": "BackupPlan",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+            .unwrap();
+        self.plan_available("BackupPlan", Some(namespace), name)
+            .await
+    }
+
+    /// Creates Backup `namespace/name` (`type_` Full or Incremental) of BackupPlan `plan` and
+    /// waits for it to end; panics with every Job's output unless it ends `expect`.
+    pub async fn take_backup(
+        &self,
+        namespace: &str,
+        name: &str,
+        plan: &str,
+        type_: &str,
+        expect: &str,
+    ) -> Value {
+        self.server
+            .create(json!({"apiVersion": V1, "kind": "Backup",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"type": type_, "backupPlan": {"name": plan}}}))
+            .unwrap();
+        self.wait_terminal(
+            "Backup",
+            Some(namespace),
+            name,
+            &["Available", "Failed"],
+            expect,
+            240,
+        )
+        .await
+    }
+
     /// Waits until `kind namespace/name` has a terminal `status.status` (one of `done`);
     /// panics with its status and every Job's output unless it is `ok`.
     pub async fn wait_terminal(

@@ -219,3 +219,39 @@ pub fn backup_condition(
         .clone();
     (c.status, c.reason.unwrap_or_default())
 }
+
+/// The restore tests' world on tvk-test-apiserver: our CRDs, the install namespace and
+/// `dest`, an Available S3 Target `s3` and an Available BackupPlan per name in `plans`
+/// using it (all in the install namespace).
+pub async fn restore_server(plans: &[&str]) -> tvk_test_apiserver::ApiServer {
+    use serde_json::json;
+    const V1: &str = "triliovault.trilio.io/v1";
+    tvk_control_plane::install_tls_provider();
+    let server = tvk_test_apiserver::ApiServer::start().await.unwrap();
+    for crd in tvk_api::crd::all() {
+        server.create(serde_json::to_value(crd).unwrap()).unwrap();
+    }
+    for ns in [NS, "dest"] {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .unwrap();
+    }
+    server.create(json!({"apiVersion": V1, "kind": "Target", "metadata": {"name": "s3", "namespace": NS},
+        "spec": {"type": "ObjectStore", "vendor": "AWS", "objectStoreCredentials": {"bucketName": "bucket", "region": "eu-west-1", "credentialSecret": {"name": "s3-creds"}}},
+        "status": {"status": "Available"}})).unwrap();
+    for plan in plans {
+        server.create(json!({"apiVersion": V1, "kind": "BackupPlan", "metadata": {"name": plan, "namespace": NS},
+            "spec": {"backupConfig": {"target": {"name": "s3"}}}, "status": {"status": "Available"}})).unwrap();
+    }
+    server
+}
+
+/// A context on `server` with the `Cluster` configuration, polling every 100 ms.
+pub fn restore_context(
+    server: &tvk_test_apiserver::ApiServer,
+    recorder: Option<kube::runtime::events::Recorder>,
+) -> Context {
+    let mut ctx = Context::new(server.client(), config("Cluster"), recorder);
+    ctx.backup_poll = std::time::Duration::from_millis(100);
+    ctx
+}
