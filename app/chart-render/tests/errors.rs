@@ -180,6 +180,7 @@ fn charts_we_reject_are_rejected_by_go_too() {
         ("{{ if .Values.x }}never closed", json!({})),
         ("{{ template \"nope\" . }}", json!({})),
         ("{{ .Values.a.b.c }}", json!({})),
+        ("{{ break }}", json!({})),
     ] {
         let chart = inline_chart(&[("x.yaml", template)], values);
         assert!(

@@ -94,6 +94,8 @@ with-else
 {{- with .Values.map }}
 inside-with {{ .b }} {{ $.Values.name }}
 {{- end }}
+{{- range .Values.list }}{{ if eq . "y" }}{{ continue }}{{ end }}[{{ . }}]{{ if eq . "x" }}{{ range $.Values.list }}{{ break }}{{ end }}{{ end }}{{- end }}
+{{- range $i, $v := .Values.list }}{{ if eq $i 1 }}{{ break }}{{ end }}<{{ $v }}>{{ end }}
 {{- $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}
 x={{ $x }}
 {{- if and .Values.name (not .Values.off) }}

@@ -208,6 +208,10 @@ pub enum ExecError {
     NoFieldFor(String, Value),
     #[error("variable {0} not found")]
     VariableNotFound(String),
+    #[error("{{{{break}}}} outside {{{{range}}}}")]
+    Break,
+    #[error("{{{{continue}}}} outside {{{{range}}}}")]
+    Continue,
 }
 
 impl ExecError {

@@ -194,6 +194,9 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             Nodes::Template(ref n) => self
                 .walk_template(ctx, n)
                 .map_err(|e| self.wrap_error(e, node)),
+            // Unwound to the innermost `range` (Go 1.18 break/continue).
+            Nodes::Break(_) => Err(ExecError::Break),
+            Nodes::Continue(_) => Err(ExecError::Continue),
             _ => Err(ExecError::UnknownNode(node.clone())),
         }
     }
@@ -572,9 +575,9 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         let vars = VecDeque::new();
         self.vars.push_back(vars);
         let ctx = Context { dot: val };
-        self.walk_list(&ctx, &range.list)?;
+        let result = self.walk_list(&ctx, &range.list);
         self.vars.pop_back();
-        Ok(())
+        result
     }
 
     fn walk_range(&mut self, ctx: &Context, range: &'a RangeNode) -> Result<(), ExecError> {
@@ -600,13 +603,21 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
                 let keys_empty = keys.is_empty();
                 for k in keys {
                     let v = map.get(k).cloned().unwrap_or(Value::NoValue);
-                    self.one_iteration(Value::from(k.as_str()), v, range)?;
+                    match self.one_iteration(Value::from(k.as_str()), v, range) {
+                        Err(ExecError::Break) => break,
+                        Err(ExecError::Continue) => continue,
+                        other => other?,
+                    }
                 }
                 !keys_empty
             }
             Value::Array(ref vec) => {
                 for (k, v) in vec.iter().enumerate() {
-                    self.one_iteration(Value::from(k), v.clone(), range)?;
+                    match self.one_iteration(Value::from(k), v.clone(), range) {
+                        Err(ExecError::Break) => break,
+                        Err(ExecError::Continue) => continue,
+                        other => other?,
+                    }
                 }
                 !vec.is_empty()
             }

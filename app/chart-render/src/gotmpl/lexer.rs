@@ -33,6 +33,8 @@ static KEY: LazyLock<HashMap<&'static str, ItemType>> = LazyLock::new(|| {
     m.insert("nil", ItemType::ItemNil);
     m.insert("template", ItemType::ItemTemplate);
     m.insert("with", ItemType::ItemWith);
+    m.insert("break", ItemType::ItemBreak);
+    m.insert("continue", ItemType::ItemContinue);
     m
 });
 
@@ -44,6 +46,8 @@ pub enum ItemType {
     ItemChar,         // printable ASCII character; grab bag for comma etc.
     ItemCharConstant, // character constant
     ItemComplex,      // complex constant (1+2i); imaginary is just a number
+    ItemBreak,        // break keyword (Go 1.18)
+    ItemContinue,     // continue keyword (Go 1.18)
     ItemAssign,       // equals ('=') assigning to an existing variable
     ItemColonEquals,  // colon-equals (':=') introducing a declaration
     ItemEOF,

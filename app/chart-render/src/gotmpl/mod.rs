@@ -13,6 +13,8 @@
 //! - A function stored in a map is called as a method with its arguments (`.Files.Get "x"`).
 //! - `template` nesting shares one bounded per-thread depth with `include` and `tpl`
 //!   ([`exec::enter_nested`]) so recursion fails cleanly instead of overflowing the stack.
+//! - Go 1.11+ `$x = value` assignment, Go 1.18+ `break`/`continue` and short-circuit
+//!   `and`/`or`; `eq` with several operands; `len` of maps.
 //! - No panics: upstream `unwrap`s replaced with errors.
 //!
 //! The rest (function implementations) comes from the `gtmpl-ng` crate itself, see `funcs`.

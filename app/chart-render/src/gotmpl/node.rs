@@ -95,6 +95,10 @@ nodes!(
     String,
     EndNode,
     End,
+    BreakNode,
+    Break,
+    ContinueNode,
+    Continue,
     ElseNode,
     Else,
     IfNode,
@@ -794,6 +798,48 @@ impl EndNode {
 impl Display for EndNode {
     fn fmt(&self, f: &mut Formatter<'_>) -> Result<(), std::fmt::Error> {
         write!(f, "{{{{end}}}}")
+    }
+}
+
+node!(BreakNode {});
+
+impl BreakNode {
+    pub fn new(tr: TreeId, pos: Pos, line: usize, col: usize, len: usize) -> BreakNode {
+        BreakNode {
+            typ: NodeType::Break,
+            tr,
+            pos,
+            line,
+            col,
+            len,
+        }
+    }
+}
+
+impl Display for BreakNode {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result<(), std::fmt::Error> {
+        write!(f, "{{{{break}}}}")
+    }
+}
+
+node!(ContinueNode {});
+
+impl ContinueNode {
+    pub fn new(tr: TreeId, pos: Pos, line: usize, col: usize, len: usize) -> ContinueNode {
+        ContinueNode {
+            typ: NodeType::Continue,
+            tr,
+            pos,
+            line,
+            col,
+            len,
+        }
+    }
+}
+
+impl Display for ContinueNode {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result<(), std::fmt::Error> {
+        write!(f, "{{{{continue}}}}")
     }
 }
 

@@ -364,6 +364,22 @@ impl Parser {
             ItemType::ItemBlock => return self.block_control(),
             ItemType::ItemElse => return self.else_control(),
             ItemType::ItemEnd => return self.end_control(),
+            ItemType::ItemBreak | ItemType::ItemContinue => {
+                let is_break = token.typ == ItemType::ItemBreak;
+                let end = self.expect(&ItemType::ItemRightDelim, "break or continue")?;
+                let (tr, pos, line, col, len) = (
+                    self.tree_id,
+                    token.pos,
+                    token.line,
+                    token.col,
+                    end.val.len(),
+                );
+                return Ok(if is_break {
+                    Nodes::Break(BreakNode::new(tr, pos, line, col, len))
+                } else {
+                    Nodes::Continue(ContinueNode::new(tr, pos, line, col, len))
+                });
+            }
             ItemType::ItemIf => return self.if_control(),
             ItemType::ItemRange => return self.range_control(),
             ItemType::ItemTemplate => return self.template_control(),
