@@ -18,6 +18,8 @@
 //! - No panics: upstream `unwrap`s replaced with errors.
 //!
 //! The rest (function implementations) comes from the `gtmpl-ng` crate itself, see `funcs`.
+//! The upstream MIT licences are kept beside the code: `LICENSE-gtmpl-ng`,
+//! `value/LICENSE-gtmpl_value`.
 #![allow(
     clippy::all,
     clippy::pedantic,
