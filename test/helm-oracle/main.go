@@ -71,6 +71,10 @@ type Metadata struct {
 }
 
 type KubeVersion struct{ Version, Major, Minor, GitVersion string }
+
+// String is Helm's: `.Capabilities.KubeVersion` prints as its version.
+func (kv *KubeVersion) String() string { return kv.Version }
+
 type VersionSet []string
 
 func (v VersionSet) Has(apiVersion string) bool {

@@ -370,6 +370,7 @@ fn capabilities_object(caps: &Capabilities) -> Value {
                 ("GitVersion", Value::from(caps.kube_version.as_str())),
                 ("Major", Value::from(major)),
                 ("Minor", Value::from(minor)),
+                ("String", Value::from(kube_version_string as Func)),
             ]),
         ),
         ("APIVersions", Value::Map(api)),
@@ -383,6 +384,16 @@ fn capabilities_object(caps: &Capabilities) -> Value {
             ]),
         ),
     ])
+}
+
+/// Helm's `KubeVersion.String()`: the version.
+fn kube_version_string(args: &[Value]) -> Result<Value, FuncError> {
+    match args.first() {
+        Some(Value::Map(m)) => Ok(m.get("Version").cloned().unwrap_or(Value::Nil)),
+        _ => Err(FuncError::Generic(
+            "KubeVersion.String takes no argument".into(),
+        )),
+    }
 }
 
 fn api_versions_has(args: &[Value]) -> Result<Value, FuncError> {

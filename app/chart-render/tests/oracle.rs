@@ -186,7 +186,7 @@ config: {{- (.Files.Glob "files/*.conf").AsConfig | nindent 2 }}
 secrets: {{- (.Files.Glob "files/*.conf").AsSecrets | nindent 2 }}
 chart: {{ .Chart.Name }} {{ .Chart.Version }} {{ .Chart.AppVersion }} {{ .Chart.Description }} [{{ .Chart.Home }}] {{ .Chart.Keywords }} {{ .Chart.APIVersion }}
 release: {{ .Release.Name }} {{ .Release.Namespace }} {{ .Release.Revision }} {{ .Release.IsInstall }} {{ .Release.IsUpgrade }} {{ .Release.Service }}
-caps: {{ .Capabilities.KubeVersion.Version }} {{ .Capabilities.KubeVersion.Major }} {{ .Capabilities.KubeVersion.Minor }} {{ .Capabilities.KubeVersion.GitVersion }} {{ .Capabilities.APIVersions.Has "apps/v1" }} {{ .Capabilities.APIVersions.Has "batch/v9" }} {{ .Capabilities.HelmVersion.Version }}
+caps: {{ .Capabilities.KubeVersion }} {{ .Capabilities.KubeVersion.Version }} {{ .Capabilities.KubeVersion.Major }} {{ .Capabilities.KubeVersion.Minor }} {{ .Capabilities.KubeVersion.GitVersion }} {{ .Capabilities.APIVersions.Has "apps/v1" }} {{ .Capabilities.APIVersions.Has "batch/v9" }} {{ .Capabilities.HelmVersion.Version }}
 "#;
     let templates: Vec<(String, Vec<u8>)> = vec![
         ("templates/_helpers.tpl".into(), helpers.as_bytes().to_vec()),
