@@ -177,18 +177,14 @@ pub struct RestoreFlags {
     /// Restore the StorageClass too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_storage_class: Option<bool>,
-    // Definition (kept out of the doc comment, which is the generated CRDs' description):
-    // decides what happens when the destination namespace already has a release of a restored
-    // release's name (storage objects that exist and `cleanupConfig` will not replace). `true`: the
-    // release is restored under its own name and its objects and storage are judged like any
-    // existing object (`skipIfAlreadyExists` / `patchIfAlreadyExists`, else a blocking
-    // conflict). `false` (default): it is restored as `<name>-<first 5 characters of the
-    // restore's UID>` (at most 53 characters) — its chart re-rendered with the new
-    // `.Release.Name`, so its objects get their new names — and the plan is blocked when it
-    // cannot be renamed (subchart templates in the manifest, a chart-owned PVC or a
-    // StatefulSet's volumeClaimTemplates whose data the restore brings back). A release whose
-    // name is free keeps it either way.
-    /// Keep the Helm release name.
+    /// Keep a restored Helm release's name when the destination namespace already has a
+    /// release of that name (storage that exists and cleanupConfig will not replace): the
+    /// release and its objects are then judged like any existing object (skipIfAlreadyExists,
+    /// patchIfAlreadyExists, else a conflict). When false (default) and neither of those flags
+    /// is set, the release is restored as `<name>-<first 5 characters of the restore UID>`, its
+    /// chart re-rendered with the new name; the plan is blocked when it cannot be renamed
+    /// (subchart templates, a chart-owned PVC or StatefulSet volumeClaimTemplates whose data is
+    /// restored). A release whose name is free keeps it either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_helm_release_name: Option<bool>,
     /// Skip operator resources (the operator is already installed).

@@ -269,7 +269,13 @@ pub fn decide_renames(
             continue;
         };
         let settings = map.settings(Some(&src_ns));
-        if Settings::flag_value(settings.flags.retain_helm_release_name) {
+        // Kept when asked to, and when the flags say how to treat what exists: the user wants
+        // the existing release skipped or patched, not a second copy beside it.
+        let flags = &settings.flags;
+        if Settings::flag_value(flags.retain_helm_release_name)
+            || Settings::flag_value(flags.skip_if_already_exists)
+            || Settings::flag_value(flags.patch_if_already_exists)
+        {
             continue;
         }
         let taken = existing.get(&dest_ns).into_iter().flatten().any(|o| {

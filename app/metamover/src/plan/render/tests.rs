@@ -316,6 +316,14 @@ fn a_release_name_taken_in_the_destination_is_renamed_unless_retained() {
     // Retained; or the existing release is this restore's own; or cleanupConfig replaces it.
     let retain = restore_map(json!({"restoreFlags": {"retainHelmReleaseName": true}}));
     assert!(decide_renames(&objects, &retain, &existing, UID).is_empty());
+    // Flags that say how to treat existing objects keep the name too (no second copy).
+    for flag in ["skipIfAlreadyExists", "patchIfAlreadyExists"] {
+        let kept = restore_map(json!({"restoreFlags": {flag: true}}));
+        assert!(
+            decide_renames(&objects, &kept, &existing, UID).is_empty(),
+            "{flag}"
+        );
+    }
     let mut mine = theirs.clone();
     mine["metadata"]["labels"][crate::plan::RESTORE_UID_LABEL] = json!(UID);
     let own = BTreeMap::from([("dest".to_owned(), vec![mine])]);
