@@ -1,13 +1,14 @@
 //! Full and incremental backup of one volume into an image + digest index.
 //!
-//! Pipeline: reader thread (sparse reads: windows of page-cache mappings) → hashing threads,
-//! one per core, each taking whole 1 MiB chunks for zero detection and BLAKE3 of their
-//! clusters (several chunks in flight, results consumed in volume order) → this thread
-//! (per-cluster decision against the parent's index, then the image writes: buffered ones
-//! right here, direct ones handed to the sink's writer threads). Hashing whole chunks ahead
-//! of the decisions keeps both cores busy with few wake-ups; splitting each chunk's
-//! clusters over rayon (an earlier design) blocked this thread once per chunk and cost
-//! ~14 000 context switches per 4 GiB volume.
+//! Pipeline: reader thread (sparse reads: windows of page-cache mappings, pieces handed over
+//! in batches) → hashing threads, one per core but one, each taking whole 1 MiB chunks for
+//! zero detection and BLAKE3 of their clusters (several chunks in flight, results consumed
+//! in volume order) → this thread (per-cluster decision against the parent's index, then
+//! the image writes: buffered ones right here, direct ones handed to the sink's writer
+//! threads), which hashes chunks itself whenever the one it needs next is not done yet.
+//! Hashing whole chunks ahead of the decisions keeps both cores busy with few wake-ups;
+//! splitting each chunk's clusters over rayon (an earlier design) blocked this thread once
+//! per chunk and cost ~14 000 context switches per 4 GiB volume.
 //! An incremental never reads old images:
 //! it compares with the parent's index, which describes the parent's whole volume.
 
