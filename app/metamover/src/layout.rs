@@ -240,6 +240,11 @@ pub struct Index {
     /// Things skipped or missing, for the user.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The StorageClass objects the backed-up PVCs and StatefulSet `volumeClaimTemplates`
+    /// use, cleaned (`restoreFlags.restoreStorageClass` creates them when the destination
+    /// lacks them). Absent in backups made before they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_classes: Vec<Value>,
     /// BLAKE3 of `snapshot.json`.
     pub snapshot_blake3: String,
 }
@@ -392,6 +397,26 @@ pub fn put(target: &Target, key: &str, data: Bytes) -> Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_index_without_storage_classes_still_reads() {
+        let old = json!({"formatVersion": 1,
+            "backup": {"kind": "Backup", "name": "b", "namespace": "app", "uid": "u",
+                "planKind": "BackupPlan", "planName": "p", "planUid": "pu"},
+            "namespaces": ["app"], "documents": [], "snapshotBlake3": "00"});
+        let index: Index = serde_json::from_value(old.clone()).unwrap();
+        assert!(index.storage_classes.is_empty());
+        assert_eq!(
+            serde_json::to_value(&index).unwrap().get("storageClasses"),
+            None,
+            "an index without classes is written as before"
+        );
+        let mut with = old;
+        with["storageClasses"] = json!([{"apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass", "metadata": {"name": "fast"}, "provisioner": "x"}]);
+        let index: Index = serde_json::from_value(with).unwrap();
+        assert_eq!(index.storage_classes[0]["metadata"]["name"], "fast");
+    }
 
     #[test]
     fn keys_are_safe_paths() {

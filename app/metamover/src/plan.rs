@@ -955,9 +955,11 @@ pub fn volumes(
     default_ns: Option<&str>,
     map: &NamespaceMap,
     live: &Live,
+    backup_classes: &BTreeSet<String>,
     restore_uid: &str,
-) -> (Vec<PlannedVolume>, Vec<String>, Vec<String>) {
+) -> VolumePlan {
     let (mut out, mut blocking, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
+    let mut create_classes = BTreeSet::new();
     for ds in snapshot.data_snapshots() {
         let pvc_name = &ds.persistent_volume_claim_name;
         let Some(src_ns) = ds.namespace.as_deref().or(default_ns) else {
@@ -1047,9 +1049,16 @@ pub fn volumes(
         }
         let class = str_at(&pvc, "/spec/storageClassName").map(str::to_owned);
         match (&class, &live.storage_classes) {
-            (Some(c), Some(classes)) if !classes.contains(c) => blocking.push(format!(
-                "storage class {c} of {dest} does not exist in the destination cluster; create it or map it with restoreFlags.storageClassMapping"
-            )),
+            (Some(c), Some(classes)) if !classes.contains(c) => {
+                match missing_class(c, settings, backup_classes) {
+                    Ok(()) => {
+                        create_classes.insert(c.clone());
+                    }
+                    Err(hint) => blocking.push(format!(
+                        "storage class {c} of {dest} does not exist in the destination cluster; create it or map it with restoreFlags.storageClassMapping{hint}"
+                    )),
+                }
+            }
             (Some(_), None) => warnings.push(format!(
                 "storage classes could not be listed; {dest} may not be provisioned"
             )),
@@ -1083,7 +1092,131 @@ pub fn volumes(
             ..PlannedVolume::default()
         });
     }
-    (out, blocking, warnings)
+    VolumePlan {
+        volumes: out,
+        blocking,
+        warnings,
+        create_classes,
+    }
+}
+
+/// What [`volumes`] decided.
+#[derive(Debug, Default)]
+pub struct VolumePlan {
+    /// The PVCs DataRestore creates and hydrates.
+    pub volumes: Vec<PlannedVolume>,
+    /// Problems that stop the restore.
+    pub blocking: Vec<String>,
+    /// Caveats.
+    pub warnings: Vec<String>,
+    /// Storage classes the volumes need that the destination lacks and
+    /// `restoreFlags.restoreStorageClass` creates from the backup.
+    pub create_classes: BTreeSet<String>,
+}
+
+/// A storage class (after `storageClassMapping`) missing in the destination: `Ok` when
+/// `restoreFlags.restoreStorageClass` creates it from the backup, else the hint to add to the
+/// blocking message.
+fn missing_class(
+    class: &str,
+    settings: &Settings,
+    backup_classes: &BTreeSet<String>,
+) -> std::result::Result<(), &'static str> {
+    match (
+        backup_classes.contains(class),
+        Settings::flag_value(settings.flags.restore_storage_class),
+    ) {
+        (true, true) => Ok(()),
+        (true, false) => {
+            Err(", or set restoreFlags.restoreStorageClass to create it from the backup")
+        }
+        (false, true) => {
+            Err(" (restoreFlags.restoreStorageClass cannot create it: the backup does not hold it)")
+        }
+        (false, false) => Err(""),
+    }
+}
+
+/// Storage classes that claims restored as objects (planned `Create`, no data snapshot) need,
+/// that the destination lacks, that the backup holds and that their settings'
+/// `restoreFlags.restoreStorageClass` creates (pure). Without the flag nothing changes for them
+/// (the claim is created and waits for its class, as before).
+pub fn object_claim_classes(
+    prepared: &[Prepared],
+    actions: &[PlanAction],
+    map: &NamespaceMap,
+    live: &Live,
+    backup_classes: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let Some(existing) = &live.storage_classes else {
+        return BTreeSet::new();
+    };
+    prepared
+        .iter()
+        .zip(actions)
+        .filter(|(p, a)| {
+            **a == PlanAction::Create
+                && p.dest.kind == "PersistentVolumeClaim"
+                && p.dest.group().is_empty()
+        })
+        .filter_map(|(p, _)| {
+            let class = p
+                .object
+                .as_ref()
+                .ok()
+                .and_then(|o| str_at(o, "/spec/storageClassName"))?;
+            let settings = map.settings(p.source.namespace.as_deref());
+            (!existing.contains(class) && missing_class(class, settings, backup_classes).is_ok())
+                .then(|| class.to_owned())
+        })
+        .collect()
+}
+
+/// Reason of a StorageClass planned by `restoreFlags.restoreStorageClass`.
+pub const STORAGE_CLASS_REASON: &str = "restoreFlags.restoreStorageClass: missing in the destination, created from the backup before the claims (an existing class is never replaced or patched)";
+
+/// The StorageClass objects `restoreFlags.restoreStorageClass` creates (pure), in name order:
+/// each named class the backup holds, as backed up (cleaned), without the default-class
+/// annotations (the destination keeps its own default) and with the restore label.
+pub fn storage_class_objects(
+    names: &BTreeSet<String>,
+    backup_classes: &[Value],
+    restore_uid: &str,
+) -> Vec<(PlannedObject, Value)> {
+    names
+        .iter()
+        .filter_map(|n| backup_classes.iter().find(|o| name(o) == Some(n.as_str())))
+        .map(|o| {
+            let mut obj = o.clone();
+            clean::clean(&mut obj, &HashSet::new());
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                    a.remove("storageclass.kubernetes.io/is-default-class");
+                    a.remove("storageclass.beta.kubernetes.io/is-default-class");
+                }
+                let labels = meta
+                    .entry("labels")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Some(l) = labels.as_object_mut() {
+                    l.insert(
+                        RESTORE_UID_LABEL.into(),
+                        Value::String(restore_uid.to_owned()),
+                    );
+                }
+            }
+            let planned = PlannedObject {
+                api_version: str_at(&obj, "/apiVersion")
+                    .unwrap_or("storage.k8s.io/v1")
+                    .to_owned(),
+                kind: "StorageClass".into(),
+                name: name(&obj).unwrap_or_default().to_owned(),
+                action: PlanAction::Create,
+                reason: Some(STORAGE_CLASS_REASON.into()),
+                ..PlannedObject::default()
+            };
+            (planned, obj)
+        })
+        .collect()
 }
 
 #[cfg(test)]

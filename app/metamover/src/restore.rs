@@ -24,8 +24,8 @@ use tvk_api::{
     ClusterRestore, Restore,
     restore::{LabelsAnnotationsStrategy, RestoreStatus},
     restore_plan::{
-        CreatedObject, ObjectResult, PlanAction, PlanSource, PlannedNamespace, RestorePlan,
-        SourceKind,
+        CreatedObject, ObjectResult, PlanAction, PlanSource, PlannedNamespace, PlannedObject,
+        RestorePlan, SourceKind,
     },
     snapshot::Snapshot,
 };
@@ -607,18 +607,38 @@ pub async fn run_plan(
         }
         objects.push(planned);
     }
-    out.set_objects(objects);
-    let (volumes, blocking, warnings) = plan::volumes(
+    let backup_classes = backup_class_names(&data.index);
+    let vp = plan::volumes(
         &data.snapshot,
         &data.location.location,
         default_ns,
         map,
         &live,
+        &backup_classes,
         &loaded.uid,
     );
-    out.volumes = volumes;
-    out.blocking.extend(blocking);
-    out.warnings.extend(warnings);
+    // restoreStorageClass: missing classes the backup holds are created first (not those the
+    // backup restores as ordinary objects anyway).
+    let actions: Vec<PlanAction> = objects.iter().map(|o| o.action).collect();
+    let mut create_classes = vp.create_classes;
+    create_classes.extend(plan::object_claim_classes(
+        &prepared,
+        &actions,
+        map,
+        &live,
+        &backup_classes,
+    ));
+    create_classes.retain(|c| !restored_as_object(&prepared, &actions, c));
+    let mut classes: Vec<PlannedObject> =
+        plan::storage_class_objects(&create_classes, &data.index.storage_classes, &loaded.uid)
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+    classes.extend(objects);
+    out.set_objects(classes);
+    out.volumes = vp.volumes;
+    out.blocking.extend(vp.blocking);
+    out.warnings.extend(vp.warnings);
     out.namespaces = dest_namespaces
         .iter()
         .map(|ns| PlannedNamespace {
@@ -765,6 +785,138 @@ async fn helm_plan(
             facts,
         },
     ))
+}
+
+/// Names of the StorageClass objects the backup holds (`index.json`).
+fn backup_class_names(index: &Index) -> BTreeSet<String> {
+    index
+        .storage_classes
+        .iter()
+        .filter_map(|o| name(o).map(str::to_owned))
+        .collect()
+}
+
+/// Whether the backup restores StorageClass `class` as one of its objects (planned `Create`).
+fn restored_as_object(prepared: &[Prepared], actions: &[PlanAction], class: &str) -> bool {
+    prepared.iter().zip(actions).any(|(p, a)| {
+        *a == PlanAction::Create
+            && p.dest.kind == "StorageClass"
+            && p.dest.group() == "storage.k8s.io"
+            && p.dest.name == class
+    })
+}
+
+/// `restoreFlags.restoreStorageClass`: creates the StorageClasses the plan lists (before any
+/// other object), create-only — one that exists (made by someone else since the plan) is left
+/// as it is and recorded `Skipped`; one carrying this restore's label was created by an earlier
+/// attempt. Returns what this restore created.
+async fn restore_storage_classes(
+    client: &Client,
+    catalogue: &Catalogue,
+    plan: &mut RestorePlan,
+    backup_classes: &[Value],
+    restore_uid: &str,
+    outcome: &mut RestoreOutcome,
+) -> Result<Vec<CreatedObject>> {
+    let names: BTreeSet<String> = plan
+        .objects
+        .iter()
+        .filter(|o| {
+            o.kind == "StorageClass"
+                && o.api_version.starts_with("storage.k8s.io/")
+                && o.action == PlanAction::Create
+                && o.reason.as_deref() == Some(plan::STORAGE_CLASS_REASON)
+        })
+        .map(|o| o.name.clone())
+        .collect();
+    let mut mine = Vec::new();
+    if names.is_empty() {
+        return Ok(mine);
+    }
+    let Some(t) = catalogue.find("storage.k8s.io", "StorageClass") else {
+        return Err(Error::Usage(
+            "the destination does not serve storage.k8s.io StorageClass; restoreFlags.restoreStorageClass cannot create the planned classes"
+                .into(),
+        ));
+    };
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &t.api);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let objects = plan::storage_class_objects(&names, backup_classes, restore_uid);
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !objects.iter().any(|(p, _)| &p.name == *n))
+    {
+        return Err(Error::Usage(format!(
+            "the plan creates StorageClass {missing} but the backup does not hold it; run the Validation phase again"
+        )));
+    }
+    for (planned, obj) in objects {
+        let what = format!("StorageClass {}", planned.name);
+        let result = async {
+            let dynobj: DynamicObject = serde_json::from_value(obj)
+                .map_err(|e| Error::json(format!("decode {what}"), e))?;
+            match api.create(&pp, &dynobj).await {
+                Ok(_) => Ok((ObjectResult::Created, true)),
+                Err(e) if is_status(&e, 409) => {
+                    let live = api
+                        .get_opt(&planned.name)
+                        .await
+                        .map_err(|e| Error::kube(format!("read {what}"), e))?;
+                    let ours = live
+                        .and_then(|o| o.metadata.labels)
+                        .and_then(|l| l.get(plan::RESTORE_UID_LABEL).cloned())
+                        .as_deref()
+                        == Some(restore_uid);
+                    Ok(if ours {
+                        (ObjectResult::Created, true)
+                    } else {
+                        (ObjectResult::Skipped, false)
+                    })
+                }
+                Err(e) => Err(Error::kube(format!("create {what}"), e)),
+            }
+        }
+        .await;
+        let entry = plan
+            .objects
+            .iter_mut()
+            .find(|o| o.kind == "StorageClass" && o.name == planned.name && o.namespace.is_none());
+        match result {
+            Ok((res, is_mine)) => {
+                match res {
+                    ObjectResult::Created => outcome.created += 1,
+                    _ => outcome.skipped += 1,
+                }
+                if is_mine {
+                    mine.push(CreatedObject {
+                        api_version: planned.api_version.clone(),
+                        kind: planned.kind.clone(),
+                        namespace: None,
+                        name: planned.name.clone(),
+                    });
+                }
+                if let Some(e) = entry {
+                    e.result = Some(res);
+                    e.error = None;
+                }
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                if let Some(e) = entry {
+                    e.result = Some(ObjectResult::Failed);
+                    e.error = Some(msg.clone());
+                }
+                return Err(Error::ObjectFailed {
+                    object: what,
+                    reason: msg,
+                });
+            }
+        }
+    }
+    Ok(mine)
 }
 
 async fn storage_classes(
@@ -977,6 +1129,30 @@ pub async fn run_restore(
     let mut outcome = RestoreOutcome::default();
     let mut workloads = Vec::new();
     let mut failure: Option<Error> = None;
+
+    // restoreStorageClass: the planned classes before anything else (the claims need them).
+    if plan
+        .objects
+        .iter()
+        .any(|o| o.reason.as_deref() == Some(plan::STORAGE_CLASS_REASON))
+    {
+        match restore_storage_classes(
+            &client,
+            &catalogue,
+            &mut plan,
+            &data.index.storage_classes,
+            &loaded.uid,
+            &mut outcome,
+        )
+        .await
+        {
+            Ok(made) => created.extend(made),
+            Err(e) => failure = Some(e),
+        }
+        plan.created = created.iter().cloned().collect();
+        previous = Some(patch_plan(&client, r, previous.as_ref(), &plan, None).await?);
+        progress(json!({"event": "storage-classes", "created": outcome.created}));
+    }
 
     let mut i = 0;
     while i < prepared.len() && failure.is_none() {

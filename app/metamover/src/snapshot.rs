@@ -432,6 +432,71 @@ pub fn pvc_entry(pvc: &Value) -> PvcEntry {
     }
 }
 
+/// The storage classes an object asks for (pure): a PVC's `spec.storageClassName`, a
+/// StatefulSet's `volumeClaimTemplates[].spec.storageClassName`. Empty names (no class) are
+/// not classes.
+pub fn storage_classes_of(obj: &Value) -> Vec<String> {
+    let Some(gvk) = gvk_of(obj) else {
+        return Vec::new();
+    };
+    let class_of = |o: &Value| {
+        str_at(o, "/spec/storageClassName")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+    };
+    match (gvk.group.as_str(), gvk.kind.as_str()) {
+        ("", "PersistentVolumeClaim") => class_of(obj).into_iter().collect(),
+        ("apps", "StatefulSet") => obj
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(class_of).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads the StorageClass objects `names` (cleaned). One that cannot be read — gone, Forbidden,
+/// or the type not served — is a warning, never a failure; other API errors fail (retryable
+/// when the API server is).
+async fn read_storage_classes(
+    client: &Client,
+    catalogue: &Catalogue,
+    names: &BTreeSet<String>,
+    kept: &HashSet<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let Some(t) = catalogue.find("storage.k8s.io", "StorageClass") else {
+        warnings.push(format!(
+            "storage classes {} were not backed up: the API server does not serve StorageClass",
+            names.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        return Ok(out);
+    };
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &t.api);
+    for class in names {
+        match api.get_opt(class).await {
+            Ok(Some(o)) => {
+                let mut v = to_value(o, &t.api)?;
+                clean::clean(&mut v, kept);
+                out.push(v);
+            }
+            Ok(None) => warnings.push(format!(
+                "StorageClass {class} used by backed-up claims does not exist; it is not in the backup"
+            )),
+            Err(e) if skippable(&e).is_some() => warnings.push(format!(
+                "StorageClass {class} was not backed up: reading it is {}",
+                skippable(&e).unwrap_or_default()
+            )),
+            Err(e) => return Err(Error::kube(format!("read StorageClass {class}"), e)),
+        }
+    }
+    Ok(out)
+}
+
 /// Builds `status.snapshot` from what was written.
 #[derive(Default)]
 struct SnapshotBuilder {
@@ -440,6 +505,8 @@ struct SnapshotBuilder {
     warnings: Vec<String>,
     helm: Vec<HelmChart>,
     operators: Vec<OperatorSnapshot>,
+    /// Storage classes of the backed-up PVCs and StatefulSet claim templates.
+    storage_classes: BTreeSet<String>,
 }
 
 impl SnapshotBuilder {
@@ -929,6 +996,16 @@ pub async fn run(
         }
     }
 
+    let class_names = std::mem::take(&mut builder.storage_classes);
+    let storage_classes = read_storage_classes(
+        &client,
+        &catalogue,
+        &class_names,
+        &kept,
+        &mut builder.warnings,
+    )
+    .await?;
+
     for scope in &scopes {
         check_namespace(&client, &scope.namespace).await?;
     }
@@ -954,6 +1031,7 @@ pub async fn run(
         helm: helm_entries,
         pvcs,
         warnings,
+        storage_classes,
         snapshot_blake3: layout::digest(&snapshot_bytes),
     };
     put(&target, loc.snapshot_key(), snapshot_bytes).await?;
@@ -987,6 +1065,7 @@ fn capture_one(
     let mut cleaned = obj.clone();
     clean::clean(&mut cleaned, kept);
     builder.add(component, gvk, name(obj).unwrap_or_default());
+    builder.storage_classes.extend(storage_classes_of(obj));
     if gvk_of(obj).is_some_and(|g| g.group.is_empty() && g.kind == "PersistentVolumeClaim") {
         pvcs.push(pvc_entry(obj));
         match data_snapshot_of(obj, &cleaned, cluster) {
@@ -1287,6 +1366,25 @@ mod tests {
         assert!(skippable(&api(404)).is_some());
         assert!(skippable(&api(500)).is_none());
         assert!(skippable(&api(401)).is_none());
+    }
+
+    #[test]
+    fn storage_classes_of_claims_and_claim_templates() {
+        let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "d"}, "spec": {"storageClassName": "fast"}});
+        assert_eq!(storage_classes_of(&pvc), vec!["fast".to_owned()]);
+        let no_class = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "d"}, "spec": {"storageClassName": ""}});
+        assert!(storage_classes_of(&no_class).is_empty());
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db"}, "spec": {"volumeClaimTemplates": [
+                {"metadata": {"name": "a"}, "spec": {"storageClassName": "slow"}},
+                {"metadata": {"name": "b"}, "spec": {}}]}});
+        assert_eq!(storage_classes_of(&sts), vec!["slow".to_owned()]);
+        let lookalike = json!({"apiVersion": "example.com/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db"}, "spec": {"volumeClaimTemplates": [
+                {"spec": {"storageClassName": "slow"}}]}});
+        assert!(storage_classes_of(&lookalike).is_empty());
     }
 
     #[test]

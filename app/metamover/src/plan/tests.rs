@@ -622,8 +622,20 @@ fn volumes_carry_the_pvc_to_create_and_block_on_problems() {
         ds("mapped", Some("p/b/uid-2"), "old"),
     ]);
     let map = restore_map(json!({"restoreFlags": {"storageClassMapping": {"old": "fast"}}}));
-    let (vols, blocking, warnings) =
-        volumes(&snap, "p/b", Some("app"), &map, &live_with(vec![]), UID);
+    let VolumePlan {
+        volumes: vols,
+        blocking,
+        warnings,
+        ..
+    } = volumes(
+        &snap,
+        "p/b",
+        Some("app"),
+        &map,
+        &live_with(vec![]),
+        &BTreeSet::new(),
+        UID,
+    );
     assert!(
         blocking.is_empty() && warnings.is_empty(),
         "{blocking:?} {warnings:?}"
@@ -661,12 +673,17 @@ fn volumes_carry_the_pvc_to_create_and_block_on_problems() {
         },
         json!({}),
     )]);
-    let (vols, blocking, _) = volumes(
+    let VolumePlan {
+        volumes: vols,
+        blocking,
+        ..
+    } = volumes(
         &snap,
         "p/b",
         Some("app"),
         &restore_map(json!({})),
         &live,
+        &BTreeSet::new(),
         UID,
     );
     assert_eq!(
@@ -680,24 +697,36 @@ fn volumes_carry_the_pvc_to_create_and_block_on_problems() {
     assert!(blocking[2].contains("not under this backup's location"));
     assert!(blocking[3].contains("not under this backup's location"));
     assert!(blocking[4].contains("dest/e already exists"));
-    let (vols, blocking, warnings) = volumes(
+    let VolumePlan {
+        volumes: vols,
+        blocking,
+        warnings,
+        ..
+    } = volumes(
         &snap,
         "p/b",
         Some("app"),
         &restore_map(json!({"restoreFlags": {"skipIfAlreadyExists": true}})),
         &live,
+        &BTreeSet::new(),
         UID,
     );
     assert!(!vols.iter().any(|v| v.pvc_name == "e"));
     assert_eq!(blocking.len(), 4);
     assert!(warnings[0].contains("data is not restored"));
     // cleanupConfig: the existing claim is replaced by the backed-up one (deleted first).
-    let (vols, blocking, warnings) = volumes(
+    let VolumePlan {
+        volumes: vols,
+        blocking,
+        warnings,
+        ..
+    } = volumes(
         &snap,
         "p/b",
         Some("app"),
         &restore_map(json!({"cleanupConfig": {"enabled": true}})),
         &live,
+        &BTreeSet::new(),
         UID,
     );
     assert!(
@@ -712,12 +741,17 @@ fn volumes_carry_the_pvc_to_create_and_block_on_problems() {
         "{warnings:?}"
     );
     // onlyMetadata: no volumes at all.
-    let (vols, blocking, _) = volumes(
+    let VolumePlan {
+        volumes: vols,
+        blocking,
+        ..
+    } = volumes(
         &snap,
         "p/b",
         Some("app"),
         &restore_map(json!({"restoreFlags": {"onlyMetadata": true}})),
         &live,
+        &BTreeSet::new(),
         UID,
     );
     assert!(vols.is_empty() && blocking.is_empty());
@@ -899,4 +933,168 @@ fn rank_orders_kinds() {
         is_builtin_group("") && is_builtin_group("apps") && is_builtin_group("networking.k8s.io")
     );
     assert!(!is_builtin_group("example.com"));
+}
+
+fn class(name: &str) -> Value {
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name, "uid": "sc-uid", "resourceVersion": "7",
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true", "team": "db"}},
+        "provisioner": "example.com/fast", "reclaimPolicy": "Delete"})
+}
+
+#[test]
+fn restore_storage_class_creates_missing_held_classes_after_mapping() {
+    let snap = snapshot_with(vec![
+        ds("a", Some("p/b/u1"), "gold"),
+        ds("b", Some("p/b/u2"), "fast"),
+        ds("c", Some("p/b/u3"), "old"),
+    ]);
+    let held = BTreeSet::from(["gold".to_owned(), "old".to_owned()]);
+    let live = live_with(vec![]);
+    let run = |c: Value, held: &BTreeSet<String>| {
+        volumes(&snap, "p/b", Some("app"), &restore_map(c), &live, held, UID)
+    };
+    // Without the flag: blocking, and the message names the flag when the backup holds it.
+    let vp = run(json!({}), &held);
+    assert!(vp.create_classes.is_empty());
+    assert_eq!(vp.blocking.len(), 2, "{:#?}", vp.blocking);
+    assert!(
+        vp.blocking[0].contains("storage class gold")
+            && vp.blocking[0]
+                .contains("or set restoreFlags.restoreStorageClass to create it from the backup"),
+        "{}",
+        vp.blocking[0]
+    );
+    // Not held by the backup: the old message, no flag suggested.
+    let vp = run(json!({}), &BTreeSet::new());
+    assert!(
+        !vp.blocking[0].contains("restoreStorageClass"),
+        "{}",
+        vp.blocking[0]
+    );
+    // With the flag: created, not blocking; existing `fast` is not created.
+    let vp = run(
+        json!({"restoreFlags": {"restoreStorageClass": true}}),
+        &held,
+    );
+    assert!(vp.blocking.is_empty(), "{:#?}", vp.blocking);
+    assert_eq!(
+        vp.create_classes,
+        BTreeSet::from(["gold".to_owned(), "old".to_owned()])
+    );
+    assert_eq!(vp.volumes.len(), 3);
+    // Mapping first: a mapped class is not created (`old` → existing `fast`).
+    let vp = run(
+        json!({"restoreFlags": {"restoreStorageClass": true,
+            "storageClassMapping": {"old": "fast"}}}),
+        &held,
+    );
+    assert!(vp.blocking.is_empty(), "{:#?}", vp.blocking);
+    assert_eq!(vp.create_classes, BTreeSet::from(["gold".to_owned()]));
+    // Mapped to a class neither the destination nor the backup has: blocking, saying why the
+    // flag cannot help.
+    let vp = run(
+        json!({"restoreFlags": {"restoreStorageClass": true,
+            "storageClassMapping": {"gold": "silver"}}}),
+        &held,
+    );
+    assert_eq!(vp.blocking.len(), 1, "{:#?}", vp.blocking);
+    assert!(
+        vp.blocking[0].contains("storage class silver")
+            && vp.blocking[0].contains("the backup does not hold it"),
+        "{}",
+        vp.blocking[0]
+    );
+    assert!(!vp.create_classes.contains("gold"));
+    // Classes could not be listed: nothing planned, a warning as before.
+    let unlisted = Live {
+        storage_classes: None,
+        ..live_with(vec![])
+    };
+    let vp = volumes(
+        &snap,
+        "p/b",
+        Some("app"),
+        &restore_map(json!({"restoreFlags": {"restoreStorageClass": true}})),
+        &unlisted,
+        &held,
+        UID,
+    );
+    assert!(vp.create_classes.is_empty() && vp.blocking.is_empty());
+    assert_eq!(vp.warnings.len(), 3);
+}
+
+#[test]
+fn restore_storage_class_follows_cluster_restore_settings_per_component() {
+    let mut a = ds("a", Some("p/b/u1"), "gold");
+    a.namespace = Some("app".into());
+    let mut b = ds("b", Some("p/b/u2"), "slow");
+    b.namespace = Some("other".into());
+    let snap = snapshot_with(vec![a, b]);
+    let mut map = NamespaceMap {
+        backed_up: BTreeSet::from(["app".to_owned(), "other".to_owned()]),
+        ..NamespaceMap::default()
+    };
+    map.global = settings(json!({"restoreFlags": {"restoreStorageClass": true}}));
+    map.per_namespace.insert(
+        "other".into(),
+        settings(json!({"restoreFlags": {"restoreStorageClass": false}})),
+    );
+    let held = BTreeSet::from(["gold".to_owned(), "slow".to_owned()]);
+    let vp = volumes(&snap, "p/b", None, &map, &live_with(vec![]), &held, UID);
+    assert_eq!(vp.create_classes, BTreeSet::from(["gold".to_owned()]));
+    assert_eq!(vp.blocking.len(), 1, "{:#?}", vp.blocking);
+    assert!(vp.blocking[0].contains("storage class slow") && vp.blocking[0].contains("other/b"));
+}
+
+#[test]
+fn claims_restored_as_objects_get_their_class_with_the_flag() {
+    let objects = vec![obj(
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "scratch", "namespace": "app"},
+        "spec": {"storageClassName": "gold", "resources": {"requests": {"storage": "1Gi"}}}}),
+    )];
+    let held = BTreeSet::from(["gold".to_owned()]);
+    for (flags, want) in [
+        (json!({"restoreFlags": {"restoreStorageClass": true}}), true),
+        (json!({}), false),
+    ] {
+        let map = restore_map(flags);
+        let ps = prepare(&objects, &map, &BackupFacts::default(), UID);
+        let actions: Vec<PlanAction> = ps.iter().map(|p| p.action).collect();
+        assert_eq!(actions, [PlanAction::Create]);
+        let got = object_claim_classes(&ps, &actions, &map, &live_with(vec![]), &held);
+        assert_eq!(got.contains("gold"), want);
+        // Skipped claims need nothing.
+        let got = object_claim_classes(&ps, &[PlanAction::Skip], &map, &live_with(vec![]), &held);
+        assert!(got.is_empty());
+    }
+}
+
+#[test]
+fn storage_class_objects_are_cleaned_labelled_and_never_default() {
+    let backup = vec![class("old"), class("gold")];
+    let names = BTreeSet::from(["gold".to_owned(), "old".to_owned(), "absent".to_owned()]);
+    let out = storage_class_objects(&names, &backup, UID);
+    let got: Vec<&str> = out.iter().map(|(p, _)| p.name.as_str()).collect();
+    assert_eq!(
+        got,
+        ["gold", "old"],
+        "name order; a class the backup lacks is not made up"
+    );
+    let (planned, o) = &out[0];
+    assert_eq!(
+        (
+            planned.api_version.as_str(),
+            planned.kind.as_str(),
+            planned.namespace.as_deref()
+        ),
+        ("storage.k8s.io/v1", "StorageClass", None)
+    );
+    assert_eq!(planned.action, PlanAction::Create);
+    assert_eq!(planned.reason.as_deref(), Some(STORAGE_CLASS_REASON));
+    assert_eq!(o["provisioner"], "example.com/fast");
+    assert_eq!(o["metadata"]["labels"][RESTORE_UID_LABEL], UID);
+    assert_eq!(o["metadata"]["annotations"], json!({"team": "db"}));
+    assert!(o["metadata"].get("uid").is_none() && o["metadata"].get("resourceVersion").is_none());
 }
