@@ -19,8 +19,10 @@ use tvk_testkit::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, moto, unique_name};
 const NS: &str = common::NS;
 const V1: &str = "triliovault.trilio.io/v1";
 
+/// Polls for up to 90 s: the whole suite loads both cores of a CI box (the controllers react in
+/// well under a second when the box is idle).
 async fn wait_for(what: &str, mut check: impl FnMut() -> Option<Value>) -> Value {
-    for _ in 0..200 {
+    for _ in 0..900 {
         if let Some(v) = check() {
             return v;
         }
