@@ -83,6 +83,11 @@ fn crd() -> Value {
 /// ConfigMap owned by the ServiceAccount, a Service with an IP and a bound PVC; backed up
 /// (snapshot, volume "uploaded", commit). Returns the backup's location.
 async fn backed_up(server: &ApiServer, target: &Path) -> String {
+    backed_up_with(server, target, Vec::new()).await
+}
+
+/// [`backed_up`] with `extra` objects in `shop` too.
+async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) -> String {
     for c in tvk_api::crd::all() {
         server.create(serde_json::to_value(&c).unwrap()).unwrap();
     }
@@ -137,7 +142,7 @@ async fn backed_up(server: &ApiServer, target: &Path) -> String {
                     "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
                     "containers": [{"name": "web", "image": "nginx:1"}]}}}}),
     ];
-    for o in objs {
+    for o in objs.into_iter().chain(extra) {
         server.create(o).unwrap();
     }
     let plan = server
@@ -1651,4 +1656,209 @@ async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
         planned(&plan, "StatefulSet", &format!("{new_name}-webapp-cache")).action,
         PlanAction::Create
     );
+}
+
+fn resource_version(o: &Value) -> u64 {
+    o["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `restoreFlags.restoreStorageClass`: the backup keeps StorageClass `fast` (used by the bound
+/// claim `data`, restored by DataRestore, and the unbound claim `scratch`, restored as an
+/// object); the destination lacks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_existing_one() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    let target = TempDir::new("mm-restore-sc").unwrap();
+    let tdir = target.path().to_str().unwrap().to_owned();
+    let scratch = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "scratch", "namespace": "shop"},
+        "spec": {"storageClassName": "fast", "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}},
+        "status": {"phase": "Pending"}});
+    let location = backed_up_with(&server, target.path(), vec![scratch]).await;
+    let kc = server.kubeconfig_path().to_path_buf();
+
+    // The backup holds the class, cleaned.
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(target.path().join(&location).join("_metadata/index.json")).unwrap(),
+    )
+    .unwrap();
+    let held = index["storageClasses"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{index}");
+    assert_eq!(held[0]["metadata"]["name"], "fast");
+    assert_eq!(held[0]["provisioner"], "csi.example.com");
+    for gone in [
+        "uid",
+        "resourceVersion",
+        "managedFields",
+        "creationTimestamp",
+    ] {
+        assert!(
+            held[0]["metadata"].get(gone).is_none(),
+            "{gone}: {}",
+            held[0]
+        );
+    }
+
+    // The destination lacks it: blocked without the flag, and the message names the flag.
+    server
+        .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
+        .unwrap();
+    server
+        .create(restore("sc-no", &location, json!({})))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "sc-no", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "sc-no");
+    assert!(
+        plan.blocking
+            .iter()
+            .any(|b| b.contains("storage class fast")
+                && b.contains(
+                    "or set restoreFlags.restoreStorageClass to create it from the backup"
+                )),
+        "{:#?}",
+        plan.blocking
+    );
+    assert!(!plan.objects.iter().any(|o| o.kind == "StorageClass"));
+    let run = metamover(&kc, &args("restore", "sc-no", &location, &tdir)).await;
+    assert_eq!(run.code, 1, "a blocked plan restores nothing");
+    assert!(
+        server
+            .get("storage.k8s.io/v1", "StorageClass", None, "fast")
+            .is_none()
+    );
+
+    // With the flag: planned first, created, then the claims.
+    server
+        .create(restore(
+            "sc-yes",
+            &location,
+            json!({"restoreFlags": {"restoreStorageClass": true}}),
+        ))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "sc-yes", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "sc-yes");
+    assert!(plan.blocking.is_empty(), "{:#?}", plan.blocking);
+    assert_eq!(plan.objects[0].kind, "StorageClass", "{:#?}", plan.objects);
+    let sc = planned(&plan, "StorageClass", "fast");
+    assert_eq!(sc.action, PlanAction::Create);
+    assert!(sc.namespace.is_none());
+    assert!(
+        sc.reason
+            .as_deref()
+            .unwrap()
+            .contains("restoreStorageClass")
+    );
+    assert_eq!(
+        planned(&plan, "PersistentVolumeClaim", "scratch").action,
+        PlanAction::Create
+    );
+    assert_eq!(plan.volumes.len(), 1);
+    assert_eq!(plan.volumes[0].storage_class_name.as_deref(), Some("fast"));
+    let run = metamover(&kc, &args("restore", "sc-yes", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let created = server
+        .get("storage.k8s.io/v1", "StorageClass", None, "fast")
+        .expect("the class is created");
+    assert_eq!(created["provisioner"], "csi.example.com");
+    let restore_uid = server
+        .get(
+            "triliovault.trilio.io/v1",
+            "Restore",
+            Some("copy"),
+            "sc-yes",
+        )
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    assert_eq!(
+        created["metadata"]["labels"][RESTORE_UID_LABEL],
+        restore_uid
+    );
+    let pvc = server
+        .get("v1", "PersistentVolumeClaim", Some("copy"), "scratch")
+        .expect("the claim is restored");
+    assert_eq!(pvc["spec"]["storageClassName"], "fast");
+    assert!(
+        resource_version(&created) < resource_version(&pvc),
+        "the class is created before the claim"
+    );
+    let plan = plan_of(&server, "sc-yes");
+    assert_eq!(
+        planned(&plan, "StorageClass", "fast").result,
+        Some(ObjectResult::Created)
+    );
+    assert!(
+        plan.created
+            .iter()
+            .any(|c| c.kind == "StorageClass" && c.name == "fast" && c.namespace.is_none()),
+        "{:?}",
+        plan.created
+    );
+
+    // An existing class is never planned, replaced or patched.
+    server
+        .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
+        .unwrap();
+    let theirs = server
+        .create(
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "fast", "labels": {"owner": "admin"}},
+            "provisioner": "other.example.com"}),
+        )
+        .unwrap();
+    let flags = json!({"restoreFlags": {"restoreStorageClass": true, "skipIfAlreadyExists": true,
+        "patchIfAlreadyExists": false}});
+    server
+        .create(restore("sc-keep", &location, flags.clone()))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "sc-keep", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let plan = plan_of(&server, "sc-keep");
+    assert!(plan.blocking.is_empty(), "{:#?}", plan.blocking);
+    assert!(!plan.objects.iter().any(|o| o.kind == "StorageClass"));
+    let run = metamover(&kc, &args("restore", "sc-keep", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert_eq!(
+        server.get("storage.k8s.io/v1", "StorageClass", None, "fast"),
+        Some(theirs.clone()),
+        "left unchanged"
+    );
+
+    // A class someone creates between the plan and the restore: left alone, Skipped.
+    server
+        .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
+        .unwrap();
+    server.create(restore("sc-race", &location, flags)).unwrap();
+    let run = metamover(&kc, &args("restore-plan", "sc-race", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert_eq!(
+        planned(&plan_of(&server, "sc-race"), "StorageClass", "fast").action,
+        PlanAction::Create
+    );
+    let theirs = server
+        .create(
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "fast"}, "provisioner": "late.example.com"}),
+        )
+        .unwrap();
+    let run = metamover(&kc, &args("restore", "sc-race", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert_eq!(
+        server.get("storage.k8s.io/v1", "StorageClass", None, "fast"),
+        Some(theirs),
+        "never overwritten or patched"
+    );
+    let plan = plan_of(&server, "sc-race");
+    assert_eq!(
+        planned(&plan, "StorageClass", "fast").result,
+        Some(ObjectResult::Skipped)
+    );
+    assert!(!plan.created.iter().any(|c| c.kind == "StorageClass"));
 }
