@@ -337,7 +337,8 @@ impl Prepared {
     }
 }
 
-/// Restore order: CRDs, Namespaces, ClusterRoles, ClusterRoleBindings, ServiceAccounts, Roles,
+/// Restore order: CRDs, Namespaces, ClusterRoles, ClusterRoleBindings and StorageClasses,
+/// ServiceAccounts, Roles,
 /// RoleBindings, ConfigMaps, Secrets, PVCs, Services, workloads (Deployments, StatefulSets,
 /// DaemonSets, Jobs, CronJobs), other built-in types, custom resources, Helm release storage.
 pub fn rank(group: &str, kind: &str, custom: bool, helm_storage: bool) -> u8 {
@@ -349,6 +350,8 @@ pub fn rank(group: &str, kind: &str, custom: bool, helm_storage: bool) -> u8 {
         ("", "Namespace") => 1,
         ("rbac.authorization.k8s.io", "ClusterRole") => 2,
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => 3,
+        // Backed-up StorageClass objects (a chart's) before the claims that use them.
+        ("storage.k8s.io", "StorageClass") => 3,
         ("", "ServiceAccount") => 4,
         ("rbac.authorization.k8s.io", "Role") => 5,
         ("rbac.authorization.k8s.io", "RoleBinding") => 6,

@@ -1297,6 +1297,60 @@ pub async fn run_restore(
     Ok(outcome)
 }
 
+/// `restoreFlags.restoreStorageClass` on its own, for the control plane to run **before
+/// DataRestore** (whose staging claims need the classes): reads the plan from
+/// `status.restoreApplication` (refused when absent, blocked, or made for another location),
+/// reads and verifies the backup, creates the planned StorageClasses create-only
+/// ([`restore_storage_classes`]) and records their results and `created[]` in the plan. The
+/// later `restore` finds them carrying this restore's label and records them `Created`.
+/// Returns the number of classes created.
+pub async fn run_storage_classes(
+    client: Client,
+    target: Target,
+    r: &RestoreRef,
+    location: &str,
+    seal: Option<&crate::seal::MetadataKey>,
+) -> Result<usize> {
+    let loaded = load(&client, r).await?;
+    let mut plan = RestorePlan::from_status_value(loaded.status_plan.as_ref())
+        .map_err(|e| r.err(format!("status.restoreApplication is not a restore plan: {e}")))?
+        .ok_or_else(|| {
+            r.err("it has no plan in status.restoreApplication; the Validation phase (tvk-metamover restore-plan) must run first")
+        })?;
+    if !plan.blocking.is_empty() {
+        return Err(r.err(format!(
+            "its plan is blocked and nothing is restored: {}",
+            plan.blocking.join("; ")
+        )));
+    }
+    let data = read_backup(&target, location, seal).await?;
+    check_source_kind(r, &data)?;
+    if plan.source.location != data.location.location {
+        return Err(r.err(format!(
+            "its plan was made for location {}, not {}; run the Validation phase again",
+            plan.source.location, data.location.location
+        )));
+    }
+    let catalogue = Catalogue::discover(client.clone()).await?;
+    let mut outcome = RestoreOutcome::default();
+    let result = restore_storage_classes(
+        &client,
+        &catalogue,
+        &mut plan,
+        &data.index.storage_classes,
+        &loaded.uid,
+        &mut outcome,
+    )
+    .await;
+    if let Ok(made) = &result {
+        let mut created: BTreeSet<CreatedObject> = plan.created.iter().cloned().collect();
+        created.extend(made.iter().cloned());
+        plan.created = created.into_iter().collect();
+    }
+    patch_plan(&client, r, loaded.status_plan.as_ref(), &plan, None).await?;
+    result.map(|_| outcome.created)
+}
+
 /// Labels and annotations a destination namespace keeps whatever the strategy: set by the API
 /// server itself.
 const NAMESPACE_OWN_KEYS: &[&str] = &["kubernetes.io/metadata.name"];

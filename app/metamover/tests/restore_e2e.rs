@@ -1861,4 +1861,54 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         Some(ObjectResult::Skipped)
     );
     assert!(!plan.created.iter().any(|c| c.kind == "StorageClass"));
+
+    // The entry point for the control plane before DataRestore: creates the planned classes
+    // alone; the later `restore` recognises them as this restore's.
+    server
+        .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
+        .unwrap();
+    let flags = json!({"restoreFlags": {"restoreStorageClass": true, "skipIfAlreadyExists": true}});
+    server
+        .create(restore("sc-early", &location, flags))
+        .unwrap();
+    let run = metamover(&kc, &args("restore-plan", "sc-early", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    let r = tvk_metamover::restore::RestoreRef {
+        kind: tvk_metamover::restore::RestoreKind::Restore,
+        namespace: Some("copy".into()),
+        name: "sc-early".into(),
+    };
+    let made = tvk_metamover::restore::run_storage_classes(
+        server.client(),
+        tvk_datamover::target::Target::filesystem(target.path()).unwrap(),
+        &r,
+        &location,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(made, 1);
+    let early = server
+        .get("storage.k8s.io/v1", "StorageClass", None, "fast")
+        .expect("created before DataRestore");
+    assert_eq!(early["provisioner"], "csi.example.com");
+    let plan = plan_of(&server, "sc-early");
+    assert_eq!(
+        planned(&plan, "StorageClass", "fast").result,
+        Some(ObjectResult::Created)
+    );
+    assert!(plan.created.iter().any(|c| c.kind == "StorageClass"));
+    let run = metamover(&kc, &args("restore", "sc-early", &location, &tdir)).await;
+    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    assert_eq!(
+        server.get("storage.k8s.io/v1", "StorageClass", None, "fast"),
+        Some(early),
+        "not written again"
+    );
+    let plan = plan_of(&server, "sc-early");
+    assert_eq!(
+        planned(&plan, "StorageClass", "fast").result,
+        Some(ObjectResult::Created)
+    );
+    assert!(plan.created.iter().any(|c| c.kind == "StorageClass"));
 }

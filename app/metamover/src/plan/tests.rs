@@ -930,6 +930,10 @@ fn rank_orders_kinds() {
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     assert!(
+        rank("storage.k8s.io", "StorageClass", false, false)
+            < rank("", "PersistentVolumeClaim", false, false)
+    );
+    assert!(
         is_builtin_group("") && is_builtin_group("apps") && is_builtin_group("networking.k8s.io")
     );
     assert!(!is_builtin_group("example.com"));
