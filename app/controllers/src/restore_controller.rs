@@ -4,7 +4,9 @@
 //! ClusterRestores alike — others wait `Pending`, [`ordering`] —, the
 //! source resolved here, the restore plan computed by the metaprocessor Job
 //! `tvk-metamover restore-plan`; with `cleanupConfig`, then the existing objects the restore
-//! recreates deleted and waited for, [`in_place`]) → DataRestore (PVCs hydrated by datamover Jobs, bounded
+//! recreates deleted and waited for, [`in_place`]) → DataRestore (first, when the plan creates
+//! StorageClasses for `restoreStorageClass`, the metaprocessor Job
+//! `tvk-metamover restore-storage-classes`; then PVCs hydrated by datamover Jobs, bounded
 //! parallelism, retried on exit 75, [`data`]) → ImageRestore (with `actionFlags.imageRestore`:
 //! metaprocessor Job `tvk-metamover images restore`, contracts9.md) → MetadataRestore
 //! (metaprocessor Job `tvk-metamover restore`) → HookTargetIdentification and Unquiesce (the
@@ -53,7 +55,7 @@ use tvk_api::{
         ClusterRestore, ClusterRestoreSourceType, ImageRegistry, Restore, RestorePhase,
         RestorePhaseStatus, RestoreSourceType, RestoreState, RestoreStatus,
     },
-    restore_plan::{ObjectResult, RestorePlan},
+    restore_plan::{ObjectResult, PlanAction, RestorePlan},
     target::Target,
 };
 
@@ -908,6 +910,15 @@ pub fn image_registry_problem(
     })
 }
 
+/// Whether the plan creates StorageClasses (restoreFlags.restoreStorageClass) (pure).
+fn creates_storage_classes(plan: &RestorePlan) -> bool {
+    plan.objects.iter().any(|o| {
+        o.kind == "StorageClass"
+            && o.api_version.starts_with("storage.k8s.io/")
+            && o.action == PlanAction::Create
+    })
+}
+
 /// After DataRestore (done or skipped): ImageRestore when `actionFlags.imageRestore` is set,
 /// else it is skipped and MetadataRestore begins.
 fn after_data<K: RestoreKind>(restore: &K, progress: &mut Progress) {
@@ -1337,6 +1348,26 @@ async fn step<K: RestoreKind>(
                     return Ok(Action::await_change());
                 }
             };
+            // restoreFlags.restoreStorageClass: the classes the plan creates must exist before
+            // the volumes' claims are provisioned (the metaprocessor creates them, create-only).
+            if creates_storage_classes(&plan) {
+                let state = metamover_job(
+                    restore,
+                    ctx,
+                    ids,
+                    &access,
+                    &source,
+                    RestorePhase::DataRestore,
+                    &["restore-storage-classes"],
+                    progress,
+                )
+                .await?;
+                match state {
+                    JobState::Missing | JobState::Running => return Ok(poll),
+                    JobState::Failed(_) => return Ok(Action::await_change()),
+                    JobState::Succeeded => {}
+                }
+            }
             let outcome = data::step(ctx, ids, &plan, &access).await?;
             let total = total_volume_bytes(&plan).max(1);
             // 0..80: finished volumes whole, running ones as their Jobs last reported.

@@ -2300,3 +2300,98 @@ async fn an_encrypted_backups_restore_jobs_get_the_key_and_require_sealed_metada
     );
     assert!(args.contains(&"--require-sealed".to_string()), "{args:?}");
 }
+
+#[tokio::test]
+async fn planned_storage_classes_are_created_by_a_metaprocessor_job_before_any_data_job() {
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "sc",
+            backup_source(),
+            json!({"restoreFlags": {"restoreStorageClass": true}}),
+        ))
+        .unwrap();
+    let mut p = plan(vec![volume("data", "Filesystem", "1Gi")]);
+    p["objects"].as_array_mut().unwrap().insert(
+        0,
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "fast",
+            "action": "Create"}),
+    );
+    let r = validated(&w, "sc", p).await;
+    let uid = r.uid().unwrap();
+    assert_eq!(state(&r).1, Some(RestorePhase::DataRestore));
+    let by_prefix = |jobs: Vec<Job>, prefix: &str| -> Vec<Job> {
+        jobs.into_iter()
+            .filter(|j| j.name_any().starts_with(prefix))
+            .collect()
+    };
+    // The class Job first; no data Job while it runs, however often we reconcile.
+    w.reconcile("sc").await;
+    w.reconcile("sc").await;
+    let first_arg = |j: &Job| {
+        j.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .as_ref()
+            .and_then(|a| a.first().cloned())
+    };
+    let (class_jobs, data_jobs): (Vec<Job>, Vec<Job>) =
+        by_prefix(w.jobs(&uid).await, "tvk-datarestore-")
+            .into_iter()
+            .partition(|j| first_arg(j).as_deref() == Some("restore-storage-classes"));
+    assert_eq!(class_jobs.len(), 1, "one restore-storage-classes Job");
+    assert!(data_jobs.is_empty(), "no data Job before the classes exist");
+    assert_eq!(
+        arg_after(&class_jobs[0], "--name").as_deref(),
+        Some("sc"),
+        "the metaprocessor gets the restore"
+    );
+    w.finish_job(&class_jobs[0].name_any(), true, "").await;
+    w.reconcile("sc").await;
+    let data: Vec<Job> = by_prefix(w.jobs(&uid).await, "tvk-datarestore-")
+        .into_iter()
+        .filter(|j| j.name_any() != class_jobs[0].name_any())
+        .collect();
+    assert_eq!(data.len(), 1, "the data Job follows the class Job");
+
+    // A failed class Job fails the restore naming it (a new world: one restore per namespace
+    // at a time).
+    let w = world(4).await;
+    w.server
+        .create(restore_obj(
+            "sc2",
+            backup_source(),
+            json!({"restoreFlags": {"restoreStorageClass": true}}),
+        ))
+        .unwrap();
+    let mut p = plan(vec![volume("data", "Filesystem", "1Gi")]);
+    p["objects"].as_array_mut().unwrap().insert(
+        0,
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "fast",
+            "action": "Create"}),
+    );
+    let r = validated(&w, "sc2", p).await;
+    let uid = r.uid().unwrap();
+    w.reconcile("sc2").await;
+    let job = by_prefix(w.jobs(&uid).await, "tvk-datarestore-").remove(0);
+    w.finish_job(&job.name_any(), false, "forbidden: storageclasses")
+        .await;
+    let r = w.reconcile("sc2").await;
+    assert_eq!(
+        state(&r),
+        (Some(RestoreState::Failed), Some(RestorePhase::DataRestore))
+    );
+    assert!(
+        condition(&r, RestorePhase::DataRestore)
+            .1
+            .contains(&job.name_any()),
+        "{}",
+        condition(&r, RestorePhase::DataRestore).1
+    );
+}

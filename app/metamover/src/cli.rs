@@ -174,6 +174,16 @@ pub enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Create the StorageClasses the plan creates (restoreFlags.restoreStorageClass), before the
+    /// DataRestore phase provisions claims of those classes; create-only.
+    RestoreStorageClasses {
+        /// The restore.
+        #[command(flatten)]
+        restore: RestoreArgs,
+        /// The target.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Container images of backups: store, restore, collect.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -337,6 +347,20 @@ fn run(command: Command) -> Result<Value> {
                 .await?;
                 Ok(json!({"created": out.created, "patched": out.patched,
                     "skipped": out.skipped, "notReady": out.not_ready}))
+            }
+            Command::RestoreStorageClasses { restore, target } => {
+                let r = restore.to_ref()?;
+                let target = target.open(handle)?;
+                let key = metadata_key(restore.encryption_key_file.as_deref(), restore.require_sealed)?;
+                let created = restore::run_storage_classes(
+                    client,
+                    target,
+                    &r,
+                    &restore.location,
+                    key.as_ref(),
+                )
+                .await?;
+                Ok(json!({"created": created}))
             }
             Command::Images(ImagesCommand::Backup { backup, target }) => {
                 let r = backup.to_ref()?;
