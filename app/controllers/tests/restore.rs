@@ -2301,22 +2301,32 @@ async fn an_encrypted_backups_restore_jobs_get_the_key_and_require_sealed_metada
     assert!(args.contains(&"--require-sealed".to_string()), "{args:?}");
 }
 
-#[tokio::test]
-async fn planned_storage_classes_are_created_by_a_metaprocessor_job_before_any_data_job() {
-    let w = world(4).await;
-    w.server
-        .create(restore_obj(
-            "sc",
-            backup_source(),
-            json!({"restoreFlags": {"restoreStorageClass": true}}),
-        ))
-        .unwrap();
+/// A plan with one volume of class `fast` that `restoreStorageClass` creates.
+fn plan_creating_class() -> Value {
     let mut p = plan(vec![volume("data", "Filesystem", "1Gi")]);
     p["objects"].as_array_mut().unwrap().insert(
         0,
         json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "fast",
             "action": "Create"}),
     );
+    p
+}
+
+fn create_class_restore(w: &World, name: &str) {
+    w.server
+        .create(restore_obj(
+            name,
+            backup_source(),
+            json!({"restoreFlags": {"restoreStorageClass": true}}),
+        ))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn planned_storage_classes_are_created_by_a_metaprocessor_job_before_any_data_job() {
+    let w = world(4).await;
+    create_class_restore(&w, "sc");
+    let p = plan_creating_class();
     let r = validated(&w, "sc", p).await;
     let uid = r.uid().unwrap();
     assert_eq!(state(&r).1, Some(RestorePhase::DataRestore));
@@ -2363,19 +2373,8 @@ async fn planned_storage_classes_are_created_by_a_metaprocessor_job_before_any_d
     // A failed class Job fails the restore naming it (a new world: one restore per namespace
     // at a time).
     let w = world(4).await;
-    w.server
-        .create(restore_obj(
-            "sc2",
-            backup_source(),
-            json!({"restoreFlags": {"restoreStorageClass": true}}),
-        ))
-        .unwrap();
-    let mut p = plan(vec![volume("data", "Filesystem", "1Gi")]);
-    p["objects"].as_array_mut().unwrap().insert(
-        0,
-        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "fast",
-            "action": "Create"}),
-    );
+    create_class_restore(&w, "sc2");
+    let p = plan_creating_class();
     let r = validated(&w, "sc2", p).await;
     let uid = r.uid().unwrap();
     w.reconcile("sc2").await;
