@@ -5,6 +5,9 @@
 //! snapshotted; the layout, the cleaning and `status.snapshot` are checked; `commit` refuses
 //! until the volume data is there, then commits exactly once.
 
+mod common;
+
+use common::{metamover, metamover_env};
 use std::{collections::BTreeSet, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -119,45 +122,6 @@ fn seed(server: &ApiServer) -> (String, String) {
         plan["metadata"]["uid"].as_str().unwrap().to_owned(),
         backup["metadata"]["uid"].as_str().unwrap().to_owned(),
     )
-}
-
-struct Run {
-    code: i32,
-    lines: Vec<Value>,
-    stderr: String,
-}
-
-impl Run {
-    fn result(&self) -> &Value {
-        self.lines
-            .iter()
-            .rev()
-            .find(|l| l["event"] == "result")
-            .unwrap_or_else(|| panic!("no result line; stderr: {}", self.stderr))
-    }
-}
-
-async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
-    metamover_env(kubeconfig, args, &[]).await
-}
-
-async fn metamover_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tvk-metamover"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        lines: stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn doc(dir: &Path, index: &Index, ns: Option<&str>, kind: &str) -> Vec<Value> {

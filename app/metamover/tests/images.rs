@@ -7,6 +7,10 @@
 #[path = "../../oci/tests/common/mod.rs"]
 mod common;
 
+#[path = "common/mod.rs"]
+mod run;
+
+use run::Run;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -20,50 +24,17 @@ use tvk_oci::{Digest, store::BackupImages};
 use tvk_test_apiserver::ApiServer;
 use tvk_testkit::TempDir;
 
-struct Run {
-    code: i32,
-    lines: Vec<Value>,
-    stderr: String,
-}
-
-impl Run {
-    fn result(&self) -> &Value {
-        self.lines
-            .iter()
-            .rev()
-            .find(|l| l["event"] == "result")
-            .unwrap_or_else(|| panic!("no result line; stderr: {}", self.stderr))
-    }
-    fn ok(&self) -> &Value {
-        assert_eq!(self.code, 0, "{:?}\n{}", self.lines, self.stderr);
-        &self.result()["result"]
-    }
-    fn error(&self) -> String {
-        self.result()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
+/// The binary with the test S3 server's credentials.
 async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tvk-metamover"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        lines: stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run::metamover_env(
+        kubeconfig,
+        args,
+        &[
+            ("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY),
+        ],
+    )
+    .await
 }
 
 fn docker_config(registry: &str, user: &str, password: &str) -> String {

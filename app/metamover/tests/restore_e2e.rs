@@ -4,6 +4,9 @@
 //! as child processes against the in-memory API server (tvk-test-apiserver), restoring the
 //! namespace `shop` into `copy`.
 
+mod common;
+
+use common::{metamover, metamover_env};
 use std::{io::Write, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -13,45 +16,6 @@ use tvk_api::restore_plan::{ObjectResult, PlanAction, RestorePlan};
 use tvk_metamover::plan::RESTORE_UID_LABEL;
 use tvk_test_apiserver::ApiServer;
 use tvk_testkit::TempDir;
-
-struct Run {
-    code: i32,
-    lines: Vec<Value>,
-    stderr: String,
-}
-
-impl Run {
-    fn result(&self) -> &Value {
-        self.lines
-            .iter()
-            .rev()
-            .find(|l| l["event"] == "result")
-            .unwrap_or_else(|| panic!("no result line; stderr: {}", self.stderr))
-    }
-}
-
-async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
-    metamover_env(kubeconfig, args, &[]).await
-}
-
-async fn metamover_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tvk-metamover"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        lines: stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 const MANIFEST: &str = "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
 
