@@ -25,7 +25,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
 };
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tvk_api::{restore::HelmTransform, restore_plan::PlannedObject};
 use tvk_chart_render::{Capabilities, Chart, ManifestDoc, RenderRequest};
 
@@ -60,10 +60,10 @@ pub struct HelmInputs<'a> {
 /// How one backed-up object of a release changes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ObjectEdit {
-    /// Apply a JSON merge patch (`Null`: none) and set Helm's ownership annotations.
+    /// Apply the chart's change ([`three_way`]) and set Helm's ownership annotations.
     Patch {
-        /// diff(old render, new render) as a JSON merge patch.
-        patch: Value,
+        /// (old render, new render) of the object; `None`: no change but ownership.
+        change: Option<Box<(Value, Value)>>,
         /// The release's name in the destination.
         release_name: String,
         /// The release's namespace in the destination.
@@ -147,14 +147,14 @@ impl HelmPlan {
             None => Ok(Cow::Borrowed(&o.obj)),
             Some(ObjectEdit::Exclude(why)) => Err(why.clone()),
             Some(ObjectEdit::Patch {
-                patch,
+                change,
                 release_name,
                 release_namespace,
                 ..
             }) => {
                 let mut obj = o.obj.clone();
-                if !patch.is_null() {
-                    json_patch::merge(&mut obj, patch);
+                if let Some(change) = change {
+                    three_way(&mut obj, &change.0, &change.1);
                 }
                 set_ownership(&mut obj, release_name, release_namespace, false);
                 Ok(Cow::Owned(obj))
@@ -345,34 +345,78 @@ pub fn is_subchart_source(source: &str) -> bool {
         .is_some_and(|(_, rest)| rest.starts_with("charts/"))
 }
 
-/// The JSON merge patch (RFC 7396) that turns `old` into `new`; `None` when they are equal.
-/// Lists are replaced whole (merge patch has no list operations).
-pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
-    match (old, new) {
-        (Value::Object(o), Value::Object(n)) => {
-            let mut p = Map::new();
-            for (k, ov) in o {
-                match n.get(k) {
-                    None => {
-                        p.insert(k.clone(), Value::Null);
-                    }
-                    Some(nv) => {
-                        if let Some(d) = merge_diff(ov, nv) {
-                            p.insert(k.clone(), d);
-                        }
-                    }
+/// The chart's change applied to the backed-up (live) object: what differs between the old
+/// render and the new one is written into `live`; what the chart did not change — including
+/// fields only the live object has — stays as backed up (a field the new render sets to null or
+/// drops is removed). Lists whose items all carry a distinct `name` (containers, env, volumes,
+/// volumeMounts, named ports) are merged item by item by name, as Kubernetes' strategic merge
+/// does for them, so an item only the live object has (an injected sidecar, an env var added
+/// by hand) survives; other lists are replaced when the chart changed them.
+pub fn three_way(live: &mut Value, old: &Value, new: &Value) {
+    if old == new {
+        return;
+    }
+    match (live, old, new) {
+        (Value::Object(l), Value::Object(o), Value::Object(n)) => {
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    l.remove(k);
                 }
             }
             for (k, nv) in n {
-                if !o.contains_key(k) {
-                    p.insert(k.clone(), nv.clone());
+                if nv.is_null() {
+                    l.remove(k);
+                    continue;
+                }
+                match (l.get_mut(k), o.get(k)) {
+                    (Some(lv), Some(ov)) => three_way(lv, ov, nv),
+                    // Unchanged by the chart and gone from the live object: stays gone.
+                    (None, Some(ov)) if ov == nv => {}
+                    _ => {
+                        l.insert(k.clone(), nv.clone());
+                    }
                 }
             }
-            (!p.is_empty()).then_some(Value::Object(p))
         }
-        _ if old == new => None,
-        _ => Some(new.clone()),
+        (Value::Array(l), Value::Array(o), Value::Array(n))
+            if named_items(l) && named_items(o) && named_items(n) =>
+        {
+            let find =
+                |items: &[Value], k: &str| items.iter().find(|x| item_name(x) == Some(k)).cloned();
+            let mut out = Vec::with_capacity(n.len());
+            for nv in n {
+                let k = item_name(nv).unwrap_or_default();
+                match (find(l, k), find(o, k)) {
+                    (Some(mut lv), Some(ov)) => {
+                        three_way(&mut lv, &ov, nv);
+                        out.push(lv);
+                    }
+                    (None, Some(ov)) if ov == *nv => {}
+                    _ => out.push(nv.clone()),
+                }
+            }
+            for lv in l.iter() {
+                let k = item_name(lv).unwrap_or_default();
+                if find(o, k).is_none() && find(n, k).is_none() {
+                    out.push(lv.clone());
+                }
+            }
+            *l = out;
+        }
+        (live, _, new) => *live = new.clone(),
     }
+}
+
+fn item_name(v: &Value) -> Option<&str> {
+    v.get("name").and_then(Value::as_str)
+}
+
+/// Every item is an object with a `name`, and no name repeats.
+fn named_items(items: &[Value]) -> bool {
+    let mut seen = BTreeSet::new();
+    items
+        .iter()
+        .all(|v| item_name(v).is_some_and(|n| seen.insert(n)))
 }
 
 /// The first field where two values differ: (JSON pointer, left, right).
@@ -607,7 +651,7 @@ fn plan_release(
             plan.edits.insert(
                 key,
                 ObjectEdit::Patch {
-                    patch: Value::Null,
+                    change: None,
                     release_name: dest_name.clone(),
                     release_namespace: dest_ns.clone(),
                     note: None,
@@ -723,7 +767,8 @@ fn plan_release(
                 plan.edits.insert(
                     key,
                     ObjectEdit::Patch {
-                        patch: merge_diff(&o.object, &n.object).unwrap_or(Value::Null),
+                        change: (o.object != n.object)
+                            .then(|| Box::new((o.object.clone(), n.object.clone()))),
                         release_name: dest_name.clone(),
                         release_namespace: dest_ns.clone(),
                         note: rename_note.as_ref().filter(|_| renamed).map(|note| {

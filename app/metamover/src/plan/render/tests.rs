@@ -425,21 +425,53 @@ fn renaming_is_refused_when_data_is_restored_under_the_old_names() {
 }
 
 #[test]
-fn merge_diff_and_release_names() {
-    let old = json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": true});
-    let new = json!({"a": 1, "b": {"c": [1], "d": "x", "e": null}, "added": {"k": "v"}});
-    let p = merge_diff(&old, &new).unwrap();
-    assert_eq!(
-        p,
-        json!({"b": {"c": [1], "e": null}, "gone": null, "added": {"k": "v"}})
-    );
+fn three_way_changes_what_the_chart_changed_and_keeps_the_rest() {
+    let old = json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": true, "same": 1});
+    let new = json!({"a": 1, "b": {"c": [1], "d": "x", "e": null}, "added": {"k": "v"}, "same": 1});
     let mut live = json!({"a": 1, "b": {"c": [1, 2], "d": "x", "live": 5}, "gone": true});
-    json_patch::merge(&mut live, &p);
+    three_way(&mut live, &old, &new);
+    // `same` was removed from the live object and the chart did not change it: stays removed.
     assert_eq!(
         live,
         json!({"a": 1, "b": {"c": [1], "d": "x", "live": 5}, "added": {"k": "v"}})
     );
-    assert_eq!(merge_diff(&old, &old), None);
+    // Named lists merge by name: the chart's image change reaches the container, the live-only
+    // env var and sidecar stay, a container the chart dropped goes, a new one comes.
+    let old = json!({"containers": [
+        {"name": "app", "image": "web:1", "env": [{"name": "A", "value": "1"}]},
+        {"name": "old", "image": "o:1"}]});
+    let new = json!({"containers": [
+        {"name": "app", "image": "web:2", "env": [{"name": "A", "value": "1"}]},
+        {"name": "new", "image": "n:1"}]});
+    let mut live = json!({"containers": [
+        {"name": "app", "image": "web:1", "terminationMessagePath": "/dev/termination-log",
+            "env": [{"name": "A", "value": "1"}, {"name": "HAND", "value": "x"}]},
+        {"name": "old", "image": "o:1"},
+        {"name": "sidecar", "image": "proxy:1"}]});
+    three_way(&mut live, &old, &new);
+    assert_eq!(
+        live,
+        json!({"containers": [
+            {"name": "app", "image": "web:2", "terminationMessagePath": "/dev/termination-log",
+                "env": [{"name": "A", "value": "1"}, {"name": "HAND", "value": "x"}]},
+            {"name": "new", "image": "n:1"},
+            {"name": "sidecar", "image": "proxy:1"}]})
+    );
+    // Unnamed lists are replaced when the chart changed them, kept when it did not.
+    let mut live = json!({"args": ["--a", "--live"]});
+    three_way(
+        &mut live,
+        &json!({"args": ["--a"]}),
+        &json!({"args": ["--b"]}),
+    );
+    assert_eq!(live, json!({"args": ["--b"]}));
+    let mut live = json!({"args": ["--a", "--live"]});
+    three_way(
+        &mut live,
+        &json!({"args": ["--a"]}),
+        &json!({"args": ["--a"]}),
+    );
+    assert_eq!(live, json!({"args": ["--a", "--live"]}));
     assert_eq!(renamed_release("web", "abcdef"), "web-abcde");
     let long = "r".repeat(60);
     let n = renamed_release(&long, "abcdef");
