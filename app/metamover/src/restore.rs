@@ -1030,17 +1030,16 @@ fn relink(
     }
 }
 
-/// Runs `restore`: creates the planned objects.
-pub async fn run_restore(
-    client: Client,
-    target: Target,
+/// The plan the Validation phase wrote (refused when absent or blocked) and the backup it was
+/// made for, read and verified again (refused when the location differs).
+async fn planned_backup(
+    loaded: &Loaded,
+    target: &Target,
     r: &RestoreRef,
     location: &str,
-    progress: ProgressFn<'_>,
     seal: Option<&crate::seal::MetadataKey>,
-) -> Result<RestoreOutcome> {
-    let mut loaded = load(&client, r).await?;
-    let mut plan = RestorePlan::from_status_value(loaded.status_plan.as_ref())
+) -> Result<(RestorePlan, BackupData)> {
+    let plan = RestorePlan::from_status_value(loaded.status_plan.as_ref())
         .map_err(|e| r.err(format!("status.restoreApplication is not a restore plan: {e}")))?
         .ok_or_else(|| {
             r.err("it has no plan in status.restoreApplication; the Validation phase (tvk-metamover restore-plan) must run first")
@@ -1051,7 +1050,7 @@ pub async fn run_restore(
             plan.blocking.join("; ")
         )));
     }
-    let data = read_backup(&target, location, seal).await?;
+    let data = read_backup(target, location, seal).await?;
     check_source_kind(r, &data)?;
     if plan.source.location != data.location.location {
         return Err(r.err(format!(
@@ -1059,6 +1058,20 @@ pub async fn run_restore(
             plan.source.location, data.location.location
         )));
     }
+    Ok((plan, data))
+}
+
+/// Runs `restore`: creates the planned objects.
+pub async fn run_restore(
+    client: Client,
+    target: Target,
+    r: &RestoreRef,
+    location: &str,
+    progress: ProgressFn<'_>,
+    seal: Option<&crate::seal::MetadataKey>,
+) -> Result<RestoreOutcome> {
+    let mut loaded = load(&client, r).await?;
+    let (mut plan, data) = planned_backup(&loaded, &target, r, location, seal).await?;
     loaded.map.backed_up = data.index.namespaces.iter().cloned().collect();
     let map = &loaded.map;
     let default_ns = data.commit.backup.namespace.as_deref();
@@ -1312,25 +1325,7 @@ pub async fn run_storage_classes(
     seal: Option<&crate::seal::MetadataKey>,
 ) -> Result<usize> {
     let loaded = load(&client, r).await?;
-    let mut plan = RestorePlan::from_status_value(loaded.status_plan.as_ref())
-        .map_err(|e| r.err(format!("status.restoreApplication is not a restore plan: {e}")))?
-        .ok_or_else(|| {
-            r.err("it has no plan in status.restoreApplication; the Validation phase (tvk-metamover restore-plan) must run first")
-        })?;
-    if !plan.blocking.is_empty() {
-        return Err(r.err(format!(
-            "its plan is blocked and nothing is restored: {}",
-            plan.blocking.join("; ")
-        )));
-    }
-    let data = read_backup(&target, location, seal).await?;
-    check_source_kind(r, &data)?;
-    if plan.source.location != data.location.location {
-        return Err(r.err(format!(
-            "its plan was made for location {}, not {}; run the Validation phase again",
-            plan.source.location, data.location.location
-        )));
-    }
+    let (mut plan, data) = planned_backup(&loaded, &target, r, location, seal).await?;
     let catalogue = Catalogue::discover(client.clone()).await?;
     let mut outcome = RestoreOutcome::default();
     let result = restore_storage_classes(
