@@ -30,6 +30,14 @@ fn backed_up_volume(d: &Path) -> (Volume, std::path::PathBuf, std::path::PathBuf
 }
 
 fn restore_into(img: &Path, idx: &Path, dest: &Destination) -> RestoreSummary {
+    try_restore_into(img, idx, dest).unwrap()
+}
+
+fn try_restore_into(
+    img: &Path,
+    idx: &Path,
+    dest: &Destination,
+) -> tvk_datamover::Result<RestoreSummary> {
     let chain = Chain::new(vec![open_image(img)]).unwrap();
     let index = IndexReader::new("index", std::fs::File::open(idx).unwrap()).unwrap();
     run_restore(
@@ -42,7 +50,6 @@ fn restore_into(img: &Path, idx: &Path, dest: &Destination) -> RestoreSummary {
         },
         dest,
     )
-    .unwrap()
 }
 
 /// `len` bytes of `p` from the start.
@@ -137,6 +144,75 @@ fn restore_in_place_onto_a_used_file_punches_holes_where_zeros_belong() {
         m.blocks() * 512
     });
     assert!(blocks.unwrap() < 6 << 20);
+}
+
+/// Bytes allocated to `p` (st_blocks).
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
+
+#[test]
+fn restore_to_a_new_file_allocates_the_data_and_leaves_holes() {
+    // The restore allocates each range's data ahead of writing it: only the data, never
+    // the holes or the zero run between.
+    let dir = TempDir::new("sparse-out").unwrap();
+    let d = dir.path();
+    let (vol, img, idx) = backed_up_volume(d);
+    let out = d.join("out.raw");
+    let s = restore_into(&img, &idx, &Destination::open(&out).unwrap());
+    assert_files_equal(&vol.path, &out);
+    assert_eq!(s.bytes_written, (2 << 20) + CS, "{s:?}");
+    let got = allocated(&out);
+    assert!(
+        ((2 << 20) + CS..=(2 << 20) + 2 * CS).contains(&got),
+        "{got} bytes allocated for {} bytes of data in a 6 MiB volume",
+        (2 << 20) + CS
+    );
+}
+
+/// A 1 MiB tmpfs mounted on `dir`, unmounted on drop.
+struct SmallFs(std::path::PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn restore_onto_a_full_filesystem_fails_before_writing_naming_the_space() {
+    let dir = TempDir::new("nospace").unwrap();
+    let d = dir.path();
+    let (_vol, img, idx) = backed_up_volume(d);
+    let mnt = d.join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tvk-test-small"])
+        .arg(&mnt)
+        .output();
+    let _fs = match mounted {
+        Ok(o) if o.status.success() => SmallFs(mnt.clone()),
+        other => {
+            let reason = format!("cannot mount a 1 MiB tmpfs here ({other:?}); needs root");
+            tvk_testkit::skip_unless_ci("restore_onto_a_full_filesystem", &reason).unwrap();
+            return;
+        }
+    };
+    let out = mnt.join("out.raw");
+    let err = try_restore_into(&img, &idx, &Destination::open(&out).unwrap()).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        tvk_datamover::error::ErrorKind::NoSpace,
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("out.raw") && msg.contains("no room for"),
+        "{msg}"
+    );
+    // Refused when the range was allocated, before its data was written.
+    assert_eq!(allocated(&out), 0, "{msg}");
 }
 
 #[test]
