@@ -24,9 +24,38 @@ fn full_roundtrip(name: &str, size: u64, fill: impl Fn(&Volume, &mut Rng)) {
     assert_eq!(s.virtual_size, size);
     assert_check_clean(&img);
     assert_same(&vol.path, &img);
+    // No larger on disk than qemu-img's image of the same volume (holes and zero tails of
+    // metadata clusters are not allocated).
+    let theirs = d.join("qemu.qcow2");
+    qemu(&[
+        "convert",
+        "-O",
+        "qcow2",
+        &vol.path.display().to_string(),
+        &theirs.display().to_string(),
+    ]);
+    assert!(
+        allocated(&img) <= allocated(&theirs),
+        "our image occupies {} bytes, qemu-img's {}",
+        allocated(&img),
+        allocated(&theirs)
+    );
     let out = d.join("restored.raw");
     restore(std::slice::from_ref(&img), Some(&ix), &out).unwrap();
     assert_files_equal(&vol.path, &out);
+    // Only the data clusters are allocated: holes and zero runs stay holes.
+    assert!(
+        allocated(&out) <= s.image.data_clusters * CS,
+        "restored volume occupies {} bytes for {} data clusters",
+        allocated(&out),
+        s.image.data_clusters
+    );
+}
+
+/// Bytes allocated to `p` (st_blocks).
+fn allocated(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks() * 512
 }
 
 #[test]
