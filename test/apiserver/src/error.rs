@@ -198,4 +198,7 @@ pub enum StartError {
     /// kube could not read that kubeconfig.
     #[error("failed to read back the test apiserver's kubeconfig: {0}")]
     Config(String),
+    /// `Options::version` could not be serialized as the `/version` answer.
+    #[error("failed to serialize Options::version as the test apiserver's /version answer: {0}")]
+    Version(#[source] serde_json::Error),
 }

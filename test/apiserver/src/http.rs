@@ -32,6 +32,8 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
     /// The `pods/exec` handler and the execs served.
     pub exec: Arc<crate::exec::ExecState>,
+    /// The `GET /version` answer (`version.Info`).
+    pub version: Value,
 }
 
 impl Shared {
@@ -182,15 +184,7 @@ async fn handle(AxState(app): AxState<Arc<Shared>>, request: axum::extract::Requ
     }
     let st = app.lock();
     match route {
-        Route::Version => json_response(
-            200,
-            &json!({
-                "major": "1", "minor": "32", "gitVersion": "v1.32.0-tvk-test",
-                "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc",
-                "platform": "linux/amd64",
-            }),
-        ),
+        Route::Version => json_response(200, &app.version),
         Route::Health => (StatusCode::OK, "ok").into_response(),
         Route::OpenApi => error_response(&ApiError::no_route()),
         Route::CoreVersions if accept.contains("as=APIGroupDiscoveryList") => {

@@ -26,6 +26,7 @@ mod store;
 
 pub use error::{ApiError, StartError};
 pub use exec::{ExecOutcome, ExecRecord, ExecRequest, ExecResult};
+pub use k8s_openapi::apimachinery::pkg::version::Info as VersionInfo;
 pub use logs::ANNOTATION_LOG_DIR;
 pub use registry::ResourceDef;
 pub use store::{CONTROLLER_MANAGER, RecordedRequest};
@@ -50,11 +51,41 @@ pub struct Options {
     /// How many change events are kept for watches that resume from a resourceVersion; a
     /// watch from an older resourceVersion gets 410 Gone (kube's watcher then re-lists).
     pub history: usize,
+    /// What `GET /version` answers (kube's `Client::apiserver_version`, `kubectl version`,
+    /// Helm's `.Capabilities.KubeVersion`). Default: [`version_info`]`("v1.32.0")`.
+    pub version: VersionInfo,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { history: 10_000 }
+        Self {
+            history: 10_000,
+            version: version_info("v1.32.0"),
+        }
+    }
+}
+
+/// The `/version` answer of an API server built as release `git_version` (`"v1.31.4"`,
+/// `"v1.30.2-eks-1"`): `major` and `minor` are its first two numbers (as a real server's,
+/// without a leading `v` or what follows the digits), the build fields are those of a clean
+/// `gc` build for linux/amd64. A `git_version` that is not `vMAJOR.MINOR…` leaves `major` and
+/// `minor` empty.
+pub fn version_info(git_version: &str) -> VersionInfo {
+    let mut numbers = git_version.trim_start_matches('v').split('.').map(|part| {
+        part.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+    });
+    VersionInfo {
+        major: numbers.next().unwrap_or_default(),
+        minor: numbers.next().unwrap_or_default(),
+        git_version: git_version.to_owned(),
+        git_commit: "0000000000000000000000000000000000000000".to_owned(),
+        git_tree_state: "clean".to_owned(),
+        build_date: "2026-01-01T00:00:00Z".to_owned(),
+        go_version: "go1.23.4".to_owned(),
+        compiler: "gc".to_owned(),
+        platform: "linux/amd64".to_owned(),
     }
 }
 
@@ -99,6 +130,7 @@ impl ApiServer {
             state: Mutex::new(State::new(options.history, events, gc_notify.clone())),
             stop: stop_rx.clone(),
             exec: Arc::default(),
+            version: serde_json::to_value(&options.version).map_err(StartError::Version)?,
         });
 
         let dir = tempfile::Builder::new()

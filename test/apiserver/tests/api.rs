@@ -18,7 +18,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use std::{sync::Arc, time::Duration};
-use tvk_test_apiserver::{ApiServer, Options};
+use tvk_test_apiserver::{ApiServer, Options, version_info};
 
 fn cm(name: &str, labels: Value, data: Value) -> Result<ConfigMap> {
     Ok(serde_json::from_value(json!({
@@ -412,7 +412,11 @@ async fn watcher_sees_added_modified_deleted() -> Result<()> {
 
 #[tokio::test]
 async fn watch_from_a_forgotten_resource_version_is_gone() -> Result<()> {
-    let server = ApiServer::start_with(Options { history: 5 }).await?;
+    let server = ApiServer::start_with(Options {
+        history: 5,
+        ..Options::default()
+    })
+    .await?;
     let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     for i in 0..10 {
         api.create(
@@ -1089,5 +1093,56 @@ async fn shutdown_ends_open_watches() -> Result<()> {
         .await
         .context("shutdown finishes although a watch is open")?;
     tokio::time::timeout(Duration::from_secs(5), reader).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn version_answers_as_a_real_apiserver_and_is_configurable() -> Result<()> {
+    let server = ApiServer::start().await?;
+    let info = server.client().apiserver_version().await?;
+    assert_eq!(
+        (
+            info.git_version.as_str(),
+            info.major.as_str(),
+            info.minor.as_str()
+        ),
+        ("v1.32.0", "1", "32")
+    );
+    assert_eq!(info.platform, "linux/amd64");
+    assert_eq!(info.compiler, "gc");
+    assert_eq!(info.git_tree_state, "clean");
+    // The raw body carries every field of version.Info under its JSON name.
+    let body: Value = server
+        .client()
+        .request(axum::http::Request::get("/version").body(Vec::new())?)
+        .await?;
+    for field in [
+        "major",
+        "minor",
+        "gitVersion",
+        "gitCommit",
+        "gitTreeState",
+        "buildDate",
+        "goVersion",
+        "compiler",
+        "platform",
+    ] {
+        ensure!(body[field].is_string(), "/version lacks {field}: {body}");
+    }
+
+    let vendor = ApiServer::start_with(Options {
+        version: version_info("v1.30.2-eks-1"),
+        ..Options::default()
+    })
+    .await?;
+    let info = vendor.client().apiserver_version().await?;
+    assert_eq!(
+        (
+            info.git_version.as_str(),
+            info.major.as_str(),
+            info.minor.as_str()
+        ),
+        ("v1.30.2-eks-1", "1", "30")
+    );
     Ok(())
 }
