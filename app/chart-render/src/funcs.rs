@@ -247,7 +247,7 @@ fn is_empty(v: &Value) -> bool {
         Value::Bool(b) => !b,
         Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
-        Value::Map(m) | Value::Object(m) => m.is_empty(),
+        Value::Map(m) => m.is_empty(),
         Value::Number(n) => as_f64(n) == 0.0,
         Value::Function(_) => false,
     }
@@ -338,9 +338,10 @@ fn tpl(args: &[Value]) -> Result<Value, FuncError> {
         },
         _ => "tpl".to_string(),
     };
-    let mut t = Template::with_name(name.clone());
-    t.funcs = parent.funcs.clone();
-    t.tree_set = parent.tree_set.clone();
+    let mut t = Template {
+        funcs: parent.funcs.clone(),
+        tree_set: parent.tree_set.clone(),
+    };
     t.add_template(name.clone(), text).map_err(|e| {
         err(format!(
             "error calling tpl: cannot parse template {name:?}: {e}"
@@ -825,7 +826,7 @@ fn list(args: &[Value]) -> Result<Value, FuncError> {
 fn has_key(args: &[Value]) -> Result<Value, FuncError> {
     want(args, 2, "hasKey")?;
     match &args[0] {
-        Value::Map(m) | Value::Object(m) => Ok(Value::Bool(m.contains_key(&strval(&args[1])))),
+        Value::Map(m) => Ok(Value::Bool(m.contains_key(&strval(&args[1])))),
         other => Err(err(format!(
             "wrong type for value; expected map[string]interface {{}}; got {}",
             go_type(other)
@@ -858,7 +859,7 @@ fn merge_into(dst: &mut HashMap<String, Value>, src: &HashMap<String, Value>, ov
 
 fn merge_impl(args: &[Value], overwrite: bool, f: &str) -> Result<Value, FuncError> {
     let mut dst = match arg(args, 0, f)? {
-        Value::Map(m) | Value::Object(m) => m.clone(),
+        Value::Map(m) => m.clone(),
         other => {
             return Err(err(format!(
                 "{f}: first argument must be a map, got {}",
@@ -867,7 +868,7 @@ fn merge_impl(args: &[Value], overwrite: bool, f: &str) -> Result<Value, FuncErr
         }
     };
     for src in &args[1..] {
-        if let Value::Map(m) | Value::Object(m) = src {
+        if let Value::Map(m) = src {
             merge_into(&mut dst, m, overwrite);
         }
     }
@@ -1003,7 +1004,7 @@ fn go_type(v: &Value) -> &'static str {
         Value::Bool(_) => "bool",
         Value::String(_) => "string",
         Value::Array(_) => "[]interface {}",
-        Value::Map(_) | Value::Object(_) => "map[string]interface {}",
+        Value::Map(_) => "map[string]interface {}",
         Value::Function(_) => "func",
         Value::Number(n) if n.as_f64().is_some() => "float64",
         // Template literals are Go `int`s (Sprig's arithmetic gives int64; not told apart).
@@ -1017,7 +1018,7 @@ fn go_kind(v: &Value) -> &'static str {
         Value::Bool(_) => "bool",
         Value::String(_) => "string",
         Value::Array(_) => "slice",
-        Value::Map(_) | Value::Object(_) => "map",
+        Value::Map(_) => "map",
         Value::Function(_) => "func",
         Value::Number(n) if n.as_f64().is_some() => "float64",
         Value::Number(_) => "int",
@@ -1044,7 +1045,7 @@ fn type_of(args: &[Value]) -> Result<Value, FuncError> {
 
 fn map_arg<'a>(args: &'a [Value], f: &str) -> Result<&'a HashMap<String, Value>, FuncError> {
     match arg(args, 0, f)? {
-        Value::Map(m) | Value::Object(m) => Ok(m),
+        Value::Map(m) => Ok(m),
         other => Err(err(format!(
             "{f}: wrong type for value; expected map[string]interface {{}}; got {}",
             go_type(other)
@@ -1144,7 +1145,7 @@ fn dig(args: &[Value]) -> Result<Value, FuncError> {
     let mut cur = rest[1].clone();
     for k in path {
         match cur {
-            Value::Map(m) | Value::Object(m) => match m.get(&strval(k)) {
+            Value::Map(m) => match m.get(&strval(k)) {
                 Some(v) => cur = v.clone(),
                 None => return Ok(default),
             },
@@ -1160,7 +1161,7 @@ fn pluck(args: &[Value]) -> Result<Value, FuncError> {
         args[1..]
             .iter()
             .filter_map(|d| match d {
-                Value::Map(m) | Value::Object(m) => m.get(&key).cloned(),
+                Value::Map(m) => m.get(&key).cloned(),
                 _ => None,
             })
             .collect(),
@@ -1738,7 +1739,7 @@ fn to_ng(v: &Value) -> gtmpl_value::Value {
             (_, _, f) => gtmpl_value::Value::from(f.unwrap_or(0.0)),
         },
         Value::Array(a) => gtmpl_value::Value::Array(a.iter().map(to_ng).collect()),
-        Value::Map(m) | Value::Object(m) => gtmpl_value::Value::Map(
+        Value::Map(m) => gtmpl_value::Value::Map(
             m.iter()
                 .filter(|(_, v)| !matches!(v, Value::Function(_)))
                 .map(|(k, v)| (k.clone(), to_ng(v)))

@@ -2,7 +2,7 @@
 //! (`release.chart`, `release.config`), so the metamover can re-render a restored release with
 //! new `set`/`setString` values and apply the difference to the restored objects.
 //!
-//! The engine is Go's `text/template` ([`gotmpl`], a fork of `gtmpl-ng`'s engine core fixed
+//! The engine is Go's `text/template` (`gotmpl`, a fork of `gtmpl-ng`'s engine core fixed
 //! where it departed from Go) with Sprig's functions (from `gtmpl-ng`, overridden where they
 //! differ from Sprig) and Helm's additions (`include`, `tpl`, `required`, `toYaml`, … see
 //! [`funcs`]). The test suite checks it text-for-text against Go's real engine and Sprig
@@ -21,7 +21,7 @@
 
 mod chart;
 mod funcs;
-pub mod gotmpl;
+mod gotmpl;
 mod goyaml;
 mod manifest;
 mod render;

@@ -66,7 +66,7 @@ pub(crate) fn to_json(v: &TValue) -> Value {
         TValue::String(s) => Value::String(s.clone()),
         TValue::Number(n) => number_to_json(n),
         TValue::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        TValue::Map(m) | TValue::Object(m) => {
+        TValue::Map(m) => {
             let mut keys: Vec<&String> = m
                 .iter()
                 .filter(|(_, v)| !matches!(v, TValue::Function(_)))

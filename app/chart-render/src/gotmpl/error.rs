@@ -1,6 +1,5 @@
-use super::node::{ChainNode, CommandNode, Nodes, PipeNode};
 use crate::gotmpl::value::{FuncError, Value};
-use std::{fmt, num::ParseIntError, string::FromUtf8Error};
+use std::{fmt, num::ParseIntError};
 use thiserror::Error;
 
 #[derive(Debug, Clone)]
@@ -25,53 +24,6 @@ pub struct StructuredError {
     pub cause: Option<Box<StructuredError>>,
 }
 
-impl StructuredError {
-    pub fn new(
-        name: impl ToString,
-        line: usize,
-        col: usize,
-        len: usize,
-        message: impl ToString,
-    ) -> Self {
-        Self {
-            context: ErrorContext {
-                name: name.to_string(),
-                line,
-                col,
-                len,
-            },
-            message: message.to_string(),
-            cause: None,
-        }
-    }
-
-    pub fn with_cause(mut self, cause: StructuredError) -> Self {
-        self.cause = Some(Box::new(cause));
-        self
-    }
-
-    // Iterate through the error chain
-    pub fn chain(&self) -> ErrorChainIter<'_> {
-        ErrorChainIter {
-            current: Some(self),
-        }
-    }
-}
-
-pub struct ErrorChainIter<'a> {
-    current: Option<&'a StructuredError>,
-}
-
-impl<'a> Iterator for ErrorChainIter<'a> {
-    type Item = &'a StructuredError;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let current = self.current?;
-        self.current = current.cause.as_deref();
-        Some(current)
-    }
-}
-
 impl fmt::Display for StructuredError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "template: {}:{}", self.context, self.message)?;
@@ -84,8 +36,6 @@ impl fmt::Display for StructuredError {
 
 #[derive(Error, Debug)]
 pub enum ParseError {
-    #[error("unexpected {0} in define clause")]
-    UnexpectedInDefineClause(Nodes),
     #[error("unexpected end")]
     UnexpectedEnd,
     #[error("template: {0}:{1}")]
@@ -161,19 +111,15 @@ pub enum ExecError {
     #[error("{0}")]
     IOError(#[from] std::io::Error),
     #[error("unknown node: {0}")]
-    UnknownNode(Nodes),
+    UnknownNode(String),
     #[error("expected if or with node, got {0}")]
-    ExpectedIfOrWith(Nodes),
-    #[error("unable to convert output to uft-8: {0}")]
-    Utf8ConversionFailed(FromUtf8Error),
+    ExpectedIfOrWith(String),
     #[error("empty var stack")]
     EmptyStack,
     #[error("var context smaller than {0}")]
     VarContextToSmall(usize),
     #[error("invalid range {0:?}")]
     InvalidRange(Value),
-    #[error("pipeline must yield a String")]
-    PipelineMustYieldString,
     #[error("template {0} not defined")]
     TemplateNotDefined(String),
     #[error(
@@ -181,11 +127,11 @@ pub enum ExecError {
     )]
     MaxTemplateDepth,
     #[error("error evaluating pipe: {0}")]
-    ErrorEvaluatingPipe(PipeNode),
+    ErrorEvaluatingPipe(String),
     #[error("no arguments for command node: {0}")]
-    NoArgsForCommandNode(CommandNode),
+    NoArgsForCommandNode(String),
     #[error("cannot evaluate command: {0}")]
-    CannotEvaluateCommand(Nodes),
+    CannotEvaluateCommand(String),
     #[error("field chain without fields :/")]
     FieldChainWithoutFields,
     #[error("{0} has arguments but cannot be invoked as function")]
@@ -193,19 +139,17 @@ pub enum ExecError {
     #[error("no fields in eval_chain_node")]
     NoFieldsInEvalChainNode,
     #[error("indirection through explicit nul in {0}")]
-    NullInChain(ChainNode),
+    NullInChain(String),
     #[error("cannot handle {0} as argument")]
-    InvalidArgument(Nodes),
+    InvalidArgument(String),
     #[error("{0} is not a defined function")]
     UndefinedFunction(String),
     #[error(transparent)]
     FuncError(#[from] FuncError),
     #[error("can't give argument to non-function {0}")]
-    ArgumentForNonFunction(Nodes),
+    ArgumentForNonFunction(String),
     #[error("only maps and objects have fields")]
     OnlyMapsAndObjectsHaveFields,
-    #[error("no field `{0}` in {1}")]
-    NoFieldFor(String, Value),
     #[error("variable {0} not found")]
     VariableNotFound(String),
     #[error("{{{{break}}}} outside {{{{range}}}}")]
@@ -255,20 +199,4 @@ impl ExecError {
             }
         }
     }
-
-    // Get the structured error if this is one
-    pub fn as_structured(&self) -> Option<&StructuredError> {
-        match self {
-            ExecError::Structured(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Error, Debug)]
-pub enum TemplateError {
-    #[error(transparent)]
-    ExecError(#[from] ExecError),
-    #[error(transparent)]
-    ParseError(#[from] ParseError),
 }

@@ -59,9 +59,7 @@ struct State<'a, 'b, T: Write> {
     template: &'a Template,
     template_name: String,
     writer: &'b mut T,
-    node: Option<&'a Nodes>,
     vars: VecDeque<VecDeque<Variable>>,
-    depth: usize,
 }
 
 // A Context for the template. Passed to the template exectution.
@@ -70,10 +68,6 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn empty() -> Context {
-        Context { dot: Value::Nil }
-    }
-
     pub fn from<T>(value: T) -> Context
     where
         T: Into<Value>,
@@ -84,10 +78,6 @@ impl Context {
 }
 
 impl<'b> Template {
-    pub fn execute<T: Write>(&self, writer: &'b mut T, data: &Context) -> Result<(), ExecError> {
-        self.execute_named(&self.name, writer, data)
-    }
-
     /// Executes the template `name` of this set (the set is not changed: `include` and `tpl`
     /// run named templates of a shared set).
     pub fn execute_named<T: Write>(
@@ -108,9 +98,7 @@ impl<'b> Template {
             template: self,
             template_name: name.to_string(),
             writer,
-            node: None,
             vars,
-            depth: 0,
         };
 
         let root = self
@@ -122,23 +110,12 @@ impl<'b> Template {
 
         Ok(())
     }
-
-    pub fn render(&self, data: &Context) -> Result<String, ExecError> {
-        let mut w: Vec<u8> = vec![];
-        self.execute(&mut w, data)?;
-        String::from_utf8(w).map_err(ExecError::Utf8ConversionFailed)
-    }
 }
 
 impl<'a, 'b, T: Write> State<'a, 'b, T> {
     fn wrap_error(&self, err: ExecError, node: &Nodes) -> ExecError {
-        ExecError::with_context(
-            &self.template_name,
-            node.line(),
-            node.col(),
-            node.len(),
-            err,
-        )
+        let span = node.span();
+        ExecError::with_context(&self.template_name, span.line, span.col, span.len, err)
     }
 
     fn set_kth_last_var_value(&mut self, k: usize, value: Value) -> Result<(), ExecError> {
@@ -174,7 +151,6 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     // Top level walk function. Steps through the major parts for the template strcuture and
     // writes to the output.
     fn walk(&mut self, ctx: &Context, node: &'a Nodes) -> Result<(), ExecError> {
-        self.node = Some(node);
         match *node {
             Nodes::Action(ref n) => {
                 let val = self
@@ -190,30 +166,21 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
                 .walk_range(ctx, n)
                 .map_err(|e| self.wrap_error(e, node)),
             Nodes::List(ref n) => self.walk_list(ctx, n),
-            Nodes::Text(ref n) => write!(self.writer, "{}", n).map_err(ExecError::IOError),
+            Nodes::Text(ref n) => write!(self.writer, "{}", n.text).map_err(ExecError::IOError),
             Nodes::Template(ref n) => self
                 .walk_template(ctx, n)
                 .map_err(|e| self.wrap_error(e, node)),
             // Unwound to the innermost `range` (Go 1.18 break/continue).
             Nodes::Break(_) => Err(ExecError::Break),
             Nodes::Continue(_) => Err(ExecError::Continue),
-            _ => Err(ExecError::UnknownNode(node.clone())),
+            _ => Err(ExecError::UnknownNode(node.to_string())),
         }
     }
 
     fn walk_template(&mut self, ctx: &Context, template: &TemplateNode) -> Result<(), ExecError> {
-        let name = match template.name {
-            PipeOrString::String(ref name) => name.to_owned(),
-            PipeOrString::Pipe(ref pipe) => {
-                if let Value::String(s) = self.eval_pipeline(ctx, pipe)? {
-                    s
-                } else {
-                    return Err(ExecError::PipelineMustYieldString);
-                }
-            }
-        };
+        let name = &template.name;
         let _nested = enter_nested()?;
-        let tree = self.template.tree_set.get(&name);
+        let tree = self.template.tree_set.get(name);
         if let Some(tree) = tree {
             if let Some(ref root) = tree.root {
                 let mut vars = VecDeque::new();
@@ -232,14 +199,12 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
                     template: self.template,
                     template_name: name.clone(),
                     writer: self.writer,
-                    node: None,
                     vars,
-                    depth: self.depth + 1,
                 };
                 return new_state.walk(&Context::from(value), root);
             }
         }
-        Err(ExecError::TemplateNotDefined(name))
+        Err(ExecError::TemplateNotDefined(name.clone()))
     }
 
     fn eval_pipeline(&mut self, ctx: &Context, pipe: &PipeNode) -> Result<Value, ExecError> {
@@ -248,7 +213,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             val = Some(self.eval_command(ctx, cmd, &val)?);
             // TODO
         }
-        let val = val.ok_or_else(|| ExecError::ErrorEvaluatingPipe(pipe.clone()))?;
+        let val = val.ok_or_else(|| ExecError::ErrorEvaluatingPipe(pipe.to_string()))?;
         if pipe.is_assign {
             for var in &pipe.decl {
                 let name = &var.ident[0];
@@ -286,7 +251,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         let first_word = &cmd
             .args
             .first()
-            .ok_or_else(|| ExecError::NoArgsForCommandNode(cmd.clone()))?;
+            .ok_or_else(|| ExecError::NoArgsForCommandNode(cmd.to_string()))?;
 
         match *(*first_word) {
             Nodes::Field(ref n) => return self.eval_field_node(ctx, n, &cmd.args, val),
@@ -305,7 +270,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             Nodes::Dot(_) => Ok(ctx.dot.clone()),
             Nodes::Number(ref n) => Ok(n.value.clone()),
             Nodes::String(ref n) => Ok(n.value.clone()),
-            _ => Err(ExecError::CannotEvaluateCommand((*first_word).clone())),
+            _ => Err(ExecError::CannotEvaluateCommand(first_word.to_string())),
         }
     }
 
@@ -400,7 +365,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             return Err(ExecError::NoFieldsInEvalChainNode);
         }
         if let Nodes::Nil(_) = *chain.node {
-            return Err(ExecError::NullInChain(chain.clone()));
+            return Err(ExecError::NullInChain(chain.to_string()));
         }
         let pipe = self.eval_arg(ctx, &*chain.node)?;
         self.eval_field_chain(ctx, &pipe, &chain.field, args, fin)
@@ -422,7 +387,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             Nodes::String(ref n) => Ok(n.value.clone()),
             Nodes::Bool(ref n) => Ok(n.value.clone()),
             Nodes::Number(ref n) => Ok(n.value.clone()),
-            _ => Err(ExecError::InvalidArgument(node.clone())),
+            _ => Err(ExecError::InvalidArgument(node.to_string())),
         };
         // Wrap errors with the argument node's position for better error reporting
         result.map_err(|e| self.wrap_error(e, node))
@@ -474,10 +439,6 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     ) -> Result<Value, ExecError> {
         let has_args = args.len() > 1 || fin.is_some();
         let ret = match *receiver {
-            Value::Object(ref o) => o
-                .get(field_name)
-                .cloned()
-                .ok_or_else(|| ExecError::NoFieldFor(field_name.to_string(), receiver.clone())),
             Value::Map(ref o) => Ok(o.get(field_name).cloned().unwrap_or(Value::NoValue)),
             _ => Err(ExecError::OnlyMapsAndObjectsHaveFields),
         };
@@ -518,7 +479,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     fn walk_if_or_with(&mut self, node: &'a Nodes, ctx: &Context) -> Result<(), ExecError> {
         let pipe = match *node {
             Nodes::If(ref n) | Nodes::With(ref n) => &n.pipe,
-            _ => return Err(ExecError::ExpectedIfOrWith(node.clone())),
+            _ => return Err(ExecError::ExpectedIfOrWith(node.to_string())),
         };
         let val = self
             .eval_pipeline(ctx, pipe)
@@ -592,7 +553,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     fn walk_range_scoped(&mut self, ctx: &Context, range: &'a RangeNode) -> Result<(), ExecError> {
         let val = self.eval_pipeline(ctx, &range.pipe)?;
         let iterated = match val {
-            Value::Object(ref map) | Value::Map(ref map) => {
+            Value::Map(ref map) => {
                 // Methods stored in a map (see `eval_field`) are not entries.
                 let mut keys: Vec<&String> = map
                     .iter()
@@ -640,7 +601,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
 
 fn not_a_function(args: &[Nodes], val: &Option<Value>) -> Result<(), ExecError> {
     if args.len() > 1 || val.is_some() {
-        return Err(ExecError::ArgumentForNonFunction(args[0].clone()));
+        return Err(ExecError::ArgumentForNonFunction(args[0].to_string()));
     }
     Ok(())
 }

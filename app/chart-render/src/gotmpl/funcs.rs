@@ -45,74 +45,6 @@ macro_rules! val {
     };
 }
 
-// Help to write new functions for gtmpl.
-#[allow(unused_macros)]
-macro_rules! gtmpl_fn {
- (
-  $(#[$outer:meta])*
-  fn $name:ident() -> Result<$otyp:ty, FuncError>
-  { $($body:tt)* }
- ) => {
-  $(#[$outer])*
-  pub fn $name(args: &[crate::gotmpl::value::Value]) -> Result<crate::gotmpl::value::Value, FuncError> {
-   fn inner() -> Result<$otyp, FuncError> {
-    $($body)*
-   }
-   Ok(crate::gotmpl::value::Value::from(inner()?))
-  }
- };
- (
-  $(#[$outer:meta])*
-  fn $name:ident($arg0:ident : $typ0:ty) -> Result<$otyp:ty, FuncError>
-  { $($body:tt)* }
- ) => {
-  $(#[$outer])*
-  pub fn $name(
-   args: &[crate::gotmpl::value::Value]
-  ) -> Result<crate::gotmpl::value::Value, FuncError> {
-   if args.is_empty() {
-    return Err(FuncError::AtLeastXArgs(stringify!($name).into(), 1));
-   }
-   let x = &args[0];
-   let $arg0: $typ0 = crate::gotmpl::value::from_value(x)
-    .ok_or(FuncError::UnableToConvertFromValue)?;
-   fn inner($arg0 : $typ0) -> Result<$otyp, FuncError> {
-    $($body)*
-   }
-   let ret: crate::gotmpl::value::Value = inner($arg0)?.into();
-   Ok(ret)
-  }
- };
- (
-  $(#[$outer:meta])*
-  fn $name:ident($arg0:ident : $typ0:ty$(, $arg:ident : $typ:ty)*) -> Result<$otyp:ty, FuncError>
-  { $($body:tt)* }
- ) => {
-  $(#[$outer])*
-  pub fn $name(
-   args: &[crate::gotmpl::value::Value]
-  ) -> Result<crate::gotmpl::value::Value, FuncError> {
-   #[allow(unused_mut)]
-   let mut args = args;
-   if args.is_empty() {
-    return Err(FuncError::AtLeastXArgs(stringify!($name).into(), 1));
-   }
-   let x = &args[0];
-   let $arg0: $typ0 = crate::gotmpl::value::from_value(x)
-    .ok_or(FuncError::UnableToConvertFromValue)?;
-   $(args = &args[1..];
-     let x = &args[0];
-     let $arg: $typ = crate::gotmpl::value::from_value(x)
-    .ok_or(FuncError::UnableToConvertFromValue)?;)*
-   fn inner($arg0 : $typ0, $($arg : $typ,)*) -> Result<$otyp, FuncError> {
-    $($body)*
-   }
-   let ret: crate::gotmpl::value::Value = inner($arg0, $($arg),*)?.into();
-   Ok(ret)
-  }
- }
-}
-
 macro_rules! gn {
  (
   $(#[$outer:meta])*
@@ -213,7 +145,7 @@ pub fn len(args: &[Value]) -> Result<Value, FuncError> {
     let len = match *arg {
         Value::String(ref s) => s.len(),
         Value::Array(ref a) => a.len(),
-        Value::Object(ref o) | Value::Map(ref o) => o
+        Value::Map(ref o) => o
             .values()
             .filter(|v| !matches!(v, Value::Function(_)))
             .count(),
@@ -376,10 +308,8 @@ fn get_item<'a>(col: &'a Value, key: &Value) -> Result<&'a Value, FuncError> {
                 None
             }
         }
-        (&Value::Object(ref o), &Value::Number(ref n))
-        | (&Value::Map(ref o), &Value::Number(ref n)) => o.get(&n.to_string()),
-        (&Value::Object(ref o), &Value::String(ref s))
-        | (&Value::Map(ref o), &Value::String(ref s)) => o.get(s),
+        (&Value::Map(ref o), &Value::Number(ref n)) => o.get(&n.to_string()),
+        (&Value::Map(ref o), &Value::String(ref s)) => o.get(s),
         _ => None,
     };
     match *col {

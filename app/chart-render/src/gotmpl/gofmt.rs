@@ -31,7 +31,7 @@ fn write_value(out: &mut String, val: &Value, top: bool) {
             out.push(']');
         }
         // A map with a `String` method prints as Go prints a fmt.Stringer.
-        Value::Object(m) | Value::Map(m) if matches!(m.get("String"), Some(Value::Function(_))) => {
+        Value::Map(m) if matches!(m.get("String"), Some(Value::Function(_))) => {
             if let Some(Value::Function(f)) = m.get("String") {
                 match (f.f)(&[val.clone()]) {
                     Ok(Value::String(s)) => out.push_str(&s),
@@ -40,7 +40,7 @@ fn write_value(out: &mut String, val: &Value, top: bool) {
                 }
             }
         }
-        Value::Object(m) | Value::Map(m) => {
+        Value::Map(m) => {
             out.push_str("map[");
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();

@@ -4,6 +4,8 @@ use std::sync::LazyLock;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread;
 
+use super::node::Span;
+
 type Pos = usize;
 
 // Go: a trim marker is "-" next to one ASCII space character (space, tab, CR, LF).
@@ -45,7 +47,6 @@ pub enum ItemType {
     ItemBool,         // boolean constant
     ItemChar,         // printable ASCII character; grab bag for comma etc.
     ItemCharConstant, // character constant
-    ItemComplex,      // complex constant (1+2i); imaginary is just a number
     ItemBreak,        // break keyword (Go 1.18)
     ItemContinue,     // continue keyword (Go 1.18)
     ItemAssign,       // equals ('=') assigning to an existing variable
@@ -65,7 +66,6 @@ pub enum ItemType {
     ItemText,       // plain text
     ItemVariable,   // variable starting with '$', such as '$' or  '$1' or '$hello'
     // Keywords, appear after all the rest.
-    ItemKeyword,  // used only to delimit the keywords
     ItemBlock,    // block keyword
     ItemDot,      // the cursor, spelled '.'
     ItemDefine,   // define keyword
@@ -99,11 +99,21 @@ impl Item {
     }
 }
 
+impl Item {
+    /// Where this token stands, as a node's span.
+    pub fn span(&self) -> Span {
+        Span {
+            line: self.line,
+            col: self.col,
+            len: self.val.len(),
+        }
+    }
+}
+
 impl fmt::Display for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.typ {
             ItemType::ItemEOF => write!(f, "EOF"),
-            ItemType::ItemKeyword => write!(f, "<{}>", self.val),
             _ => write!(f, "{}", self.val),
         }
     }

@@ -20,14 +20,6 @@
 //! The rest (function implementations) comes from the `gtmpl-ng` crate itself, see `funcs`.
 //! The upstream MIT licences are kept beside the code: `LICENSE-gtmpl-ng`,
 //! `value/LICENSE-gtmpl_value`.
-#![allow(
-    clippy::all,
-    clippy::pedantic,
-    dead_code,
-    unused_imports,
-    missing_docs,
-    elided_lifetimes_in_paths
-)]
 
 pub mod error;
 pub mod exec;

@@ -2,8 +2,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::error::ParseError;
 use super::lexer::{Item, ItemType, Lexer};
-use super::node::*;
-use super::utils::*;
+use super::node::{
+    ActionNode, BoolNode, BranchNode, ChainNode, CommandNode, FieldNode, IdentifierNode, ListNode,
+    Nodes, NumberNode, PipeNode, Span, StringNode, TemplateNode, TextNode, VariableNode,
+};
+use super::utils::unquote_str;
+use super::value::Value;
 
 pub struct Parser {
     name: String,
@@ -15,16 +19,13 @@ pub struct Parser {
     token: VecDeque<Item>,
     peek_count: usize,
     pub tree_set: HashMap<String, Tree>,
-    tree_id: TreeId,
     tree: Option<Tree>,
     tree_stack: VecDeque<Tree>,
-    max_tree_id: TreeId,
 }
 
 #[derive(Clone)]
 pub struct Tree {
     name: String,
-    id: TreeId,
     pub root: Option<Nodes>,
     vars: Vec<String>,
 }
@@ -41,19 +42,16 @@ impl Parser {
             token: VecDeque::new(),
             peek_count: 0,
             tree_set: HashMap::new(),
-            tree_id: 0,
             tree: None,
             tree_stack: VecDeque::new(),
-            max_tree_id: 0,
         }
     }
 }
 
 impl Tree {
-    fn new(name: String, id: TreeId) -> Tree {
+    fn new(name: String) -> Tree {
         Tree {
             name,
-            id,
             root: None,
             vars: vec![],
         }
@@ -144,26 +142,23 @@ impl Parser {
         self.error(&format!("unexpected end in {}", context))
     }
 
-    fn start_parse(&mut self, name: String, id: TreeId) {
+    fn start_parse(&mut self, name: String) {
         if let Some(t) = self.tree.take() {
             self.tree_stack.push_back(t);
         }
-        self.tree_id = id;
-        let t = Tree::new(name, id);
-        self.tree = Some(t);
+        self.tree = Some(Tree::new(name));
     }
 
     fn stop_parse(&mut self) -> Result<(), ParseError> {
         self.add_to_tree_set()?;
         self.tree = self.tree_stack.pop_back();
-        self.tree_id = self.tree.as_ref().map(|t| t.id).unwrap_or(0);
         Ok(())
     }
 
     // top level parser
     fn parse_tree(&mut self) -> Result<(), ParseError> {
         let name = self.name.clone();
-        self.start_parse(name, 1);
+        self.start_parse(name);
         self.parse()?;
         self.stop_parse()?;
         Ok(())
@@ -244,19 +239,12 @@ impl Parser {
         if self.tree.is_none() {
             return self.error("no tree");
         }
-        let id = self.tree_id;
-        let mut t = match self.next() {
-            None => return self.error(&format!("unable to peek for tree {}", id)),
-            Some(t) => t,
-        };
+        let mut t = self.next_must("template")?;
         if let Some(tree) = self.tree.as_mut() {
-            tree.root = Some(Nodes::List(ListNode::new(
-                id,
-                t.pos,
-                t.line,
-                t.col,
-                t.val.len(),
-            )));
+            tree.root = Some(Nodes::List(ListNode {
+                span: t.span(),
+                nodes: vec![],
+            }));
         }
         while t.typ != ItemType::ItemEOF {
             if t.typ == ItemType::ItemLeftDelim {
@@ -264,10 +252,7 @@ impl Parser {
                 match nns {
                     Some(ref item) if item.typ == ItemType::ItemDefine => {
                         self.parse_definition()?;
-                        t = match self.next() {
-                            None => return self.error(&format!("unable to peek for tree {}", id)),
-                            Some(t) => t,
-                        };
+                        t = self.next_must("template")?;
                         continue;
                     }
                     _ => {}
@@ -281,17 +266,17 @@ impl Parser {
                 self.backup(t);
             }
             let node = match self.text_or_action() {
-                Ok(Nodes::Else(node)) => return self.error(&format!("unexpected {}", node)),
-                Ok(Nodes::End(node)) => return self.error(&format!("unexpected {}", node)),
-                Ok(node) => node,
-                Err(e) => return Err(e),
+                Ok(node @ (Nodes::Else(_) | Nodes::End(_))) => {
+                    return self.error(&format!("unexpected {node}"));
+                }
+                node => node?,
             };
             self.tree
                 .as_mut()
                 .and_then(|tree| {
                     tree.root.as_mut().and_then(|r| match *r {
                         Nodes::List(ref mut r) => {
-                            r.append(node);
+                            r.nodes.push(node);
                             Some(())
                         }
                         _ => None,
@@ -299,10 +284,7 @@ impl Parser {
                 })
                 .ok_or_else(|| self.error_msg("invalid root node"))?;
 
-            t = match self.next() {
-                None => return self.error(&format!("unable to peek for tree {}", id)),
-                Some(t) => t,
-            };
+            t = self.next_must("template")?;
         }
         self.backup(t);
         Ok(())
@@ -310,13 +292,12 @@ impl Parser {
 
     fn parse_definition(&mut self) -> Result<(), ParseError> {
         let context = "define clause";
-        let id = self.tree_id;
         let token = self.next_non_space_must(context)?;
         let name = self.parse_template_name(&token, context)?;
         self.expect(&ItemType::ItemRightDelim, "define end")?;
-        self.start_parse(name, id + 1);
+        self.start_parse(name);
         let (list, end) = self.item_list()?;
-        if *end.typ() != NodeType::End {
+        if !matches!(end, Nodes::End(_)) {
             return Err(self.unexpected(&end, context));
         }
         if let Some(tree) = self.tree.as_mut() {
@@ -326,17 +307,16 @@ impl Parser {
     }
 
     fn item_list(&mut self) -> Result<(ListNode, Nodes), ParseError> {
-        let peeked = self.peek_non_space_must("item list")?;
-        let pos = peeked.pos;
-        let line = peeked.line;
-        let col = peeked.col;
-        let len = peeked.val.len();
-        let mut list = ListNode::new(self.tree_id, pos, line, col, len);
+        let span = self.peek_non_space_must("item list")?.span();
+        let mut list = ListNode {
+            span,
+            nodes: vec![],
+        };
         while self.peek_non_space_must("item list")?.typ != ItemType::ItemEOF {
             let node = self.text_or_action()?;
-            match *node.typ() {
-                NodeType::End | NodeType::Else => return Ok((list, node)),
-                _ => list.append(node),
+            match node {
+                Nodes::End(_) | Nodes::Else(_) => return Ok((list, node)),
+                _ => list.nodes.push(node),
             }
         }
         self.error("unexpected EOF")
@@ -344,14 +324,10 @@ impl Parser {
 
     fn text_or_action(&mut self) -> Result<Nodes, ParseError> {
         match self.next_non_space() {
-            Some(ref item) if item.typ == ItemType::ItemText => Ok(Nodes::Text(TextNode::new(
-                self.tree_id,
-                item.pos,
-                item.line,
-                item.col,
-                item.val.len(),
-                item.val.clone(),
-            ))),
+            Some(item) if item.typ == ItemType::ItemText => Ok(Nodes::Text(TextNode {
+                span: item.span(),
+                text: item.val,
+            })),
             Some(ref item) if item.typ == ItemType::ItemLeftDelim => self.action(),
             Some(ref item) => Err(self.unexpected(item, "input")),
             _ => self.error("unexpected end of input"),
@@ -365,86 +341,54 @@ impl Parser {
             ItemType::ItemElse => return self.else_control(),
             ItemType::ItemEnd => return self.end_control(),
             ItemType::ItemBreak | ItemType::ItemContinue => {
-                let is_break = token.typ == ItemType::ItemBreak;
                 let end = self.expect(&ItemType::ItemRightDelim, "break or continue")?;
-                let (tr, pos, line, col, len) = (
-                    self.tree_id,
-                    token.pos,
-                    token.line,
-                    token.col,
-                    end.val.len(),
-                );
-                return Ok(if is_break {
-                    Nodes::Break(BreakNode::new(tr, pos, line, col, len))
+                let span = Span {
+                    len: end.val.len(),
+                    ..token.span()
+                };
+                return Ok(if token.typ == ItemType::ItemBreak {
+                    Nodes::Break(span)
                 } else {
-                    Nodes::Continue(ContinueNode::new(tr, pos, line, col, len))
+                    Nodes::Continue(span)
                 });
             }
-            ItemType::ItemIf => return self.if_control(),
-            ItemType::ItemRange => return self.range_control(),
+            ItemType::ItemIf | ItemType::ItemRange | ItemType::ItemWith => {
+                return self.control(token.typ);
+            }
             ItemType::ItemTemplate => return self.template_control(),
-            ItemType::ItemWith => return self.with_control(),
             _ => {}
         }
-        let pos = token.pos;
-        let line = token.line;
-        let col = token.col;
-        let len = token.val.len();
+        let span = token.span();
         self.backup(token);
         let pipe = self.pipeline("command")?;
-        Ok(Nodes::Action(ActionNode::new(
-            self.tree_id,
-            pos,
-            line,
-            col,
-            len,
-            pipe,
-        )))
+        Ok(Nodes::Action(ActionNode { span, pipe }))
     }
 
+    /// The pipeline, body and `else` of an `if`, `with` or `range` (`else if` only after `if`).
     fn parse_control(
         &mut self,
         allow_else_if: bool,
         context: &str,
-    ) -> Result<
-        (
-            Pos,
-            usize,
-            usize,
-            usize,
-            PipeNode,
-            ListNode,
-            Option<ListNode>,
-        ),
-        ParseError,
-    > {
+    ) -> Result<BranchNode, ParseError> {
         let vars_len = self
             .tree
             .as_ref()
             .map(|t| t.vars.len())
             .ok_or(ParseError::NoTree)?;
         let pipe = self.pipeline(context)?;
-        let pipe_line = pipe.line();
-        let pipe_col = pipe.col();
-        let pipe_len = pipe.len();
         let (list, next) = self.item_list()?;
-        let else_list = match *next.typ() {
-            NodeType::End => None,
-            NodeType::Else => {
+        let else_list = match next {
+            Nodes::End(_) => None,
+            Nodes::Else(span) => {
                 if allow_else_if && self.peek_must("else if")?.typ == ItemType::ItemIf {
                     self.next_must("else if")?;
-                    let mut else_list = ListNode::new(
-                        self.tree_id,
-                        next.pos(),
-                        next.line(),
-                        next.col(),
-                        next.len(),
-                    );
-                    else_list.append(self.if_control()?);
-                    Some(else_list)
+                    Some(ListNode {
+                        span,
+                        nodes: vec![self.control(ItemType::ItemIf)?],
+                    })
                 } else {
                     let (else_list, next) = self.item_list()?;
-                    if *next.typ() != NodeType::End {
+                    if !matches!(next, Nodes::End(_)) {
                         return self.error(&format!("expected end; found {}", next));
                     }
                     Some(else_list)
@@ -455,87 +399,35 @@ impl Parser {
         if let Some(t) = self.tree.as_mut() {
             t.pop_vars(vars_len);
         }
-        Ok((
-            pipe.pos(),
-            pipe_line,
-            pipe_col,
-            pipe_len,
+        Ok(BranchNode {
+            span: pipe.span,
             pipe,
             list,
             else_list,
-        ))
+        })
     }
 
-    fn if_control(&mut self) -> Result<Nodes, ParseError> {
-        let (pos, line, col, len, pipe, list, else_list) = self.parse_control(true, "if")?;
-        Ok(Nodes::If(IfNode::new_if(
-            self.tree_id,
-            pos,
-            line,
-            col,
-            len,
-            pipe,
-            list,
-            else_list,
-        )))
-    }
-
-    fn range_control(&mut self) -> Result<Nodes, ParseError> {
-        let (pos, line, col, len, pipe, list, else_list) = self.parse_control(false, "range")?;
-        Ok(Nodes::Range(RangeNode::new_range(
-            self.tree_id,
-            pos,
-            line,
-            col,
-            len,
-            pipe,
-            list,
-            else_list,
-        )))
-    }
-
-    fn with_control(&mut self) -> Result<Nodes, ParseError> {
-        let (pos, line, col, len, pipe, list, else_list) = self.parse_control(false, "with")?;
-        Ok(Nodes::With(WithNode::new_with(
-            self.tree_id,
-            pos,
-            line,
-            col,
-            len,
-            pipe,
-            list,
-            else_list,
-        )))
+    /// `if`, `with` or `range`, after its keyword.
+    fn control(&mut self, keyword: ItemType) -> Result<Nodes, ParseError> {
+        Ok(match keyword {
+            ItemType::ItemIf => Nodes::If(self.parse_control(true, "if")?),
+            ItemType::ItemWith => Nodes::With(self.parse_control(false, "with")?),
+            _ => Nodes::Range(self.parse_control(false, "range")?),
+        })
     }
 
     fn end_control(&mut self) -> Result<Nodes, ParseError> {
         let token = self.expect(&ItemType::ItemRightDelim, "end")?;
-        Ok(Nodes::End(EndNode::new(
-            self.tree_id,
-            token.pos,
-            token.line,
-            token.col,
-            token.val.len(),
-        )))
+        Ok(Nodes::End(token.span()))
     }
 
     fn else_control(&mut self) -> Result<Nodes, ParseError> {
-        if self.peek_non_space_must("else")?.typ == ItemType::ItemIf {
-            let peek = self.peek_non_space_must("else")?;
-            return Ok(Nodes::Else(ElseNode::new(
-                peek.pos,
-                peek.line,
-                peek.col,
-                peek.val.len(),
-            )));
+        let peek = self.peek_non_space_must("else")?;
+        if peek.typ == ItemType::ItemIf {
+            return Ok(Nodes::Else(peek.span()));
         }
         let token = self.expect(&ItemType::ItemRightDelim, "else")?;
-        Ok(Nodes::Else(ElseNode::new(
-            token.pos,
-            token.line,
-            token.col,
-            token.val.len(),
-        )))
+        Ok(Nodes::Else(token.span()))
     }
 
     fn block_control(&mut self) -> Result<Nodes, ParseError> {
@@ -544,38 +436,30 @@ impl Parser {
         let name = self.parse_template_name(&token, context)?;
         let pipe = self.pipeline(context)?;
 
-        self.max_tree_id += 1;
-        let tree_id = self.max_tree_id;
-        self.start_parse(name.clone(), tree_id);
+        self.start_parse(name.clone());
         let (root, end) = self.item_list()?;
         if let Some(tree) = self.tree.as_mut() {
             tree.root = Some(Nodes::List(root));
         }
-        if end.typ() != &NodeType::End {
+        if !matches!(end, Nodes::End(_)) {
             return self.error(&format!("unexpected {} in {}", end, context));
         }
         self.stop_parse()?;
-        Ok(Nodes::Template(TemplateNode::new(
-            self.tree_id,
-            token.pos,
-            token.line,
-            token.col,
-            token.val.len(),
-            PipeOrString::String(name),
-            Some(pipe),
-        )))
+        Ok(Nodes::Template(TemplateNode {
+            span: token.span(),
+            name,
+            pipe: Some(pipe),
+        }))
     }
 
     fn template_control(&mut self) -> Result<Nodes, ParseError> {
         let context = "template clause";
         let token = self.next_non_space().ok_or(ParseError::UnexpectedEnd)?;
-        let token_len = token.val.len();
-        let name = if let ItemType::ItemLeftParen = token.typ {
+        if token.typ == ItemType::ItemLeftParen {
             // Go requires a constant template name (`template "x" .`).
             return Err(ParseError::NoDynamicTemplate);
-        } else {
-            PipeOrString::String(self.parse_template_name(&token, context)?)
-        };
+        }
+        let name = self.parse_template_name(&token, context)?;
         let next = self.next_non_space().ok_or(ParseError::UnexpectedEnd)?;
         let pipe = if next.typ != ItemType::ItemRightDelim {
             self.backup(next);
@@ -583,26 +467,18 @@ impl Parser {
         } else {
             None
         };
-        Ok(Nodes::Template(TemplateNode::new(
-            self.tree_id,
-            token.pos,
-            token.line,
-            token.col,
-            token_len,
+        Ok(Nodes::Template(TemplateNode {
+            span: token.span(),
             name,
             pipe,
-        )))
+        }))
     }
 
     fn pipeline(&mut self, context: &str) -> Result<PipeNode, ParseError> {
         let mut decl = vec![];
         let mut assign = false;
         let mut token = self.next_non_space_must("pipeline")?;
-        let pos = token.pos;
-        let line = token.line;
-        let col = token.col;
-        let len = token.val.len();
-        // TODO: test this hard!
+        let span = token.span();
         if token.typ == ItemType::ItemVariable {
             while token.typ == ItemType::ItemVariable {
                 let token_after_var = self.next_must("variable")?;
@@ -624,31 +500,15 @@ impl Parser {
                     if !self.has_var(&token.val) {
                         return self.error(&format!("undefined variable {}", token.val));
                     }
-                    let variable = VariableNode::new(
-                        self.tree_id,
-                        token.pos,
-                        token.line,
-                        token.col,
-                        token.val.len(),
-                        &token.val,
-                    );
-                    decl.push(variable);
+                    decl.push(VariableNode::new(token.span(), &token.val));
                     assign = true;
                     break;
                 }
                 if next.typ == ItemType::ItemColonEquals
                     || (next.typ == ItemType::ItemChar && next.val == ",")
                 {
-                    let variable = VariableNode::new(
-                        self.tree_id,
-                        token.pos,
-                        token.line,
-                        token.col,
-                        token.val.len(),
-                        &token.val,
-                    );
+                    decl.push(VariableNode::new(token.span(), &token.val));
                     self.add_var(token.val.clone())?;
-                    decl.push(variable);
                     if next.typ == ItemType::ItemChar && next.val == "," {
                         if context == "range" && decl.len() < 2 {
                             token = self.next_non_space_must("variable")?;
@@ -664,8 +524,12 @@ impl Parser {
         } else {
             self.backup(token);
         }
-        let mut pipe = PipeNode::new(self.tree_id, pos, line, col, len, decl);
-        pipe.is_assign = assign;
+        let mut pipe = PipeNode {
+            span,
+            decl,
+            cmds: vec![],
+            is_assign: assign,
+        };
         let mut token = self.next_non_space_must("pipeline")?;
         loop {
             match token.typ {
@@ -688,7 +552,7 @@ impl Parser {
                 | ItemType::ItemVariable
                 | ItemType::ItemLeftParen => {
                     self.backup(token);
-                    pipe.append(self.command()?);
+                    pipe.cmds.push(self.command()?);
                 }
                 _ => return Err(self.unexpected(&token, context)),
             }
@@ -701,42 +565,22 @@ impl Parser {
             return self.error(&format!("missing value for {}", context));
         }
         for (i, c) in pipe.cmds.iter().enumerate().skip(1) {
-            match c.args.first() {
-                Some(n) => match *n.typ() {
-                    NodeType::Bool
-                    | NodeType::Dot
-                    | NodeType::Nil
-                    | NodeType::Number
-                    | NodeType::String => {
-                        return self.error(&format!(
-                            "non executable command in pipeline stage {}",
-                            i + 2
-                        ));
-                    }
-                    _ => {}
-                },
-                None => {
-                    return self.error(&format!(
-                        "non executable command in pipeline stage {}",
-                        i + 2
-                    ));
-                }
+            if c.args.first().is_none_or(Nodes::is_constant) {
+                return self.error(&format!(
+                    "non executable command in pipeline stage {}",
+                    i + 2
+                ));
             }
         }
         Ok(())
     }
 
     fn command(&mut self) -> Result<CommandNode, ParseError> {
-        let peeked = self.peek_non_space_must("command")?;
-        let pos = peeked.pos;
-        let line = peeked.line;
-        let col = peeked.col;
-        let len = peeked.val.len();
-        let mut cmd = CommandNode::new(self.tree_id, pos, line, col, len);
+        let mut cmd = CommandNode { args: vec![] };
         loop {
             self.peek_non_space_must("operand")?;
             if let Some(operand) = self.operand()? {
-                cmd.append(operand);
+                cmd.args.push(operand);
             }
             let token = self.next_must("command")?;
             match token.typ {
@@ -761,26 +605,14 @@ impl Parser {
             Some(n) => {
                 let next = self.next_must("operand")?;
                 if next.typ == ItemType::ItemField {
-                    let typ = n.typ().clone();
-                    match typ {
-                        NodeType::Bool
-                        | NodeType::String
-                        | NodeType::Number
-                        | NodeType::Nil
-                        | NodeType::Dot => {
-                            return self
-                                .error(&format!("unexpected . after term {}", n.to_string()));
-                        }
-                        _ => {}
+                    if n.is_constant() {
+                        return self.error(&format!("unexpected . after term {n}"));
+                    }
+                    let mut chain = ChainNode {
+                        span: next.span(),
+                        node: Box::new(n),
+                        field: vec![],
                     };
-                    let mut chain = ChainNode::new(
-                        self.tree_id,
-                        next.pos,
-                        next.line,
-                        next.col,
-                        next.val.len(),
-                        n,
-                    );
                     chain.add(&next.val);
                     while self
                         .peek()
@@ -793,27 +625,13 @@ impl Parser {
                     }
                     let chain_str = chain.to_string();
                     // Use original node's position and full expression length
-                    let orig_line = chain.node.line();
-                    let orig_col = chain.node.col();
-                    let orig_pos = chain.node.pos();
-                    let full_len = chain_str.len();
-                    let n = match typ {
-                        NodeType::Field => Nodes::Field(FieldNode::new(
-                            self.tree_id,
-                            orig_pos,
-                            orig_line,
-                            orig_col,
-                            full_len,
-                            &chain_str,
-                        )),
-                        NodeType::Variable => Nodes::Variable(VariableNode::new(
-                            self.tree_id,
-                            orig_pos,
-                            orig_line,
-                            orig_col,
-                            full_len,
-                            &chain_str,
-                        )),
+                    let span = Span {
+                        len: chain_str.len(),
+                        ..chain.node.span()
+                    };
+                    let n = match *chain.node {
+                        Nodes::Field(_) => Nodes::Field(FieldNode::new(span, &chain_str)),
+                        Nodes::Variable(_) => Nodes::Variable(VariableNode::new(span, &chain_str)),
                         _ => Nodes::Chain(chain),
                     };
                     Ok(Some(n))
@@ -827,69 +645,33 @@ impl Parser {
 
     fn term(&mut self) -> Result<Option<Nodes>, ParseError> {
         let token = self.next_non_space_must("token")?;
-        let token_len = token.val.len();
+        let span = token.span();
         let node = match token.typ {
             ItemType::ItemError => return self.error(&token.val),
             ItemType::ItemIdentifier => {
                 if !self.has_func(&token.val) {
                     return self.error(&format!("function {} not defined", token.val));
                 }
-                let mut node = IdentifierNode::new(token.val);
-                node.set_pos(token.pos);
-                node.set_line(token.line);
-                node.set_col(token.col);
-                node.set_len(token_len);
-                node.set_tree(self.tree_id);
-                Nodes::Identifier(node)
+                Nodes::Identifier(IdentifierNode {
+                    span,
+                    ident: token.val,
+                })
             }
-            ItemType::ItemDot => Nodes::Dot(DotNode::new(
-                self.tree_id,
-                token.pos,
-                token.line,
-                token.col,
-                token_len,
-            )),
-            ItemType::ItemNil => Nodes::Nil(NilNode::new(
-                self.tree_id,
-                token.pos,
-                token.line,
-                token.col,
-                token_len,
-            )),
-            ItemType::ItemVariable => Nodes::Variable(self.use_var(
-                self.tree_id,
-                token.pos,
-                token.line,
-                token.col,
-                token_len,
-                &token.val,
-            )?),
-            ItemType::ItemField => Nodes::Field(FieldNode::new(
-                self.tree_id,
-                token.pos,
-                token.line,
-                token.col,
-                token_len,
-                &token.val,
-            )),
-            ItemType::ItemBool => Nodes::Bool(BoolNode::new(
-                self.tree_id,
-                token.pos,
-                token.line,
-                token.col,
-                token_len,
-                token.val == "true",
-            )),
+            ItemType::ItemDot => Nodes::Dot(span),
+            ItemType::ItemNil => Nodes::Nil(span),
+            ItemType::ItemVariable => {
+                if !self.has_var(&token.val) {
+                    return self.error(&format!("undefined variable {}", token.val));
+                }
+                Nodes::Variable(VariableNode::new(span, &token.val))
+            }
+            ItemType::ItemField => Nodes::Field(FieldNode::new(span, &token.val)),
+            ItemType::ItemBool => Nodes::Bool(BoolNode {
+                span,
+                value: Value::Bool(token.val == "true"),
+            }),
             ItemType::ItemCharConstant | ItemType::ItemNumber => {
-                match NumberNode::new(
-                    self.tree_id,
-                    token.pos,
-                    token.line,
-                    token.col,
-                    token_len,
-                    token.val,
-                    &token.typ,
-                ) {
+                match NumberNode::new(span, token.val, &token.typ) {
                     Ok(n) => Nodes::Number(n),
                     Err(e) => return self.error(&e.to_string()),
                 }
@@ -902,51 +684,20 @@ impl Parser {
                 }
                 Nodes::Pipe(pipe)
             }
-            ItemType::ItemString | ItemType::ItemRawString => {
-                if let Some(s) = unquote_str(&token.val) {
-                    Nodes::String(StringNode::new(
-                        self.tree_id,
-                        token.pos,
-                        token.line,
-                        token.col,
-                        token_len,
-                        token.val,
-                        s,
-                    ))
-                } else {
-                    return self.error(&format!("unable to unqote string: {}", token.val));
-                }
-            }
-
+            ItemType::ItemString | ItemType::ItemRawString => match unquote_str(&token.val) {
+                Some(s) => Nodes::String(StringNode {
+                    span,
+                    quoted: token.val,
+                    value: Value::String(s),
+                }),
+                None => return self.error(&format!("unable to unqote string: {}", token.val)),
+            },
             _ => {
                 self.backup(token);
                 return Ok(None);
             }
         };
         Ok(Some(node))
-    }
-
-    fn use_var(
-        &self,
-        tree_id: TreeId,
-        pos: Pos,
-        line: usize,
-        col: usize,
-        len: usize,
-        name: &str,
-    ) -> Result<VariableNode, ParseError> {
-        if name == "$" {
-            return Ok(VariableNode::new(tree_id, pos, line, col, len, name));
-        }
-        self.tree
-            .as_ref()
-            .and_then(|t| {
-                t.vars
-                    .iter()
-                    .find(|&v| v == name)
-                    .map(|_| VariableNode::new(tree_id, pos, line, col, len, name))
-            })
-            .ok_or_else(|| self.error_msg(&format!("undefined variable {}", name)))
     }
 
     fn parse_template_name(&self, token: &Item, context: &str) -> Result<String, ParseError> {

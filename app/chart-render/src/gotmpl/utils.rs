@@ -121,7 +121,6 @@ pub fn is_true(val: &Value) -> bool {
         Value::Bool(ref b) => *b,
         Value::String(ref s) => !s.is_empty(),
         Value::Array(ref a) => !a.is_empty(),
-        Value::Object(ref o) => !o.is_empty(),
         Value::Map(ref m) => !m.is_empty(),
         Value::Function(_) => true,
         Value::NoValue | Value::Nil => false,

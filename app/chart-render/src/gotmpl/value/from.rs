@@ -345,7 +345,7 @@ where
     // ```
     fn from_value(val: &Value) -> Option<HashMap<String, T>> {
         match *val {
-            Value::Object(ref o) | Value::Map(ref o) => {
+            Value::Map(ref o) => {
                 let m: HashMap<String, T> = o
                     .iter()
                     .map(|(s, v)| (s.clone(), T::from_value(v)))
@@ -356,22 +356,4 @@ where
             _ => None,
         }
     }
-}
-
-// `FromValue` wrapped in a macro (required for `gtmpl_fn!` macro).
-//
-// # Examples:
-//
-// ```rust
-// use gtmpl_value::{from_value, Value};
-//
-// let v: Value = 1.into();
-// let s: Option<i64> = from_value(&v);
-// assert_eq!(s, Some(1));
-// ```
-pub fn from_value<T>(val: &Value) -> Option<T>
-where
-    T: FromValue<T>,
-{
-    T::from_value(val)
 }

@@ -8,8 +8,6 @@ pub use super::number::Number;
 
 #[derive(Debug, Error)]
 pub enum FuncError {
-    #[error("unable to convert argument from value")]
-    UnableToConvertFromValue,
     #[error("{0} requires at least {1} argument(s)")]
     AtLeastXArgs(String, usize),
     #[error("{0} requires exactly {1} argument(s)")]
@@ -52,7 +50,6 @@ pub enum Value {
     Nil,
     Bool(bool),
     String(String),
-    Object(HashMap<String, Value>),
     Map(HashMap<String, Value>),
     Array(Vec<Value>),
     Function(Function),
