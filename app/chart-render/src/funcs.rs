@@ -243,7 +243,7 @@ fn strval(v: &Value) -> String {
 /// Sprig's `empty`: nil, false, 0, "" and empty collections are empty.
 fn is_empty(v: &Value) -> bool {
     match v {
-        Value::NoValue | Value::Nil => true,
+        Value::Missing | Value::Nil => true,
         Value::Bool(b) => !b,
         Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
@@ -364,7 +364,7 @@ fn required(args: &[Value]) -> Result<Value, FuncError> {
     want(args, 2, "required")?;
     let msg = strval(&args[0]);
     match &args[1] {
-        Value::NoValue | Value::Nil => Err(err(format!("required value missing: {msg}"))),
+        Value::Missing | Value::Nil => Err(err(format!("required value missing: {msg}"))),
         Value::String(s) if s.is_empty() => Err(err(format!("required value missing: {msg}"))),
         v => Ok(v.clone()),
     }
@@ -618,7 +618,7 @@ fn ternary(args: &[Value]) -> Result<Value, FuncError> {
 fn quote(args: &[Value]) -> Result<Value, FuncError> {
     let parts: Vec<String> = args
         .iter()
-        .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
+        .filter(|v| !matches!(v, Value::Nil | Value::Missing))
         .map(|v| gofmt::quote(&strval(v), '"'))
         .collect();
     Ok(Value::String(parts.join(" ")))
@@ -627,7 +627,7 @@ fn quote(args: &[Value]) -> Result<Value, FuncError> {
 fn squote(args: &[Value]) -> Result<Value, FuncError> {
     let parts: Vec<String> = args
         .iter()
-        .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
+        .filter(|v| !matches!(v, Value::Nil | Value::Missing))
         .map(|v| gofmt::quote(&strval(v), '\''))
         .collect();
     Ok(Value::String(parts.join(" ")))
@@ -775,10 +775,10 @@ fn strslice(v: &Value) -> Vec<String> {
     match v {
         Value::Array(a) => a
             .iter()
-            .filter(|x| !matches!(x, Value::Nil | Value::NoValue))
+            .filter(|x| !matches!(x, Value::Nil | Value::Missing))
             .map(strval)
             .collect(),
-        Value::Nil | Value::NoValue => Vec::new(),
+        Value::Nil | Value::Missing => Vec::new(),
         other => vec![strval(other)],
     }
 }
@@ -798,7 +798,7 @@ fn sort_alpha(args: &[Value]) -> Result<Value, FuncError> {
 fn cat(args: &[Value]) -> Result<Value, FuncError> {
     let parts: Vec<String> = args
         .iter()
-        .filter(|v| !matches!(v, Value::Nil | Value::NoValue))
+        .filter(|v| !matches!(v, Value::Nil | Value::Missing))
         .map(strval)
         .collect();
     Ok(Value::String(parts.join(" ")))
@@ -1000,7 +1000,7 @@ fn range_list(start: i64, stop: i64, step: i64) -> Result<Value, FuncError> {
 /// Go's type name of a value as Helm holds it.
 fn go_type(v: &Value) -> &'static str {
     match v {
-        Value::NoValue | Value::Nil => "<nil>",
+        Value::Missing | Value::Nil => "<nil>",
         Value::Bool(_) => "bool",
         Value::String(_) => "string",
         Value::Array(_) => "[]interface {}",
@@ -1014,7 +1014,7 @@ fn go_type(v: &Value) -> &'static str {
 
 fn go_kind(v: &Value) -> &'static str {
     match v {
-        Value::NoValue | Value::Nil => "invalid",
+        Value::Missing | Value::Nil => "invalid",
         Value::Bool(_) => "bool",
         Value::String(_) => "string",
         Value::Array(_) => "slice",
@@ -1056,7 +1056,7 @@ fn map_arg<'a>(args: &'a [Value], f: &str) -> Result<&'a HashMap<String, Value>,
 fn list_arg<'a>(args: &'a [Value], f: &str) -> Result<&'a [Value], FuncError> {
     match arg(args, 0, f)? {
         Value::Array(a) => Ok(a),
-        Value::Nil | Value::NoValue => Ok(&[]),
+        Value::Nil | Value::Missing => Ok(&[]),
         other => Err(err(format!(
             "{f}: cannot use a {} as a list",
             go_type(other)
@@ -1729,7 +1729,7 @@ nondeterministic! {
 /// a float crosses as gtmpl_value's number (which turns integral floats into integers).
 fn to_ng(v: &Value) -> gtmpl_value::Value {
     match v {
-        Value::NoValue => gtmpl_value::Value::NoValue,
+        Value::Missing => gtmpl_value::Value::NoValue,
         Value::Nil | Value::Function(_) => gtmpl_value::Value::Nil,
         Value::Bool(b) => gtmpl_value::Value::Bool(*b),
         Value::String(s) => gtmpl_value::Value::String(s.clone()),
@@ -1750,7 +1750,7 @@ fn to_ng(v: &Value) -> gtmpl_value::Value {
 
 fn from_ng(v: gtmpl_value::Value) -> Value {
     match v {
-        gtmpl_value::Value::NoValue => Value::NoValue,
+        gtmpl_value::Value::NoValue => Value::Missing,
         gtmpl_value::Value::Nil | gtmpl_value::Value::Function(_) => Value::Nil,
         gtmpl_value::Value::Bool(b) => Value::Bool(b),
         gtmpl_value::Value::String(s) => Value::String(s),

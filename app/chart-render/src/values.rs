@@ -61,7 +61,7 @@ pub(crate) fn to_tmpl(v: &Value) -> TValue {
 /// integers (`1`, not `1.0`), map keys sorted, methods (functions in maps) left out.
 pub(crate) fn to_json(v: &TValue) -> Value {
     match v {
-        TValue::NoValue | TValue::Nil | TValue::Function(_) => Value::Null,
+        TValue::Missing | TValue::Nil | TValue::Function(_) => Value::Null,
         TValue::Bool(b) => Value::Bool(*b),
         TValue::String(s) => Value::String(s.clone()),
         TValue::Number(n) => number_to_json(n),

@@ -181,28 +181,28 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         let name = &template.name;
         let _nested = enter_nested()?;
         let tree = self.template.tree_set.get(name);
-        if let Some(tree) = tree {
-            if let Some(ref root) = tree.root {
-                let mut vars = VecDeque::new();
-                let mut dot = VecDeque::new();
-                let value = if let Some(ref pipe) = template.pipe {
-                    self.eval_pipeline(ctx, pipe)?
-                } else {
-                    Value::NoValue
-                };
-                dot.push_back(Variable {
-                    name: "$".to_owned(),
-                    value: value.clone(),
-                });
-                vars.push_back(dot);
-                let mut new_state = State {
-                    template: self.template,
-                    template_name: name.clone(),
-                    writer: self.writer,
-                    vars,
-                };
-                return new_state.walk(&Context::from(value), root);
-            }
+        if let Some(tree) = tree
+            && let Some(ref root) = tree.root
+        {
+            let mut vars = VecDeque::new();
+            let mut dot = VecDeque::new();
+            let value = if let Some(ref pipe) = template.pipe {
+                self.eval_pipeline(ctx, pipe)?
+            } else {
+                Value::Missing
+            };
+            dot.push_back(Variable {
+                name: "$".to_owned(),
+                value: value.clone(),
+            });
+            vars.push_back(dot);
+            let mut new_state = State {
+                template: self.template,
+                template_name: name.clone(),
+                writer: self.writer,
+                vars,
+            };
+            return new_state.walk(&Context::from(value), root);
         }
         Err(ExecError::TemplateNotDefined(name.clone()))
     }
@@ -286,7 +286,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         // `and .Values.a .Values.a.b` does not evaluate `.Values.a.b` when `.Values.a` is unset.
         if (name == "and" || name == "or") && self.template.funcs.contains_key(name.as_str()) {
             let want_truth = name == "or";
-            let mut last = Value::NoValue;
+            let mut last = Value::Missing;
             let operands = args.len().saturating_sub(1) + usize::from(fin.is_some());
             if operands < 1 {
                 return Err(ExecError::UndefinedFunction(format!(
@@ -314,20 +314,20 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         // by reference. Values here are copies, so when that argument is a plain variable
         // (`$_ := set $ctx "k" v`, the common idiom) the result is written back to it.
         // Other aliases of the same map (a field path, a second variable) do not see the change.
-        if MUTATORS.contains(&name.as_str()) {
-            if let Some(Nodes::Variable(var)) = args.get(1) {
-                if var.ident.len() == 1 && var.ident[0] != "$" {
-                    let target = var.ident[0].clone();
-                    if let Some(slot) = self
-                        .vars
-                        .iter_mut()
-                        .rev()
-                        .flat_map(|scope| scope.iter_mut().rev())
-                        .find(|v| v.name == target)
-                    {
-                        slot.value = result.clone();
-                    }
-                }
+        if MUTATORS.contains(&name.as_str())
+            && let Some(Nodes::Variable(var)) = args.get(1)
+            && var.ident.len() == 1
+            && var.ident[0] != "$"
+        {
+            let target = var.ident[0].clone();
+            if let Some(slot) = self
+                .vars
+                .iter_mut()
+                .rev()
+                .flat_map(|scope| scope.iter_mut().rev())
+                .find(|v| v.name == target)
+            {
+                slot.value = result.clone();
             }
         }
         Ok(result)
@@ -367,7 +367,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         if let Nodes::Nil(_) = *chain.node {
             return Err(ExecError::NullInChain(chain.to_string()));
         }
-        let pipe = self.eval_arg(ctx, &*chain.node)?;
+        let pipe = self.eval_arg(ctx, &chain.node)?;
         self.eval_field_chain(ctx, &pipe, &chain.field, args, fin)
     }
 
@@ -439,7 +439,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     ) -> Result<Value, ExecError> {
         let has_args = args.len() > 1 || fin.is_some();
         let ret = match *receiver {
-            Value::Map(ref o) => Ok(o.get(field_name).cloned().unwrap_or(Value::NoValue)),
+            Value::Map(ref o) => Ok(o.get(field_name).cloned().unwrap_or(Value::Missing)),
             _ => Err(ExecError::OnlyMapsAndObjectsHaveFields),
         };
         // A function stored in a map is a method (Helm's `.Files.Get`, `.Capabilities.
@@ -563,7 +563,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
                 keys.sort();
                 let keys_empty = keys.is_empty();
                 for k in keys {
-                    let v = map.get(k).cloned().unwrap_or(Value::NoValue);
+                    let v = map.get(k).cloned().unwrap_or(Value::Missing);
                     match self.one_iteration(Value::from(k.as_str()), v, range) {
                         Err(ExecError::Break) => break,
                         Err(ExecError::Continue) => continue,
@@ -582,13 +582,11 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
                 }
                 !vec.is_empty()
             }
-            Value::NoValue | Value::Nil => false,
+            Value::Missing | Value::Nil => false,
             _ => return Err(ExecError::InvalidRange(val)),
         };
-        if !iterated {
-            if let Some(ref else_list) = range.else_list {
-                self.walk_list(ctx, else_list)?;
-            }
+        if !iterated && let Some(ref else_list) = range.else_list {
+            self.walk_list(ctx, else_list)?;
         }
         Ok(())
     }

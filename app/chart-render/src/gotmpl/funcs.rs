@@ -86,7 +86,7 @@ pub fn or(args: &[Value]) -> Result<Value, FuncError> {
     }
     args.iter()
         .cloned()
-        .last()
+        .next_back()
         .ok_or_else(|| FuncError::AtLeastXArgs("or".into(), 1))
 }
 
@@ -109,7 +109,7 @@ pub fn and(args: &[Value]) -> Result<Value, FuncError> {
     }
     args.iter()
         .cloned()
-        .last()
+        .next_back()
         .ok_or_else(|| FuncError::AtLeastXArgs("and".into(), 1))
 }
 
@@ -206,7 +206,7 @@ pub fn print(args: &[Value]) -> Result<Value, FuncError> {
             if no_space {
                 s += &val.to_string();
             } else {
-                s += &format!(" {}", val.to_string())
+                s += &format!(" {}", val)
             }
             no_space = false;
         }
@@ -301,19 +301,19 @@ pub fn index(args: &[Value]) -> Result<Value, FuncError> {
 
 fn get_item<'a>(col: &'a Value, key: &Value) -> Result<&'a Value, FuncError> {
     let ret = match (col, key) {
-        (&Value::Array(ref a), &Value::Number(ref n)) => {
+        (Value::Array(a), Value::Number(n)) => {
             if let Some(i) = n.as_u64() {
                 a.get(i as usize)
             } else {
                 None
             }
         }
-        (&Value::Map(ref o), &Value::Number(ref n)) => o.get(&n.to_string()),
-        (&Value::Map(ref o), &Value::String(ref s)) => o.get(s),
+        (Value::Map(o), Value::Number(n)) => o.get(&n.to_string()),
+        (Value::Map(o), Value::String(s)) => o.get(s),
         _ => None,
     };
     match *col {
-        Value::Map(_) => Ok(ret.unwrap_or(&Value::NoValue)),
+        Value::Map(_) => Ok(ret.unwrap_or(&Value::Missing)),
         _ => ret.ok_or_else(|| FuncError::Generic(format!("unable to get {} in {}", key, col))),
     }
 }
@@ -404,7 +404,7 @@ ge(a: ref Value, b: ref Value) -> Result<Value, FuncError> {
 
 fn cmp(left: &Value, right: &Value) -> Option<Ordering> {
     match (left, right) {
-        (&Value::Number(ref l), &Value::Number(ref r)) => {
+        (Value::Number(l), Value::Number(r)) => {
             // Exact integer comparison when both sides fit in i64.
             if let (Some(li), Some(ri)) = (l.as_i64(), r.as_i64()) {
                 return li.partial_cmp(&ri);
@@ -425,9 +425,9 @@ fn cmp(left: &Value, right: &Value) -> Option<Ordering> {
             let rf = number_to_f64(r)?;
             lf.partial_cmp(&rf)
         }
-        (&Value::Bool(ref l), &Value::Bool(ref r)) => l.partial_cmp(r),
-        (&Value::String(ref l), &Value::String(ref r)) => l.partial_cmp(r),
-        (&Value::Array(ref l), &Value::Array(ref r)) => l.len().partial_cmp(&r.len()),
+        (Value::Bool(l), Value::Bool(r)) => l.partial_cmp(r),
+        (Value::String(l), Value::String(r)) => l.partial_cmp(r),
+        (Value::Array(l), Value::Array(r)) => l.len().partial_cmp(&r.len()),
         _ => None,
     }
 }

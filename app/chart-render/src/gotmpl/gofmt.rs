@@ -14,8 +14,8 @@ fn write_value(out: &mut String, val: &Value, top: bool) {
     match val {
         // Go prints a nil interface as "<no value>" at the top level of an action and as
         // "<nil>" inside a container.
-        Value::NoValue | Value::Nil if top => out.push_str("<no value>"),
-        Value::NoValue | Value::Nil => out.push_str("<nil>"),
+        Value::Missing | Value::Nil if top => out.push_str("<no value>"),
+        Value::Missing | Value::Nil => out.push_str("<nil>"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::String(s) => out.push_str(s),
         Value::Function(_) => out.push_str("<func>"),
@@ -33,7 +33,7 @@ fn write_value(out: &mut String, val: &Value, top: bool) {
         // A map with a `String` method prints as Go prints a fmt.Stringer.
         Value::Map(m) if matches!(m.get("String"), Some(Value::Function(_))) => {
             if let Some(Value::Function(f)) = m.get("String") {
-                match (f.f)(&[val.clone()]) {
+                match (f.f)(std::slice::from_ref(val)) {
                     Ok(Value::String(s)) => out.push_str(&s),
                     Ok(other) => write_value(out, &other, top),
                     Err(e) => out.push_str(&format!("%!v(PANIC=String method: {e})")),

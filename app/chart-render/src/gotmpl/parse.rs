@@ -214,17 +214,16 @@ impl Parser {
 
     fn add_to_tree_set(&mut self) -> Result<(), ParseError> {
         let tree = self.tree.take().ok_or_else(|| self.error_msg("no tree"))?;
-        if let Some(t) = self.tree_set.get(tree.name.as_str()) {
-            if let Some(ref r) = t.root {
-                match r.is_empty_tree() {
-                    Err(e) => return Err(e.into()),
-                    Ok(false) => {
-                        let err =
-                            format!("template multiple definitions of template {}", &tree.name);
-                        return self.error(&err);
-                    }
-                    Ok(true) => {}
+        if let Some(t) = self.tree_set.get(tree.name.as_str())
+            && let Some(ref r) = t.root
+        {
+            match r.is_empty_tree() {
+                Err(e) => return Err(e.into()),
+                Ok(false) => {
+                    let err = format!("template multiple definitions of template {}", &tree.name);
+                    return self.error(&err);
                 }
+                Ok(true) => {}
             }
         }
         self.add_tree(tree.name.clone(), tree);

@@ -123,7 +123,7 @@ pub fn is_true(val: &Value) -> bool {
         Value::Array(ref a) => !a.is_empty(),
         Value::Map(ref m) => !m.is_empty(),
         Value::Function(_) => true,
-        Value::NoValue | Value::Nil => false,
+        Value::Missing | Value::Nil => false,
         Value::Number(ref n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => i != 0,
             (_, Some(u), _) => u != 0,

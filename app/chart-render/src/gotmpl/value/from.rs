@@ -69,7 +69,7 @@ impl From<String> for Value {
     }
 }
 
-impl<'a> From<&'a str> for Value {
+impl From<&str> for Value {
     // Convert &str to `Value`
     //
     // # Examples
@@ -200,7 +200,7 @@ where
     fn from(f: Option<T>) -> Self {
         match f {
             Some(x) => x.into(),
-            _ => Value::NoValue,
+            _ => Value::Missing,
         }
     }
 }

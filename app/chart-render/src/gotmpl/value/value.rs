@@ -43,10 +43,11 @@ impl fmt::Display for Function {
     }
 }
 
-// Represents a gtmpl value.
+/// A template value, as Go's `reflect.Value` holds one for the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    NoValue,
+    /// Go's missing value: a map key that is not there (printed `<no value>` at top level).
+    Missing,
     Nil,
     Bool(bool),
     String(String),
