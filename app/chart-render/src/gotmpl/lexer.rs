@@ -25,57 +25,57 @@ static RIGHT_COMMENT: &str = "*/";
 
 static KEY: LazyLock<HashMap<&'static str, ItemType>> = LazyLock::new(|| {
     let mut m = HashMap::new();
-    m.insert(".", ItemType::ItemDot);
-    m.insert("block", ItemType::ItemBlock);
-    m.insert("define", ItemType::ItemDefine);
-    m.insert("end", ItemType::ItemEnd);
-    m.insert("else", ItemType::ItemElse);
-    m.insert("if", ItemType::ItemIf);
-    m.insert("range", ItemType::ItemRange);
-    m.insert("nil", ItemType::ItemNil);
-    m.insert("template", ItemType::ItemTemplate);
-    m.insert("with", ItemType::ItemWith);
-    m.insert("break", ItemType::ItemBreak);
-    m.insert("continue", ItemType::ItemContinue);
+    m.insert(".", ItemType::Dot);
+    m.insert("block", ItemType::Block);
+    m.insert("define", ItemType::Define);
+    m.insert("end", ItemType::End);
+    m.insert("else", ItemType::Else);
+    m.insert("if", ItemType::If);
+    m.insert("range", ItemType::Range);
+    m.insert("nil", ItemType::Nil);
+    m.insert("template", ItemType::Template);
+    m.insert("with", ItemType::With);
+    m.insert("break", ItemType::Break);
+    m.insert("continue", ItemType::Continue);
     m
 });
 
-#[allow(clippy::enum_variant_names)]
+/// What a lexed token is (Go's `itemType`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemType {
-    ItemError,        // error occurred; value is text of error
-    ItemBool,         // boolean constant
-    ItemChar,         // printable ASCII character; grab bag for comma etc.
-    ItemCharConstant, // character constant
-    ItemBreak,        // break keyword (Go 1.18)
-    ItemContinue,     // continue keyword (Go 1.18)
-    ItemAssign,       // equals ('=') assigning to an existing variable
-    ItemColonEquals,  // colon-equals (':=') introducing a declaration
-    ItemEOF,
-    ItemField,      // alphanumeric identifier starting with '.'
-    ItemIdentifier, // alphanumeric identifier not starting with '.'
-    ItemLeftDelim,  // left action delimiter
-    ItemLeftParen,  // '(' inside action
-    ItemNumber,     // simple number, including imaginary
-    ItemPipe,       // pipe symbol
-    ItemRawString,  // raw quoted string (includes quotes)
-    ItemRightDelim, // right action delimiter
-    ItemRightParen, // ')' inside action
-    ItemSpace,      // run of spaces separating arguments
-    ItemString,     // quoted string (includes quotes)
-    ItemText,       // plain text
-    ItemVariable,   // variable starting with '$', such as '$' or  '$1' or '$hello'
+    Error,        // error occurred; value is text of error
+    Bool,         // boolean constant
+    Char,         // printable ASCII character; grab bag for comma etc.
+    CharConstant, // character constant
+    Break,        // break keyword (Go 1.18)
+    Continue,     // continue keyword (Go 1.18)
+    Assign,       // equals ('=') assigning to an existing variable
+    ColonEquals,  // colon-equals (':=') introducing a declaration
+    Eof,
+    Field,      // alphanumeric identifier starting with '.'
+    Identifier, // alphanumeric identifier not starting with '.'
+    LeftDelim,  // left action delimiter
+    LeftParen,  // '(' inside action
+    Number,     // simple number, including imaginary
+    Pipe,       // pipe symbol
+    RawString,  // raw quoted string (includes quotes)
+    RightDelim, // right action delimiter
+    RightParen, // ')' inside action
+    Space,      // run of spaces separating arguments
+    String,     // quoted string (includes quotes)
+    Text,       // plain text
+    Variable,   // variable starting with '$', such as '$' or  '$1' or '$hello'
     // Keywords, appear after all the rest.
-    ItemBlock,    // block keyword
-    ItemDot,      // the cursor, spelled '.'
-    ItemDefine,   // define keyword
-    ItemElse,     // else keyword
-    ItemEnd,      // end keyword
-    ItemIf,       // if keyword
-    ItemNil,      // the untyped nil constant, easiest to treat as a keyword
-    ItemRange,    // range keyword
-    ItemTemplate, // template keyword
-    ItemWith,     // with keyword
+    Block,    // block keyword
+    Dot,      // the cursor, spelled '.'
+    Define,   // define keyword
+    Else,     // else keyword
+    End,      // end keyword
+    If,       // if keyword
+    Nil,      // the untyped nil constant, easiest to treat as a keyword
+    Range,    // range keyword
+    Template, // template keyword
+    With,     // with keyword
 }
 
 #[derive(Debug)]
@@ -113,7 +113,7 @@ impl Item {
 impl fmt::Display for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.typ {
-            ItemType::ItemEOF => write!(f, "EOF"),
+            ItemType::Eof => write!(f, "EOF"),
             _ => write!(f, "{}", self.val),
         }
     }
@@ -164,14 +164,14 @@ impl Iterator for Lexer {
         let item = match self.items_receiver.recv() {
             Ok(item) => {
                 self.last_pos = item.pos;
-                if item.typ == ItemType::ItemError || item.typ == ItemType::ItemEOF {
+                if item.typ == ItemType::Error || item.typ == ItemType::Eof {
                     self.finished = true;
                 }
                 item
             }
             Err(e) => {
                 self.finished = true;
-                Item::new(ItemType::ItemError, 0, format!("{}", e), 0, 0)
+                Item::new(ItemType::Error, 0, format!("{}", e), 0, 0)
             }
         };
         Some(item)
@@ -322,13 +322,9 @@ impl LexerStateMachine {
 
     fn errorf(&mut self, msg: &str) -> State {
         let col = self.start - self.line_start + 1;
-        let _ = self.items_sender.send(Item::new(
-            ItemType::ItemError,
-            self.start,
-            msg,
-            self.line,
-            col,
-        ));
+        let _ = self
+            .items_sender
+            .send(Item::new(ItemType::Error, self.start, msg, self.line, col));
         State::End
     }
 
@@ -346,7 +342,7 @@ impl LexerStateMachine {
                 };
                 self.pos -= trim;
                 if self.pos > self.start {
-                    self.emit(ItemType::ItemText);
+                    self.emit(ItemType::Text);
                 }
                 // Count newlines in the trimmed portion (whether or not text was emitted)
                 // This ensures line numbers stay correct when {{- trims whitespace with newlines
@@ -369,9 +365,9 @@ impl LexerStateMachine {
             None => {
                 self.pos = self.input.len();
                 if self.pos > self.start {
-                    self.emit(ItemType::ItemText);
+                    self.emit(ItemType::Text);
                 }
-                self.emit(ItemType::ItemEOF);
+                self.emit(ItemType::Eof);
                 State::End
             }
         }
@@ -398,7 +394,7 @@ impl LexerStateMachine {
             self.ignore();
             State::LexComment
         } else {
-            self.emit(ItemType::ItemLeftDelim);
+            self.emit(ItemType::LeftDelim);
             self.pos += after_marker;
             self.ignore();
             self.paren_depth = 0;
@@ -455,7 +451,7 @@ impl LexerStateMachine {
             self.ignore();
         }
         self.pos += RIGHT_DELIM.len();
-        self.emit(ItemType::ItemRightDelim);
+        self.emit(ItemType::RightDelim);
         if trim {
             let trim_len = ltrim_len(&self.input[self.pos..]);
             if trim_len > 0 {
@@ -494,16 +490,16 @@ impl LexerStateMachine {
                     '$' => State::LexVariable,
                     '\'' => State::LexChar,
                     '=' => {
-                        self.emit(ItemType::ItemAssign);
+                        self.emit(ItemType::Assign);
                         State::LexInsideAction
                     }
                     '(' => {
-                        self.emit(ItemType::ItemLeftParen);
+                        self.emit(ItemType::LeftParen);
                         self.paren_depth += 1;
                         State::LexInsideAction
                     }
                     ')' => {
-                        self.emit(ItemType::ItemRightParen);
+                        self.emit(ItemType::RightParen);
                         if self.paren_depth == 0 {
                             return self.errorf(&format!("unexpected right paren {}", c));
                         }
@@ -512,13 +508,13 @@ impl LexerStateMachine {
                     }
                     ':' => match self.next() {
                         Some('=') => {
-                            self.emit(ItemType::ItemColonEquals);
+                            self.emit(ItemType::ColonEquals);
                             State::LexInsideAction
                         }
                         _ => self.errorf("expected :="),
                     },
                     '|' => {
-                        self.emit(ItemType::ItemPipe);
+                        self.emit(ItemType::Pipe);
                         State::LexInsideAction
                     }
                     '.' => match self.input[self.pos..].chars().next() {
@@ -539,7 +535,7 @@ impl LexerStateMachine {
                     }
                     _ if c.is_ascii() => {
                         // figure out a way to check for unicode.isPrint ?!
-                        self.emit(ItemType::ItemChar);
+                        self.emit(ItemType::Char);
                         State::LexInsideAction
                     }
                     _ => self.errorf(&format!("unrecognized character in action {}", c)),
@@ -552,7 +548,7 @@ impl LexerStateMachine {
         while self.peek().map(|c| c.is_whitespace()).unwrap_or_default() {
             self.next();
         }
-        self.emit(ItemType::ItemSpace);
+        self.emit(ItemType::Space);
         State::LexInsideAction
     }
 
@@ -563,30 +559,30 @@ impl LexerStateMachine {
             return self.errorf(&format!("bad character {}", c.unwrap_or_default()));
         }
         let item_type = match &self.input[self.start..self.pos] {
-            "true" | "false" => ItemType::ItemBool,
+            "true" | "false" => ItemType::Bool,
             word if KEY.contains_key(word) => {
-                KEY.get(word).cloned().unwrap_or(ItemType::ItemIdentifier)
+                KEY.get(word).cloned().unwrap_or(ItemType::Identifier)
             }
-            word if word.starts_with('.') => ItemType::ItemField,
-            _ => ItemType::ItemIdentifier,
+            word if word.starts_with('.') => ItemType::Field,
+            _ => ItemType::Identifier,
         };
         self.emit(item_type);
         State::LexInsideAction
     }
 
     fn lex_field(&mut self) -> State {
-        self.lex_field_or_variable(ItemType::ItemField)
+        self.lex_field_or_variable(ItemType::Field)
     }
 
     fn lex_variable(&mut self) -> State {
-        self.lex_field_or_variable(ItemType::ItemVariable)
+        self.lex_field_or_variable(ItemType::Variable)
     }
 
     fn lex_field_or_variable(&mut self, typ: ItemType) -> State {
         if self.at_terminator() {
             self.emit(match typ {
-                ItemType::ItemVariable => ItemType::ItemVariable,
-                _ => ItemType::ItemDot,
+                ItemType::Variable => ItemType::Variable,
+                _ => ItemType::Dot,
             });
             return State::LexInsideAction;
         }
@@ -632,14 +628,14 @@ impl LexerStateMachine {
             };
             escaped = false;
         }
-        self.emit(ItemType::ItemCharConstant);
+        self.emit(ItemType::CharConstant);
         State::LexInsideAction
     }
 
     fn lex_number(&mut self) -> State {
         if self.scan_number() {
             // Let's ingnore complex numbers here.
-            self.emit(ItemType::ItemNumber);
+            self.emit(ItemType::Number);
             State::LexInsideAction
         } else {
             let msg = &format!("bad number syntax: {}", &self.input[self.start..self.pos]);
@@ -690,7 +686,7 @@ impl LexerStateMachine {
             };
             escaped = false;
         }
-        self.emit(ItemType::ItemString);
+        self.emit(ItemType::String);
         State::LexInsideAction
     }
 
@@ -700,7 +696,7 @@ impl LexerStateMachine {
             self.line = start_line;
             return self.errorf("unterminated raw quoted string");
         }
-        self.emit(ItemType::ItemRawString);
+        self.emit(ItemType::RawString);
         State::LexInsideAction
     }
 }

@@ -266,7 +266,7 @@ impl NumberNode {
     /// A number or character constant; integers stay integers (unsigned when they fit), a
     /// float with an integral value becomes an integer as in upstream `gtmpl`.
     pub fn new(span: Span, text: String, item_typ: &ItemType) -> Result<NumberNode, NodeError> {
-        if *item_typ == ItemType::ItemCharConstant {
+        if *item_typ == ItemType::CharConstant {
             let c = unquote_char(&text, '\'').ok_or(NodeError::UnquoteError)?;
             return Ok(NumberNode {
                 span,
@@ -286,9 +286,7 @@ impl NumberNode {
         };
         // A float with an integral value is also that integer (casts saturate; the round
         // trip tells whether the value was exact).
-        #[allow(clippy::float_cmp, clippy::cast_precision_loss)]
         let as_i64 = as_i64.or(((as_f64 as i64) as f64 == as_f64).then_some(as_f64 as i64));
-        #[allow(clippy::float_cmp, clippy::cast_precision_loss)]
         let as_u64 = as_u64.or(((as_f64 as u64) as f64 == as_f64).then_some(as_f64 as u64));
         let value = match (as_u64, as_i64) {
             (Some(u), _) => Value::from(u),

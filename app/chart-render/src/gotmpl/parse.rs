@@ -106,7 +106,7 @@ impl Parser {
     }
 
     fn next_non_space(&mut self) -> Option<Item> {
-        self.find(|c| c.typ != ItemType::ItemSpace)
+        self.find(|c| c.typ != ItemType::Space)
     }
 
     fn next_non_space_must(&mut self, context: &str) -> Result<Item, ParseError> {
@@ -245,11 +245,11 @@ impl Parser {
                 nodes: vec![],
             }));
         }
-        while t.typ != ItemType::ItemEOF {
-            if t.typ == ItemType::ItemLeftDelim {
+        while t.typ != ItemType::Eof {
+            if t.typ == ItemType::LeftDelim {
                 let nns = self.next_non_space();
                 match nns {
-                    Some(ref item) if item.typ == ItemType::ItemDefine => {
+                    Some(ref item) if item.typ == ItemType::Define => {
                         self.parse_definition()?;
                         t = self.next_must("template")?;
                         continue;
@@ -293,7 +293,7 @@ impl Parser {
         let context = "define clause";
         let token = self.next_non_space_must(context)?;
         let name = self.parse_template_name(&token, context)?;
-        self.expect(&ItemType::ItemRightDelim, "define end")?;
+        self.expect(&ItemType::RightDelim, "define end")?;
         self.start_parse(name);
         let (list, end) = self.item_list()?;
         if !matches!(end, Nodes::End(_)) {
@@ -311,7 +311,7 @@ impl Parser {
             span,
             nodes: vec![],
         };
-        while self.peek_non_space_must("item list")?.typ != ItemType::ItemEOF {
+        while self.peek_non_space_must("item list")?.typ != ItemType::Eof {
             let node = self.text_or_action()?;
             match node {
                 Nodes::End(_) | Nodes::Else(_) => return Ok((list, node)),
@@ -323,11 +323,11 @@ impl Parser {
 
     fn text_or_action(&mut self) -> Result<Nodes, ParseError> {
         match self.next_non_space() {
-            Some(item) if item.typ == ItemType::ItemText => Ok(Nodes::Text(TextNode {
+            Some(item) if item.typ == ItemType::Text => Ok(Nodes::Text(TextNode {
                 span: item.span(),
                 text: item.val,
             })),
-            Some(ref item) if item.typ == ItemType::ItemLeftDelim => self.action(),
+            Some(ref item) if item.typ == ItemType::LeftDelim => self.action(),
             Some(ref item) => Err(self.unexpected(item, "input")),
             _ => self.error("unexpected end of input"),
         }
@@ -336,25 +336,25 @@ impl Parser {
     fn action(&mut self) -> Result<Nodes, ParseError> {
         let token = self.next_non_space_must("action")?;
         match token.typ {
-            ItemType::ItemBlock => return self.block_control(),
-            ItemType::ItemElse => return self.else_control(),
-            ItemType::ItemEnd => return self.end_control(),
-            ItemType::ItemBreak | ItemType::ItemContinue => {
-                let end = self.expect(&ItemType::ItemRightDelim, "break or continue")?;
+            ItemType::Block => return self.block_control(),
+            ItemType::Else => return self.else_control(),
+            ItemType::End => return self.end_control(),
+            ItemType::Break | ItemType::Continue => {
+                let end = self.expect(&ItemType::RightDelim, "break or continue")?;
                 let span = Span {
                     len: end.val.len(),
                     ..token.span()
                 };
-                return Ok(if token.typ == ItemType::ItemBreak {
+                return Ok(if token.typ == ItemType::Break {
                     Nodes::Break(span)
                 } else {
                     Nodes::Continue(span)
                 });
             }
-            ItemType::ItemIf | ItemType::ItemRange | ItemType::ItemWith => {
+            ItemType::If | ItemType::Range | ItemType::With => {
                 return self.control(token.typ);
             }
-            ItemType::ItemTemplate => return self.template_control(),
+            ItemType::Template => return self.template_control(),
             _ => {}
         }
         let span = token.span();
@@ -379,11 +379,11 @@ impl Parser {
         let else_list = match next {
             Nodes::End(_) => None,
             Nodes::Else(span) => {
-                if allow_else_if && self.peek_must("else if")?.typ == ItemType::ItemIf {
+                if allow_else_if && self.peek_must("else if")?.typ == ItemType::If {
                     self.next_must("else if")?;
                     Some(ListNode {
                         span,
-                        nodes: vec![self.control(ItemType::ItemIf)?],
+                        nodes: vec![self.control(ItemType::If)?],
                     })
                 } else {
                     let (else_list, next) = self.item_list()?;
@@ -409,23 +409,23 @@ impl Parser {
     /// `if`, `with` or `range`, after its keyword.
     fn control(&mut self, keyword: ItemType) -> Result<Nodes, ParseError> {
         Ok(match keyword {
-            ItemType::ItemIf => Nodes::If(self.parse_control(true, "if")?),
-            ItemType::ItemWith => Nodes::With(self.parse_control(false, "with")?),
+            ItemType::If => Nodes::If(self.parse_control(true, "if")?),
+            ItemType::With => Nodes::With(self.parse_control(false, "with")?),
             _ => Nodes::Range(self.parse_control(false, "range")?),
         })
     }
 
     fn end_control(&mut self) -> Result<Nodes, ParseError> {
-        let token = self.expect(&ItemType::ItemRightDelim, "end")?;
+        let token = self.expect(&ItemType::RightDelim, "end")?;
         Ok(Nodes::End(token.span()))
     }
 
     fn else_control(&mut self) -> Result<Nodes, ParseError> {
         let peek = self.peek_non_space_must("else")?;
-        if peek.typ == ItemType::ItemIf {
+        if peek.typ == ItemType::If {
             return Ok(Nodes::Else(peek.span()));
         }
-        let token = self.expect(&ItemType::ItemRightDelim, "else")?;
+        let token = self.expect(&ItemType::RightDelim, "else")?;
         Ok(Nodes::Else(token.span()))
     }
 
@@ -454,13 +454,13 @@ impl Parser {
     fn template_control(&mut self) -> Result<Nodes, ParseError> {
         let context = "template clause";
         let token = self.next_non_space().ok_or(ParseError::UnexpectedEnd)?;
-        if token.typ == ItemType::ItemLeftParen {
+        if token.typ == ItemType::LeftParen {
             // Go requires a constant template name (`template "x" .`).
             return Err(ParseError::NoDynamicTemplate);
         }
         let name = self.parse_template_name(&token, context)?;
         let next = self.next_non_space().ok_or(ParseError::UnexpectedEnd)?;
-        let pipe = if next.typ != ItemType::ItemRightDelim {
+        let pipe = if next.typ != ItemType::RightDelim {
             self.backup(next);
             Some(self.pipeline(context)?)
         } else {
@@ -478,14 +478,14 @@ impl Parser {
         let mut assign = false;
         let mut token = self.next_non_space_must("pipeline")?;
         let span = token.span();
-        if token.typ == ItemType::ItemVariable {
-            while token.typ == ItemType::ItemVariable {
+        if token.typ == ItemType::Variable {
+            while token.typ == ItemType::Variable {
                 let token_after_var = self.next_must("variable")?;
-                let next = if token_after_var.typ == ItemType::ItemSpace {
+                let next = if token_after_var.typ == ItemType::Space {
                     let next = self.next_non_space_must("variable")?;
-                    if next.typ != ItemType::ItemColonEquals
-                        && next.typ != ItemType::ItemAssign
-                        && !(next.typ == ItemType::ItemChar && next.val == ",")
+                    if next.typ != ItemType::ColonEquals
+                        && next.typ != ItemType::Assign
+                        && !(next.typ == ItemType::Char && next.val == ",")
                     {
                         self.backup3(token, token_after_var, next);
                         break;
@@ -494,7 +494,7 @@ impl Parser {
                 } else {
                     token_after_var
                 };
-                if next.typ == ItemType::ItemAssign {
+                if next.typ == ItemType::Assign {
                     // Go 1.11+: `$x = value` assigns to a variable declared before.
                     if !self.has_var(&token.val) {
                         return self.error(&format!("undefined variable {}", token.val));
@@ -503,12 +503,12 @@ impl Parser {
                     assign = true;
                     break;
                 }
-                if next.typ == ItemType::ItemColonEquals
-                    || (next.typ == ItemType::ItemChar && next.val == ",")
+                if next.typ == ItemType::ColonEquals
+                    || (next.typ == ItemType::Char && next.val == ",")
                 {
                     decl.push(VariableNode::new(token.span(), &token.val));
                     self.add_var(token.val.clone())?;
-                    if next.typ == ItemType::ItemChar && next.val == "," {
+                    if next.typ == ItemType::Char && next.val == "," {
                         if context == "range" && decl.len() < 2 {
                             token = self.next_non_space_must("variable")?;
                             continue;
@@ -532,24 +532,24 @@ impl Parser {
         let mut token = self.next_non_space_must("pipeline")?;
         loop {
             match token.typ {
-                ItemType::ItemRightDelim | ItemType::ItemRightParen => {
+                ItemType::RightDelim | ItemType::RightParen => {
                     self.check_pipeline(&mut pipe, context)?;
-                    if token.typ == ItemType::ItemRightParen {
+                    if token.typ == ItemType::RightParen {
                         self.backup(token);
                     }
                     return Ok(pipe);
                 }
-                ItemType::ItemBool
-                | ItemType::ItemCharConstant
-                | ItemType::ItemDot
-                | ItemType::ItemField
-                | ItemType::ItemIdentifier
-                | ItemType::ItemNumber
-                | ItemType::ItemNil
-                | ItemType::ItemRawString
-                | ItemType::ItemString
-                | ItemType::ItemVariable
-                | ItemType::ItemLeftParen => {
+                ItemType::Bool
+                | ItemType::CharConstant
+                | ItemType::Dot
+                | ItemType::Field
+                | ItemType::Identifier
+                | ItemType::Number
+                | ItemType::Nil
+                | ItemType::RawString
+                | ItemType::String
+                | ItemType::Variable
+                | ItemType::LeftParen => {
                     self.backup(token);
                     pipe.cmds.push(self.command()?);
                 }
@@ -583,10 +583,10 @@ impl Parser {
             }
             let token = self.next_must("command")?;
             match token.typ {
-                ItemType::ItemSpace => continue,
-                ItemType::ItemError => return self.error(&token.val),
-                ItemType::ItemRightDelim | ItemType::ItemRightParen => self.backup(token),
-                ItemType::ItemPipe => {}
+                ItemType::Space => continue,
+                ItemType::Error => return self.error(&token.val),
+                ItemType::RightDelim | ItemType::RightParen => self.backup(token),
+                ItemType::Pipe => {}
                 _ => return self.error(&format!("unexpected {} in operand", token)),
             };
             break;
@@ -603,7 +603,7 @@ impl Parser {
             None => Ok(None),
             Some(n) => {
                 let next = self.next_must("operand")?;
-                if next.typ == ItemType::ItemField {
+                if next.typ == ItemType::Field {
                     if n.is_constant() {
                         return self.error(&format!("unexpected . after term {n}"));
                     }
@@ -615,7 +615,7 @@ impl Parser {
                     chain.add(&next.val);
                     while self
                         .peek()
-                        .map(|p| p.typ == ItemType::ItemField)
+                        .map(|p| p.typ == ItemType::Field)
                         .unwrap_or(false)
                     {
                         if let Some(field) = self.next() {
@@ -646,8 +646,8 @@ impl Parser {
         let token = self.next_non_space_must("token")?;
         let span = token.span();
         let node = match token.typ {
-            ItemType::ItemError => return self.error(&token.val),
-            ItemType::ItemIdentifier => {
+            ItemType::Error => return self.error(&token.val),
+            ItemType::Identifier => {
                 if !self.has_func(&token.val) {
                     return self.error(&format!("function {} not defined", token.val));
                 }
@@ -656,34 +656,34 @@ impl Parser {
                     ident: token.val,
                 })
             }
-            ItemType::ItemDot => Nodes::Dot(span),
-            ItemType::ItemNil => Nodes::Nil(span),
-            ItemType::ItemVariable => {
+            ItemType::Dot => Nodes::Dot(span),
+            ItemType::Nil => Nodes::Nil(span),
+            ItemType::Variable => {
                 if !self.has_var(&token.val) {
                     return self.error(&format!("undefined variable {}", token.val));
                 }
                 Nodes::Variable(VariableNode::new(span, &token.val))
             }
-            ItemType::ItemField => Nodes::Field(FieldNode::new(span, &token.val)),
-            ItemType::ItemBool => Nodes::Bool(BoolNode {
+            ItemType::Field => Nodes::Field(FieldNode::new(span, &token.val)),
+            ItemType::Bool => Nodes::Bool(BoolNode {
                 span,
                 value: Value::Bool(token.val == "true"),
             }),
-            ItemType::ItemCharConstant | ItemType::ItemNumber => {
+            ItemType::CharConstant | ItemType::Number => {
                 match NumberNode::new(span, token.val, &token.typ) {
                     Ok(n) => Nodes::Number(n),
                     Err(e) => return self.error(&e.to_string()),
                 }
             }
-            ItemType::ItemLeftParen => {
+            ItemType::LeftParen => {
                 let pipe = self.pipeline("parenthesized pipeline")?;
                 let next = self.next_must("parenthesized pipeline")?;
-                if next.typ != ItemType::ItemRightParen {
+                if next.typ != ItemType::RightParen {
                     return self.error(&format!("unclosed right paren: unexpected {}", next));
                 }
                 Nodes::Pipe(pipe)
             }
-            ItemType::ItemString | ItemType::ItemRawString => match unquote_str(&token.val) {
+            ItemType::String | ItemType::RawString => match unquote_str(&token.val) {
                 Some(s) => Nodes::String(StringNode {
                     span,
                     quoted: token.val,
@@ -701,7 +701,7 @@ impl Parser {
 
     fn parse_template_name(&self, token: &Item, context: &str) -> Result<String, ParseError> {
         match token.typ {
-            ItemType::ItemString | ItemType::ItemRawString => unquote_str(&token.val)
+            ItemType::String | ItemType::RawString => unquote_str(&token.val)
                 .ok_or_else(|| ParseError::UnableToParseString(token.val.clone())),
             _ => Err(self.unexpected(token, context)),
         }

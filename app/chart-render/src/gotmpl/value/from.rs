@@ -1,7 +1,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::value::{Func, Function, Value};
+use super::{Func, Function, Value};
 
 macro_rules! from_num {
     ($($ty:ident)*) => {
@@ -321,7 +321,6 @@ where
     }
 }
 
-#[allow(clippy::implicit_hasher)]
 impl<T> FromValue<HashMap<String, T>> for HashMap<String, T>
 where
     T: FromValue<T>,

@@ -5,8 +5,79 @@
 
 mod from;
 mod number;
-#[allow(clippy::module_inception)]
-mod value;
 
-pub use from::*;
-pub use value::*;
+pub use from::FromValue;
+
+use std::cmp::PartialEq;
+use std::collections::HashMap;
+use std::fmt;
+use thiserror::Error;
+
+pub use number::Number;
+
+#[derive(Debug, Error)]
+pub enum FuncError {
+    #[error("{0} requires at least {1} argument(s)")]
+    AtLeastXArgs(String, usize),
+    #[error("{0} requires exactly {1} argument(s)")]
+    ExactlyXArgs(String, usize),
+    #[error("{0}")]
+    Generic(String),
+}
+
+// Function type supported by `gtmpl_value`.
+pub type Func = fn(&[Value]) -> Result<Value, FuncError>;
+
+// Wrapper struct for `Func`.
+#[derive(Clone)]
+pub struct Function {
+    pub f: Func,
+}
+
+impl PartialEq for Function {
+    fn eq(&self, other: &Function) -> bool {
+        std::ptr::fn_addr_eq(self.f, other.f)
+    }
+}
+
+impl fmt::Debug for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Funtion")
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Funtion")
+    }
+}
+
+/// A template value, as Go's `reflect.Value` holds one for the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// Go's missing value: a map key that is not there (printed `<no value>` at top level).
+    Missing,
+    Nil,
+    Bool(bool),
+    String(String),
+    Map(HashMap<String, Value>),
+    Array(Vec<Value>),
+    Function(Function),
+    Number(Number),
+}
+
+impl Value {
+    pub fn from<T>(t: T) -> Self
+    where
+        T: Into<Value>,
+    {
+        t.into()
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Go's %v, so messages and `print` show what Go would.
+        write!(f, "{}", super::gofmt::format_nested(self))
+    }
+}
