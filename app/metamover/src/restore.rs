@@ -661,8 +661,10 @@ pub async fn run_plan(
 }
 
 /// Environment variable that sets the Kubernetes version Helm charts see
-/// (`.Capabilities.KubeVersion`) instead of the API server's `/version` — for API servers that
-/// do not serve `/version` (test servers) or to render as another version would.
+/// (`.Capabilities.KubeVersion`, e.g. `v1.30.2`) instead of the API server's `/version`: an
+/// operator's override, to render the charts as another version would (a destination about to
+/// be upgraded, or one whose `/version` reports a vendor build charts misjudge). Unset or
+/// blank: the destination's `/version` `gitVersion`.
 pub const KUBE_VERSION_ENV: &str = "TVK_METAMOVER_KUBE_VERSION";
 
 /// `.Capabilities` of the destination as Helm computes them: the API server's version and every

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{metamover, metamover_env};
+use common::{create_bucket, metamover, metamover_env};
 use std::{collections::BTreeSet, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -460,22 +460,6 @@ async fn an_unreachable_api_server_is_retryable() {
     .await;
     assert_eq!(run.code, 75, "{:?}\n{}", run.lines, run.stderr);
     assert_eq!(run.result()["retryable"], true);
-}
-
-fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
 }
 
 /// A ClusterBackup picking its namespace by labels, written to S3 (moto) with the credentials

@@ -10,7 +10,7 @@ mod common;
 #[path = "common/mod.rs"]
 mod run;
 
-use run::Run;
+use run::{Run, create_bucket};
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -85,21 +85,6 @@ fn create_backup(server: &ApiServer, ns: &str, name: &str) -> String {
 
 fn container(name: &str, image: &str) -> Value {
     json!({"name": name, "image": image})
-}
-
-fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
 }
 
 /// Deletes a manifest from a docker-registry by digest (the distribution API's DELETE).

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{metamover, metamover_env};
+use common::{Run, create_bucket, metamover, metamover_env};
 use std::{io::Write, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -14,7 +14,7 @@ use flate2::{Compression, write::GzEncoder};
 use serde_json::{Value, json};
 use tvk_api::restore_plan::{ObjectResult, PlanAction, RestorePlan};
 use tvk_metamover::plan::RESTORE_UID_LABEL;
-use tvk_test_apiserver::ApiServer;
+use tvk_test_apiserver::{ApiServer, Options};
 use tvk_testkit::TempDir;
 
 const MANIFEST: &str = "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
@@ -44,13 +44,8 @@ fn crd() -> Value {
 }
 
 /// A namespace `shop` with a Helm release, a custom resource owning the Deployment, a
-/// ConfigMap owned by the ServiceAccount, a Service with an IP and a bound PVC; backed up
-/// (snapshot, volume "uploaded", commit). Returns the backup's location.
-async fn backed_up(server: &ApiServer, target: &Path) -> String {
-    backed_up_with(server, target, Vec::new()).await
-}
-
-/// [`backed_up`] with `extra` objects in `shop` too.
+/// ConfigMap owned by the ServiceAccount, a Service with an IP, a bound PVC and `extra` objects;
+/// backed up (snapshot, volume "uploaded", commit). Returns the backup's location.
 async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) -> String {
     for c in tvk_api::crd::all() {
         server.create(serde_json::to_value(&c).unwrap()).unwrap();
@@ -109,6 +104,14 @@ async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) ->
     for o in objs.into_iter().chain(extra) {
         server.create(o).unwrap();
     }
+    snapshot_and_commit(server, target, ns).await
+}
+
+/// Backup `b1` of plan `plan` in namespace `ns`, as the Jobs and the control plane make it:
+/// `snapshot`, then every volume "uploaded" (each `persistentVolumeClaimName` in the Backup's
+/// status gets a volume directory under the location, recorded as its `location`), then
+/// `commit`. Returns the backup's location.
+async fn snapshot_and_commit(server: &ApiServer, target: &Path, ns: &str) -> String {
     let plan = server
         .create(
             json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
@@ -141,23 +144,38 @@ async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) ->
         "--target",
         tdir,
     ];
-    let snap = metamover(kc, &[&["snapshot"][..], &backup_args].concat()).await;
-    assert_eq!(snap.code, 0, "{:?}\n{}", snap.lines, snap.stderr);
-    // The control plane "uploads" the volume and records its location.
-    let pvc_uid = server
-        .get("v1", "PersistentVolumeClaim", Some(ns), "data")
-        .unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let vol = format!("{location}/{pvc_uid}");
-    std::fs::create_dir_all(target.join(&vol)).unwrap();
-    std::fs::write(target.join(&vol).join("manifest.json"), b"{}").unwrap();
-    let b = server
+    metamover(kc, &[&["snapshot"][..], &backup_args].concat())
+        .await
+        .ok();
+    fn upload(v: &mut Value, server: &ApiServer, ns: &str, target: &Path, location: &str) {
+        match v {
+            Value::Object(m) => {
+                if let Some(pvc) = m.get("persistentVolumeClaimName").and_then(Value::as_str) {
+                    let uid = server
+                        .get("v1", "PersistentVolumeClaim", Some(ns), pvc)
+                        .unwrap()["metadata"]["uid"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    let vol = format!("{location}/{uid}");
+                    std::fs::create_dir_all(target.join(&vol)).unwrap();
+                    std::fs::write(target.join(&vol).join("manifest.json"), b"{}").unwrap();
+                    m.insert("location".into(), json!(vol));
+                }
+                m.values_mut()
+                    .for_each(|c| upload(c, server, ns, target, location));
+            }
+            Value::Array(a) => a
+                .iter_mut()
+                .for_each(|c| upload(c, server, ns, target, location)),
+            _ => {}
+        }
+    }
+    let mut status = server
         .get("triliovault.trilio.io/v1", "Backup", Some(ns), "b1")
-        .unwrap();
-    let mut status = b["status"].clone();
-    status["snapshot"]["custom"]["dataSnapshots"][0]["location"] = json!(vol);
+        .unwrap()["status"]
+        .clone();
+    upload(&mut status, server, ns, target, &location);
     status["location"] = json!(location);
     let backups: kube::Api<tvk_api::Backup> = kube::Api::namespaced(server.client(), ns);
     backups
@@ -168,25 +186,74 @@ async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) ->
         )
         .await
         .unwrap();
-    let commit = metamover(kc, &[&["commit"][..], &backup_args].concat()).await;
-    assert_eq!(commit.code, 0, "{:?}\n{}", commit.lines, commit.stderr);
+    metamover(kc, &[&["commit"][..], &backup_args].concat())
+        .await
+        .ok();
     location
 }
 
-fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
+/// A test API server, a filesystem target and the location of a backup committed there: what
+/// the tests restore from (Restores in namespace `copy`).
+struct World {
+    server: ApiServer,
+    target: TempDir,
+    location: String,
+}
+
+impl World {
+    /// [`backed_up_with`] `extra`, on a new server and target (`prefix` names the target).
+    async fn backed_up(prefix: &str, extra: Vec<Value>) -> Self {
+        let mut w = Self::start(prefix, Options::default()).await;
+        w.location = backed_up_with(&w.server, w.target.path(), extra).await;
+        w
+    }
+
+    /// [`helm_backed_up`] on a new server started with `options`.
+    async fn helm(
+        prefix: &str,
+        options: Options,
+        config: &Value,
+        tamper: Option<(&str, &str)>,
+    ) -> Self {
+        let mut w = Self::start(prefix, options).await;
+        w.location = helm_backed_up(&w.server, w.target.path(), config, tamper).await;
+        w
+    }
+
+    async fn start(prefix: &str, options: Options) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            server: ApiServer::start_with(options).await.unwrap(),
+            target: TempDir::new(prefix).unwrap(),
+            location: String::new(),
+        }
+    }
+
+    fn tdir(&self) -> &str {
+        self.target.path().to_str().unwrap()
+    }
+
+    /// Runs `cmd` (`restore-plan`, `restore`) for Restore `copy/name` from the backup.
+    async fn run(&self, cmd: &str, name: &str) -> Run {
+        self.run_env(cmd, name, &[]).await
+    }
+
+    /// [`Self::run`] with more environment.
+    async fn run_env(&self, cmd: &str, name: &str, env: &[(&str, &str)]) -> Run {
+        metamover_env(
+            self.server.kubeconfig_path(),
+            &args(cmd, name, &self.location, self.tdir()),
+            env,
+        )
+        .await
+    }
+
+    /// Runs `restore-plan` for Restore `copy/name`, which must succeed, and returns the plan
+    /// it recorded.
+    async fn plan(&self, name: &str) -> RestorePlan {
+        self.run("restore-plan", name).await.ok();
+        plan_of(&self.server, name)
+    }
 }
 
 fn restore(name: &str, location: &str, extra: Value) -> Value {
@@ -239,12 +306,8 @@ fn planned<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_restored_into_another_namespace() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = backed_up(&server, target.path()).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::backed_up("mm-restore", Vec::new()).await;
+    let (server, location) = (&w.server, w.location.as_str());
     // The destination already has a ConfigMap of that name, and the CRD is gone (restored first).
     server
         .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -264,16 +327,14 @@ async fn backup_restored_into_another_namespace() {
     let r1 = server
         .create(restore(
             "r1",
-            &location,
+            location,
             json!({"transformComponents": transform}),
         ))
         .unwrap();
     let r1_uid = r1["metadata"]["uid"].as_str().unwrap().to_owned();
 
     // 1. The conflict blocks the plan; the Job still succeeds (a plan was computed).
-    let run = metamover(&kc, &args("restore-plan", "r1", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "r1");
+    let plan = w.plan("r1").await;
     assert_eq!(plan.source.location, location);
     assert_eq!(plan.source.backup_name.as_deref(), Some("b1"));
     assert!(
@@ -285,7 +346,7 @@ async fn backup_restored_into_another_namespace() {
         plan.blocking
     );
     // Nothing is written before the plan is clean.
-    let refused = metamover(&kc, &args("restore", "r1", &location, &tdir)).await;
+    let refused = w.run("restore", "r1").await;
     assert_eq!(refused.code, 1);
     assert!(
         refused.result()["error"]
@@ -311,9 +372,7 @@ async fn backup_restored_into_another_namespace() {
         )
         .await
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "r1", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "r1");
+    let plan = w.plan("r1").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     assert_eq!(plan.objects[0].kind, "CustomResourceDefinition");
     assert_eq!(plan.objects[0].action, PlanAction::Create);
@@ -347,7 +406,7 @@ async fn backup_restored_into_another_namespace() {
         (v.namespace.as_str(), v.pvc_name.as_str()),
         ("copy", "data")
     );
-    assert!(v.location.starts_with(&location));
+    assert!(v.location.starts_with(location));
     assert_eq!(v.storage_class_name.as_deref(), Some("fast"));
 
     // 3. DataRestore (the controller) creates the PVC from the plan.
@@ -362,7 +421,7 @@ async fn backup_restored_into_another_namespace() {
 
     // 4. MetadataRestore.
     let mark = server.mark();
-    let run = metamover(&kc, &args("restore", "r1", &location, &tdir)).await;
+    let run = w.run("restore", "r1").await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     let get = |api: &str, kind: &str, name: &str| {
         server
@@ -441,7 +500,7 @@ async fn backup_restored_into_another_namespace() {
             .all(|q| q.field_manager.as_deref() == Some("tvk-metamover"))
     );
     // Results in the status.
-    let plan = plan_of(&server, "r1");
+    let plan = plan_of(server, "r1");
     assert_eq!(
         planned(&plan, "Deployment", "web").result,
         Some(ObjectResult::Created)
@@ -482,7 +541,7 @@ async fn backup_restored_into_another_namespace() {
         .await
         .unwrap();
     let mark = server.mark();
-    let rerun = metamover(&kc, &args("restore", "r1", &location, &tdir)).await;
+    let rerun = w.run("restore", "r1").await;
     assert_eq!(rerun.code, 0, "{:?}\n{}", rerun.lines, rerun.stderr);
     assert!(
         !server
@@ -491,23 +550,19 @@ async fn backup_restored_into_another_namespace() {
             .any(|q| q.method == "POST"),
         "nothing created twice"
     );
-    assert_eq!(plan_of(&server, "r1").created.len(), n_created);
+    assert_eq!(plan_of(server, "r1").created.len(), n_created);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_transforms_selections_and_missing_commits() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-bad").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = backed_up(&server, target.path()).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::backed_up("mm-restore-bad", Vec::new()).await;
+    let (server, location, target) = (&w.server, w.location.as_str(), w.target.path());
 
     // A transform that does not apply blocks the plan, naming the transform and the object.
     server
         .create(restore(
             "bad",
-            &location,
+            location,
             json!({
             "restoreFlags": {"skipIfAlreadyExists": true},
             "transformComponents": {"custom": [{"transformName": "broken",
@@ -517,9 +572,7 @@ async fn bad_transforms_selections_and_missing_commits() {
                     "set": [{"key": "image.tag", "value": "2"}]}]}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "bad", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "bad");
+    let plan = w.plan("bad").await;
     assert!(
         plan.blocking
             .iter()
@@ -537,16 +590,14 @@ async fn bad_transforms_selections_and_missing_commits() {
 
     // Selectors and exclusions, onlyMetadata.
     server
-        .create(restore("sel", &location, json!({
+        .create(restore("sel", location, json!({
             "restoreFlags": {"onlyMetadata": true},
             "resourceSelector": {"gvkSelector": [{"groupVersionKind": {"group": "", "kind": "ConfigMap"}},
                 {"groupVersionKind": {"group": "apps", "kind": "Deployment"}}]},
             "excludeResourceSelector": {"gvkSelector": [{"groupVersionKind": {"group": "", "kind": "ConfigMap"},
                 "objects": ["app-config"]}]}})))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "sel", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "sel");
+    let plan = w.plan("sel").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     assert!(plan.volumes.is_empty(), "onlyMetadata");
     assert_eq!(
@@ -567,8 +618,7 @@ async fn bad_transforms_selections_and_missing_commits() {
         planned(&plan, "PersistentVolumeClaim", "data").action,
         PlanAction::Exclude
     );
-    let run = metamover(&kc, &args("restore", "sel", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "sel").await.ok();
     assert!(
         server
             .get("v1", "ConfigMap", Some("copy"), "owned")
@@ -583,11 +633,15 @@ async fn bad_transforms_selections_and_missing_commits() {
 
     // A location without commit.json is refused, by name.
     let uncommitted = "p-uid/b-uid";
-    std::fs::create_dir_all(target.path().join(uncommitted).join("_metadata")).unwrap();
+    std::fs::create_dir_all(target.join(uncommitted).join("_metadata")).unwrap();
     server
         .create(restore("nocommit", uncommitted, json!({})))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "nocommit", uncommitted, &tdir)).await;
+    let run = metamover(
+        server.kubeconfig_path(),
+        &args("restore-plan", "nocommit", uncommitted, w.tdir()),
+    )
+    .await;
     assert_eq!(run.code, 1, "{:?}", run.lines);
     let err = run.result()["error"].as_str().unwrap();
     assert!(
@@ -595,23 +649,26 @@ async fn bad_transforms_selections_and_missing_commits() {
         "{err}"
     );
     // Hostile locations never leave the target.
-    let run = metamover(&kc, &args("restore-plan", "nocommit", "../etc", &tdir)).await;
+    let run = metamover(
+        server.kubeconfig_path(),
+        &args("restore-plan", "nocommit", "../etc", w.tdir()),
+    )
+    .await;
     assert_eq!(run.code, 1);
     // A damaged document is found before anything is planned.
     let index: tvk_metamover::layout::Index = serde_json::from_slice(
-        &std::fs::read(target.path().join(&location).join("_metadata/index.json")).unwrap(),
+        &std::fs::read(target.join(location).join("_metadata/index.json")).unwrap(),
     )
     .unwrap();
     let victim = target
-        .path()
-        .join(&location)
+        .join(location)
         .join("_metadata")
         .join(&index.documents[0].key);
     let mut bytes = std::fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&victim, &bytes).unwrap();
-    let run = metamover(&kc, &args("restore-plan", "sel", &location, &tdir)).await;
+    let run = w.run("restore-plan", "sel").await;
     assert_eq!(run.code, 1);
     assert!(run.result()["error"].as_str().unwrap().contains("BLAKE3"));
 }
@@ -762,12 +819,8 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patched_objects_and_a_failed_object_are_recorded() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-patch").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = backed_up(&server, target.path()).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::backed_up("mm-restore-patch", Vec::new()).await;
+    let (server, location) = (&w.server, w.location.as_str());
     server
         .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "app-config", "namespace": "copy", "labels": {"mine": "yes"}},
@@ -776,13 +829,11 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
     server
         .create(restore(
             "p",
-            &location,
+            location,
             json!({"restoreFlags": {"patchIfAlreadyExists": true}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "p", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "p");
+    let plan = w.plan("p").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     assert_eq!(
         planned(&plan, "ConfigMap", "app-config").action,
@@ -792,8 +843,7 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
     server
         .create(serde_json::from_str(&restored_pvc).unwrap())
         .unwrap();
-    let run = metamover(&kc, &args("restore", "p", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "p").await.ok();
     let cm = server
         .get("v1", "ConfigMap", Some("copy"), "app-config")
         .unwrap();
@@ -803,7 +853,7 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
         cm["metadata"]["labels"].get(RESTORE_UID_LABEL).is_none(),
         "a patched object is not this restore's"
     );
-    let plan = plan_of(&server, "p");
+    let plan = plan_of(server, "p");
     assert_eq!(
         planned(&plan, "ConfigMap", "app-config").result,
         Some(ObjectResult::Patched)
@@ -812,10 +862,10 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
 
     // An object that appears after the plan, with no flag for it: the restore stops there,
     // naming it, and records what it did so far.
-    server.create(restore("f", &location, json!({}))).unwrap();
-    let run = metamover(&kc, &args("restore-plan", "f", &location, &tdir)).await;
+    server.create(restore("f", location, json!({}))).unwrap();
+    let run = w.run("restore-plan", "f").await;
     assert_eq!(run.code, 0);
-    let plan = plan_of(&server, "f");
+    let plan = plan_of(server, "f");
     // Everything restored by "p" is in the way now.
     assert!(!plan.blocking.is_empty());
     // Clear the way except for one Secret, and plan again.
@@ -836,13 +886,11 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
     server
         .create(restore(
             "f",
-            &location,
+            location,
             json!({"restoreFlags": {"onlyMetadata": true}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "f", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "f");
+    let plan = w.plan("f").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     server
         .create(
@@ -850,14 +898,14 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
             "metadata": {"name": "db-pass", "namespace": "copy"}, "data": {}}),
         )
         .unwrap();
-    let run = metamover(&kc, &args("restore", "f", &location, &tdir)).await;
+    let run = w.run("restore", "f").await;
     assert_eq!(run.code, 1, "{:?}\n{}", run.lines, run.stderr);
     let err = run.result()["error"].as_str().unwrap();
     assert!(
         err.contains("Secret copy/db-pass") && err.contains("after the plan was made"),
         "{err}"
     );
-    let plan = plan_of(&server, "f");
+    let plan = plan_of(server, "f");
     let secret = planned(&plan, "Secret", "db-pass");
     assert_eq!(secret.result, Some(ObjectResult::Failed));
     assert!(
@@ -879,22 +927,17 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workloads_point_at_the_images_image_restore_pushed() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-images").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = backed_up(&server, target.path()).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::backed_up("mm-restore-images", Vec::new()).await;
+    let (server, location) = (&w.server, w.location.as_str());
     server
         .create(restore(
             "img",
-            &location,
+            location,
             json!({"restoreFlags": {"onlyMetadata": true}, "actionFlags": {"imageRestore": true}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "img", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    assert!(plan_of(&server, "img").blocking.is_empty());
+    w.run("restore-plan", "img").await.ok();
+    assert!(plan_of(server, "img").blocking.is_empty());
     // ImageRestore's record: nginx:1 was pushed to the restore registry, another image was
     // still reachable (no rewrite for it).
     let restores: kube::Api<tvk_api::Restore> = kube::Api::namespaced(server.client(), "copy");
@@ -909,8 +952,7 @@ async fn workloads_point_at_the_images_image_restore_pushed() {
         )
         .await
         .unwrap();
-    let run = metamover(&kc, &args("restore", "img", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "img").await.ok();
     let dep = server
         .get("apps/v1", "Deployment", Some("copy"), "web")
         .unwrap();
@@ -930,12 +972,8 @@ async fn workloads_point_at_the_images_image_restore_pushed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-nsmeta").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = backed_up(&server, target.path()).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::backed_up("mm-restore-nsmeta", Vec::new()).await;
+    let (server, location) = (&w.server, w.location.as_str());
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
         kube::Api::all(server.client());
     namespaces
@@ -951,14 +989,12 @@ async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() 
     server
         .create(restore(
             "nsmeta",
-            &location,
+            location,
             json!({"restoreFlags": {"onlyMetadata": true, "restoreNamespaceLabelsAnnotations": "Override"}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "nsmeta", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let run = metamover(&kc, &args("restore", "nsmeta", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore-plan", "nsmeta").await.ok();
+    w.run("restore", "nsmeta").await.ok();
     let ns = server.get("v1", "Namespace", None, "copy").unwrap();
     assert_eq!(ns["metadata"]["labels"]["team"], "blue", "{ns}");
     assert_eq!(ns["metadata"]["labels"]["local"], "yes", "{ns}");
@@ -971,12 +1007,8 @@ async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recreates_them() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-inplace").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = backed_up(&server, target.path()).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::backed_up("mm-restore-inplace", Vec::new()).await;
+    let (server, location) = (&w.server, w.location.as_str());
     // The application drifted in the destination; something else lives there too.
     for (name, k) in [("app-config", "drifted"), ("mine", "not in the backup")] {
         server
@@ -988,13 +1020,11 @@ async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recre
     server
         .create(restore(
             "plain",
-            &location,
+            location,
             json!({"restoreFlags": {"onlyMetadata": true}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "plain", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "plain");
+    let plan = w.plan("plain").await;
     assert!(
         plan.blocking
             .iter()
@@ -1006,14 +1036,12 @@ async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recre
     server
         .create(restore(
             "inplace",
-            &location,
+            location,
             json!({"restoreFlags": {"onlyMetadata": true},
                 "cleanupConfig": {"enabled": true, "gracefulDeletionTimeoutSeconds": 60}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "inplace", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "inplace");
+    let plan = w.plan("inplace").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     let cm = planned(&plan, "ConfigMap", "app-config");
     assert_eq!(cm.action, PlanAction::Create);
@@ -1031,8 +1059,7 @@ async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recre
     server
         .delete("v1", "ConfigMap", Some("copy"), "app-config")
         .unwrap();
-    let run = metamover(&kc, &args("restore", "inplace", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "inplace").await.ok();
     let restored = server
         .get("v1", "ConfigMap", Some("copy"), "app-config")
         .unwrap();
@@ -1041,7 +1068,7 @@ async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recre
     let mine = server.get("v1", "ConfigMap", Some("copy"), "mine").unwrap();
     assert_eq!(mine["data"]["k"], "not in the backup");
     assert_eq!(
-        planned(&plan_of(&server, "inplace"), "ConfigMap", "app-config").result,
+        planned(&plan_of(server, "inplace"), "ConfigMap", "app-config").result,
         Some(ObjectResult::Created)
     );
 }
@@ -1052,9 +1079,6 @@ mod fixture {
         "/tests/charts/fixture.rs"
     ));
 }
-
-/// The Kubernetes version the charts see (the test API server does not serve `/version`).
-const KUBE_VERSION: (&str, &str) = (tvk_metamover::restore::KUBE_VERSION_ENV, "v1.32.0");
 
 /// A namespace `shop` holding release `web` of tests/charts/webapp, its record's manifest
 /// rendered by Go's engine (the oracle; our renderer when the oracle is skipped) — so the record
@@ -1138,83 +1162,7 @@ async fn helm_backed_up(
         }
         server.create(o).unwrap();
     }
-    let plan = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
-            "metadata": {"name": "plan", "namespace": "shop"},
-            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "shop"}}}}),
-        )
-        .unwrap();
-    let backup = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
-            "metadata": {"name": "b1", "namespace": "shop"},
-            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": "shop"}},
-            "status": {"status": "InProgress"}}),
-        )
-        .unwrap();
-    let location = format!(
-        "{}/{}",
-        plan["metadata"]["uid"].as_str().unwrap(),
-        backup["metadata"]["uid"].as_str().unwrap()
-    );
-    let kc = server.kubeconfig_path();
-    let tdir = target.to_str().unwrap();
-    let backup_args = [
-        "--kind",
-        "Backup",
-        "--namespace",
-        "shop",
-        "--name",
-        "b1",
-        "--target",
-        tdir,
-    ];
-    let snap = metamover(kc, &[&["snapshot"][..], &backup_args].concat()).await;
-    assert_eq!(snap.code, 0, "{:?}\n{}", snap.lines, snap.stderr);
-    // The control plane "uploads" every volume and records its location.
-    fn upload(v: &mut Value, server: &ApiServer, target: &Path, location: &str) {
-        match v {
-            Value::Object(m) => {
-                if let Some(pvc) = m.get("persistentVolumeClaimName").and_then(Value::as_str) {
-                    let uid = server
-                        .get("v1", "PersistentVolumeClaim", Some("shop"), pvc)
-                        .unwrap()["metadata"]["uid"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned();
-                    let vol = format!("{location}/{uid}");
-                    std::fs::create_dir_all(target.join(&vol)).unwrap();
-                    std::fs::write(target.join(&vol).join("manifest.json"), b"{}").unwrap();
-                    m.insert("location".into(), json!(vol));
-                }
-                m.values_mut()
-                    .for_each(|c| upload(c, server, target, location));
-            }
-            Value::Array(a) => a
-                .iter_mut()
-                .for_each(|c| upload(c, server, target, location)),
-            _ => {}
-        }
-    }
-    let mut status = server
-        .get("triliovault.trilio.io/v1", "Backup", Some("shop"), "b1")
-        .unwrap()["status"]
-        .clone();
-    upload(&mut status, server, target, &location);
-    status["location"] = json!(location);
-    let backups: kube::Api<tvk_api::Backup> = kube::Api::namespaced(server.client(), "shop");
-    backups
-        .patch_status(
-            "b1",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .unwrap();
-    let commit = metamover(kc, &[&["commit"][..], &backup_args].concat()).await;
-    assert_eq!(commit.code, 0, "{:?}\n{}", commit.lines, commit.stderr);
-    location
+    snapshot_and_commit(server, target, "shop").await
 }
 
 /// The decoded record of a release storage Secret in `copy`.
@@ -1286,19 +1234,14 @@ fn manifest_matches_restored(server: &ApiServer, release: &str, record: &Value) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-helm").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = helm_backed_up(&server, target.path(), &json!({}), None).await;
-    let kc = server.kubeconfig_path().to_path_buf();
-    let env = [KUBE_VERSION];
+    let w = World::helm("mm-restore-helm", Options::default(), &json!({}), None).await;
+    let (server, location) = (&w.server, w.location.as_str());
 
     // 1. set/setString: the chart is re-rendered and the difference applied.
     server
         .create(restore(
             "r1",
-            &location,
+            location,
             json!({"transformComponents": {"helm": [
             {"transformName": "up", "release": "web",
              "set": [{"key": "image.tag", "value": "1.26.1"}, {"key": "replicaCount", "value": "3"},
@@ -1307,9 +1250,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
              "setString": [{"key": "config.greeting", "value": "007"}]}]}}),
         ))
         .unwrap();
-    let run = metamover_env(&kc, &args("restore-plan", "r1", &location, &tdir), &env).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "r1");
+    let plan = w.plan("r1").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     assert!(
         plan.warnings
@@ -1331,8 +1272,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
         planned(&plan, "ConfigMap", "web-webapp-extra").action,
         PlanAction::Create
     );
-    let run = metamover_env(&kc, &args("restore", "r1", &location, &tdir), &env).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "r1").await.ok();
     let dep = server
         .get("apps/v1", "Deployment", Some("copy"), "web-webapp")
         .unwrap();
@@ -1365,7 +1305,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
             .unwrap()["data"]["greeting"],
         "007"
     );
-    let rec = record_in_copy(&server, "sh.helm.release.v1.web.v1");
+    let rec = record_in_copy(server, "sh.helm.release.v1.web.v1");
     assert_eq!(
         rec["config"],
         json!({"image": {"tag": "1.26.1"}, "replicaCount": 3,
@@ -1373,21 +1313,19 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
             "config": {"greeting": "007"}})
     );
     assert_eq!(rec["namespace"], "copy");
-    manifest_matches_restored(&server, "web", &rec);
+    manifest_matches_restored(server, "web", &rec);
 
     // 2. A set key addressing a subchart blocks.
     server
         .create(restore(
             "r2",
-            &location,
+            location,
             json!({"transformComponents": {"helm": [
             {"transformName": "sub", "release": "web",
              "set": [{"key": "redis.architecture", "value": "standalone"}]}]}}),
         ))
         .unwrap();
-    let run = metamover_env(&kc, &args("restore-plan", "r2", &location, &tdir), &env).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "r2");
+    let plan = w.plan("r2").await;
     assert!(
         plan.blocking
             .iter()
@@ -1399,11 +1337,9 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     );
 
     // 3. `copy` now has a release web: another restore renames it (retainHelmReleaseName unset).
-    let r3 = server.create(restore("r3", &location, json!({}))).unwrap();
+    let r3 = server.create(restore("r3", location, json!({}))).unwrap();
     let new_name = format!("web-{}", &r3["metadata"]["uid"].as_str().unwrap()[..5]);
-    let run = metamover_env(&kc, &args("restore-plan", "r3", &location, &tdir), &env).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "r3");
+    let plan = w.plan("r3").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     let dep = planned(&plan, "Deployment", &format!("{new_name}-webapp"));
     assert_eq!(dep.action, PlanAction::Create);
@@ -1424,8 +1360,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
         PlanAction::Create
     );
     assert!(plan.objects.iter().all(|o| o.name != "web-webapp"));
-    let run = metamover_env(&kc, &args("restore", "r3", &location, &tdir), &env).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "r3").await.ok();
     let renamed = server
         .get(
             "apps/v1",
@@ -1452,9 +1387,9 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
         )
         .unwrap();
     assert_eq!(storage["metadata"]["labels"]["name"], new_name.as_str());
-    let rec = record_in_copy(&server, &format!("sh.helm.release.v1.{new_name}.v1"));
+    let rec = record_in_copy(server, &format!("sh.helm.release.v1.{new_name}.v1"));
     assert_eq!(rec["name"], new_name.as_str());
-    manifest_matches_restored(&server, &new_name, &rec);
+    manifest_matches_restored(server, &new_name, &rec);
     // r1's release is untouched.
     assert_eq!(
         server
@@ -1468,13 +1403,11 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     server
         .create(restore(
             "r4",
-            &location,
+            location,
             json!({"restoreFlags": {"retainHelmReleaseName": true, "skipIfAlreadyExists": true}}),
         ))
         .unwrap();
-    let run = metamover_env(&kc, &args("restore-plan", "r4", &location, &tdir), &env).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "r4");
+    let plan = w.plan("r4").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     for (kind, name) in [
         ("Secret", "sh.helm.release.v1.web.v1"),
@@ -1494,13 +1427,11 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     server
         .create(restore(
             "r5",
-            &location,
+            location,
             json!({"restoreFlags": {"retainHelmReleaseName": true}}),
         ))
         .unwrap();
-    let run = metamover_env(&kc, &args("restore-plan", "r5", &location, &tdir), &env).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "r5");
+    let plan = w.plan("r5").await;
     assert!(
         plan.blocking
             .iter()
@@ -1512,35 +1443,24 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_template() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-helm-tampered").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
-    let location = helm_backed_up(
-        &server,
-        target.path(),
+    let w = World::helm(
+        "mm-restore-helm-tampered",
+        Options::default(),
         &json!({}),
         Some(("replicas: 1", "replicas: 2")),
     )
     .await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let (server, location) = (&w.server, w.location.as_str());
     server
         .create(restore(
             "t1",
-            &location,
+            location,
             json!({"transformComponents": {"helm": [
             {"transformName": "tag", "release": "web",
              "set": [{"key": "image.tag", "value": "2"}]}]}}),
         ))
         .unwrap();
-    let run = metamover_env(
-        &kc,
-        &args("restore-plan", "t1", &location, &tdir),
-        &[KUBE_VERSION],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "t1");
+    let plan = w.plan("t1").await;
     assert!(
         plan.blocking
             .iter()
@@ -1552,21 +1472,16 @@ async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_tem
         plan.blocking
     );
     // Without a transform the release is restored as backed up: nothing is rendered.
-    server.create(restore("t2", &location, json!({}))).unwrap();
-    let run = metamover(&kc, &args("restore-plan", "t2", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    assert!(plan_of(&server, "t2").blocking.is_empty());
+    server.create(restore("t2", location, json!({}))).unwrap();
+    w.run("restore-plan", "t2").await.ok();
+    assert!(plan_of(server, "t2").blocking.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-helm-sts").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
     let config = json!({"cache": {"enabled": true}});
-    let location = helm_backed_up(&server, target.path(), &config, None).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::helm("mm-restore-helm-sts", Options::default(), &config, None).await;
+    let (server, location) = (&w.server, w.location.as_str());
     // The destination already has a release `web` (installed there by someone else).
     let chart = fixture::chart_json("webapp");
     server
@@ -1575,15 +1490,8 @@ async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
             "deployed",
         ))
         .unwrap();
-    server.create(restore("s1", &location, json!({}))).unwrap();
-    let run = metamover_env(
-        &kc,
-        &args("restore-plan", "s1", &location, &tdir),
-        &[KUBE_VERSION],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "s1");
+    server.create(restore("s1", location, json!({}))).unwrap();
+    let plan = w.plan("s1").await;
     assert_eq!(plan.volumes.len(), 1, "{:?}", plan.volumes);
     assert_eq!(plan.volumes[0].pvc_name, "data-web-webapp-cache-0");
     assert!(
@@ -1599,18 +1507,11 @@ async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
     server
         .create(restore(
             "s2",
-            &location,
+            location,
             json!({"restoreFlags": {"onlyMetadata": true}}),
         ))
         .unwrap();
-    let run = metamover_env(
-        &kc,
-        &args("restore-plan", "s2", &location, &tdir),
-        &[KUBE_VERSION],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "s2");
+    let plan = w.plan("s2").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     let s2 = server
         .get("triliovault.trilio.io/v1", "Restore", Some("copy"), "s2")
@@ -1619,6 +1520,51 @@ async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
     assert_eq!(
         planned(&plan, "StatefulSet", &format!("{new_name}-webapp-cache")).action,
         PlanAction::Create
+    );
+}
+
+/// What `.Capabilities.KubeVersion` a chart re-rendered by a restore saw: release `web` backed
+/// up on a server answering `/version` with `served`, restored with a `set` that turns on
+/// the chart's ConfigMap printing the version (`clusterInfo.enabled`), with `env` for the
+/// metamover. Returns that ConfigMap's data.
+async fn kube_version_seen_by_the_chart(served: &str, env: &[(&str, &str)]) -> Value {
+    let options = Options {
+        version: tvk_test_apiserver::version_info(served),
+        ..Options::default()
+    };
+    let w = World::helm("mm-restore-helm-version", options, &json!({}), None).await;
+    w.server
+        .create(restore(
+            "v1",
+            &w.location,
+            json!({"transformComponents": {"helm": [{"transformName": "info", "release": "web",
+                "set": [{"key": "clusterInfo.enabled", "value": "true"}]}]}}),
+        ))
+        .unwrap();
+    w.run_env("restore-plan", "v1", env).await.ok();
+    let plan = plan_of(&w.server, "v1");
+    assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
+    w.run_env("restore", "v1", env).await.ok();
+    w.server
+        .get("v1", "ConfigMap", Some("copy"), "web-webapp-cluster")
+        .expect("the re-rendered release's ConfigMap is restored")["data"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_rendered_chart_sees_the_destinations_kube_version() {
+    assert_eq!(
+        kube_version_seen_by_the_chart("v1.31.4", &[]).await,
+        json!({"kubeVersion": "v1.31.4", "kubeMinor": "31"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_version_override_wins_over_the_servers_version() {
+    let env = [(tvk_metamover::restore::KUBE_VERSION_ENV, "v1.29.9")];
+    assert_eq!(
+        kube_version_seen_by_the_chart("v1.31.4", &env).await,
+        json!({"kubeVersion": "v1.29.9", "kubeMinor": "29"})
     );
 }
 
@@ -1635,21 +1581,17 @@ fn resource_version(o: &Value) -> u64 {
 /// object); the destination lacks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_existing_one() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    let target = TempDir::new("mm-restore-sc").unwrap();
-    let tdir = target.path().to_str().unwrap().to_owned();
     let scratch = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": "scratch", "namespace": "shop"},
         "spec": {"storageClassName": "fast", "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": "1Gi"}}},
         "status": {"phase": "Pending"}});
-    let location = backed_up_with(&server, target.path(), vec![scratch]).await;
-    let kc = server.kubeconfig_path().to_path_buf();
+    let w = World::backed_up("mm-restore-sc", vec![scratch]).await;
+    let (server, location, target) = (&w.server, w.location.as_str(), w.target.path());
 
     // The backup holds the class, cleaned.
     let index: Value = serde_json::from_slice(
-        &std::fs::read(target.path().join(&location).join("_metadata/index.json")).unwrap(),
+        &std::fs::read(target.join(location).join("_metadata/index.json")).unwrap(),
     )
     .unwrap();
     let held = index["storageClasses"].as_array().unwrap();
@@ -1674,11 +1616,9 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
         .unwrap();
     server
-        .create(restore("sc-no", &location, json!({})))
+        .create(restore("sc-no", location, json!({})))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "sc-no", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "sc-no");
+    let plan = w.plan("sc-no").await;
     assert!(
         plan.blocking
             .iter()
@@ -1690,7 +1630,7 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         plan.blocking
     );
     assert!(!plan.objects.iter().any(|o| o.kind == "StorageClass"));
-    let run = metamover(&kc, &args("restore", "sc-no", &location, &tdir)).await;
+    let run = w.run("restore", "sc-no").await;
     assert_eq!(run.code, 1, "a blocked plan restores nothing");
     assert!(
         server
@@ -1702,13 +1642,11 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     server
         .create(restore(
             "sc-yes",
-            &location,
+            location,
             json!({"restoreFlags": {"restoreStorageClass": true}}),
         ))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "sc-yes", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "sc-yes");
+    let plan = w.plan("sc-yes").await;
     assert!(plan.blocking.is_empty(), "{:#?}", plan.blocking);
     assert_eq!(plan.objects[0].kind, "StorageClass", "{:#?}", plan.objects);
     let sc = planned(&plan, "StorageClass", "fast");
@@ -1726,8 +1664,7 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     );
     assert_eq!(plan.volumes.len(), 1);
     assert_eq!(plan.volumes[0].storage_class_name.as_deref(), Some("fast"));
-    let run = metamover(&kc, &args("restore", "sc-yes", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "sc-yes").await.ok();
     let created = server
         .get("storage.k8s.io/v1", "StorageClass", None, "fast")
         .expect("the class is created");
@@ -1753,7 +1690,7 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         resource_version(&created) < resource_version(&pvc),
         "the class is created before the claim"
     );
-    let plan = plan_of(&server, "sc-yes");
+    let plan = plan_of(server, "sc-yes");
     assert_eq!(
         planned(&plan, "StorageClass", "fast").result,
         Some(ObjectResult::Created)
@@ -1780,15 +1717,12 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     let flags = json!({"restoreFlags": {"restoreStorageClass": true, "skipIfAlreadyExists": true,
         "patchIfAlreadyExists": false}});
     server
-        .create(restore("sc-keep", &location, flags.clone()))
+        .create(restore("sc-keep", location, flags.clone()))
         .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "sc-keep", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
-    let plan = plan_of(&server, "sc-keep");
+    let plan = w.plan("sc-keep").await;
     assert!(plan.blocking.is_empty(), "{:#?}", plan.blocking);
     assert!(!plan.objects.iter().any(|o| o.kind == "StorageClass"));
-    let run = metamover(&kc, &args("restore", "sc-keep", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "sc-keep").await.ok();
     assert_eq!(
         server.get("storage.k8s.io/v1", "StorageClass", None, "fast"),
         Some(theirs.clone()),
@@ -1799,11 +1733,10 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     server
         .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
         .unwrap();
-    server.create(restore("sc-race", &location, flags)).unwrap();
-    let run = metamover(&kc, &args("restore-plan", "sc-race", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    server.create(restore("sc-race", location, flags)).unwrap();
+    w.run("restore-plan", "sc-race").await.ok();
     assert_eq!(
-        planned(&plan_of(&server, "sc-race"), "StorageClass", "fast").action,
+        planned(&plan_of(server, "sc-race"), "StorageClass", "fast").action,
         PlanAction::Create
     );
     let theirs = server
@@ -1812,14 +1745,13 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
             "metadata": {"name": "fast"}, "provisioner": "late.example.com"}),
         )
         .unwrap();
-    let run = metamover(&kc, &args("restore", "sc-race", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "sc-race").await.ok();
     assert_eq!(
         server.get("storage.k8s.io/v1", "StorageClass", None, "fast"),
         Some(theirs),
         "never overwritten or patched"
     );
-    let plan = plan_of(&server, "sc-race");
+    let plan = plan_of(server, "sc-race");
     assert_eq!(
         planned(&plan, "StorageClass", "fast").result,
         Some(ObjectResult::Skipped)
@@ -1832,11 +1764,8 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
         .unwrap();
     let flags = json!({"restoreFlags": {"restoreStorageClass": true, "skipIfAlreadyExists": true}});
-    server
-        .create(restore("sc-early", &location, flags))
-        .unwrap();
-    let run = metamover(&kc, &args("restore-plan", "sc-early", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    server.create(restore("sc-early", location, flags)).unwrap();
+    w.run("restore-plan", "sc-early").await.ok();
     let r = tvk_metamover::restore::RestoreRef {
         kind: tvk_metamover::restore::RestoreKind::Restore,
         namespace: Some("copy".into()),
@@ -1844,9 +1773,9 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     };
     let made = tvk_metamover::restore::run_storage_classes(
         server.client(),
-        tvk_datamover::target::Target::filesystem(target.path()).unwrap(),
+        tvk_datamover::target::Target::filesystem(target).unwrap(),
         &r,
-        &location,
+        location,
         None,
     )
     .await
@@ -1856,20 +1785,19 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         .get("storage.k8s.io/v1", "StorageClass", None, "fast")
         .expect("created before DataRestore");
     assert_eq!(early["provisioner"], "csi.example.com");
-    let plan = plan_of(&server, "sc-early");
+    let plan = plan_of(server, "sc-early");
     assert_eq!(
         planned(&plan, "StorageClass", "fast").result,
         Some(ObjectResult::Created)
     );
     assert!(plan.created.iter().any(|c| c.kind == "StorageClass"));
-    let run = metamover(&kc, &args("restore", "sc-early", &location, &tdir)).await;
-    assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
+    w.run("restore", "sc-early").await.ok();
     assert_eq!(
         server.get("storage.k8s.io/v1", "StorageClass", None, "fast"),
         Some(early),
         "not written again"
     );
-    let plan = plan_of(&server, "sc-early");
+    let plan = plan_of(server, "sc-early");
     assert_eq!(
         planned(&plan, "StorageClass", "fast").result,
         Some(ObjectResult::Created)

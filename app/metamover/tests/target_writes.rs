@@ -3,11 +3,10 @@
 //! puts (an identical rewrite by a retried Job is accepted, a different one refused), parts read
 //! back byte for byte, digests as recorded.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::Duration,
-};
+mod common;
+
+use common::create_bucket;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -17,21 +16,6 @@ use tvk_metamover::layout::{
 };
 use tvk_metamover::object::Gvk;
 use tvk_testkit::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, TempDir, unique_name};
-
-fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
-}
 
 fn objects(n: usize) -> Vec<Value> {
     (0..n)

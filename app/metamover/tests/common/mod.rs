@@ -194,3 +194,20 @@ impl OneBackup {
         metamover(self.server.kubeconfig_path(), &a).await
     }
 }
+
+/// Creates `bucket` on the S3 server at `addr` (moto: no credentials checked).
+pub fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "bucket creation failed: {resp}"
+    );
+}
