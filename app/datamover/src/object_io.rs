@@ -276,14 +276,49 @@ impl Preallocate {
         }
     }
 
-    /// Allocates `[off, off + len)` of `file` (named `name` in errors).
+    /// Whether allocations are still made.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Returns `[off, off + len)` of `file` to the filesystem (a hole, size kept): what was
+    /// allocated ahead but will not be written. Best effort: where punching fails the range
+    /// stays allocated and reads as zeros.
+    pub fn release(&self, file: &File, off: u64, len: u64) {
+        if len > 0 && self.enabled() {
+            let mode =
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+            let _ = rustix::fs::fallocate(file, mode, off, len);
+        }
+    }
+
+    /// Allocates `[off, off + len)` of `file` (named `name` in errors), its size kept.
     pub fn range(&self, file: &File, name: &str, off: u64, len: u64) -> Result<()> {
+        self.allocate(file, name, off, len, rustix::fs::FallocateFlags::KEEP_SIZE)
+    }
+
+    /// Allocates `[off, off + len)` of `file` growing its size to cover it: for a file
+    /// whose final length is set afterwards, which frees whatever lies past it (blocks
+    /// allocated past the size, with [`Self::range`], would stay allocated on ext4 when the
+    /// final length grows the file).
+    pub fn ahead(&self, file: &File, name: &str, off: u64, len: u64) -> Result<()> {
+        self.allocate(file, name, off, len, rustix::fs::FallocateFlags::empty())
+    }
+
+    fn allocate(
+        &self,
+        file: &File,
+        name: &str,
+        off: u64,
+        len: u64,
+        mode: rustix::fs::FallocateFlags,
+    ) -> Result<()> {
         use rustix::io::Errno;
         use std::sync::atomic::Ordering::Relaxed;
         if len == 0 || !self.enabled.load(Relaxed) {
             return Ok(());
         }
-        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, off, len) {
+        match rustix::fs::fallocate(file, mode, off, len) {
             Ok(()) | Err(Errno::INTR | Errno::AGAIN) => Ok(()),
             Err(e @ (Errno::NOSPC | Errno::DQUOT)) => Err(Error::io(
                 "allocate space in",
@@ -328,6 +363,8 @@ pub struct LocalFileSink {
     reserved: usize,
     file: Arc<(File, DirectWrites)>,
     preallocate: Preallocate,
+    /// End of the blocks allocated ahead of the appends ([`SINK_ALLOCATION_STEP`]).
+    allocated_to: u64,
     /// Queue of the direct writers; `None` for buffered writes (done in [`ObjectSink::append`])
     /// and once joined.
     tx: Option<SyncSender<SinkPiece>>,
@@ -367,6 +404,7 @@ impl LocalFileSink {
             reserved,
             file,
             preallocate,
+            allocated_to: reserved as u64,
             tx: None,
             writers: Vec::with_capacity(writer_count),
             next: reserved as u64,
@@ -464,6 +502,46 @@ pub fn partial_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// How far ahead a [`LocalFileSink`] allocates its file (see [`Preallocate`]). One
+/// `fallocate` per piece scattered a 410 MiB image over ~200 extents of a busy ext4 (the
+/// allocator filled small free gaps); allocating as much again as the file holds, up to
+/// 64 MiB at a time, keeps it in about as few extents as delayed allocation does (12
+/// against 8-11) with 16 calls.
+const SINK_ALLOCATION_STEP: u64 = 64 << 20;
+
+impl LocalFileSink {
+    /// Allocates ahead for a piece of `len` bytes at `self.next` whose first `keep` bytes
+    /// will be written: the rest of the piece (its zero tail), where already allocated, is
+    /// released again so it stays a hole. The file's size follows the allocation (see
+    /// [`Preallocate::ahead`]) until [`Self::join`] sets the length, which frees the blocks
+    /// past the last piece.
+    fn allocate(&mut self, keep: u64, len: u64) -> Result<()> {
+        if !self.preallocate.enabled() {
+            return Ok(());
+        }
+        let name = self.partial.display().to_string();
+        let file = &self.file.0;
+        let end = self.next + keep;
+        if end > self.allocated_to {
+            let from = self.allocated_to.max(self.next);
+            // As much again as the file holds (a small index stays small), up to a step.
+            let step = end.max(from + self.next.clamp(1 << 20, SINK_ALLOCATION_STEP));
+            match self.preallocate.ahead(file, &name, from, step - from) {
+                Ok(()) => self.allocated_to = step,
+                // Near a full filesystem: just what this piece needs, or the error.
+                Err(e) if e.kind() == crate::error::ErrorKind::NoSpace => {
+                    self.preallocate.ahead(file, &name, from, end - from)?;
+                    self.allocated_to = end;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let tail = self.allocated_to.min(self.next + len).saturating_sub(end);
+        self.preallocate.release(file, end, tail);
+        Ok(())
+    }
+}
+
 impl ObjectSink for LocalFileSink {
     fn append(&mut self, mut data: Bytes) -> Result<()> {
         let len = data.len() as u64;
@@ -471,9 +549,7 @@ impl ObjectSink for LocalFileSink {
         // image then occupies no more disk than qemu's.
         data.truncate(nonzero_prefix(&data));
         if !self.joined {
-            let name = self.partial.display().to_string();
-            self.preallocate
-                .range(&self.file.0, &name, self.next, data.len() as u64)?;
+            self.allocate(data.len() as u64, len)?;
         }
         if self.writers.is_empty() && !self.joined {
             write_piece(&self.file, &data, self.next)

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Restore onto a block device (a loop device over a file full of old data) and in place onto
-//! an existing file: every cluster the chain reads as zero must read as zero afterwards,
+//! Outputs that are not a plain new file. Restore onto a block device (a loop device over a
+//! file full of old data) and in place onto an existing file, and restore and backup onto a
+//! nearly full filesystem (a small tmpfs). Onto a device or an existing file: every cluster the chain reads as zero must read as zero afterwards,
 //! zeroed by the device/filesystem (`fallocate` ZERO_RANGE = the kernel's BLKZEROOUT on a
 //! block device, PUNCH_HOLE on a file) or, where that is unsupported, by writing zeros.
 
@@ -171,13 +172,49 @@ fn restore_to_a_new_file_allocates_the_data_and_leaves_holes() {
     );
 }
 
-/// A 1 MiB tmpfs mounted on `dir`, unmounted on drop.
+/// A small tmpfs, unmounted on drop.
 struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size` (mount's syntax, "1m") on `dir`; `None` where that is not
+    /// possible: skipped loudly locally, a failure under CI.
+    fn mount(dir: &Path, size: &str, test: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tvk-test-small",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Self(dir.to_path_buf())),
+            other => {
+                let reason = format!("cannot mount a {size} tmpfs here ({other:?}); needs root");
+                tvk_testkit::skip_unless_ci(test, &reason).unwrap();
+                None
+            }
+        }
+    }
+}
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+fn assert_no_space(err: &tvk_datamover::Error, file: &str) {
+    assert_eq!(
+        err.kind(),
+        tvk_datamover::error::ErrorKind::NoSpace,
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(file) && msg.contains("no room for"), "{msg}");
 }
 
 #[test]
@@ -186,33 +223,46 @@ fn restore_onto_a_full_filesystem_fails_before_writing_naming_the_space() {
     let d = dir.path();
     let (_vol, img, idx) = backed_up_volume(d);
     let mnt = d.join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tvk-test-small"])
-        .arg(&mnt)
-        .output();
-    let _fs = match mounted {
-        Ok(o) if o.status.success() => SmallFs(mnt.clone()),
-        other => {
-            let reason = format!("cannot mount a 1 MiB tmpfs here ({other:?}); needs root");
-            tvk_testkit::skip_unless_ci("restore_onto_a_full_filesystem", &reason).unwrap();
-            return;
-        }
+    let Some(_fs) = SmallFs::mount(&mnt, "1m", "restore_onto_a_full_filesystem") else {
+        return;
     };
     let out = mnt.join("out.raw");
     let err = try_restore_into(&img, &idx, &Destination::open(&out).unwrap()).unwrap_err();
-    assert_eq!(
-        err.kind(),
-        tvk_datamover::error::ErrorKind::NoSpace,
-        "{err}"
-    );
-    let msg = err.to_string();
-    assert!(
-        msg.contains("out.raw") && msg.contains("no room for"),
-        "{msg}"
-    );
+    assert_no_space(&err, "out.raw");
     // Refused when the range was allocated, before its data was written.
-    assert_eq!(allocated(&out), 0, "{msg}");
+    assert_eq!(allocated(&out), 0, "{err}");
+}
+
+#[test]
+fn backup_near_a_full_filesystem_allocates_only_what_it_writes() {
+    // The image sink allocates ahead of its writes (up to 64 MiB); with 4 MiB free that
+    // cannot be done, and the backup still fits by allocating what each piece needs. With
+    // more data than room it fails with NoSpace naming the image.
+    let dir = TempDir::new("backup-nospace").unwrap();
+    let d = dir.path();
+    let (vol, _img, _idx) = backed_up_volume(d);
+    let mnt = d.join("small");
+    let Some(_fs) = SmallFs::mount(&mnt, "4m", "backup_near_a_full_filesystem") else {
+        return;
+    };
+    let img = mnt.join("full.qcow2");
+    backup(&vol.path, &img, &mnt.join("full.index"), None, None);
+    assert_check_clean(&img);
+    assert_same(&vol.path, &img);
+    let big = Volume::create(&d.join("big.raw"), 8 << 20);
+    big.write_random(&mut Rng(3), 0, 6 << 20);
+    let err = try_backup(
+        &big.path,
+        &mnt.join("big.qcow2"),
+        &mnt.join("big.index"),
+        None,
+        None,
+    )
+    .unwrap_err();
+    assert_no_space(&err, "big.qcow2");
+    for left in ["big.qcow2", "big.qcow2.partial"] {
+        assert!(!mnt.join(left).exists(), "a failed backup left {left}");
+    }
 }
 
 #[test]

@@ -153,6 +153,18 @@ pub fn backup(
     parent: Option<(&Path, &str)>,
     changed: Option<Vec<ByteRange>>,
 ) -> BackupSummary {
+    try_backup(src, out, index, parent, changed).unwrap()
+}
+
+/// [`backup`], returning its error.
+#[allow(dead_code)]
+pub fn try_backup(
+    src: &Path,
+    out: &Path,
+    index: &Path,
+    parent: Option<(&Path, &str)>,
+    changed: Option<Vec<ByteRange>>,
+) -> tvk_datamover::Result<BackupSummary> {
     let parent = parent.map(|(ix, backing)| ParentIndex {
         name: ix.display().to_string(),
         reader: Box::new(std::fs::File::open(ix).unwrap()),
@@ -168,7 +180,6 @@ pub fn backup(
         progress: &NoProgress,
         encryption: None,
     })
-    .unwrap()
 }
 
 pub fn open_image(path: &Path) -> Qcow2Image {
