@@ -151,6 +151,33 @@ fn args<'a>(base: &[&'a str], target: &'a [String]) -> Vec<&'a str> {
         .collect()
 }
 
+/// Runs `cmd` (`["snapshot"]`, `["images", "backup"]`) for Backup `ns/name` on `target`.
+async fn for_backup(kc: &Path, cmd: &[&str], ns: &str, name: &str, target: &[String]) -> Run {
+    let base = [
+        cmd,
+        &["--kind", "Backup", "--namespace", ns, "--name", name],
+    ]
+    .concat();
+    metamover(kc, &args(&base, target)).await
+}
+
+/// Runs `images restore` for Restore `ns/name` of the backup at `location` on `target`.
+async fn images_restore(kc: &Path, ns: &str, name: &str, location: &str, target: &[String]) -> Run {
+    let base = [
+        "images",
+        "restore",
+        "--kind",
+        "Restore",
+        "--namespace",
+        ns,
+        "--name",
+        name,
+        "--location",
+        location,
+    ];
+    metamover(kc, &args(&base, target)).await
+}
+
 /// Backup: every workload kind's images (init, regular, ephemeral; by tag and by digest; one
 /// behind Basic auth reached with the service account's pull secret) are stored, listed in
 /// status.snapshot.images with digests and platforms, and recorded in images.json; a rerun
@@ -217,40 +244,9 @@ async fn images_backup_stores_records_and_is_incremental() {
             .unwrap();
 
         let backup_uid = create_backup(&server, ns, "b1");
-        let snap = metamover(
-            &kc,
-            &args(
-                &[
-                    "snapshot",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b1",
-                ],
-                target,
-            ),
-        )
-        .await;
+        let snap = for_backup(&kc, &["snapshot"], ns, "b1", target).await;
         snap.ok();
-        let run = metamover(
-            &kc,
-            &args(
-                &[
-                    "images",
-                    "backup",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b1",
-                ],
-                target,
-            ),
-        )
-        .await;
+        let run = for_backup(&kc, &["images", "backup"], ns, "b1", target).await;
         let result = run.ok().clone();
         assert_eq!(result["images"], 3, "{kind}: {result}");
         assert!(
@@ -294,61 +290,13 @@ async fn images_backup_stores_records_and_is_incremental() {
         assert_eq!(tool_record.repository, format!("{a}/{}", tool.repository));
 
         // A rerun reuses the record.
-        let again = metamover(
-            &kc,
-            &args(
-                &[
-                    "images",
-                    "backup",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b1",
-                ],
-                target,
-            ),
-        )
-        .await;
+        let again = for_backup(&kc, &["images", "backup"], ns, "b1", target).await;
         assert_eq!(again.ok()["reused"], true);
 
         // A second backup of the same application writes no blob.
         create_backup(&server, ns, "b2");
-        metamover(
-            &kc,
-            &args(
-                &[
-                    "snapshot",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b2",
-                ],
-                target,
-            ),
-        )
-        .await
-        .ok();
-        let second = metamover(
-            &kc,
-            &args(
-                &[
-                    "images",
-                    "backup",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b2",
-                ],
-                target,
-            ),
-        )
-        .await;
+        for_backup(&kc, &["snapshot"], ns, "b2", target).await.ok();
+        let second = for_backup(&kc, &["images", "backup"], ns, "b2", target).await;
         let second = second.ok();
         assert_eq!(second["images"], 3, "{kind}");
         assert_eq!(second["blobsCopied"], 0, "{kind}: {second}");
@@ -365,40 +313,8 @@ async fn images_backup_stores_records_and_is_incremental() {
                         "spec": {"containers": [container("db", &gone_ref)]}}}}))
             .unwrap();
         create_backup(&server, ns, "b3");
-        metamover(
-            &kc,
-            &args(
-                &[
-                    "snapshot",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b3",
-                ],
-                target,
-            ),
-        )
-        .await
-        .ok();
-        let failed = metamover(
-            &kc,
-            &args(
-                &[
-                    "images",
-                    "backup",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b3",
-                ],
-                target,
-            ),
-        )
-        .await;
+        for_backup(&kc, &["snapshot"], ns, "b3", target).await.ok();
+        let failed = for_backup(&kc, &["images", "backup"], ns, "b3", target).await;
         assert_eq!(
             failed.code, 1,
             "{kind}: {:?} {}",
@@ -520,41 +436,10 @@ async fn images_restore_pushes_only_what_is_gone() {
         "--target".to_owned(),
         dir.path().to_str().unwrap().to_owned(),
     ];
-    metamover(
-        &kc,
-        &args(
-            &[
-                "snapshot",
-                "--kind",
-                "Backup",
-                "--namespace",
-                ns,
-                "--name",
-                "b1",
-            ],
-            &target,
-        ),
-    )
-    .await
-    .ok();
-    metamover(
-        &kc,
-        &args(
-            &[
-                "images",
-                "backup",
-                "--kind",
-                "Backup",
-                "--namespace",
-                ns,
-                "--name",
-                "b1",
-            ],
-            &target,
-        ),
-    )
-    .await
-    .ok();
+    for_backup(&kc, &["snapshot"], ns, "b1", &target).await.ok();
+    for_backup(&kc, &["images", "backup"], ns, "b1", &target)
+        .await
+        .ok();
 
     // The application's registry loses two of its images.
     delete_manifest(&a, &gone.repository, &gone.digest);
@@ -579,25 +464,7 @@ async fn images_restore_pushes_only_what_is_gone() {
         .unwrap();
     let location = format!("{plan_uid}/{backup_uid}");
     let uid = create_restore(&server, ns, "r1", &b, &restore_repo, "push", false);
-    let run = metamover(
-        &kc,
-        &args(
-            &[
-                "images",
-                "restore",
-                "--kind",
-                "Restore",
-                "--namespace",
-                ns,
-                "--name",
-                "r1",
-                "--location",
-                &location,
-            ],
-            &target,
-        ),
-    )
-    .await;
+    let run = images_restore(&kc, ns, "r1", &location, &target).await;
     run.ok();
     let status = restore_status_images(&server, ns, "r1").await;
     let entry = |r: &str| status.iter().find(|i| i["image"] == r).unwrap().clone();
@@ -640,26 +507,7 @@ async fn images_restore_pushes_only_what_is_gone() {
 
     // With overrideImageIfExist the tag is taken over.
     create_restore(&server, ns, "r2", &b, &restore_repo, "push", true);
-    metamover(
-        &kc,
-        &args(
-            &[
-                "images",
-                "restore",
-                "--kind",
-                "Restore",
-                "--namespace",
-                ns,
-                "--name",
-                "r2",
-                "--location",
-                &location,
-            ],
-            &target,
-        ),
-    )
-    .await
-    .ok();
+    images_restore(&kc, ns, "r2", &location, &target).await.ok();
     let status = restore_status_images(&server, ns, "r2").await;
     let c = status.iter().find(|i| i["image"] == refs[2]).unwrap();
     assert_eq!(c["result"], "Overwritten");
@@ -697,25 +545,7 @@ async fn images_restore_pushes_only_what_is_gone() {
         "wrong",
         false,
     );
-    let refused = metamover(
-        &kc,
-        &args(
-            &[
-                "images",
-                "restore",
-                "--kind",
-                "Restore",
-                "--namespace",
-                ns,
-                "--name",
-                "r3",
-                "--location",
-                &location,
-            ],
-            &target,
-        ),
-    )
-    .await;
+    let refused = images_restore(&kc, ns, "r3", &location, &target).await;
     assert_eq!(refused.code, 1, "{:?} {}", refused.lines, refused.stderr);
     let error = refused.error();
     // Images are restored in reference order: the first one not reachable fails.
@@ -823,40 +653,8 @@ async fn images_backup_retries_a_flaky_registry_then_reports_retryable() {
             "--target".to_owned(),
             dir.path().to_str().unwrap().to_owned(),
         ];
-        metamover(
-            &kc,
-            &args(
-                &[
-                    "snapshot",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b1",
-                ],
-                &target,
-            ),
-        )
-        .await
-        .ok();
-        let run = metamover(
-            &kc,
-            &args(
-                &[
-                    "images",
-                    "backup",
-                    "--kind",
-                    "Backup",
-                    "--namespace",
-                    ns,
-                    "--name",
-                    "b1",
-                ],
-                &target,
-            ),
-        )
-        .await;
+        for_backup(&kc, &["snapshot"], ns, "b1", &target).await.ok();
+        let run = for_backup(&kc, &["images", "backup"], ns, "b1", &target).await;
         assert!(proxy.injected_failures() > 0);
         if expect_ok {
             assert_eq!(run.ok()["images"], 1);
