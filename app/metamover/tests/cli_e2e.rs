@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{create_bucket, metamover, metamover_env};
+use common::{create_backup, create_bucket, create_plan, metamover, metamover_env};
 use std::{collections::BTreeSet, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -102,26 +102,12 @@ fn seed(server: &ApiServer) -> (String, String) {
             "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
                 "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}))
         .unwrap();
-    let plan = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
-            "metadata": {"name": "plan", "namespace": ns},
-            "spec": {"backupConfig": {"target": {"name": "t", "namespace": ns}},
-                "excludeResources": {"labelSelector": [{"matchLabels": {"backup": "no"}}]}}}),
-        )
-        .unwrap();
-    let backup = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
-            "metadata": {"name": "b1", "namespace": ns},
-            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": ns}},
-            "status": {"status": "InProgress"}}),
-        )
-        .unwrap();
-    (
-        plan["metadata"]["uid"].as_str().unwrap().to_owned(),
-        backup["metadata"]["uid"].as_str().unwrap().to_owned(),
-    )
+    let plan_uid = create_plan(
+        server,
+        ns,
+        json!({"excludeResources": {"labelSelector": [{"matchLabels": {"backup": "no"}}]}}),
+    );
+    (plan_uid, create_backup(server, ns, "b1"))
 }
 
 fn doc(dir: &Path, index: &Index, ns: Option<&str>, kind: &str) -> Vec<Value> {

@@ -10,7 +10,7 @@ mod common;
 #[path = "common/mod.rs"]
 mod run;
 
-use run::{Run, create_bucket};
+use run::{Run, create_backup, create_bucket, create_plan};
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -61,26 +61,7 @@ fn seed_namespace(server: &ApiServer, ns: &str) -> String {
     server
         .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
         .unwrap();
-    let plan = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
-            "metadata": {"name": "plan", "namespace": ns},
-            "spec": {"backupConfig": {"target": {"name": "t", "namespace": ns}}}}),
-        )
-        .unwrap();
-    plan["metadata"]["uid"].as_str().unwrap().to_owned()
-}
-
-fn create_backup(server: &ApiServer, ns: &str, name: &str) -> String {
-    let b = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": ns}},
-            "status": {"status": "InProgress"}}),
-        )
-        .unwrap();
-    b["metadata"]["uid"].as_str().unwrap().to_owned()
+    create_plan(server, ns, json!({}))
 }
 
 fn container(name: &str, image: &str) -> Value {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Run, create_bucket, metamover, metamover_env};
+use common::{Run, create_backup, create_bucket, create_plan, metamover, metamover_env};
 use std::{io::Write, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -112,26 +112,8 @@ async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) ->
 /// status gets a volume directory under the location, recorded as its `location`), then
 /// `commit`. Returns the backup's location.
 async fn snapshot_and_commit(server: &ApiServer, target: &Path, ns: &str) -> String {
-    let plan = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
-            "metadata": {"name": "plan", "namespace": ns},
-            "spec": {"backupConfig": {"target": {"name": "t", "namespace": ns}}}}),
-        )
-        .unwrap();
-    let backup = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
-            "metadata": {"name": "b1", "namespace": ns},
-            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": ns}},
-            "status": {"status": "InProgress"}}),
-        )
-        .unwrap();
-    let location = format!(
-        "{}/{}",
-        plan["metadata"]["uid"].as_str().unwrap(),
-        backup["metadata"]["uid"].as_str().unwrap()
-    );
+    let plan_uid = create_plan(server, ns, json!({}));
+    let location = format!("{plan_uid}/{}", create_backup(server, ns, "b1"));
     let kc = server.kubeconfig_path();
     let tdir = target.to_str().unwrap();
     let backup_args = [

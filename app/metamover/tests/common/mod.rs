@@ -102,29 +102,13 @@ impl OneBackup {
             .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "settings", "namespace": NS}, "data": {"token": token}}))
             .unwrap();
-        let mut spec = json!({"backupConfig": {"target": {"name": "t", "namespace": NS}}});
-        if encrypted {
-            spec["encryption"] = json!({"encryptionSecret": {"name": "key", "namespace": NS}});
-        }
-        let plan = server
-            .create(
-                json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
-                "metadata": {"name": "plan", "namespace": NS}, "spec": spec}),
-            )
-            .unwrap();
-        let backup = server
-            .create(
-                json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
-                "metadata": {"name": "b1", "namespace": NS},
-                "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": NS}},
-                "status": {"status": "InProgress"}}),
-            )
-            .unwrap();
-        let location = format!(
-            "{}/{}",
-            plan["metadata"]["uid"].as_str().unwrap(),
-            backup["metadata"]["uid"].as_str().unwrap()
-        );
+        let encryption = if encrypted {
+            json!({"encryption": {"encryptionSecret": {"name": "key", "namespace": NS}}})
+        } else {
+            json!({})
+        };
+        let plan_uid = create_plan(&server, NS, encryption);
+        let location = format!("{plan_uid}/{}", create_backup(&server, NS, "b1"));
         let w = Self {
             server,
             dir,
@@ -210,4 +194,34 @@ pub fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
         resp.starts_with("HTTP/1.1 200"),
         "bucket creation failed: {resp}"
     );
+}
+
+/// BackupPlan `plan` in `ns` backing up to target `ns/t`, with the spec fields of `extra` too;
+/// returns its uid.
+pub fn create_plan(server: &ApiServer, ns: &str, extra: Value) -> String {
+    let mut spec = json!({"backupConfig": {"target": {"name": "t", "namespace": ns}}});
+    if let (Some(s), Value::Object(e)) = (spec.as_object_mut(), extra) {
+        s.extend(e);
+    }
+    let plan = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "BackupPlan",
+            "metadata": {"name": "plan", "namespace": ns}, "spec": spec}),
+        )
+        .unwrap();
+    plan["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+/// Backup `name` of plan `ns/plan`, Full and InProgress as the control plane creates it;
+/// returns its uid.
+pub fn create_backup(server: &ApiServer, ns: &str, name: &str) -> String {
+    let backup = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "Backup",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"type": "Full", "backupPlan": {"name": "plan", "namespace": ns}},
+            "status": {"status": "InProgress"}}),
+        )
+        .unwrap();
+    backup["metadata"]["uid"].as_str().unwrap().to_owned()
 }
