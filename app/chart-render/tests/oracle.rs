@@ -323,3 +323,22 @@ paths: {{ base "/a/b.txt" }} {{ dir "/a/b.txt" }} {{ clean "a//b/../c" }} {{ ext
 "##;
     assert_same_as_go(&inline_chart(&[("r.yaml", t)], json!({})), &json!({}));
 }
+
+/// Every printf verb the engine implements, with Go's flags (`#`, `0`, `+`, `-`, width,
+/// precision), on template integers, float64 values, strings and booleans.
+#[test]
+fn printf_verbs_and_flags_match_go() {
+    let t = r##"ints: {{ printf "%b|%o|%x|%X|%d|%c|%q|%U" 5 8 255 255 -7 65 66 9731 }}
+int-flags: {{ printf "[%#x][%#o][%#b][%+d][%6d][%-6d|][%06d][%+06d][%#08x][%-#8x|][%08b][%+x]" 255 8 5 7 42 42 42 42 255 255 5 255 }}
+neg: {{ printf "[%x][%o][%b][%6d][%+d]" -255 -8 -5 -42 -42 }}
+floats: {{ printf "%e|%E|%.2e|%+.3e|%12.4E|%f|%.3f|%8.2f|%-8.2f|%+.1f|%08.3f" 1234.5678 0.000123 1234.5678 -1.5 98765.4321 2.5 3.14159 2.71828 2.71828 1.25 -3.14159 }}
+values: {{ printf "%e|%.1f|%v|%d" .Values.f .Values.f .Values.f .Values.f }}
+strings: {{ printf "[%s][%8s][%-8s][%.2s][%8.3s][%x][%X][%q][%v]" "go" "go" "go" "hello" "hello" "hi" "hi" "a\"b" "v" }}
+bools: {{ printf "[%t][%v][%6t][%-6t][%s]" true false true false true }}
+bad-verbs: {{ printf "[%s][%d][%t][%x]" 5 "s" 1 true }}
+lists: {{ printf "%v|%3v|%d|%x|%v" (list 1 2) (list 1 2) (list 1 2) (list "a" "b") (dict "b" 1 "a" "x") }}
+go-flags: {{ printf "[%-06d][%.3d][%.0d][%5.1s][%05s][%#q][% x][%# x][%U][%#U]" 7 7 0 "abc" "go" "q" "hi" "hi" 9731 9731 }}
+"##;
+    let values = json!({"f": 1234.5});
+    assert_same_as_go(&inline_chart(&[("p.yaml", t)], values), &json!({}));
+}

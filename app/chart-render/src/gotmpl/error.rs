@@ -84,8 +84,6 @@ pub enum NodeError {
 pub enum PrintError {
     #[error("unable to process verb: {0}")]
     UnableToProcessVerb(String),
-    #[error("{0:X} is not a valid char")]
-    NotAValidChar(i128),
     #[error("unable to format {0} as {1}")]
     UnableToFormat(Value, char),
     #[error("unable to terminate format arg: {0}")]

@@ -52,7 +52,8 @@ fn process_verb(
     for (i, c) in s.chars().enumerate() {
         match c {
             '#' => params.sharp = true,
-            '0' => params.zero = true,
+            // Go: zero padding only to the left.
+            '0' => params.zero = !params.minus,
             '+' => params.plus = true,
             '-' => {
                 params.minus = true;
@@ -210,14 +211,4 @@ fn tokenize(s: &str) -> Result<Vec<FormatArg>, PrintError> {
         }
     }
     Ok(args)
-}
-
-pub fn params_to_chars(params: &FormatParams) -> (char, char, char, char, char) {
-    (
-        if params.sharp { '#' } else { '_' },
-        if params.zero { '0' } else { '_' },
-        if params.plus { '+' } else { '_' },
-        if params.minus { '-' } else { '_' },
-        if params.space { ' ' } else { '_' },
-    )
 }
