@@ -1,8 +1,6 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::LazyLock;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::thread;
 
 use super::node::Span;
 
@@ -81,17 +79,15 @@ pub enum ItemType {
 #[derive(Debug)]
 pub struct Item {
     pub typ: ItemType,
-    pub pos: Pos,
     pub val: String,
     pub line: usize,
     pub col: usize,
 }
 
 impl Item {
-    pub fn new<T: Into<String>>(typ: ItemType, pos: Pos, val: T, line: usize, col: usize) -> Item {
+    pub fn new<T: Into<String>>(typ: ItemType, val: T, line: usize, col: usize) -> Item {
         Item {
             typ,
-            pos,
             val: val.into(),
             line,
             col,
@@ -119,22 +115,22 @@ impl fmt::Display for Item {
     }
 }
 
+/// The tokens of one template text, lexed up front (upstream lexed on a thread of its own per
+/// parse and sent tokens over a channel; the parser always read them all).
 pub struct Lexer {
-    last_pos: Pos,                  // position of most recent item returned by nextItem
-    items_receiver: Receiver<Item>, // channel of scanned items
-    finished: bool,                 // flag if lexer is finished
+    items: VecDeque<Item>,
 }
 
 struct LexerStateMachine {
-    input: String,              // the string being scanned
-    state: State,               // the next lexing function to enter
-    pos: Pos,                   // current position in the input
-    start: Pos,                 // start position of this item
-    width: Pos,                 // width of last rune read from input
-    items_sender: Sender<Item>, // channel of scanned items
-    paren_depth: usize,         // nesting depth of ( ) exprs
-    line: usize,                // 1+number of newlines seen
-    line_start: Pos,            // position of the start of the current line
+    input: String,         // the string being scanned
+    state: State,          // the next lexing function to enter
+    pos: Pos,              // current position in the input
+    start: Pos,            // start position of this item
+    width: Pos,            // width of last rune read from input
+    items: VecDeque<Item>, // scanned items
+    paren_depth: usize,    // nesting depth of ( ) exprs
+    line: usize,           // 1+number of newlines seen
+    line_start: Pos,       // position of the start of the current line
 }
 
 #[derive(Debug)]
@@ -158,56 +154,25 @@ enum State {
 impl Iterator for Lexer {
     type Item = Item;
     fn next(&mut self) -> Option<Item> {
-        if self.finished {
-            return None;
-        }
-        let item = match self.items_receiver.recv() {
-            Ok(item) => {
-                self.last_pos = item.pos;
-                if item.typ == ItemType::Error || item.typ == ItemType::Eof {
-                    self.finished = true;
-                }
-                item
-            }
-            Err(e) => {
-                self.finished = true;
-                Item::new(ItemType::Error, 0, format!("{}", e), 0, 0)
-            }
-        };
-        Some(item)
+        self.items.pop_front()
     }
 }
 
 impl Lexer {
     pub fn new(input: String) -> Lexer {
-        let (tx, rx) = channel();
         let mut l = LexerStateMachine {
             input,
             state: State::LexText,
             pos: 0,
             start: 0,
             width: 0,
-            items_sender: tx,
+            items: VecDeque::new(),
             paren_depth: 0,
             line: 1,
             line_start: 0,
         };
-        thread::spawn(move || l.run());
-        Lexer {
-            last_pos: 0,
-            items_receiver: rx,
-            finished: false,
-        }
-    }
-
-    pub fn drain(&mut self) {
-        for _ in self.items_receiver.iter() {}
-    }
-}
-
-impl Drop for Lexer {
-    fn drop(&mut self) {
-        self.drain();
+        l.run();
+        Lexer { items: l.items }
     }
 }
 
@@ -289,9 +254,7 @@ impl LexerStateMachine {
         let lines = s.chars().filter(|c| *c == '\n').count();
         // Calculate column as 1-based offset from line start
         let col = self.start - self.line_start + 1;
-        let _ = self
-            .items_sender
-            .send(Item::new(t, self.start, s, self.line, col));
+        self.items.push_back(Item::new(t, s, self.line, col));
         // Update line tracking for multiline tokens
         self.line += lines;
         if lines > 0 {
@@ -322,9 +285,8 @@ impl LexerStateMachine {
 
     fn errorf(&mut self, msg: &str) -> State {
         let col = self.start - self.line_start + 1;
-        let _ = self
-            .items_sender
-            .send(Item::new(ItemType::Error, self.start, msg, self.line, col));
+        self.items
+            .push_back(Item::new(ItemType::Error, msg, self.line, col));
         State::End
     }
 
@@ -610,25 +572,30 @@ impl LexerStateMachine {
     }
 
     fn lex_char(&mut self) -> State {
+        self.lex_quoted(
+            '\'',
+            "unterminated character constant",
+            ItemType::CharConstant,
+        )
+    }
+
+    /// A quoted string or character constant: up to the closing `quote` not escaped by `\`,
+    /// on one line.
+    fn lex_quoted(&mut self, quote: char, unterminated: &str, typ: ItemType) -> State {
         let mut escaped = false;
         loop {
-            let c = self.next();
-            match c {
-                Some('\\') => {
+            match self.next() {
+                Some('\\') if !escaped => {
                     escaped = true;
                     continue;
                 }
-                Some('\n') | None => {
-                    return self.errorf("unterminated character constant");
-                }
-                Some('\'') if !escaped => {
-                    break;
-                }
+                Some('\n') | None => return self.errorf(unterminated),
+                Some(c) if c == quote && !escaped => break,
                 _ => {}
-            };
+            }
             escaped = false;
         }
-        self.emit(ItemType::CharConstant);
+        self.emit(typ);
         State::LexInsideAction
     }
 
@@ -668,26 +635,7 @@ impl LexerStateMachine {
     }
 
     fn lex_quote(&mut self) -> State {
-        let mut escaped = false;
-        loop {
-            let c = self.next();
-            match c {
-                Some('\\') => {
-                    escaped = true;
-                    continue;
-                }
-                Some('\n') | None => {
-                    return self.errorf("unterminated quoted string");
-                }
-                Some('"') if !escaped => {
-                    break;
-                }
-                _ => {}
-            };
-            escaped = false;
-        }
-        self.emit(ItemType::String);
-        State::LexInsideAction
+        self.lex_quoted('"', "unterminated quoted string", ItemType::String)
     }
 
     fn lex_raw_quote(&mut self) -> State {

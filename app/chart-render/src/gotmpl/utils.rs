@@ -18,7 +18,12 @@ pub fn unquote_char(s: &str, quote: char) -> Option<char> {
     }
 }
 
+/// A string literal's value: a raw string (`` `...` ``) is taken as written, as in Go; a
+/// quoted one has its escapes resolved.
 pub fn unquote_str(s: &str) -> Option<String> {
+    if let Some(raw) = s.strip_prefix('`') {
+        return raw.strip_suffix('`').map(str::to_owned);
+    }
     if s.len() < 2 {
         return None;
     }
