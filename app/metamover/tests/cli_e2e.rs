@@ -11,13 +11,11 @@ use common::{create_backup, create_bucket, create_plan, metamover, metamover_env
 use std::{collections::BTreeSet, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use flate2::{Compression, write::GzEncoder};
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use serde_json::{Value, json};
-use std::io::Write;
 use tvk_metamover::layout::{Commit, Index, read_document};
 use tvk_test_apiserver::ApiServer;
 use tvk_testkit::TempDir;
@@ -28,13 +26,15 @@ fn helm_secret(ns: &str) -> Value {
     let release = json!({"name": "web", "namespace": ns, "version": 1,
         "info": {"status": "deployed"},
         "chart": {"metadata": {"name": "web", "version": "0.1.0"}}, "manifest": MANIFEST});
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    gz.write_all(release.to_string().as_bytes()).unwrap();
-    let helm_text = STANDARD.encode(gz.finish().unwrap());
-    json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-        "metadata": {"name": "sh.helm.release.v1.web.v1", "namespace": ns,
-            "labels": {"owner": "helm", "name": "web", "status": "deployed", "version": "1"}},
-        "data": {"release": STANDARD.encode(helm_text)}})
+    fixture::release_storage_secret(&release, "deployed")
+}
+
+#[allow(dead_code)]
+mod fixture {
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/charts/fixture.rs"
+    ));
 }
 
 fn seed(server: &ApiServer) -> (String, String) {
@@ -142,8 +142,7 @@ async fn snapshot_then_commit_a_namespace_backup() {
     let tdir = target.path().to_str().unwrap().to_owned();
     let kc = server.kubeconfig_path().to_path_buf();
     // Pages of 2 objects: every list goes through `continue` tokens.
-    let args = [
-        "snapshot",
+    let backup_args = [
         "--kind",
         "Backup",
         "--namespace",
@@ -152,9 +151,8 @@ async fn snapshot_then_commit_a_namespace_backup() {
         "b1",
         "--target",
         &tdir,
-        "--page-size",
-        "2",
     ];
+    let args = [&["snapshot"][..], &backup_args, &["--page-size", "2"]].concat();
     let mark = server.mark();
     let run = metamover(&kc, &args).await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
@@ -298,17 +296,7 @@ async fn snapshot_then_commit_a_namespace_backup() {
     assert_eq!(patches[0].field_manager.as_deref(), Some("tvk-metamover"));
 
     // Commit refuses while the volume is not on the target.
-    let commit_args = [
-        "commit",
-        "--kind",
-        "Backup",
-        "--namespace",
-        "shop",
-        "--name",
-        "b1",
-        "--target",
-        &tdir,
-    ];
+    let commit_args = [&["commit"][..], &backup_args].concat();
     let refused = metamover(&kc, &commit_args).await;
     assert_eq!(refused.code, 1, "{:?}", refused.lines);
     assert!(

@@ -7,10 +7,9 @@
 mod common;
 
 use common::{Run, create_backup, create_bucket, create_plan, metamover, metamover_env};
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use flate2::{Compression, write::GzEncoder};
 use serde_json::{Value, json};
 use tvk_api::restore_plan::{ObjectResult, PlanAction, RestorePlan};
 use tvk_metamover::plan::RESTORE_UID_LABEL;
@@ -23,13 +22,7 @@ fn helm_secret(ns: &str) -> Value {
     let release = json!({"name": "web", "namespace": ns, "version": 1,
         "info": {"status": "deployed"}, "config": {"image": {"tag": "1"}},
         "chart": {"metadata": {"name": "web", "version": "0.1.0"}}, "manifest": MANIFEST});
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    gz.write_all(release.to_string().as_bytes()).unwrap();
-    let helm_text = STANDARD.encode(gz.finish().unwrap());
-    json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-        "metadata": {"name": "sh.helm.release.v1.web.v1", "namespace": ns,
-            "labels": {"owner": "helm", "name": "web", "status": "deployed", "version": "1"}},
-        "data": {"release": STANDARD.encode(helm_text)}})
+    fixture::release_storage_secret(&release, "deployed")
 }
 
 const CRD_NAME: &str = "widgets.example.com";
@@ -215,6 +208,13 @@ impl World {
         self.target.path().to_str().unwrap()
     }
 
+    /// Creates Restore `copy/name` of the backup with `extra` spec fields (see [`restore`]).
+    fn create(&self, name: &str, extra: Value) -> Value {
+        self.server
+            .create(restore(name, &self.location, extra))
+            .unwrap()
+    }
+
     /// Runs `cmd` (`restore-plan`, `restore`) for Restore `copy/name` from the backup.
     async fn run(&self, cmd: &str, name: &str) -> Run {
         self.run_env(cmd, name, &[]).await
@@ -306,13 +306,7 @@ async fn backup_restored_into_another_namespace() {
     let transform = json!({"custom": [{"transformName": "new-image",
         "resources": {"groupVersionKind": {"group": "apps", "kind": "Deployment"}, "objects": ["web"]},
         "jsonPatches": [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:2"}]}]});
-    let r1 = server
-        .create(restore(
-            "r1",
-            location,
-            json!({"transformComponents": transform}),
-        ))
-        .unwrap();
+    let r1 = w.create("r1", json!({"transformComponents": transform}));
     let r1_uid = r1["metadata"]["uid"].as_str().unwrap().to_owned();
 
     // 1. The conflict blocks the plan; the Job still succeeds (a plan was computed).
@@ -541,19 +535,16 @@ async fn bad_transforms_selections_and_missing_commits() {
     let (server, location, target) = (&w.server, w.location.as_str(), w.target.path());
 
     // A transform that does not apply blocks the plan, naming the transform and the object.
-    server
-        .create(restore(
-            "bad",
-            location,
-            json!({
+    w.create(
+        "bad",
+        json!({
             "restoreFlags": {"skipIfAlreadyExists": true},
             "transformComponents": {"custom": [{"transformName": "broken",
                 "resources": {"groupVersionKind": {"group": "apps", "kind": "Deployment"}},
                 "jsonPatches": [{"op": "replace", "path": "/spec/nothing", "value": 1}]}],
                 "helm": [{"transformName": "typo", "release": "wbe",
                     "set": [{"key": "image.tag", "value": "2"}]}]}}),
-        ))
-        .unwrap();
+    );
     let plan = w.plan("bad").await;
     assert!(
         plan.blocking
@@ -571,14 +562,12 @@ async fn bad_transforms_selections_and_missing_commits() {
     );
 
     // Selectors and exclusions, onlyMetadata.
-    server
-        .create(restore("sel", location, json!({
+    w.create("sel", json!({
             "restoreFlags": {"onlyMetadata": true},
             "resourceSelector": {"gvkSelector": [{"groupVersionKind": {"group": "", "kind": "ConfigMap"}},
                 {"groupVersionKind": {"group": "apps", "kind": "Deployment"}}]},
             "excludeResourceSelector": {"gvkSelector": [{"groupVersionKind": {"group": "", "kind": "ConfigMap"},
-                "objects": ["app-config"]}]}})))
-        .unwrap();
+                "objects": ["app-config"]}]}}));
     let plan = w.plan("sel").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     assert!(plan.volumes.is_empty(), "onlyMetadata");
@@ -802,19 +791,13 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patched_objects_and_a_failed_object_are_recorded() {
     let w = World::backed_up("mm-restore-patch", Vec::new()).await;
-    let (server, location) = (&w.server, w.location.as_str());
+    let server = &w.server;
     server
         .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "app-config", "namespace": "copy", "labels": {"mine": "yes"}},
             "data": {"k": "theirs"}}))
         .unwrap();
-    server
-        .create(restore(
-            "p",
-            location,
-            json!({"restoreFlags": {"patchIfAlreadyExists": true}}),
-        ))
-        .unwrap();
+    w.create("p", json!({"restoreFlags": {"patchIfAlreadyExists": true}}));
     let plan = w.plan("p").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     assert_eq!(
@@ -844,7 +827,7 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
 
     // An object that appears after the plan, with no flag for it: the restore stops there,
     // naming it, and records what it did so far.
-    server.create(restore("f", location, json!({}))).unwrap();
+    w.create("f", json!({}));
     let run = w.run("restore-plan", "f").await;
     assert_eq!(run.code, 0);
     let plan = plan_of(server, "f");
@@ -865,13 +848,7 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
     server
         .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "copy"}}))
         .unwrap();
-    server
-        .create(restore(
-            "f",
-            location,
-            json!({"restoreFlags": {"onlyMetadata": true}}),
-        ))
-        .unwrap();
+    w.create("f", json!({"restoreFlags": {"onlyMetadata": true}}));
     let plan = w.plan("f").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     server
@@ -910,14 +887,11 @@ async fn patched_objects_and_a_failed_object_are_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workloads_point_at_the_images_image_restore_pushed() {
     let w = World::backed_up("mm-restore-images", Vec::new()).await;
-    let (server, location) = (&w.server, w.location.as_str());
-    server
-        .create(restore(
-            "img",
-            location,
-            json!({"restoreFlags": {"onlyMetadata": true}, "actionFlags": {"imageRestore": true}}),
-        ))
-        .unwrap();
+    let server = &w.server;
+    w.create(
+        "img",
+        json!({"restoreFlags": {"onlyMetadata": true}, "actionFlags": {"imageRestore": true}}),
+    );
     w.run("restore-plan", "img").await.ok();
     assert!(plan_of(server, "img").blocking.is_empty());
     // ImageRestore's record: nginx:1 was pushed to the restore registry, another image was
@@ -955,7 +929,7 @@ async fn workloads_point_at_the_images_image_restore_pushed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() {
     let w = World::backed_up("mm-restore-nsmeta", Vec::new()).await;
-    let (server, location) = (&w.server, w.location.as_str());
+    let server = &w.server;
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
         kube::Api::all(server.client());
     namespaces
@@ -968,13 +942,7 @@ async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() 
         )
         .await
         .unwrap();
-    server
-        .create(restore(
-            "nsmeta",
-            location,
-            json!({"restoreFlags": {"onlyMetadata": true, "restoreNamespaceLabelsAnnotations": "Override"}}),
-        ))
-        .unwrap();
+    w.create("nsmeta", json!({"restoreFlags": {"onlyMetadata": true, "restoreNamespaceLabelsAnnotations": "Override"}}));
     w.run("restore-plan", "nsmeta").await.ok();
     w.run("restore", "nsmeta").await.ok();
     let ns = server.get("v1", "Namespace", None, "copy").unwrap();
@@ -990,7 +958,7 @@ async fn the_backed_up_namespace_labels_and_annotations_reach_the_destination() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recreates_them() {
     let w = World::backed_up("mm-restore-inplace", Vec::new()).await;
-    let (server, location) = (&w.server, w.location.as_str());
+    let server = &w.server;
     // The application drifted in the destination; something else lives there too.
     for (name, k) in [("app-config", "drifted"), ("mine", "not in the backup")] {
         server
@@ -999,13 +967,7 @@ async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recre
             .unwrap();
     }
     // Without cleanupConfig the existing object blocks, and the message offers it.
-    server
-        .create(restore(
-            "plain",
-            location,
-            json!({"restoreFlags": {"onlyMetadata": true}}),
-        ))
-        .unwrap();
+    w.create("plain", json!({"restoreFlags": {"onlyMetadata": true}}));
     let plan = w.plan("plain").await;
     assert!(
         plan.blocking
@@ -1015,14 +977,11 @@ async fn cleanup_config_plans_existing_objects_for_replacement_and_restore_recre
         plan.blocking
     );
 
-    server
-        .create(restore(
-            "inplace",
-            location,
-            json!({"restoreFlags": {"onlyMetadata": true},
+    w.create(
+        "inplace",
+        json!({"restoreFlags": {"onlyMetadata": true},
                 "cleanupConfig": {"enabled": true, "gracefulDeletionTimeoutSeconds": 60}}),
-        ))
-        .unwrap();
+    );
     let plan = w.plan("inplace").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     let cm = planned(&plan, "ConfigMap", "app-config");
@@ -1217,21 +1176,18 @@ fn manifest_matches_restored(server: &ApiServer, release: &str, record: &Value) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained() {
     let w = World::helm("mm-restore-helm", Options::default(), &json!({}), None).await;
-    let (server, location) = (&w.server, w.location.as_str());
+    let server = &w.server;
 
     // 1. set/setString: the chart is re-rendered and the difference applied.
-    server
-        .create(restore(
-            "r1",
-            location,
-            json!({"transformComponents": {"helm": [
+    w.create(
+        "r1",
+        json!({"transformComponents": {"helm": [
             {"transformName": "up", "release": "web",
              "set": [{"key": "image.tag", "value": "1.26.1"}, {"key": "replicaCount", "value": "3"},
                      {"key": "extraConfig.enabled", "value": "true"},
                      {"key": "service.enabled", "value": "false"}],
              "setString": [{"key": "config.greeting", "value": "007"}]}]}}),
-        ))
-        .unwrap();
+    );
     let plan = w.plan("r1").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     assert!(
@@ -1298,15 +1254,12 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     manifest_matches_restored(server, "web", &rec);
 
     // 2. A set key addressing a subchart blocks.
-    server
-        .create(restore(
-            "r2",
-            location,
-            json!({"transformComponents": {"helm": [
+    w.create(
+        "r2",
+        json!({"transformComponents": {"helm": [
             {"transformName": "sub", "release": "web",
              "set": [{"key": "redis.architecture", "value": "standalone"}]}]}}),
-        ))
-        .unwrap();
+    );
     let plan = w.plan("r2").await;
     assert!(
         plan.blocking
@@ -1319,7 +1272,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     );
 
     // 3. `copy` now has a release web: another restore renames it (retainHelmReleaseName unset).
-    let r3 = server.create(restore("r3", location, json!({}))).unwrap();
+    let r3 = w.create("r3", json!({}));
     let new_name = format!("web-{}", &r3["metadata"]["uid"].as_str().unwrap()[..5]);
     let plan = w.plan("r3").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
@@ -1382,13 +1335,10 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
 
     // 4. retainHelmReleaseName: the release keeps its name and its objects are judged by the
     // flags.
-    server
-        .create(restore(
-            "r4",
-            location,
-            json!({"restoreFlags": {"retainHelmReleaseName": true, "skipIfAlreadyExists": true}}),
-        ))
-        .unwrap();
+    w.create(
+        "r4",
+        json!({"restoreFlags": {"retainHelmReleaseName": true, "skipIfAlreadyExists": true}}),
+    );
     let plan = w.plan("r4").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     for (kind, name) in [
@@ -1406,13 +1356,10 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
         "not renamed"
     );
     // Retained without skipIfAlreadyExists / patchIfAlreadyExists: the usual blocking conflict.
-    server
-        .create(restore(
-            "r5",
-            location,
-            json!({"restoreFlags": {"retainHelmReleaseName": true}}),
-        ))
-        .unwrap();
+    w.create(
+        "r5",
+        json!({"restoreFlags": {"retainHelmReleaseName": true}}),
+    );
     let plan = w.plan("r5").await;
     assert!(
         plan.blocking
@@ -1432,16 +1379,13 @@ async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_tem
         Some(("replicas: 1", "replicas: 2")),
     )
     .await;
-    let (server, location) = (&w.server, w.location.as_str());
-    server
-        .create(restore(
-            "t1",
-            location,
-            json!({"transformComponents": {"helm": [
+    let server = &w.server;
+    w.create(
+        "t1",
+        json!({"transformComponents": {"helm": [
             {"transformName": "tag", "release": "web",
              "set": [{"key": "image.tag", "value": "2"}]}]}}),
-        ))
-        .unwrap();
+    );
     let plan = w.plan("t1").await;
     assert!(
         plan.blocking
@@ -1454,7 +1398,7 @@ async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_tem
         plan.blocking
     );
     // Without a transform the release is restored as backed up: nothing is rendered.
-    server.create(restore("t2", location, json!({}))).unwrap();
+    w.create("t2", json!({}));
     w.run("restore-plan", "t2").await.ok();
     assert!(plan_of(server, "t2").blocking.is_empty());
 }
@@ -1463,7 +1407,7 @@ async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_tem
 async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
     let config = json!({"cache": {"enabled": true}});
     let w = World::helm("mm-restore-helm-sts", Options::default(), &config, None).await;
-    let (server, location) = (&w.server, w.location.as_str());
+    let server = &w.server;
     // The destination already has a release `web` (installed there by someone else).
     let chart = fixture::chart_json("webapp");
     server
@@ -1472,7 +1416,7 @@ async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
             "deployed",
         ))
         .unwrap();
-    server.create(restore("s1", location, json!({}))).unwrap();
+    w.create("s1", json!({}));
     let plan = w.plan("s1").await;
     assert_eq!(plan.volumes.len(), 1, "{:?}", plan.volumes);
     assert_eq!(plan.volumes[0].pvc_name, "data-web-webapp-cache-0");
@@ -1486,13 +1430,7 @@ async fn renaming_a_release_whose_statefulset_claims_carry_data_is_blocked() {
         plan.blocking
     );
     // Restored metadata-only (no data under the old names), the rename goes ahead.
-    server
-        .create(restore(
-            "s2",
-            location,
-            json!({"restoreFlags": {"onlyMetadata": true}}),
-        ))
-        .unwrap();
+    w.create("s2", json!({"restoreFlags": {"onlyMetadata": true}}));
     let plan = w.plan("s2").await;
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
     let s2 = server
@@ -1597,9 +1535,7 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     server
         .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
         .unwrap();
-    server
-        .create(restore("sc-no", location, json!({})))
-        .unwrap();
+    w.create("sc-no", json!({}));
     let plan = w.plan("sc-no").await;
     assert!(
         plan.blocking
@@ -1621,13 +1557,10 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     );
 
     // With the flag: planned first, created, then the claims.
-    server
-        .create(restore(
-            "sc-yes",
-            location,
-            json!({"restoreFlags": {"restoreStorageClass": true}}),
-        ))
-        .unwrap();
+    w.create(
+        "sc-yes",
+        json!({"restoreFlags": {"restoreStorageClass": true}}),
+    );
     let plan = w.plan("sc-yes").await;
     assert!(plan.blocking.is_empty(), "{:#?}", plan.blocking);
     assert_eq!(plan.objects[0].kind, "StorageClass", "{:#?}", plan.objects);
@@ -1698,9 +1631,7 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         .unwrap();
     let flags = json!({"restoreFlags": {"restoreStorageClass": true, "skipIfAlreadyExists": true,
         "patchIfAlreadyExists": false}});
-    server
-        .create(restore("sc-keep", location, flags.clone()))
-        .unwrap();
+    w.create("sc-keep", flags.clone());
     let plan = w.plan("sc-keep").await;
     assert!(plan.blocking.is_empty(), "{:#?}", plan.blocking);
     assert!(!plan.objects.iter().any(|o| o.kind == "StorageClass"));
@@ -1715,7 +1646,7 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
     server
         .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
         .unwrap();
-    server.create(restore("sc-race", location, flags)).unwrap();
+    w.create("sc-race", flags);
     w.run("restore-plan", "sc-race").await.ok();
     assert_eq!(
         planned(&plan_of(server, "sc-race"), "StorageClass", "fast").action,
@@ -1746,7 +1677,7 @@ async fn restore_storage_class_creates_a_missing_class_and_never_touches_an_exis
         .delete("storage.k8s.io/v1", "StorageClass", None, "fast")
         .unwrap();
     let flags = json!({"restoreFlags": {"restoreStorageClass": true, "skipIfAlreadyExists": true}});
-    server.create(restore("sc-early", location, flags)).unwrap();
+    w.create("sc-early", flags);
     w.run("restore-plan", "sc-early").await.ok();
     let r = tvk_metamover::restore::RestoreRef {
         kind: tvk_metamover::restore::RestoreKind::Restore,
