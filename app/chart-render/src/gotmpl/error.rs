@@ -82,8 +82,6 @@ pub enum NodeError {
 
 #[derive(Error, Debug)]
 pub enum PrintError {
-    #[error("unable to process verb: {0}")]
-    UnableToProcessVerb(String),
     #[error("unable to format {0} as {1}")]
     UnableToFormat(Value, char),
     #[error("unable to terminate format arg: {0}")]

@@ -70,8 +70,13 @@ fn print_element(p: &FormatParams, verb: char, val: &Value) -> Result<String, Pr
 
 /// Go's `%!verb(type=value)` for an operand the verb does not apply to.
 fn bad_verb(verb: char, val: &Value) -> String {
+    format!("%!{verb}({})", typed(val))
+}
+
+/// An operand as Go's `fmt` names it in a complaint: `type=value`, or `<nil>`.
+pub fn typed(val: &Value) -> String {
     let typ = match val {
-        Value::Missing | Value::Nil => return format!("%!{verb}(<nil>)"),
+        Value::Missing | Value::Nil => return "<nil>".into(),
         Value::Bool(_) => "bool",
         Value::String(_) => "string",
         Value::Number(n) if n.as_f64().is_some() => "float64",
@@ -81,7 +86,7 @@ fn bad_verb(verb: char, val: &Value) -> String {
         Value::Map(_) => "map[string]interface {}",
         Value::Function(_) => "func",
     };
-    format!("%!{verb}({typ}={})", format_nested(val))
+    format!("{typ}={}", format_nested(val))
 }
 
 /// Go's `fmtInteger` and friends: `d v b o O x X c q U`; `None` for any other verb.

@@ -1,34 +1,14 @@
-use std::char;
-
-use crate::gotmpl::value::{FromValue, Value};
+//! Go's `fmt.Sprintf` (fmt/print.go `doPrintf`): verbs with flags, width, precision and
+//! explicit argument indexes (`%[2]d`, `%*d`); each verb is formatted by `print_verb`.
 
 use super::error::PrintError;
-use super::print_verb::print;
+use super::print_verb::{print, typed};
+use super::value::{FromValue, Value};
 
-pub fn sprintf(s: &str, args: &[Value]) -> Result<String, PrintError> {
-    let tokens = tokenize(s)?;
-    let mut fmt = String::new();
-    let mut i = 0;
-    let mut index = 0;
-    for t in tokens {
-        fmt.push_str(&s[i..t.start].replace("%%", "%"));
-        let (s, idx) = process_verb(&s[t.start + 1..t.end], t.typ, args, index)?;
-        fmt.push_str(&s);
-        index = idx;
-        i = t.end + 1;
-    }
-    fmt.push_str(&s[i..].replace("%%", "%"));
-    Ok(fmt)
-}
+/// The verbs Go's `fmt` knows; a `%` directive runs up to the first of them.
+static VERBS: &str = "vVtTbcdoOqxXUeEfFgGsp";
 
-struct FormatArg {
-    pub start: usize,
-    pub end: usize,
-    pub typ: char,
-}
-
-static TYPS: &str = "vVtTbcdoqxXUeEfFgGsp";
-
+/// Flags, width and precision of one verb.
 #[derive(Default)]
 pub struct FormatParams {
     pub sharp: bool,
@@ -40,175 +20,137 @@ pub struct FormatParams {
     pub precision: Option<usize>,
 }
 
-fn process_verb(
-    s: &str,
-    typ: char,
-    args: &[Value],
-    mut index: usize,
-) -> Result<(String, usize), PrintError> {
-    let mut params = FormatParams::default();
-    let mut complex = false;
-    let mut pos = 0;
-    for (i, c) in s.chars().enumerate() {
-        match c {
-            '#' => params.sharp = true,
-            // Go: zero padding only to the left.
-            '0' => params.zero = !params.minus,
-            '+' => params.plus = true,
-            '-' => {
-                params.minus = true;
-                // Golang does not pad with zeros to the right.
-                params.zero = false;
-            }
-            ' ' => params.space = true,
-            _ => {
-                pos = i;
-                complex = true;
-                break;
-            }
-        }
-    }
-    if complex {
-        let mut after_index = false;
-        let arg_num = parse_index(&s[pos..])?.map(|(i, till)| {
-            pos += till;
-            after_index = true;
-            index = i;
-            i
-        });
-        if s[pos..].starts_with('*') {
-            pos += 1;
-            let arg_num = arg_num.unwrap_or_else(|| {
-                let i = index;
-                index += 1;
-                i
-            });
-            if let Some(width) = args.get(arg_num).and_then(i64::from_value) {
-                if width < 0 {
-                    params.minus = true;
-                    // Golang does not pad with zeros to the right.
-                    params.zero = false;
-                }
-                params.width = width.unsigned_abs() as usize;
-            }
-            after_index = false;
-        } else if let Some((width, till)) = parse_num(&s[pos..])? {
-            if after_index {
-                return Err(PrintError::WithAfterIndex);
-            }
-            pos += till;
-            params.width = width;
-        }
-
-        if pos + 1 < s.len() && s[pos..].starts_with('.') {
-            pos += 1;
-            if after_index {
-                return Err(PrintError::PrecisionAfterIndex);
-            }
-
-            let arg_num = parse_index(&s[pos..])?.map(|(i, till)| {
-                pos += till;
-                after_index = true;
-                index = i;
-                i
-            });
-            if s[pos..].starts_with('*') {
-                pos += 1;
-                let arg_num = arg_num.unwrap_or_else(|| {
-                    let i = index;
-                    index += 1;
-                    i
-                });
-                if let Some(prec) = args.get(arg_num).and_then(i64::from_value) {
-                    if prec < 0 {
-                        params.precision = None;
-                    }
-                    params.precision = Some(prec.unsigned_abs() as usize);
-                }
-            } else if let Some((prec, till)) = parse_num(&s[pos..])? {
-                if after_index {
-                    return Err(PrintError::PrecisionAfterIndex);
-                }
-                pos += till;
-                params.precision = Some(prec);
-            }
-        }
-    }
-
-    let arg_num = if let Some((i, _)) = parse_index(&s[pos..])? {
-        index = i;
-        i
-    } else {
-        let i = index;
-        index += 1;
-        i
-    };
-
-    if arg_num < args.len() {
-        return print(&params, typ, &args[arg_num]).map(|s| (s, index));
-    }
-    Err(PrintError::UnableToProcessVerb(s.to_string()))
-}
-
-fn parse_index(s: &str) -> Result<Option<(usize, usize)>, PrintError> {
-    if s.starts_with('[') {
-        let till = s
-            .find(']')
-            .ok_or_else(|| PrintError::MissingClosingBracket(s.to_string()))?;
-        s[1..till]
-            .parse::<usize>()
-            .map(|u| Some((u - 1, till + 1)))
-            .map_err(PrintError::UnableToParseIndex)
-    } else {
-        Ok(None)
-    }
-}
-
-fn parse_num(s: &str) -> Result<Option<(usize, usize)>, PrintError> {
-    let till = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if till > 0 {
-        s[..till]
-            .parse()
-            .map(|u| Some((u, till)))
-            .map_err(PrintError::UnableToParseWidth)
-    } else {
-        Ok(None)
-    }
-}
-
-fn tokenize(s: &str) -> Result<Vec<FormatArg>, PrintError> {
-    let mut iter = s.char_indices().peekable();
-    let mut args = Vec::new();
-    loop {
-        let from = match iter.next() {
-            None => break,
-            Some((i, '%')) => i,
-            _ => continue,
-        };
-
-        if let Some(&(_, '%')) = iter.peek() {
-            iter.next();
+pub fn sprintf(format: &str, args: &[Value]) -> Result<String, PrintError> {
+    let mut out = String::new();
+    let mut rest = format;
+    let mut next_arg = 0;
+    let mut reordered = false;
+    while let Some(percent) = rest.find('%') {
+        out.push_str(&rest[..percent]);
+        let directive = &rest[percent + 1..];
+        if let Some(after) = directive.strip_prefix('%') {
+            out.push('%');
+            rest = after;
             continue;
         }
+        let verb_at = directive
+            .find(|c| VERBS.contains(c))
+            .ok_or_else(|| PrintError::UnableToTerminateFormatArg(rest[percent..].to_string()))?;
+        let spec = &directive[..verb_at];
+        let verb = directive[verb_at..].chars().next().unwrap_or('v');
+        reordered |= spec.contains('[');
+        out.push_str(&format_verb(spec, verb, args, &mut next_arg)?);
+        rest = &directive[verb_at + verb.len_utf8()..];
+    }
+    out.push_str(rest);
+    // Go reports arguments no verb used, unless the format picks arguments by index.
+    if !reordered && next_arg < args.len() {
+        let extra: Vec<String> = args[next_arg..].iter().map(typed).collect();
+        out.push_str(&format!("%!(EXTRA {})", extra.join(", ")));
+    }
+    Ok(out)
+}
 
-        loop {
-            match iter.next() {
-                None => {
-                    return Err(PrintError::UnableToTerminateFormatArg(
-                        s[from..].to_string(),
-                    ));
-                }
-                Some((i, t)) if TYPS.contains(t) => {
-                    args.push(FormatArg {
-                        start: from,
-                        end: i,
-                        typ: t,
-                    });
-                    break;
-                }
-                _ => continue,
-            };
+/// One directive: `spec` is what stands between `%` and the verb.
+fn format_verb(
+    spec: &str,
+    verb: char,
+    args: &[Value],
+    next_arg: &mut usize,
+) -> Result<String, PrintError> {
+    let mut p = FormatParams::default();
+    let flags = spec
+        .find(|c| !matches!(c, '#' | '0' | '+' | '-' | ' '))
+        .unwrap_or(spec.len());
+    for c in spec[..flags].chars() {
+        match c {
+            '#' => p.sharp = true,
+            // Go pads with zeros only to the left.
+            '0' => p.zero = !p.minus,
+            '+' => p.plus = true,
+            '-' => {
+                p.minus = true;
+                p.zero = false;
+            }
+            _ => p.space = true,
         }
     }
-    Ok(args)
+    let mut rest = &spec[flags..];
+    let mut after_index = take_index(&mut rest, next_arg)?;
+    if let Some(r) = rest.strip_prefix('*') {
+        rest = r;
+        let width = star_arg(args, next_arg);
+        if width < 0 {
+            p.minus = true;
+            p.zero = false;
+        }
+        p.width = usize::try_from(width.unsigned_abs()).unwrap_or(usize::MAX);
+        after_index = false;
+    } else if let Some(width) = take_number(&mut rest)? {
+        if after_index {
+            return Err(PrintError::WithAfterIndex);
+        }
+        p.width = width;
+    }
+    if let Some(r) = rest.strip_prefix('.') {
+        rest = r;
+        if after_index {
+            return Err(PrintError::PrecisionAfterIndex);
+        }
+        after_index = take_index(&mut rest, next_arg)?;
+        if let Some(r) = rest.strip_prefix('*') {
+            rest = r;
+            // A negative precision counts as none.
+            p.precision = usize::try_from(star_arg(args, next_arg)).ok();
+            after_index = false;
+        } else {
+            p.precision = Some(take_number(&mut rest)?.unwrap_or(0));
+        }
+    }
+    if !after_index {
+        take_index(&mut rest, next_arg)?;
+    }
+    let Some(arg) = args.get(*next_arg) else {
+        return Ok(format!("%!{verb}(MISSING)"));
+    };
+    *next_arg += 1;
+    print(&p, verb, arg)
+}
+
+/// An explicit argument index `[n]` (1-based) at the start of `rest`: moves to that argument.
+fn take_index(rest: &mut &str, next_arg: &mut usize) -> Result<bool, PrintError> {
+    let Some(inner) = rest.strip_prefix('[') else {
+        return Ok(false);
+    };
+    let close = inner
+        .find(']')
+        .ok_or_else(|| PrintError::MissingClosingBracket(rest.to_string()))?;
+    let n: usize = inner[..close]
+        .parse()
+        .map_err(PrintError::UnableToParseIndex)?;
+    *next_arg = n.saturating_sub(1);
+    *rest = &inner[close + 1..];
+    Ok(true)
+}
+
+/// A decimal number at the start of `rest`.
+fn take_number(rest: &mut &str) -> Result<Option<usize>, PrintError> {
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    if end == 0 {
+        return Ok(None);
+    }
+    let n = rest[..end]
+        .parse()
+        .map_err(PrintError::UnableToParseWidth)?;
+    *rest = &rest[end..];
+    Ok(Some(n))
+}
+
+/// The integer argument a `*` takes for width or precision (0 when there is none).
+fn star_arg(args: &[Value], next_arg: &mut usize) -> i64 {
+    let n = args.get(*next_arg).and_then(i64::from_value).unwrap_or(0);
+    *next_arg += 1;
+    n
 }
