@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{create_backup, create_bucket, create_plan, metamover, metamover_env};
+use common::{
+    create_backup, create_bucket, create_plan, install_tvk_crds, metamover, metamover_env,
+};
 use std::{collections::BTreeSet, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -38,9 +40,7 @@ mod fixture {
 }
 
 fn seed(server: &ApiServer) -> (String, String) {
-    for crd in tvk_api::crd::all() {
-        server.create(serde_json::to_value(&crd).unwrap()).unwrap();
-    }
+    install_tvk_crds(server);
     let ns = "shop";
     server
         .create(json!({"apiVersion": "v1", "kind": "Namespace",
@@ -374,9 +374,7 @@ async fn snapshot_then_commit_a_namespace_backup() {
 async fn a_missing_namespace_fails_permanently_and_naming_it() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = ApiServer::start().await.unwrap();
-    for crd in tvk_api::crd::all() {
-        server.create(serde_json::to_value(&crd).unwrap()).unwrap();
-    }
+    install_tvk_crds(&server);
     server
         .create(
             json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
@@ -547,9 +545,7 @@ fn crd(group: &str, version: &str, kind: &str, plural: &str) -> Value {
 async fn olm_operator_with_its_custom_resources() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = ApiServer::start().await.unwrap();
-    for c in tvk_api::crd::all() {
-        server.create(serde_json::to_value(&c).unwrap()).unwrap();
-    }
+    install_tvk_crds(&server);
     for c in [
         crd(
             "operators.coreos.com",

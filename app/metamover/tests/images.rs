@@ -10,12 +10,8 @@ mod common;
 #[path = "common/mod.rs"]
 mod run;
 
-use run::{Run, create_backup, create_bucket, create_plan};
-use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    path::Path,
-};
+use run::{Run, create_backup, create_bucket, create_plan, http_without_body};
+use std::path::Path;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use kube::Api;
@@ -70,17 +66,11 @@ fn container(name: &str, image: &str) -> Value {
 
 /// Deletes a manifest from a docker-registry by digest (the distribution API's DELETE).
 fn delete_manifest(registry: &str, repo: &str, digest: &Digest) {
-    let mut s = TcpStream::connect(registry).unwrap();
-    write!(
-        s,
-        "DELETE /v2/{repo}/manifests/{digest} HTTP/1.1\r\nHost: {registry}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 202"),
-        "manifest delete failed: {resp}"
+    http_without_body(
+        registry,
+        "DELETE",
+        &format!("/v2/{repo}/manifests/{digest}"),
+        202,
     );
 }
 

@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{Run, create_backup, create_bucket, create_plan, metamover, metamover_env};
+use common::{
+    Run, create_backup, create_bucket, create_namespaces, create_plan, install_tvk_crds, metamover,
+    metamover_env,
+};
 use std::path::Path;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -40,9 +43,7 @@ fn crd() -> Value {
 /// ConfigMap owned by the ServiceAccount, a Service with an IP, a bound PVC and `extra` objects;
 /// backed up (snapshot, volume "uploaded", commit). Returns the backup's location.
 async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) -> String {
-    for c in tvk_api::crd::all() {
-        server.create(serde_json::to_value(&c).unwrap()).unwrap();
-    }
+    install_tvk_crds(server);
     server.create(crd()).unwrap();
     let ns = "shop";
     server
@@ -51,11 +52,7 @@ async fn backed_up_with(server: &ApiServer, target: &Path, extra: Vec<Value>) ->
             "labels": {"team": "blue"}, "annotations": {"owner": "ops"}}}),
         )
         .unwrap();
-    for n in ["copy", "other"] {
-        server
-            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
-            .unwrap();
-    }
+    create_namespaces(server, &["copy", "other"]);
     server
         .create(
             json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
@@ -648,9 +645,7 @@ async fn bad_transforms_selections_and_missing_commits() {
 async fn cluster_restore_maps_namespaces_and_records_created_ones() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = ApiServer::start().await.unwrap();
-    for c in tvk_api::crd::all() {
-        server.create(serde_json::to_value(&c).unwrap()).unwrap();
-    }
+    install_tvk_crds(&server);
     for n in ["shop", "keep"] {
         server
             .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
@@ -1034,14 +1029,8 @@ async fn helm_backed_up(
     config: &Value,
     tamper: Option<(&str, &str)>,
 ) -> String {
-    for c in tvk_api::crd::all() {
-        server.create(serde_json::to_value(&c).unwrap()).unwrap();
-    }
-    for n in ["shop", "copy"] {
-        server
-            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
-            .unwrap();
-    }
+    install_tvk_crds(server);
+    create_namespaces(server, &["shop", "copy"]);
     let chart = fixture::chart_json("webapp");
     let manifest = fixture::oracle_manifest(&chart, "web", "shop", config).unwrap_or_else(|| {
         eprintln!("helm oracle SKIPPED: the record's manifest is rendered by tvk-chart-render");

@@ -90,14 +90,8 @@ impl OneBackup {
         let key = dir.path().join("key");
         std::fs::write(&key, "the plan's key").unwrap();
         let server = ApiServer::start().await.unwrap();
-        for c in tvk_api::crd::all() {
-            server.create(serde_json::to_value(&c).unwrap()).unwrap();
-        }
-        for n in [NS, "copy"] {
-            server
-                .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
-                .unwrap();
-        }
+        install_tvk_crds(&server);
+        create_namespaces(&server, &[NS, "copy"]);
         server
             .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "settings", "namespace": NS}, "data": {"token": token}}))
@@ -181,18 +175,24 @@ impl OneBackup {
 
 /// Creates `bucket` on the S3 server at `addr` (moto: no credentials checked).
 pub fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
+    http_without_body(&addr.to_string(), "PUT", &format!("/{bucket}"), 200);
+}
+
+/// Sends one HTTP/1.1 request without a body to `addr` (`host:port`) and asserts the answer's
+/// status is `expect`.
+pub fn http_without_body(addr: &str, method: &str, path: &str, expect: u16) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
+        resp.starts_with(&format!("HTTP/1.1 {expect}")),
+        "{method} {path} on {addr} failed: {resp}"
     );
 }
 
@@ -224,4 +224,20 @@ pub fn create_backup(server: &ApiServer, ns: &str, name: &str) -> String {
         )
         .unwrap();
     backup["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+/// Registers TrilioVault's CustomResourceDefinitions (Backup, Restore, plans, …) on `server`.
+pub fn install_tvk_crds(server: &ApiServer) {
+    for c in tvk_api::crd::all() {
+        server.create(serde_json::to_value(&c).unwrap()).unwrap();
+    }
+}
+
+/// Creates the namespaces `names` (no labels).
+pub fn create_namespaces(server: &ApiServer, names: &[&str]) {
+    for n in names {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
+            .unwrap();
+    }
 }
