@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     Run, create_backup, create_bucket, create_namespaces, create_plan, install_tvk_crds, metamover,
-    metamover_env,
+    metamover_env, restore_args,
 };
 use std::path::Path;
 
@@ -221,7 +221,7 @@ impl World {
     async fn run_env(&self, cmd: &str, name: &str, env: &[(&str, &str)]) -> Run {
         metamover_env(
             self.server.kubeconfig_path(),
-            &args(cmd, name, &self.location, self.tdir()),
+            &restore_args(cmd, name, &self.location, self.tdir()),
             env,
         )
         .await
@@ -254,22 +254,6 @@ fn plan_of(server: &ApiServer, name: &str) -> RestorePlan {
     RestorePlan::from_status_value(r.pointer("/status/restoreApplication"))
         .unwrap()
         .unwrap_or_else(|| panic!("no plan in {r}"))
-}
-
-fn args<'a>(cmd: &'a str, name: &'a str, location: &'a str, tdir: &'a str) -> Vec<&'a str> {
-    vec![
-        cmd,
-        "--kind",
-        "Restore",
-        "--namespace",
-        "copy",
-        "--name",
-        name,
-        "--location",
-        location,
-        "--target",
-        tdir,
-    ]
 }
 
 fn planned<'a>(
@@ -607,7 +591,7 @@ async fn bad_transforms_selections_and_missing_commits() {
         .unwrap();
     let run = metamover(
         server.kubeconfig_path(),
-        &args("restore-plan", "nocommit", uncommitted, w.tdir()),
+        &restore_args("restore-plan", "nocommit", uncommitted, w.tdir()),
     )
     .await;
     assert_eq!(run.code, 1, "{:?}", run.lines);
@@ -619,7 +603,7 @@ async fn bad_transforms_selections_and_missing_commits() {
     // Hostile locations never leave the target.
     let run = metamover(
         server.kubeconfig_path(),
-        &args("restore-plan", "nocommit", "../etc", w.tdir()),
+        &restore_args("restore-plan", "nocommit", "../etc", w.tdir()),
     )
     .await;
     assert_eq!(run.code, 1);

@@ -155,19 +155,7 @@ impl OneBackup {
 
     /// Runs `cmd` (restore-plan, restore, …) for Restore `r1` with `extra` arguments.
     pub async fn restore_run(&self, cmd: &str, extra: &[&str]) -> Run {
-        let mut a = vec![
-            cmd,
-            "--kind",
-            "Restore",
-            "--namespace",
-            "copy",
-            "--name",
-            "r1",
-            "--location",
-            &self.location,
-            "--target",
-            self.target.to_str().unwrap(),
-        ];
+        let mut a = restore_args(cmd, "r1", &self.location, self.target.to_str().unwrap());
         a.extend_from_slice(extra);
         metamover(self.server.kubeconfig_path(), &a).await
     }
@@ -240,4 +228,27 @@ pub fn create_namespaces(server: &ApiServer, names: &[&str]) {
             .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
             .unwrap();
     }
+}
+
+/// The arguments of `cmd` (`restore-plan`, `restore`, …) for Restore `copy/name` of the backup
+/// at `location` on target `tdir`.
+pub fn restore_args<'a>(
+    cmd: &'a str,
+    name: &'a str,
+    location: &'a str,
+    tdir: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        cmd,
+        "--kind",
+        "Restore",
+        "--namespace",
+        "copy",
+        "--name",
+        name,
+        "--location",
+        location,
+        "--target",
+        tdir,
+    ]
 }
