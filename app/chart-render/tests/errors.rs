@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{inline_chart, ours};
+use common::{inline_chart, oracle, ours};
 use serde_json::json;
 use tvk_chart_render::{Chart, RenderError};
 
@@ -190,5 +190,22 @@ fn charts_we_reject_are_rejected_by_go_too() {
         if let Some(go) = common::oracle(&chart, &json!({})).expect("oracle") {
             assert!(go.is_err(), "Go rendered {template:?}: {go:?}");
         }
+    }
+}
+
+#[test]
+fn error_lines_count_trimmed_space_comments_and_raw_strings() {
+    // Go counts every newline of the text: those a trim marker removes, those inside a
+    // comment and those inside a raw string (which once underflowed the column).
+    let template = "a: 1\n{{- /* one\ntwo */ -}}\n\nb: {{ `x\ny` }}\n{{- \"z\" -}}\n\nc: {{ fail \"boom\" }}\n";
+    let e = render_err(template, json!({}));
+    let msg = e.to_string();
+    assert!(msg.contains("boom"), "{msg}");
+    assert!(msg.contains("t/templates/x.yaml:9:6:"), "{msg}");
+    let chart = inline_chart(&[("x.yaml", template)], json!({}));
+    match oracle(&chart, &json!({})).expect("oracle") {
+        None => {}
+        Some(Ok(t)) => panic!("Go rendered {t:?}"),
+        Some(Err(go)) => assert!(go.contains("t/templates/x.yaml:9:6:"), "{go}"),
     }
 }

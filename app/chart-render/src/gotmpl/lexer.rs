@@ -129,8 +129,9 @@ struct LexerStateMachine {
     width: Pos,            // width of last rune read from input
     items: VecDeque<Item>, // scanned items
     paren_depth: usize,    // nesting depth of ( ) exprs
-    line: usize,           // 1+number of newlines seen
-    line_start: Pos,       // position of the start of the current line
+    line: usize,           // line of `line_cursor` (1-based)
+    line_start: Pos,       // position of the start of that line
+    line_cursor: Pos,      // position up to which newlines are counted
 }
 
 #[derive(Debug)]
@@ -170,6 +171,7 @@ impl Lexer {
             paren_depth: 0,
             line: 1,
             line_start: 0,
+            line_cursor: 0,
         };
         l.run();
         Lexer { items: l.items }
@@ -183,10 +185,6 @@ impl Iterator for LexerStateMachine {
             Some(c) => {
                 self.width = c.len_utf8();
                 self.pos += self.width;
-                if c == '\n' {
-                    self.line += 1;
-                    self.line_start = self.pos;
-                }
                 Some(c)
             }
             None => {
@@ -221,22 +219,9 @@ impl LexerStateMachine {
         }
     }
 
+    /// Steps back over the rune `next` returned (none at the end of the input).
     fn backup(&mut self) {
-        self.pos -= 1;
-        if self.width == 1
-            && self.input[self.pos..]
-                .chars()
-                .next()
-                .and_then(|c| if c == '\n' { Some(()) } else { None })
-                .is_some()
-        {
-            self.line -= 1;
-            // Find the start of the previous line by searching backwards for newline
-            self.line_start = self.input[..self.pos]
-                .rfind('\n')
-                .map(|i| i + 1)
-                .unwrap_or(0);
-        }
+        self.pos -= self.width;
     }
 
     fn peek(&mut self) -> Option<char> {
@@ -246,25 +231,31 @@ impl LexerStateMachine {
     }
 
     fn emit(&mut self, t: ItemType) {
-        let s = &self.input[self.start..self.pos];
-        // Count actual newlines in the token to track line numbers correctly.
-        // Previously, ItemText/ItemRawString/ItemLeftDelim/ItemRightDelim always
-        // added 1 to the line count, which was incorrect (e.g., {{ and }} contain
-        // no newlines, so they shouldn't increment the line counter).
-        let lines = s.chars().filter(|c| *c == '\n').count();
-        // Calculate column as 1-based offset from line start
-        let col = self.start - self.line_start + 1;
-        self.items.push_back(Item::new(t, s, self.line, col));
-        // Update line tracking for multiline tokens
-        self.line += lines;
-        if lines > 0 {
-            // Find the start of the last line in this token
-            self.line_start = self.input[..self.pos]
-                .rfind('\n')
-                .map(|i| i + 1)
-                .unwrap_or(0);
-        }
+        let (line, col) = self.line_col(self.start);
+        let item = Item::new(t, &self.input[self.start..self.pos], line, col);
+        self.items.push_back(item);
         self.start = self.pos;
+    }
+
+    /// Line (1-based) and column (0-based byte offset in the line, as Go's errors give it)
+    /// of `at`. Tokens are emitted in order, so newlines are counted once, from the previous
+    /// token on.
+    fn line_col(&mut self, at: Pos) -> (usize, usize) {
+        if at < self.line_cursor {
+            (self.line, self.line_start, self.line_cursor) = (1, 0, 0);
+        }
+        let skipped = &self.input[self.line_cursor..at];
+        if let Some(last) = skipped.rfind('\n') {
+            self.line += skipped.matches('\n').count();
+            self.line_start = self.line_cursor + last + 1;
+        }
+        self.line_cursor = at;
+        (self.line, at - self.line_start)
+    }
+
+    /// Skips the white space a right trim marker (`-}}`) removes.
+    fn skip_leading_space(&mut self) {
+        self.pos += ltrim_len(&self.input[self.pos..]);
     }
 
     fn ignore(&mut self) {
@@ -284,9 +275,9 @@ impl LexerStateMachine {
     }
 
     fn errorf(&mut self, msg: &str) -> State {
-        let col = self.start - self.line_start + 1;
+        let (line, col) = self.line_col(self.start);
         self.items
-            .push_back(Item::new(ItemType::Error, msg, self.line, col));
+            .push_back(Item::new(ItemType::Error, msg, line, col));
         State::End
     }
 
@@ -305,20 +296,6 @@ impl LexerStateMachine {
                 self.pos -= trim;
                 if self.pos > self.start {
                     self.emit(ItemType::Text);
-                }
-                // Count newlines in the trimmed portion (whether or not text was emitted)
-                // This ensures line numbers stay correct when {{- trims whitespace with newlines
-                if trim > 0 {
-                    let trimmed = &self.input[self.pos..self.pos + trim];
-                    let newlines = trimmed.chars().filter(|c| *c == '\n').count();
-                    if newlines > 0 {
-                        self.line += newlines;
-                        // Find the start of the last line in the trimmed content
-                        self.line_start = self.input[..self.pos + trim]
-                            .rfind('\n')
-                            .map(|i| i + 1)
-                            .unwrap_or(0);
-                    }
                 }
                 self.pos += trim;
                 self.ignore();
@@ -387,21 +364,8 @@ impl LexerStateMachine {
         self.pos += RIGHT_DELIM.len();
 
         if trim {
-            let trim_len = ltrim_len(&self.input[self.pos..]);
-            if trim_len > 0 {
-                let trimmed = &self.input[self.pos..self.pos + trim_len];
-                let newlines = trimmed.chars().filter(|c| *c == '\n').count();
-                if newlines > 0 {
-                    self.line += newlines;
-                    self.line_start = self.input[..self.pos + trim_len]
-                        .rfind('\n')
-                        .map(|i| i + 1)
-                        .unwrap_or(0);
-                }
-                self.pos += trim_len;
-            }
+            self.skip_leading_space();
         }
-
         self.ignore();
         State::LexText
     }
@@ -415,20 +379,7 @@ impl LexerStateMachine {
         self.pos += RIGHT_DELIM.len();
         self.emit(ItemType::RightDelim);
         if trim {
-            let trim_len = ltrim_len(&self.input[self.pos..]);
-            if trim_len > 0 {
-                let trimmed = &self.input[self.pos..self.pos + trim_len];
-                let newlines = trimmed.chars().filter(|c| *c == '\n').count();
-                if newlines > 0 {
-                    self.line += newlines;
-                    // Find the start of the last line in the trimmed content
-                    self.line_start = self.input[..self.pos + trim_len]
-                        .rfind('\n')
-                        .map(|i| i + 1)
-                        .unwrap_or(0);
-                }
-                self.pos += trim_len;
-            }
+            self.skip_leading_space();
             self.ignore();
         }
         State::LexText
@@ -639,9 +590,7 @@ impl LexerStateMachine {
     }
 
     fn lex_raw_quote(&mut self) -> State {
-        let start_line = self.line;
         if !self.any(|c| c == '`') {
-            self.line = start_line;
             return self.errorf("unterminated raw quoted string");
         }
         self.emit(ItemType::RawString);
