@@ -8,7 +8,8 @@
 mod common;
 
 use common::{
-    create_backup, create_bucket, create_plan, install_tvk_crds, metamover, metamover_env,
+    S3_ENV, create_backup, create_bucket, create_cluster_plan_and_backup, create_plan,
+    install_tvk_crds, metamover, metamover_env,
 };
 use std::{collections::BTreeSet, path::Path};
 
@@ -375,18 +376,10 @@ async fn a_missing_namespace_fails_permanently_and_naming_it() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = ApiServer::start().await.unwrap();
     install_tvk_crds(&server);
-    server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
-            "metadata": {"name": "cp"},
-            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "default"}},
-                "backupComponents": [{"namespace": "ghost"}]}}),
-        )
-        .unwrap();
-    server
-        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackup",
-            "metadata": {"name": "cb"}, "spec": {"type": "Full", "clusterBackupPlan": {"name": "cp"}}}))
-        .unwrap();
+    create_cluster_plan_and_backup(
+        &server,
+        json!({"backupComponents": [{"namespace": "ghost"}]}),
+    );
     let target = TempDir::new("mm-ghost").unwrap();
     let run = metamover(
         server.kubeconfig_path(),
@@ -449,16 +442,10 @@ async fn cluster_backup_by_namespace_selector_to_s3() {
         .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "dev-only", "namespace": "dev-ns"}}))
         .unwrap();
-    let plan = server
-        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
-            "metadata": {"name": "cp"},
-            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "default"}},
-                "namespaceSelector": [{"name": "prod", "labelSelector": [{"matchLabels": {"env": "prod"}}]}]}}))
-        .unwrap();
-    let cb = server
-        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackup",
-            "metadata": {"name": "cb"}, "spec": {"type": "Full", "clusterBackupPlan": {"name": "cp"}}}))
-        .unwrap();
+    let (plan, cb) = create_cluster_plan_and_backup(
+        &server,
+        json!({"namespaceSelector": [{"name": "prod", "labelSelector": [{"matchLabels": {"env": "prod"}}]}]}),
+    );
     let moto = tvk_testkit::moto().unwrap();
     let bucket = tvk_testkit::unique_name("mm-cli");
     create_bucket(moto.addr(), &bucket);
@@ -477,10 +464,7 @@ async fn cluster_backup_by_namespace_selector_to_s3() {
             "--s3-endpoint",
             &endpoint,
         ],
-        &[
-            ("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY),
-        ],
+        &S3_ENV,
     )
     .await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);

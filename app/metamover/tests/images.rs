@@ -10,7 +10,7 @@ mod common;
 #[path = "common/mod.rs"]
 mod run;
 
-use run::{Run, create_backup, create_bucket, create_plan, http_without_body};
+use run::{Run, S3_ENV, create_backup, create_bucket, create_plan, http_without_body};
 use std::path::Path;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -22,15 +22,7 @@ use tvk_testkit::TempDir;
 
 /// The binary with the test S3 server's credentials.
 async fn metamover(kubeconfig: &Path, args: &[&str]) -> Run {
-    run::metamover_env(
-        kubeconfig,
-        args,
-        &[
-            ("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY),
-        ],
-    )
-    .await
+    run::metamover_env(kubeconfig, args, &S3_ENV).await
 }
 
 fn docker_config(registry: &str, user: &str, password: &str) -> String {

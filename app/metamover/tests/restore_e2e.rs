@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    Run, create_backup, create_bucket, create_namespaces, create_plan, install_tvk_crds, metamover,
-    metamover_env, restore_args,
+    Run, S3_ENV, create_backup, create_bucket, create_cluster_plan_and_backup, create_namespaces,
+    create_plan, install_tvk_crds, metamover, metamover_env, restore_args,
 };
 use std::path::Path;
 
@@ -649,18 +649,10 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
             "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": "shop"}],
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}}))
         .unwrap();
-    let plan = server
-        .create(
-            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
-            "metadata": {"name": "cp"},
-            "spec": {"backupConfig": {"target": {"name": "t", "namespace": "default"}},
-                "backupComponents": [{"namespace": "shop"}, {"namespace": "keep"}]}}),
-        )
-        .unwrap();
-    let backup = server
-        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackup",
-            "metadata": {"name": "cb"}, "spec": {"type": "Full", "clusterBackupPlan": {"name": "cp"}}}))
-        .unwrap();
+    let (plan, backup) = create_cluster_plan_and_backup(
+        &server,
+        json!({"backupComponents": [{"namespace": "shop"}, {"namespace": "keep"}]}),
+    );
     let location = format!(
         "{}/{}",
         plan["metadata"]["uid"].as_str().unwrap(),
@@ -672,10 +664,6 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
     create_bucket(moto.addr(), &bucket);
     let tdir = format!("s3://{bucket}/cluster");
     let endpoint = moto.url();
-    let env = [
-        ("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY),
-    ];
     let kc = server.kubeconfig_path().to_path_buf();
     let backup_args = [
         "--kind",
@@ -688,7 +676,7 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
         endpoint.as_str(),
     ];
     for cmd in ["snapshot", "commit"] {
-        let run = metamover_env(&kc, &[&[cmd][..], &backup_args].concat(), &env).await;
+        let run = metamover_env(&kc, &[&[cmd][..], &backup_args].concat(), &S3_ENV).await;
         assert_eq!(run.code, 0, "{cmd}: {:?}\n{}", run.lines, run.stderr);
     }
     server
@@ -718,7 +706,12 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
         ]
     };
     let a = cargs("restore-plan");
-    let run = metamover_env(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
+    let run = metamover_env(
+        &kc,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &S3_ENV,
+    )
+    .await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     let cr = server
         .get("triliovault.trilio.io/v1", "ClusterRestore", None, "cr")
@@ -742,7 +735,12 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
     assert_eq!(kept.action, PlanAction::Exclude);
 
     let a = cargs("restore");
-    let run = metamover_env(&kc, &a.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
+    let run = metamover_env(
+        &kc,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &S3_ENV,
+    )
+    .await;
     assert_eq!(run.code, 0, "{:?}\n{}", run.lines, run.stderr);
     let ns = server.get("v1", "Namespace", None, "shop2").unwrap();
     assert!(ns["metadata"]["labels"][RESTORE_UID_LABEL].is_string());

@@ -252,3 +252,30 @@ pub fn restore_args<'a>(
         tdir,
     ]
 }
+
+/// The test S3 server's credentials in the environment, as the Jobs get them.
+pub const S3_ENV: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", tvk_testkit::S3_ACCESS_KEY),
+    ("AWS_SECRET_ACCESS_KEY", tvk_testkit::S3_SECRET_KEY),
+];
+
+/// ClusterBackupPlan `cp` backing up to target `default/t`, with the spec fields of `extra`
+/// (`backupComponents`, `namespaceSelector`), and its ClusterBackup `cb` (Full); returns both
+/// as stored.
+pub fn create_cluster_plan_and_backup(server: &ApiServer, extra: Value) -> (Value, Value) {
+    let mut spec = json!({"backupConfig": {"target": {"name": "t", "namespace": "default"}}});
+    if let (Some(s), Value::Object(e)) = (spec.as_object_mut(), extra) {
+        s.extend(e);
+    }
+    let plan = server
+        .create(
+            json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackupPlan",
+            "metadata": {"name": "cp"}, "spec": spec}),
+        )
+        .unwrap();
+    let backup = server
+        .create(json!({"apiVersion": "triliovault.trilio.io/v1", "kind": "ClusterBackup",
+            "metadata": {"name": "cb"}, "spec": {"type": "Full", "clusterBackupPlan": {"name": "cp"}}}))
+        .unwrap();
+    (plan, backup)
+}
