@@ -52,6 +52,13 @@
 //!   image commands: benchmarks) is written through the page cache, which is faster when
 //!   nothing waits for the disk. Both choices were measured ([`object_io::WriteMode`]);
 //!   `TVK_DATAMOVER_IO=buffered|direct` overrides them.
+//! - Local outputs (images on a filesystem target, restored files) are allocated just ahead
+//!   of their writes ([`object_io::Preallocate`]: `fallocate` of each restore range's data in
+//!   guest order, of an image in growing steps up to 64 MiB with zero tails punched): one
+//!   extent allocation instead of ext4's per-block delayed-allocation work under the inode
+//!   lock, and aligned direct writes into allocated blocks may run in parallel. Only what is
+//!   written stays allocated; a full filesystem is reported (NoSpace) before the data is
+//!   written; not on NFS (a server round trip each) or block devices.
 //! - Retention on an object-locked target (S3 Object Lock, WORM share): deletions the target
 //!   refuses are deferred, recorded under `<plan>/.pending-deletions/<volume>/` and retried by
 //!   every later coalesce of the volume ([`coalesce`]).
