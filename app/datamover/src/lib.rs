@@ -40,7 +40,7 @@
 //!   ZEROES or a zeroing unmap), a punched hole in a file restored in place; zeros are written
 //!   only where that is unsupported.
 //! - Reads of local sources and images are memory mappings of the page cache
-//!   ([`volume::map_source`], the crate's one `unsafe` block), in 1 MiB chunks that stay in
+//!   ([`volume::MappedFile`], 8 MiB windows; the crate's one `unsafe` block), in 1 MiB chunks that stay in
 //!   the CPU caches from hashing to writing: the `pread` copy was a third of a full backup's
 //!   CPU time. A file changed or truncated by someone else while mapped could fault (SIGBUS);
 //!   sources are snapshots and committed images are immutable, so nobody does.
@@ -62,7 +62,7 @@
 //! - Retention on an object-locked target (S3 Object Lock, WORM share): deletions the target
 //!   refuses are deferred, recorded under `<plan>/.pending-deletions/<volume>/` and retried by
 //!   every later coalesce of the volume ([`coalesce`]).
-// The one `unsafe` block, `volume::map_source` (memory-mapping sources and local images for
+// The one `unsafe` block, `volume::map_window` (memory-mapping sources and local images for
 // zero-copy reads), carries its SAFETY argument; everything else is safe code.
 #![deny(unsafe_code)]
 
