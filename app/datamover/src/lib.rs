@@ -40,9 +40,9 @@
 //!   ZEROES or a zeroing unmap), a punched hole in a file restored in place; zeros are written
 //!   only where that is unsupported.
 //! - Reads of local sources and images are memory mappings of the page cache
-//!   ([`volume::MappedFile`], 8 MiB windows; the crate's one `unsafe` block), in 1 MiB chunks that stay in
-//!   the CPU caches from hashing to writing: the `pread` copy was a third of a full backup's
-//!   CPU time. A file changed or truncated by someone else while mapped could fault (SIGBUS);
+//!   ([`volume::MappedFile`], 8 MiB windows; the crate's one `unsafe` block), in 1 MiB
+//!   chunks that stay in the CPU caches from hashing to writing: the `pread` copy was a third
+//!   of a full backup's CPU time. A file changed or truncated by someone else while mapped could fault (SIGBUS);
 //!   sources are snapshots and committed images are immutable, so nobody does.
 //! - Writes of images and restored volumes on local files and block devices that are fsynced
 //!   before use (every Job command) use direct I/O ([`object_io::DirectWrites`]) for large
