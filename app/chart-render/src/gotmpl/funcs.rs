@@ -45,28 +45,6 @@ macro_rules! val {
     };
 }
 
-macro_rules! gn {
- (
-  $(#[$outer:meta])*
-  $name:ident($arg1:ident : ref Value, $arg2:ident : ref Value) ->
-   Result<Value, FuncError>
-  { $($body:tt)* }
- ) => {
-  $(#[$outer])*
-  pub fn $name(args: &[Value]) -> Result<Value, FuncError> {
-   if args.len() != 2 {
-    return Err(FuncError::AtLeastXArgs(stringify!($name).into(), 2));
-   }
-   let $arg1 = &args[0];
-   let $arg2 = &args[1];
-   fn inner($arg1: &Value, $arg2: &Value) -> Result<Value, FuncError> {
-    $($body)*
-   }
-   inner($arg1, $arg2)
-  }
- }
-}
-
 // Returns the boolean OR of its arguments by returning the
 // first non-empty argument or the last argument, that is,
 // "or x y" behaves as "if x then x else y". All the
@@ -357,50 +335,45 @@ pub fn eq(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::from(args.iter().skip(1).any(|x| *x == *first)))
 }
 
-gn!(
-ne(a: ref Value, b: ref Value) -> Result<Value, FuncError> {
- Ok(Value::from(a != b))
-});
+pub fn ne(args: &[Value]) -> Result<Value, FuncError> {
+    let (a, b) = two_args("ne", args)?;
+    Ok(Value::from(a != b))
+}
 
-gn!(
-lt(a: ref Value, b: ref Value) -> Result<Value, FuncError> {
- let ret = match cmp(a, b) {
-  None => return Err(FuncError::Generic(format!("unable to compare {} and {}", a, b))),
-  Some(Ordering::Less) => true,
-  _ => false,
- };
- Ok(Value::from(ret))
-});
+pub fn lt(args: &[Value]) -> Result<Value, FuncError> {
+    compare("lt", args, Ordering::is_lt)
+}
 
-gn!(
-le(a: ref Value, b: ref Value) -> Result<Value, FuncError> {
- let ret = match cmp(a, b) {
-  None => return Err(FuncError::Generic(format!("unable to compare {} and {}", a, b))),
-  Some(Ordering::Less) | Some(Ordering::Equal) => true,
-  _ => false,
- };
- Ok(Value::from(ret))
-});
+pub fn le(args: &[Value]) -> Result<Value, FuncError> {
+    compare("le", args, Ordering::is_le)
+}
 
-gn!(
-gt(a: ref Value, b: ref Value) -> Result<Value, FuncError> {
- let ret = match cmp(a, b) {
-  None => return Err(FuncError::Generic(format!("unable to compare {} and {}", a, b))),
-  Some(Ordering::Greater) => true,
-  _ => false,
- };
- Ok(Value::from(ret))
-});
+pub fn gt(args: &[Value]) -> Result<Value, FuncError> {
+    compare("gt", args, Ordering::is_gt)
+}
 
-gn!(
-ge(a: ref Value, b: ref Value) -> Result<Value, FuncError> {
- let ret = match cmp(a, b) {
-  None => return Err(FuncError::Generic(format!("unable to compare {} and {}", a, b))),
-  Some(Ordering::Greater) | Some(Ordering::Equal) => true,
-  _ => false,
- };
- Ok(Value::from(ret))
-});
+pub fn ge(args: &[Value]) -> Result<Value, FuncError> {
+    compare("ge", args, Ordering::is_ge)
+}
+
+fn two_args<'a>(name: &str, args: &'a [Value]) -> Result<(&'a Value, &'a Value), FuncError> {
+    match args {
+        [a, b] => Ok((a, b)),
+        _ => Err(FuncError::AtLeastXArgs(name.into(), 2)),
+    }
+}
+
+/// `lt`, `le`, `gt`, `ge`: whether the order of the two arguments is one `holds` accepts.
+fn compare(name: &str, args: &[Value], holds: fn(Ordering) -> bool) -> Result<Value, FuncError> {
+    let (a, b) = two_args(name, args)?;
+    match cmp(a, b) {
+        Some(order) => Ok(Value::from(holds(order))),
+        None => Err(FuncError::Generic(format!(
+            "unable to compare {} and {}",
+            a, b
+        ))),
+    }
+}
 
 fn cmp(left: &Value, right: &Value) -> Option<Ordering> {
     match (left, right) {
