@@ -140,17 +140,7 @@ fn restore_in_place_onto_a_used_file_punches_holes_where_zeros_belong() {
     assert!(s.bytes_zeroed_offloaded >= 3 << 20, "{s:?}");
     assert_eq!(s.bytes_zeros_written, 0, "{s:?}");
     // Punched, not written: the file now occupies less than its size.
-    let blocks = std::fs::metadata(&dev).map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.blocks() * 512
-    });
-    assert!(blocks.unwrap() < 6 << 20);
-}
-
-/// Bytes allocated to `p` (st_blocks).
-fn allocated(p: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p).unwrap().blocks() * 512
+    assert!(allocated(&dev) < 6 << 20);
 }
 
 #[test]

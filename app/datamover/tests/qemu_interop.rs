@@ -52,12 +52,6 @@ fn full_roundtrip(name: &str, size: u64, fill: impl Fn(&Volume, &mut Rng)) {
     );
 }
 
-/// Bytes allocated to `p` (st_blocks).
-fn allocated(p: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p).unwrap().blocks() * 512
-}
-
 #[test]
 fn empty_volume() {
     full_roundtrip("empty", 0, |_, _| {});

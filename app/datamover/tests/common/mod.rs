@@ -182,6 +182,13 @@ pub fn try_backup(
     })
 }
 
+/// Bytes allocated to `p` on disk (st_blocks).
+#[allow(dead_code)]
+pub fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
+
 pub fn open_image(path: &Path) -> Qcow2Image {
     let obj: Arc<dyn RandomRead> = Arc::new(LocalObject::open(path).unwrap());
     Qcow2Image::open(obj).unwrap()
