@@ -1077,6 +1077,12 @@ async fn helm_backed_up(
     snapshot_and_commit(server, target, "shop").await
 }
 
+/// Restore spec fields: Helm transform `name` of release `web` setting `key` to `value`.
+fn helm_set(name: &str, key: &str, value: &str) -> Value {
+    json!({"transformComponents": {"helm": [{"transformName": name, "release": "web",
+        "set": [{"key": key, "value": value}]}]}})
+}
+
 /// The decoded record of a release storage Secret in `copy`.
 fn record_in_copy(server: &ApiServer, storage: &str) -> Value {
     let s = server
@@ -1225,12 +1231,7 @@ async fn helm_set_re_renders_the_release_and_a_taken_name_is_renamed_or_retained
     manifest_matches_restored(server, "web", &rec);
 
     // 2. A set key addressing a subchart blocks.
-    w.create(
-        "r2",
-        json!({"transformComponents": {"helm": [
-            {"transformName": "sub", "release": "web",
-             "set": [{"key": "redis.architecture", "value": "standalone"}]}]}}),
-    );
+    w.create("r2", helm_set("sub", "redis.architecture", "standalone"));
     let plan = w.plan("r2").await;
     assert!(
         plan.blocking
@@ -1351,12 +1352,7 @@ async fn helm_set_on_a_record_the_chart_does_not_reproduce_blocks_naming_the_tem
     )
     .await;
     let server = &w.server;
-    w.create(
-        "t1",
-        json!({"transformComponents": {"helm": [
-            {"transformName": "tag", "release": "web",
-             "set": [{"key": "image.tag", "value": "2"}]}]}}),
-    );
+    w.create("t1", helm_set("tag", "image.tag", "2"));
     let plan = w.plan("t1").await;
     assert!(
         plan.blocking
@@ -1424,14 +1420,7 @@ async fn kube_version_seen_by_the_chart(served: &str, env: &[(&str, &str)]) -> V
         ..Options::default()
     };
     let w = World::helm("mm-restore-helm-version", options, &json!({}), None).await;
-    w.server
-        .create(restore(
-            "v1",
-            &w.location,
-            json!({"transformComponents": {"helm": [{"transformName": "info", "release": "web",
-                "set": [{"key": "clusterInfo.enabled", "value": "true"}]}]}}),
-        ))
-        .unwrap();
+    w.create("v1", helm_set("info", "clusterInfo.enabled", "true"));
     w.run_env("restore-plan", "v1", env).await.ok();
     let plan = plan_of(&w.server, "v1");
     assert!(plan.blocking.is_empty(), "{:?}", plan.blocking);
