@@ -4,7 +4,7 @@ use std::io::Write;
 use super::error::ExecError;
 use super::node::*;
 use super::template::Template;
-use super::utils::is_true;
+use super::value::is_true;
 
 use crate::gotmpl::value::{Func, Value};
 

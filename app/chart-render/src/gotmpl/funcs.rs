@@ -6,7 +6,7 @@ use crate::gotmpl::value::{Func, FuncError, Value};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::printf::sprintf;
-use super::utils::is_true;
+use super::value::is_true;
 
 const QUERY_ENCODE: &AsciiSet = &CONTROLS
     .add(b' ')

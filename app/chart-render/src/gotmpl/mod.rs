@@ -31,7 +31,7 @@ mod parse;
 mod print_verb;
 pub mod printf;
 pub mod template;
-mod utils;
+mod unquote;
 pub mod value;
 
 pub use exec::Context;

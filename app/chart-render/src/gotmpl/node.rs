@@ -6,7 +6,7 @@ use std::fmt::{Display, Formatter, Result as FmtResult};
 
 use super::error::NodeError;
 use super::lexer::ItemType;
-use super::utils::unquote_char;
+use super::unquote::unquote_char;
 use super::value::Value;
 
 /// Where a node starts in its template text: 1-based line and column, and the

@@ -6,7 +6,7 @@ use super::node::{
     ActionNode, BoolNode, BranchNode, ChainNode, CommandNode, FieldNode, IdentifierNode, ListNode,
     Nodes, NumberNode, PipeNode, Span, StringNode, TemplateNode, TextNode, VariableNode,
 };
-use super::utils::unquote_str;
+use super::unquote::unquote_str;
 use super::value::Value;
 
 pub struct Parser {

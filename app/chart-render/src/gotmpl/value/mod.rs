@@ -81,3 +81,22 @@ impl fmt::Display for Value {
         write!(f, "{}", super::gofmt::format_nested(self))
     }
 }
+
+/// Go's truth of a value (`if`, `with`, `and`, `or`, `not`): false for false, 0, nil, and an
+/// empty string, list or map.
+pub fn is_true(val: &Value) -> bool {
+    match *val {
+        Value::Bool(ref b) => *b,
+        Value::String(ref s) => !s.is_empty(),
+        Value::Array(ref a) => !a.is_empty(),
+        Value::Map(ref m) => !m.is_empty(),
+        Value::Function(_) => true,
+        Value::Missing | Value::Nil => false,
+        Value::Number(ref n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i != 0,
+            (_, Some(u), _) => u != 0,
+            (_, _, Some(f)) => f != 0.0,
+            _ => true,
+        },
+    }
+}

@@ -1,4 +1,5 @@
-use crate::gotmpl::value::Value;
+//! Go string and character literals: quotes and escapes resolved (Go's `strconv.Unquote`).
+
 use std::char;
 
 pub fn unquote_char(s: &str, quote: char) -> Option<char> {
@@ -118,22 +119,4 @@ fn extract_bytes_x(s: &str) -> Option<(String, usize)> {
         i += 4;
     }
     String::from_utf8(bytes).ok().map(|s| (s, i))
-}
-
-// Returns
-pub fn is_true(val: &Value) -> bool {
-    match *val {
-        Value::Bool(ref b) => *b,
-        Value::String(ref s) => !s.is_empty(),
-        Value::Array(ref a) => !a.is_empty(),
-        Value::Map(ref m) => !m.is_empty(),
-        Value::Function(_) => true,
-        Value::Missing | Value::Nil => false,
-        Value::Number(ref n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => i != 0,
-            (_, Some(u), _) => u != 0,
-            (_, _, Some(f)) => f != 0.0,
-            _ => true,
-        },
-    }
 }
