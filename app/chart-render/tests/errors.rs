@@ -181,6 +181,10 @@ fn charts_we_reject_are_rejected_by_go_too() {
         ("{{ template \"nope\" . }}", json!({})),
         ("{{ .Values.a.b.c }}", json!({})),
         ("{{ break }}", json!({})),
+        // Not an integer (8 is no octal digit) and no float syntax; past u64; a dangling `_`.
+        ("{{ 08 }}", json!({})),
+        ("{{ 18446744073709551616 }}", json!({})),
+        ("{{ 1_ }}", json!({})),
     ] {
         let chart = inline_chart(&[("x.yaml", template)], values);
         assert!(

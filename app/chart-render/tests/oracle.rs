@@ -338,6 +338,7 @@ bools: {{ printf "[%t][%v][%6t][%-6t][%s]" true false true false true }}
 bad-verbs: {{ printf "[%s][%d][%t][%x]" 5 "s" 1 true }}
 lists: {{ printf "%v|%3v|%d|%x|%v" (list 1 2) (list 1 2) (list 1 2) (list "a" "b") (dict "b" 1 "a" "x") }}
 args: {{ printf "%d %d|" 1 }}{{ printf "%[2]d %d %[1]d|" 1 2 }}{{ printf "%d|" 1 2 "x" }}{{ printf "[%*d][%-*d][%.*f][%6.f]" 5 1 4 2 1 3.14159 2.5 }}
+numbers: {{ 0x1F }} {{ 0X1f }} {{ 0o17 }} {{ 0b101 }} {{ 017 }} {{ 1_000 }} {{ -0x10 }} {{ 0x_ff }} {{ 1e3 }} {{ -0 }} {{ 2.50 }} {{ add 0x10 1 }}
 escapes: {{ "a\\" }} {{ '\\' }} {{ "q\"" }} {{ '\'' }} {{ `raw\` }}
 go-flags: {{ printf "[%-06d][%.3d][%.0d][%5.1s][%05s][%#q][% x][%# x][%U][%#U]" 7 7 0 "abc" "go" "q" "hi" "hi" 9731 9731 }}
 "##;

@@ -76,6 +76,8 @@ pub enum NodeError {
     UnquoteError,
     #[error("NaN")]
     NaN,
+    #[error("integer overflow: {0:?}")]
+    IntegerOverflow(String),
     #[error("not a tree node")]
     NaTN,
 }

@@ -561,24 +561,32 @@ impl LexerStateMachine {
         }
     }
 
+    /// Go's `scanNumber`: an optional sign, a `0x`/`0o`/`0b` base prefix, digits with `_`
+    /// separators, a fraction, and an exponent (`e` for decimal, `p` for hexadecimal).
     fn scan_number(&mut self) -> bool {
+        const DECIMAL: &str = "0123456789_";
+        const HEX: &str = "0123456789abcdefABCDEF_";
         self.accept("+-");
-        if self.accept("0") && self.accept("xX") {
-            let digits = "0123456789abcdefABCDEF";
-            self.accept_run(digits);
-        } else {
-            let digits = "0123456789";
-            self.accept_run(digits);
-            if self.accept(".") {
-                self.accept_run(digits);
-            }
-            if self.accept("eE") {
-                self.accept("+-");
-                self.accept_run(digits);
+        let mut digits = DECIMAL;
+        if self.accept("0") {
+            if self.accept("xX") {
+                digits = HEX;
+            } else if self.accept("oO") {
+                digits = "01234567_";
+            } else if self.accept("bB") {
+                digits = "01_";
             }
         }
-        // Let's ignore imaginary numbers for now.
-        if self.peek().map(|c| c.is_alphanumeric()).unwrap_or(true) {
+        self.accept_run(digits);
+        if self.accept(".") {
+            self.accept_run(digits);
+        }
+        if (digits == DECIMAL && self.accept("eE")) || (digits == HEX && self.accept("pP")) {
+            self.accept("+-");
+            self.accept_run(DECIMAL);
+        }
+        // The next thing must not be alphanumeric.
+        if self.peek().is_some_and(|c| c.is_alphanumeric() || c == '_') {
             self.next();
             return false;
         }

@@ -274,20 +274,28 @@ impl NumberNode {
                 value: Value::from(u64::from(c)),
             });
         }
-        let as_i64 = text.parse::<i64>().ok();
+        let int = parse_go_int(&text);
+        let as_i64 = int.and_then(|(negative, magnitude)| {
+            if negative {
+                0i64.checked_sub_unsigned(magnitude)
+            } else {
+                i64::try_from(magnitude).ok()
+            }
+        });
         // `-0` is also an unsigned zero.
-        let as_u64 = text
-            .parse::<u64>()
-            .ok()
-            .or(as_i64.filter(|i| *i == 0).map(|_| 0));
-        let (as_f64, is_f64) = match text.parse::<f64>() {
-            Ok(f) => (f, text.contains(['.', 'e', 'E'])),
-            Err(_) => (0.0, false),
-        };
+        let as_u64 = int
+            .and_then(|(negative, magnitude)| (!negative || magnitude == 0).then_some(magnitude));
+        let float = text.replace('_', "").parse::<f64>().ok();
+        // Go: what parses only as a float must look like one (`08`, 2^64 do not).
+        if int.is_none() && float.is_some() && !text.contains(['.', 'e', 'E', 'p', 'P']) {
+            return Err(NodeError::IntegerOverflow(text));
+        }
+        let is_f64 = float.is_some() && text.contains(['.', 'e', 'E']);
         // A float with an integral value is also that integer (casts saturate; the round
         // trip tells whether the value was exact).
-        let as_i64 = as_i64.or(((as_f64 as i64) as f64 == as_f64).then_some(as_f64 as i64));
-        let as_u64 = as_u64.or(((as_f64 as u64) as f64 == as_f64).then_some(as_f64 as u64));
+        let as_i64 = as_i64.or(float.filter(|f| (*f as i64) as f64 == *f).map(|f| f as i64));
+        let as_u64 = as_u64.or(float.filter(|f| (*f as u64) as f64 == *f).map(|f| f as u64));
+        let as_f64 = float.unwrap_or_default();
         let value = match (as_u64, as_i64) {
             (Some(u), _) => Value::from(u),
             (None, Some(i)) => Value::from(i),
@@ -296,6 +304,38 @@ impl NumberNode {
         };
         Ok(NumberNode { span, text, value })
     }
+}
+
+/// Go's `strconv.ParseUint(text, 0, 64)` with an optional sign: a `0x`, `0o`, `0b` or `0`
+/// (octal) prefix picks the base, and `_` may separate digits. Returns sign and magnitude.
+fn parse_go_int(text: &str) -> Option<(bool, u64)> {
+    let (negative, unsigned) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let lower = unsigned.to_ascii_lowercase();
+    let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    // Go: underscores only between digits, and only where a base prefix allows them.
+    if digits.starts_with('_') && radix == 10 || digits.ends_with('_') || digits.contains("__") {
+        return None;
+    }
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    u64::from_str_radix(&digits.replace('_', ""), radix)
+        .ok()
+        .map(|m| (negative, m))
 }
 
 #[derive(Clone, Debug)]
