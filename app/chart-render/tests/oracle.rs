@@ -257,7 +257,8 @@ data:
   lists: {{ list 3 1 2 | first }} {{ list 3 1 2 | last }} {{ rest (list 1 2 3) }} {{ initial (list 1 2 3) }} {{ append (list 1) 2 }} {{ prepend (list 1) 0 }} {{ concat (list 1) (list 2 3) }} {{ reverse (list 1 2 3) }} {{ uniq (list 1 1 2) }} {{ has 2 (list 1 2) }} {{ compact (list "" "a" 0 "b") }} {{ without (list 1 2 3) 2 }}
   keys: {{ keys .Values.db | sortAlpha }} {{ pick .Values.db "auth" | toJson }} {{ omit .Values.db "auth" | toJson }} {{ pluck "user" .Values.db.auth (dict "user" "x") }}
   strings: {{ title "hello world" }} {{ camelcase "foo_bar" }} {{ snakecase "FooBar" }} {{ kebabcase "FooBar" }} {{ regexReplaceAll "[0-9]+" "a1b22" "#" }} {{ regexMatch "^a" "abc" }} {{ base "a/b/c.txt" }} {{ dir "a/b/c.txt" }} {{ ext "c.txt" }} {{ sha1sum "x" }} {{ b32enc "hi" }} {{ nospace "a b c" }} {{ substr 1 3 "abcdef" }} {{ abbrev 5 "hello world" }}
-  numbers: {{ .Values.big }} {{ .Values.neg }} {{ .Values.small }} {{ .Values.frac }} {{ int .Values.frac }} {{ .Values.big | int64 }} {{ floor 1.5 }} {{ ceil 1.2 }} {{ round 2.5 0 }}
+  types: {{ printf "%T|%T|%T|%T|%T|%T|%5T" 1 1.5 "s" true (list 1) .Values.f "x" }}
+numbers: {{ .Values.big }} {{ .Values.neg }} {{ .Values.small }} {{ .Values.frac }} {{ int .Values.frac }} {{ .Values.big | int64 }} {{ floor 1.5 }} {{ ceil 1.2 }} {{ round 2.5 0 }}
   {{- range $i, $e := .Values.extraEnv }}
   env{{ $i }}: {{ include "common.tplvalues.render" (dict "value" $e.value "context" $) | quote }}
   {{- end }}

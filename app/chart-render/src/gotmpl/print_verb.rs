@@ -10,6 +10,9 @@ use super::value::Value;
 /// Formats `val` for the verb `verb` with the flags, width and precision in `p`. A verb that
 /// does not suit the operand prints Go's `%!verb(type=value)`, as Go does.
 pub fn print(p: &FormatParams, verb: char, val: &Value) -> Result<String, PrintError> {
+    if verb == 'T' {
+        return Ok(pad(p, go_type(val).unwrap_or("<nil>").to_string()));
+    }
     match val {
         Value::Number(n) => match (n.as_f64(), n.as_i64(), n.as_u64()) {
             (Some(f), _, _) => match float(p, verb, f) {
@@ -75,8 +78,16 @@ fn bad_verb(verb: char, val: &Value) -> String {
 
 /// An operand as Go's `fmt` names it in a complaint: `type=value`, or `<nil>`.
 pub fn typed(val: &Value) -> String {
-    let typ = match val {
-        Value::Missing | Value::Nil => return "<nil>".into(),
+    match go_type(val) {
+        Some(typ) => format!("{typ}={}", format_nested(val)),
+        None => "<nil>".into(),
+    }
+}
+
+/// The Go type a value has in a chart (`None` for nil).
+fn go_type(val: &Value) -> Option<&'static str> {
+    Some(match val {
+        Value::Missing | Value::Nil => return None,
         Value::Bool(_) => "bool",
         Value::String(_) => "string",
         Value::Number(n) if n.as_f64().is_some() => "float64",
@@ -85,8 +96,7 @@ pub fn typed(val: &Value) -> String {
         Value::Array(_) => "[]interface {}",
         Value::Map(_) => "map[string]interface {}",
         Value::Function(_) => "func",
-    };
-    format!("{typ}={}", format_nested(val))
+    })
 }
 
 /// Go's `fmtInteger` and friends: `d v b o O x X c q U`; `None` for any other verb.
