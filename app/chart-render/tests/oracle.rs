@@ -346,3 +346,19 @@ go-flags: {{ printf "[%-06d][%.3d][%.0d][%5.1s][%05s][%#q][% x][%# x][%U][%#U]" 
     let values = json!({"f": 1234.5});
     assert_same_as_go(&inline_chart(&[("p.yaml", t)], values), &json!({}));
 }
+
+/// Go's rules for a name defined twice: an empty (white-space) definition never replaces a
+/// non-empty one, in the same file or a file parsed later; a non-empty one replaces it.
+#[test]
+fn empty_redefinitions_keep_the_first_as_go() {
+    let filled = r#"{{- define "x" -}}X-filled{{- end -}}{{ define "y" }}Y{{ end }}{{ define "y" }}  {{ end }}"#;
+    // Sorts before b.yaml, so Helm parses it after: its empty "x" comes last.
+    let empty =
+        "{{ define \"x\" }}\n  {{ end }}{{ define \"z\" }} {{ end }}{{ define \"z\" }}Z{{ end }}";
+    let user = r#"x: {{ include "x" . }} y: {{ include "y" . }} z: {{ include "z" . }}"#;
+    let chart = inline_chart(
+        &[("a.yaml", empty), ("b.yaml", filled), ("c.yaml", user)],
+        json!({}),
+    );
+    assert_same_as_go(&chart, &json!({}));
+}

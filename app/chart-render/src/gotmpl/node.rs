@@ -88,7 +88,7 @@ impl Nodes {
                 }
                 Ok(true)
             }
-            Nodes::Text(n) => Ok(n.text.is_empty()),
+            Nodes::Text(n) => Ok(n.text.trim().is_empty()),
             Nodes::Action(_)
             | Nodes::If(_)
             | Nodes::Range(_)

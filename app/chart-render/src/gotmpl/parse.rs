@@ -57,6 +57,14 @@ impl Tree {
         }
     }
 
+    /// Go's `parse.IsEmptyTree` of the root: nothing but white space.
+    pub fn is_empty(&self) -> Result<bool, ParseError> {
+        match &self.root {
+            Some(root) => Ok(root.is_empty_tree()?),
+            None => Ok(true),
+        }
+    }
+
     pub fn pop_vars(&mut self, n: usize) {
         self.vars.truncate(n);
     }
@@ -212,19 +220,18 @@ impl Parser {
         Ok(())
     }
 
+    /// Go's `Tree.add`: a definition replaces an empty one; a second non-empty definition
+    /// in the same text is an error; an empty one leaves the first in place.
     fn add_to_tree_set(&mut self) -> Result<(), ParseError> {
         let tree = self.tree.take().ok_or_else(|| self.error_msg("no tree"))?;
-        if let Some(t) = self.tree_set.get(tree.name.as_str())
-            && let Some(ref r) = t.root
+        if let Some(old) = self.tree_set.get(tree.name.as_str())
+            && !old.is_empty()?
         {
-            match r.is_empty_tree() {
-                Err(e) => return Err(e.into()),
-                Ok(false) => {
-                    let err = format!("template multiple definitions of template {}", &tree.name);
-                    return self.error(&err);
-                }
-                Ok(true) => {}
+            if tree.is_empty()? {
+                return Ok(());
             }
+            let err = format!("template multiple definitions of template {}", &tree.name);
+            return self.error(&err);
         }
         self.add_tree(tree.name.clone(), tree);
         Ok(())

@@ -40,7 +40,13 @@ impl Template {
             text.into(),
             self.funcs.keys().cloned().collect(),
         )?;
-        self.tree_set.extend(tree_set);
+        // Go's `associate`: an empty definition does not replace an existing one.
+        for (name, tree) in tree_set {
+            if tree.is_empty()? && self.tree_set.contains_key(&name) {
+                continue;
+            }
+            self.tree_set.insert(name, tree);
+        }
         Ok(())
     }
 }
