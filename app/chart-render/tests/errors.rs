@@ -181,6 +181,14 @@ fn charts_we_reject_are_rejected_by_go_too() {
         ("{{ template \"nope\" . }}", json!({})),
         ("{{ .Values.a.b.c }}", json!({})),
         ("{{ break }}", json!({})),
+        (
+            "{{ range .Values.l }}{{ else }}{{ continue }}{{ end }}",
+            json!({"l": []}),
+        ),
+        (
+            "{{ range .Values.l }}{{ end }}{{ break }}",
+            json!({"l": [1]}),
+        ),
         // Not an integer (8 is no octal digit) and no float syntax; past u64; a dangling `_`.
         ("{{ 08 }}", json!({})),
         ("{{ 18446744073709551616 }}", json!({})),
@@ -211,5 +219,14 @@ fn error_lines_count_trimmed_space_comments_and_raw_strings() {
         None => {}
         Some(Ok(t)) => panic!("Go rendered {t:?}"),
         Some(Err(go)) => assert!(go.contains("t/templates/x.yaml:9:6:"), "{go}"),
+    }
+}
+
+#[test]
+fn break_outside_range_is_a_parse_error_as_in_go() {
+    for template in ["{{ break }}", "{{ if true }}{{ continue }}{{ end }}"] {
+        let e = render_err(template, json!({}));
+        assert!(matches!(e, RenderError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("outside {{range}}"), "{e}");
     }
 }

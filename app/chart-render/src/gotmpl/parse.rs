@@ -21,6 +21,8 @@ pub struct Parser {
     pub tree_set: HashMap<String, Tree>,
     tree: Option<Tree>,
     tree_stack: VecDeque<Tree>,
+    /// How many `range` bodies enclose the current position (`break`/`continue` need one).
+    range_depth: usize,
 }
 
 #[derive(Clone)]
@@ -44,6 +46,7 @@ impl Parser {
             tree_set: HashMap::new(),
             tree: None,
             tree_stack: VecDeque::new(),
+            range_depth: 0,
         }
     }
 }
@@ -348,6 +351,9 @@ impl Parser {
             ItemType::End => return self.end_control(),
             ItemType::Break | ItemType::Continue => {
                 let end = self.expect(&ItemType::RightDelim, "break or continue")?;
+                if self.range_depth == 0 {
+                    return self.error(&format!("{{{{{}}}}} outside {{{{range}}}}", token.val));
+                }
                 let span = Span {
                     len: end.val.len(),
                     ..token.span()
@@ -382,7 +388,11 @@ impl Parser {
             .map(|t| t.vars.len())
             .ok_or(ParseError::NoTree)?;
         let pipe = self.pipeline(context)?;
-        let (list, next) = self.item_list()?;
+        let in_range = usize::from(context == "range");
+        self.range_depth += in_range;
+        let listed = self.item_list();
+        self.range_depth -= in_range;
+        let (list, next) = listed?;
         let else_list = match next {
             Nodes::End(_) => None,
             Nodes::Else(span) => {
