@@ -156,7 +156,11 @@ pub fn quote(s: &str, quote: char) -> String {
             '\n' if quote == '"' => out.push_str("\\n"),
             '\t' if quote == '"' => out.push_str("\\t"),
             '\r' if quote == '"' => out.push_str("\\r"),
-            c if quote == '"' && (c as u32) < 0x20 => {
+            '\u{7}' if quote == '"' => out.push_str("\\a"),
+            '\u{8}' if quote == '"' => out.push_str("\\b"),
+            '\u{c}' if quote == '"' => out.push_str("\\f"),
+            '\u{b}' if quote == '"' => out.push_str("\\v"),
+            c if quote == '"' && ((c as u32) < 0x20 || c == '\u{7f}') => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
             c => out.push(c),

@@ -267,7 +267,7 @@ impl NumberNode {
     /// float with an integral value becomes an integer as in upstream `gtmpl`.
     pub fn new(span: Span, text: String, item_typ: &ItemType) -> Result<NumberNode, NodeError> {
         if *item_typ == ItemType::CharConstant {
-            let c = unquote_char(&text, '\'').ok_or(NodeError::UnquoteError)?;
+            let c = unquote_char(&text).ok_or(NodeError::UnquoteError)?;
             return Ok(NumberNode {
                 span,
                 text,

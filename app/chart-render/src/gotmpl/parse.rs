@@ -143,16 +143,6 @@ impl Parser {
         None
     }
 
-    fn peek_must(&mut self, context: &str) -> Result<&Item, ParseError> {
-        if let Some(t) = self.next_non_space() {
-            self.backup(t);
-            if let Some(front) = self.token.front() {
-                return Ok(front);
-            }
-        }
-        self.error(&format!("unexpected end in {}", context))
-    }
-
     fn start_parse(&mut self, name: String) {
         if let Some(t) = self.tree.take() {
             self.tree_stack.push_back(t);
@@ -396,7 +386,7 @@ impl Parser {
         let else_list = match next {
             Nodes::End(_) => None,
             Nodes::Else(span) => {
-                if allow_else_if && self.peek_must("else if")?.typ == ItemType::If {
+                if allow_else_if && self.peek_non_space_must("else if")?.typ == ItemType::If {
                     self.next_must("else if")?;
                     Some(ListNode {
                         span,

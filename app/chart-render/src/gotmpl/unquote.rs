@@ -1,122 +1,85 @@
-//! Go string and character literals: quotes and escapes resolved (Go's `strconv.Unquote`).
+//! Go string and character literals: quotes and escapes resolved as Go's `strconv.Unquote`
+//! does (`\a \b \f \n \r \t \v \\`, the quote, `\xFF` and `\377` bytes, `\u1234`,
+//! `\U00012345`). `None` for what Go rejects, and for bytes that are not UTF-8 (a Rust string
+//! cannot hold them).
 
-use std::char;
-
-pub fn unquote_char(s: &str, quote: char) -> Option<char> {
-    if s.len() < 2 || !s.starts_with(quote) || !s.ends_with(quote) {
-        return None;
-    }
-    let raw = &s[1..s.len() - 1];
-    match unqote(raw) {
-        Some((c, l)) => {
-            if l == raw.len() {
-                c.chars().next()
-            } else {
-                None
-            }
-        }
+/// A character constant (`'a'`, `'\n'`, `'\u00e9'`) as its rune.
+pub fn unquote_char(s: &str) -> Option<char> {
+    let inner = s.strip_prefix('\'')?.strip_suffix('\'')?;
+    let text = String::from_utf8(unescape(inner, '\'')?).ok()?;
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Some(c),
         _ => None,
     }
 }
 
-/// A string literal's value: a raw string (`` `...` ``) is taken as written, as in Go; a
-/// quoted one has its escapes resolved.
+/// A string literal's value: a raw string (`` `...` ``) is taken as written; a quoted one has
+/// its escapes resolved.
 pub fn unquote_str(s: &str) -> Option<String> {
     if let Some(raw) = s.strip_prefix('`') {
         return raw.strip_suffix('`').map(str::to_owned);
     }
-    if s.len() < 2 {
-        return None;
-    }
-    let quote = &s[0..1];
-    if !s.ends_with(quote) {
-        return None;
-    }
-    let mut r = String::new();
-    let raw = &s[1..s.len() - 1];
-    let mut i = 0;
-    while i < raw.len() {
-        match unqote(&raw[i..]) {
-            Some((c, len)) => {
-                r += &c;
-                i += len;
-            }
-            None => return None,
-        }
-    }
-    Some(r)
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    String::from_utf8(unescape(inner, '"')?).ok()
 }
 
-fn unqote(raw: &str) -> Option<(String, usize)> {
-    if raw.starts_with('\\') {
-        // All recognised escape sequences have an ASCII character after the
-        // backslash, so byte index 2 must exist and be a char boundary.
-        // Without these guards `&raw[..2]` would panic on inputs like
-        // `\…` (backslash followed by a multibyte char) or a trailing `\`.
-        if raw.len() < 2 || !raw.is_char_boundary(2) {
+/// The bytes `inner` (the text between the quotes) stands for.
+fn unescape(inner: &str, quote: char) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == quote || c == '\n' {
             return None;
         }
-        match &raw[..2] {
-            r"\x" => extract_bytes_x(raw),
-            r"\U" => extract_bytes_u32(raw),
-            r"\u" => extract_bytes_u16(raw),
-            r"\b" => Some(('\u{0008}'.to_string(), 2)),
-            r"\f" => Some(('\u{000C}'.to_string(), 2)),
-            r"\n" => Some(('\n'.to_string(), 2)),
-            r"\r" => Some(('\r'.to_string(), 2)),
-            r"\t" => Some(('\t'.to_string(), 2)),
-            r"\'" => Some(('\''.to_string(), 2)),
-            r#"\""# => Some(('\"'.to_string(), 2)),
-            r#"\\"# => Some(('\\'.to_string(), 2)),
-            _ => None,
+        if c != '\\' {
+            let mut buf = [0; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
         }
-    } else {
-        get_char(raw)
-    }
-}
-
-fn get_char(s: &str) -> Option<(String, usize)> {
-    s.char_indices()
-        .next()
-        .map(|(i, c)| (c.to_string(), i + c.len_utf8()))
-}
-
-fn extract_bytes_u32(s: &str) -> Option<(String, usize)> {
-    if s.len() != 10 {
-        return None;
-    }
-    u32::from_str_radix(&s[2..10], 16)
-        .ok()
-        .and_then(char::from_u32)
-        .map(|c| (c.to_string(), 10))
-}
-
-fn extract_bytes_u16(s: &str) -> Option<(String, usize)> {
-    let mut bytes = vec![];
-    let mut i = 0;
-    while s.len() > i && s.starts_with(r"\u") && s[i..].len() >= 6 {
-        match u16::from_str_radix(&s[(i + 2)..(i + 6)], 16) {
-            Ok(x) => bytes.push(x),
-            _ => {
-                return None;
-            }
+        let escaped = chars.next()?;
+        let simple = match escaped {
+            'a' => Some(0x07),
+            'b' => Some(0x08),
+            'f' => Some(0x0c),
+            'n' => Some(b'\n'),
+            'r' => Some(b'\r'),
+            't' => Some(b'\t'),
+            'v' => Some(0x0b),
+            '\\' => Some(b'\\'),
+            c if c == quote => Some(c as u8),
+            _ => None,
         };
-        i += 6;
+        if let Some(b) = simple {
+            out.push(b);
+            continue;
+        }
+        match escaped {
+            'x' => out.push(u8::try_from(hex_digits(&mut chars, 2)?).ok()?),
+            'u' | 'U' => {
+                let c =
+                    char::from_u32(hex_digits(&mut chars, if escaped == 'u' { 4 } else { 8 })?)?;
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            '0'..='7' => {
+                let mut value = escaped.to_digit(8)?;
+                for _ in 0..2 {
+                    value = value * 8 + chars.next()?.to_digit(8)?;
+                }
+                out.push(u8::try_from(value).ok()?);
+            }
+            _ => return None,
+        }
     }
-    String::from_utf16(&bytes).ok().map(|s| (s, i))
+    Some(out)
 }
 
-fn extract_bytes_x(s: &str) -> Option<(String, usize)> {
-    let mut bytes = vec![];
-    let mut i = 0;
-    while s.len() > i && s.starts_with(r"\x") && s[i..].len() >= 4 {
-        match u8::from_str_radix(&s[(i + 2)..(i + 4)], 16) {
-            Ok(x) => bytes.push(x),
-            _ => {
-                return None;
-            }
-        };
-        i += 4;
+/// The value of the next `n` hexadecimal digits.
+fn hex_digits(chars: &mut std::str::Chars<'_>, n: usize) -> Option<u32> {
+    let mut value = 0;
+    for _ in 0..n {
+        value = value * 16 + chars.next()?.to_digit(16)?;
     }
-    String::from_utf8(bytes).ok().map(|s| (s, i))
+    Some(value)
 }
