@@ -181,6 +181,8 @@ fn charts_we_reject_are_rejected_by_go_too() {
         ("{{ template \"nope\" . }}", json!({})),
         ("{{ .Values.a.b.c }}", json!({})),
         ("{{ break }}", json!({})),
+        ("{{ nil }}", json!({})),
+        ("{{ (print 1) 2 }}", json!({})),
         (
             "{{ range .Values.l }}{{ else }}{{ continue }}{{ end }}",
             json!({"l": []}),

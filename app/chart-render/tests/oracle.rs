@@ -341,6 +341,7 @@ lists: {{ printf "%v|%3v|%d|%x|%v" (list 1 2) (list 1 2) (list 1 2) (list "a" "b
 args: {{ printf "%d %d|" 1 }}{{ printf "%[2]d %d %[1]d|" 1 2 }}{{ printf "%d|" 1 2 "x" }}{{ printf "[%*d][%-*d][%.*f][%6.f]" 5 1 4 2 1 3.14159 2.5 }}
 numbers: {{ 0x1F }} {{ 0X1f }} {{ 0o17 }} {{ 0b101 }} {{ 017 }} {{ 1_000 }} {{ -0x10 }} {{ 0x_ff }} {{ 1e3 }} {{ -0 }} {{ 2.50 }} {{ add 0x10 1 }}
 unquote: {{ printf "%q" "\u0041B\x43\104\a\v\f\b|\U0001F600|\xe2\x98\x83|\u00e9\u00e8" }} {{ '\101' }} {{ '\x41' }} {{ '\u00e9' }} {{ '\U0001F600' }} {{ '"' }} {{ "'" }}
+nil-args: {{ print nil }} {{ printf "%v|%d" nil nil }} {{ default "d" nil }} {{ list 1 nil | toJson }}
 escapes: {{ "a\\" }} {{ '\\' }} {{ "q\"" }} {{ '\'' }} {{ `raw\` }}
 go-flags: {{ printf "[%-06d][%.3d][%.0d][%5.1s][%05s][%#q][% x][%# x][%U][%#U]" 7 7 0 "abc" "go" "q" "hi" "hi" 9731 9731 }}
 "##;

@@ -248,29 +248,44 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         cmd: &CommandNode,
         val: &Option<Value>,
     ) -> Result<Value, ExecError> {
-        let first_word = &cmd
+        let first_word = cmd
             .args
             .first()
             .ok_or_else(|| ExecError::NoArgsForCommandNode(cmd.to_string()))?;
+        self.eval_operand(ctx, first_word, &cmd.args, val, true)
+    }
 
-        match *(*first_word) {
-            Nodes::Field(ref n) => return self.eval_field_node(ctx, n, &cmd.args, val),
-            Nodes::Variable(ref n) => return self.eval_variable_node(ctx, n, &cmd.args, val),
-            Nodes::Pipe(ref n) => {
-                let _nested = enter_nested()?;
-                return self.eval_pipeline(ctx, n);
-            }
-            Nodes::Chain(ref n) => return self.eval_chain_node(ctx, n, &cmd.args, val),
-            Nodes::Identifier(ref n) => return self.eval_function(ctx, n, &cmd.args, val),
+    /// A command's first word (`as_command`, with the command's words in `args` and the piped
+    /// value in `fin`) or one argument of a call (no `args`, no `fin`).
+    fn eval_operand(
+        &mut self,
+        ctx: &Context,
+        node: &Nodes,
+        args: &[Nodes],
+        fin: &Option<Value>,
+        as_command: bool,
+    ) -> Result<Value, ExecError> {
+        match node {
+            Nodes::Field(n) => return self.eval_field_node(ctx, n, args, fin),
+            Nodes::Variable(n) => return self.eval_variable_node(ctx, n, args, fin),
+            Nodes::Chain(n) => return self.eval_chain_node(ctx, n, args, fin),
+            Nodes::Identifier(n) => return self.eval_function(ctx, n, args, fin),
             _ => {}
         }
-        not_a_function(&cmd.args, val)?;
-        match *(*first_word) {
-            Nodes::Bool(ref n) => Ok(n.value.clone()),
+        not_a_function(args, fin)?;
+        match node {
+            Nodes::Pipe(n) => {
+                let _nested = enter_nested()?;
+                self.eval_pipeline(ctx, n)
+            }
             Nodes::Dot(_) => Ok(ctx.dot.clone()),
-            Nodes::Number(ref n) => Ok(n.value.clone()),
-            Nodes::String(ref n) => Ok(n.value.clone()),
-            _ => Err(ExecError::CannotEvaluateCommand(first_word.to_string())),
+            Nodes::Bool(n) => Ok(n.value.clone()),
+            Nodes::Number(n) => Ok(n.value.clone()),
+            Nodes::String(n) => Ok(n.value.clone()),
+            // Go: nil is a value as an argument (`print nil` prints <nil>), not a command.
+            Nodes::Nil(_) if !as_command => Ok(Value::Nil),
+            _ if as_command => Err(ExecError::CannotEvaluateCommand(node.to_string())),
+            _ => Err(ExecError::InvalidArgument(node.to_string())),
         }
     }
 
@@ -372,25 +387,9 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     }
 
     fn eval_arg(&mut self, ctx: &Context, node: &Nodes) -> Result<Value, ExecError> {
-        let result = match *node {
-            Nodes::Dot(_) => Ok(ctx.dot.clone()),
-            //Nodes::Nil
-            Nodes::Field(ref n) => self.eval_field_node(ctx, n, &[], &None), // args?
-            Nodes::Variable(ref n) => self.eval_variable_node(ctx, n, &[], &None),
-            Nodes::Pipe(ref n) => {
-                let _nested = enter_nested()?;
-                self.eval_pipeline(ctx, n)
-            }
-            // Nodes::Identifier
-            Nodes::Identifier(ref n) => self.eval_function(ctx, n, &[], &None),
-            Nodes::Chain(ref n) => self.eval_chain_node(ctx, n, &[], &None),
-            Nodes::String(ref n) => Ok(n.value.clone()),
-            Nodes::Bool(ref n) => Ok(n.value.clone()),
-            Nodes::Number(ref n) => Ok(n.value.clone()),
-            _ => Err(ExecError::InvalidArgument(node.to_string())),
-        };
-        // Wrap errors with the argument node's position for better error reporting
-        result.map_err(|e| self.wrap_error(e, node))
+        // Errors carry the argument's position.
+        self.eval_operand(ctx, node, &[], &None, false)
+            .map_err(|e| self.wrap_error(e, node))
     }
 
     fn eval_field_node(
@@ -599,7 +598,8 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
 
 fn not_a_function(args: &[Nodes], val: &Option<Value>) -> Result<(), ExecError> {
     if args.len() > 1 || val.is_some() {
-        return Err(ExecError::ArgumentForNonFunction(args[0].to_string()));
+        let operand = args.first().map(ToString::to_string).unwrap_or_default();
+        return Err(ExecError::ArgumentForNonFunction(operand));
     }
     Ok(())
 }
