@@ -25,10 +25,16 @@
 //!   quote ends the string; error positions are Go's (line, 0-based column), counting
 //!   newlines in comments, trimmed space and raw strings; lexing runs in place (upstream
 //!   spawned a thread per parse).
+//! - Literals as Go reads them: `0x`/`0o`/`0b`/leading-`0` integers and `_` separators
+//!   (upstream: `0x1F` was 0), `08` and 2^64 rejected; string and rune escapes as
+//!   `strconv.Unquote` (octal, `\a`, `\v`, `\U` anywhere).
+//! - Parsing as Go: `break`/`continue` outside a `range` body are parse errors; a
+//!   white-space-only `define` never replaces a filled one (same file or later file).
+//! - `nil` is a value as a call argument (`print nil`).
 //!
-//! Trimmed to what the renderer reaches (5876 lines before, 4003 after): gone are the
-//! `Object` value kind (never built: every value is a `Map`), dynamic `template` names
-//! (Go rejects them when parsing), per-node tree ids and `NodeType` (nodes carry one `Span`),
+//! Trimmed to what the renderer reaches (5876 lines before, 4066 after, Go fixes included):
+//! gone are the `Object` value kind (never built: every value is a `Map`), dynamic `template`
+//! names (Go rejects them when parsing), per-node tree ids and `NodeType` (one `Span` now),
 //! `Template::{with_name, parse, add_funcs, execute, render}`, `Context::empty`, the
 //! `gtmpl_fn!` macro, error helpers and variants never built, and the `From`/`FromValue`
 //! conversions nothing calls. No `allow` is left: the module is clippy-clean under the
