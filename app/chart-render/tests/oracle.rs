@@ -364,3 +364,13 @@ fn empty_redefinitions_keep_the_first_as_go() {
     );
     assert_same_as_go(&chart, &json!({}));
 }
+
+/// `range $v = ...` assigns instead of declaring; Go 1.19 sets the variables on top of the
+/// stack (here `$k`, then `$v`), which is what this fork reproduces. It used to panic.
+#[test]
+fn range_assigning_to_outer_variables_matches_go() {
+    let t = r#"{{- $v := "none" }}{{ $k := -1 }}{{ range $v = list "a" "b" }}[{{ $v }}]{{ end }} last={{ $v }}
+{{ range $k, $v = list "x" "y" }}[{{ $k }}:{{ $v }}]{{ end }} last={{ $k }}:{{ $v }}
+"#;
+    assert_same_as_go(&inline_chart(&[("r.yaml", t)], json!({})), &json!({}));
+}

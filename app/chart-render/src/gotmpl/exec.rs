@@ -118,16 +118,37 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         ExecError::with_context(&self.template_name, span.line, span.col, span.len, err)
     }
 
+    /// Go's `setTopVar`: sets the `k`-th variable from the top of the whole variable stack.
+    /// For `range $k, $v := ...` those are the range's own; for `range $v = ...` (nothing
+    /// declared) Go 1.19 sets whichever outer variables are on top, and so does this.
     fn set_kth_last_var_value(&mut self, k: usize, value: Value) -> Result<(), ExecError> {
-        if let Some(last_vars) = self.vars.back_mut() {
-            let i = last_vars.len() - k;
-            if let Some(kth_last_var) = last_vars.get_mut(i) {
-                kth_last_var.value = value;
-                return Ok(());
-            }
-            return Err(ExecError::VarContextToSmall(k));
-        }
-        Err(ExecError::EmptyStack)
+        let var = self
+            .vars
+            .iter_mut()
+            .rev()
+            .flat_map(|scope| scope.iter_mut().rev())
+            .nth(k.saturating_sub(1))
+            .ok_or(ExecError::VarContextToSmall(k))?;
+        var.value = value;
+        Ok(())
+    }
+
+    /// The innermost visible variable `name`.
+    fn var_slot(&mut self, name: &str) -> Option<&mut Variable> {
+        self.vars
+            .iter_mut()
+            .rev()
+            .flat_map(|scope| scope.iter_mut().rev())
+            .find(|v| v.name == name)
+    }
+
+    /// `$name = value`: sets a variable declared before.
+    fn assign(&mut self, name: &str, value: Value) -> Result<(), ExecError> {
+        let slot = self
+            .var_slot(name)
+            .ok_or_else(|| ExecError::VariableNotFound(name.to_string()))?;
+        slot.value = value;
+        Ok(())
     }
 
     fn var_value(&self, key: &str) -> Result<Value, ExecError> {
@@ -216,15 +237,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         let val = val.ok_or_else(|| ExecError::ErrorEvaluatingPipe(pipe.to_string()))?;
         if pipe.is_assign {
             for var in &pipe.decl {
-                let name = &var.ident[0];
-                let slot = self
-                    .vars
-                    .iter_mut()
-                    .rev()
-                    .flat_map(|scope| scope.iter_mut().rev())
-                    .find(|v| &v.name == name)
-                    .ok_or_else(|| ExecError::VariableNotFound(name.clone()))?;
-                slot.value = val.clone();
+                self.assign(&var.ident[0], val.clone())?;
             }
             return Ok(val);
         }
@@ -333,17 +346,9 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             && let Some(Nodes::Variable(var)) = args.get(1)
             && var.ident.len() == 1
             && var.ident[0] != "$"
+            && let Some(slot) = self.var_slot(&var.ident[0])
         {
-            let target = var.ident[0].clone();
-            if let Some(slot) = self
-                .vars
-                .iter_mut()
-                .rev()
-                .flat_map(|scope| scope.iter_mut().rev())
-                .find(|v| v.name == target)
-            {
-                slot.value = result.clone();
-            }
+            slot.value = result.clone();
         }
         Ok(result)
     }
@@ -526,10 +531,11 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         val: Value,
         range: &'a RangeNode,
     ) -> Result<(), ExecError> {
-        if !range.pipe.decl.is_empty() {
+        let declared = range.pipe.decl.len();
+        if declared > 0 {
             self.set_kth_last_var_value(1, val.clone())?;
         }
-        if range.pipe.decl.len() > 1 {
+        if declared > 1 {
             self.set_kth_last_var_value(2, key)?;
         }
         let vars = VecDeque::new();
