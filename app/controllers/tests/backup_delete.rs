@@ -54,7 +54,7 @@ fn store(endpoint: &str, bucket: &str, handle: tokio::runtime::Handle) -> Store 
 async fn bucket_with(keys: &[&str]) -> (tvk_testkit::LocalServer, String) {
     let moto = moto().unwrap();
     let bucket = unique_name("bkp-del");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let (url, b2, handle) = (
         moto.url(),
         bucket.clone(),

@@ -40,7 +40,7 @@ async fn target_plan_and_backup_reach_available_under_watches() {
         .try_init();
     let moto = moto().unwrap();
     let bucket = unique_name("e2e");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let server = ApiServer::start().await.unwrap();
     for crd in tvk_api::crd::all() {
         server.create(serde_json::to_value(crd).unwrap()).unwrap();

@@ -36,7 +36,7 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 async fn a_running_datamover_jobs_progress_is_read_through_pods_log() {
     let moto = moto().unwrap();
     let bucket = unique_name("progress-e2e");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let server = ApiServer::start().await.unwrap();
     server
         .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))

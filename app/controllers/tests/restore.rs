@@ -1080,7 +1080,7 @@ fn put_object(addr: std::net::SocketAddr, bucket: &str, key: &str, body: &str) {
 async fn a_location_without_a_commit_object_is_refused_before_any_job() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = tvk_testkit::unique_name("rst");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     put_object(moto.addr(), &bucket, "p-1/b-ok/_metadata/commit.json", "{}");
     put_object(
         moto.addr(),

@@ -399,7 +399,7 @@ async fn list(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
 async fn deleting_a_backup_deletes_metadata_and_hands_volume_data_to_coalesce() {
     let moto = moto().unwrap();
     let bucket = unique_name("ret-del");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let env = Env::start(&moto.url(), &bucket, 5).await;
     let b1 = env.backup("b1", "Available", 2, &["vol-a"]).await;
     let b2 = env.backup("b2", "Available", 3, &["vol-a"]).await;
@@ -476,7 +476,7 @@ async fn deleting_a_backup_deletes_metadata_and_hands_volume_data_to_coalesce() 
 async fn deleting_waits_for_a_running_backup_of_the_plan_and_skips_coalesced_volumes() {
     let moto = moto().unwrap();
     let bucket = unique_name("ret-wait");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let env = Env::start(&moto.url(), &bucket, 5).await;
     let b1 = env.backup("b1", "Available", 2, &["vol-a"]).await;
     env.backup("b2", "InProgress", 3, &["vol-a"]).await;
@@ -602,7 +602,7 @@ fn coalesce_job_golden() {
 async fn one_coalesce_per_volume_at_a_time_and_a_failed_deletion_is_retried_anew() {
     let moto = moto().unwrap();
     let bucket = unique_name("ret-serial");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let env = Env::start(&moto.url(), &bucket, 5).await;
     let b1 = env.backup("b1", "Available", 2, &["vol-a"]).await;
     let b2 = env.backup("b2", "Available", 3, &["vol-a"]).await;

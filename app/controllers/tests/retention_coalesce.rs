@@ -72,7 +72,7 @@ async fn retention_runs_the_real_coalesce_and_kept_backups_restore_bit_exact() {
     let bin = workspace_binary("tvk-datamover", "tvk-datamover").unwrap();
     let moto = moto().unwrap();
     let bucket = unique_name("ret-real");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let server = ApiServer::start().await.unwrap();
     for crd in tvk_api::crd::all() {
         server.create(serde_json::to_value(crd).unwrap()).unwrap();

@@ -63,7 +63,7 @@ async fn object_lock_is_verified_when_the_target_expects_it() {
     let locked = unique_name("tgt-locked");
     create_locked_bucket(moto.addr(), &locked);
     let plain = unique_name("tgt-plain");
-    common::create_bucket(moto.addr(), &plain);
+    tvk_testkit::create_bucket(moto.addr(), &plain).unwrap();
     let expecting = |bucket: &str| S3Probe {
         expect_object_lock: true,
         ..probe_config(&moto.url(), bucket)
@@ -83,7 +83,7 @@ async fn run_probe(probe: S3Probe) -> ProbeResult {
 async fn probe_writes_reads_lists_and_deletes_on_moto() {
     let moto = moto().unwrap();
     let bucket = unique_name("tgt-ok");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let probe = probe_config(&moto.url(), &bucket);
     run_probe(probe.clone()).await.unwrap();
     let listing = common::list_bucket(moto.addr(), &bucket);
@@ -107,7 +107,7 @@ async fn missing_bucket_is_named_as_such() {
 async fn refused_credentials_are_an_authentication_failure_without_the_secret() {
     let moto = moto().unwrap();
     let bucket = unique_name("tgt-auth");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     // moto accepts any key; the proxy answers as AWS does for an unknown access key.
     let proxy = FaultProxy::start_plan(
         moto.addr(),
@@ -187,7 +187,7 @@ fn b64(s: &str) -> String {
 async fn reconcile_marks_a_reachable_target_available_and_is_then_quiet() {
     let moto = moto().unwrap();
     let bucket = unique_name("tgt-rec");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let (client, writes) = common::fake(vec![target_object(&moto.url(), &bucket), secret()]).await;
     let ctx = common::context(client.clone(), "Cluster");
     let api: Api<Target> = Api::namespaced(client, common::NS);
@@ -247,7 +247,7 @@ async fn reconcile_without_the_secret_says_which_secret_is_missing() {
 async fn a_target_that_stays_unreachable_is_not_rewritten_on_every_probe() {
     let moto = moto().unwrap();
     let bucket = unique_name("tgt-denied");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     // Refused credentials: the error text names the (unique) probe object and a timing.
     let proxy = FaultProxy::start_plan(
         moto.addr(),
@@ -432,7 +432,7 @@ async fn a_changed_secret_revalidates_its_target() {
     tvk_control_plane::install_tls_provider();
     let moto = moto().unwrap();
     let bucket = tvk_testkit::unique_name("secret-watch");
-    common::create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let server = tvk_test_apiserver::ApiServer::start().await.unwrap();
     for crd in tvk_api::crd::all() {
         server.create(serde_json::to_value(crd).unwrap()).unwrap();

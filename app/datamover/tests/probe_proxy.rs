@@ -46,21 +46,6 @@ fn run(c: &mut Command) -> (i32, serde_json::Value, String) {
     )
 }
 
-fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
-}
-
 /// Objects under `.tvk-probe/` in `bucket` (moto's ListObjectsV2, path style).
 fn probe_objects(addr: std::net::SocketAddr, bucket: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -126,7 +111,7 @@ fn probe_on_a_filesystem_target_writes_reads_lists_and_deletes() {
 fn probe_on_s3_leaves_nothing_and_reports_a_missing_bucket_and_an_unreachable_endpoint() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("probe");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let endpoint = moto.url();
 
     let (code, result, err) = run(probe_args(
@@ -185,7 +170,7 @@ fn probe_verifies_object_lock_when_asked() {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let plain = unique_name("unlocked");
-    create_bucket(moto.addr(), &plain);
+    tvk_testkit::create_bucket(moto.addr(), &plain).unwrap();
 
     let (code, result, err) = run(
         probe_args(&mut bin(), &format!("s3://{locked}/p"), &moto.url())
@@ -236,7 +221,7 @@ fn probe_verifies_object_lock_when_asked() {
 fn probe_failures_carry_their_kind_and_exit_code() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("kinds");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let target = format!("s3://{bucket}/p");
     // moto accepts any key; the proxy answers as AWS does for an unknown access key.
     let fault = |status: u16, code: &'static str| {
@@ -284,7 +269,7 @@ fn probe_failures_carry_their_kind_and_exit_code() {
 fn s3_requests_honour_http_proxy_and_no_proxy() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("proxied");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let proxy = FaultProxy::start(moto.addr(), 0, 1).unwrap();
     // One label: moto reads the first label of a dotted host as a virtual-hosted bucket.
     let host = "tvk-reachable-only-through-the-proxy";

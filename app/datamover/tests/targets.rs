@@ -29,21 +29,6 @@ use tvk_testkit::{
     unique_name,
 };
 
-fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -120,7 +105,7 @@ fn s3_full_and_incremental_roundtrip_and_qemu_reads_the_layout() {
     qemu_img();
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("dm-roundtrip");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let rt = runtime();
     let target = s3_target(&rt, &moto.url(), &bucket, 3, Duration::from_secs(30));
     let dir = TempDir::new("s3rt").unwrap();
@@ -158,7 +143,7 @@ fn s3_full_and_incremental_roundtrip_and_qemu_reads_the_layout() {
 fn moto_honours_create_only_and_a_rerun_commits_once() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("dm-create");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let rt = runtime();
     let target = s3_target(&rt, &moto.url(), &bucket, 3, Duration::from_secs(30));
     target
@@ -205,7 +190,7 @@ fn moto_honours_create_only_and_a_rerun_commits_once() {
 fn s3_slowdown_on_30_percent_of_writes_still_completes() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("dm-slowdown");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let proxy = FaultProxy::start(moto.addr(), 30, 42).unwrap();
     let rt = runtime();
     let target = s3_target(&rt, &proxy.url(), &bucket, 15, Duration::from_secs(120));
@@ -450,7 +435,7 @@ fn moto_get(addr: std::net::SocketAddr, path: &str) -> String {
 fn failed_multipart_upload_is_aborted_and_nothing_is_committed() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("dm-abort");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     // Part 3 of any upload always fails (object_store part index 2).
     let plan = FaultPlan {
         percent: 100,
@@ -482,7 +467,7 @@ fn failed_multipart_upload_is_aborted_and_nothing_is_committed() {
 fn clock_skew_is_reported_as_such_and_retention_deletes_nothing() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("dm-skew");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let rt = runtime();
     let good = s3_target(&rt, &moto.url(), &bucket, 2, Duration::from_secs(10));
     let dir = TempDir::new("s3skew").unwrap();
@@ -569,7 +554,7 @@ fn restore_in_place_overwrites_old_content_with_zeros_where_needed() {
 fn s3_coalesce_keeps_remaining_backups_bit_exact() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("dm-coalesce");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let rt = runtime();
     let target = s3_target(&rt, &moto.url(), &bucket, 3, Duration::from_secs(30));
     let dir = TempDir::new("s3coalesce").unwrap();

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    S3_ENV, create_backup, create_bucket, create_cluster_plan_and_backup, create_plan,
-    install_tvk_crds, metamover, metamover_env,
+    S3_ENV, create_backup, create_cluster_plan_and_backup, create_plan, install_tvk_crds,
+    metamover, metamover_env,
 };
 use std::{collections::BTreeSet, path::Path};
 
@@ -448,7 +448,7 @@ async fn cluster_backup_by_namespace_selector_to_s3() {
     );
     let moto = tvk_testkit::moto().unwrap();
     let bucket = tvk_testkit::unique_name("mm-cli");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let target = format!("s3://{bucket}/cluster-a");
     let endpoint = moto.url();
     let run = metamover_env(

@@ -10,7 +10,7 @@ mod common;
 #[path = "common/mod.rs"]
 mod run;
 
-use run::{Run, S3_ENV, create_backup, create_bucket, create_plan, http_without_body};
+use run::{Run, S3_ENV, create_backup, create_plan};
 use std::path::Path;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -58,12 +58,13 @@ fn container(name: &str, image: &str) -> Value {
 
 /// Deletes a manifest from a docker-registry by digest (the distribution API's DELETE).
 fn delete_manifest(registry: &str, repo: &str, digest: &Digest) {
-    http_without_body(
+    tvk_testkit::http_without_body(
         registry,
         "DELETE",
         &format!("/v2/{repo}/manifests/{digest}"),
         202,
-    );
+    )
+    .unwrap();
 }
 
 async fn backup_status_images(server: &ApiServer, ns: &str, name: &str) -> Vec<Value> {
@@ -85,7 +86,7 @@ fn targets() -> Targets {
     let dir = TempDir::new("mm-images").unwrap();
     let moto = tvk_testkit::moto().unwrap();
     let bucket = tvk_testkit::unique_name("mm-images");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     Targets {
         flags: vec![
             (

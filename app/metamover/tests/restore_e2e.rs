@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    Run, S3_ENV, create_backup, create_bucket, create_cluster_plan_and_backup, create_namespaces,
-    create_plan, install_tvk_crds, metamover, metamover_env, restore_args,
+    Run, S3_ENV, create_backup, create_cluster_plan_and_backup, create_namespaces, create_plan,
+    install_tvk_crds, metamover, metamover_env, restore_args,
 };
 use std::path::Path;
 
@@ -661,7 +661,7 @@ async fn cluster_restore_maps_namespaces_and_records_created_ones() {
     // On S3 (moto), credentials from the environment, as the Jobs get them.
     let moto = tvk_testkit::moto().unwrap();
     let bucket = tvk_testkit::unique_name("mm-restore");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let tdir = format!("s3://{bucket}/cluster");
     let endpoint = moto.url();
     let kc = server.kubeconfig_path().to_path_buf();

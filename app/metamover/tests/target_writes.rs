@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::create_bucket;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,7 +82,7 @@ fn layout_on_a_filesystem_target() {
 fn layout_on_s3() {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = unique_name("mm-s3");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -7,8 +7,6 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -23,21 +21,6 @@ use tvk_oci::{
     store::{BackupImages, ImageStore, StoredImage},
 };
 
-fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
-}
-
 /// A target of each kind: (name, target, the temp dir keeping a filesystem target alive).
 struct Targets {
     _moto: tvk_testkit::LocalServer,
@@ -48,7 +31,7 @@ struct Targets {
 fn targets() -> Targets {
     let moto = tvk_testkit::moto().unwrap();
     let bucket = tvk_testkit::unique_name("img-store");
-    create_bucket(moto.addr(), &bucket);
+    tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
     let cfg = S3Config {
         bucket,
         prefix: "team/prod".into(),

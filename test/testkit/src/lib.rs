@@ -18,6 +18,32 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Sends one HTTP/1.1 request without a body to `addr` (`host:port`); `Err` names the request
+/// and the answer when its status is not `expect` (moto's bucket creation, a registry's
+/// manifest DELETE: requests no client library of the tests makes unsigned).
+pub fn http_without_body(addr: &str, method: &str, path: &str, expect: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let fail = |e: std::io::Error| format!("{method} {path} on {addr}: {e}");
+    let mut s = TcpStream::connect(addr).map_err(fail)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(fail)?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(fail)?;
+    if resp.starts_with(&format!("HTTP/1.1 {expect}")) {
+        Ok(())
+    } else {
+        Err(format!("{method} {path} on {addr} answered: {resp}"))
+    }
+}
+
+/// Creates `bucket` on the moto server at `addr` (unsigned: moto does not check signatures).
+pub fn create_bucket(addr: SocketAddr, bucket: &str) -> Result<(), String> {
+    http_without_body(&addr.to_string(), "PUT", &format!("/{bucket}"), 200)
+}
+
 /// A server process (or an address given by the harness) that tests talk to.
 #[derive(Debug)]
 pub struct LocalServer {

@@ -116,7 +116,7 @@ impl World {
         let datamover = workspace_binary("tvk-datamover", "tvk-datamover").unwrap();
         let moto = moto().unwrap();
         let bucket = unique_name("kubelet-e2e");
-        crate::common::create_bucket(moto.addr(), &bucket);
+        tvk_testkit::create_bucket(moto.addr(), &bucket).unwrap();
         let server = ApiServer::start().await.unwrap();
         for crd in tvk_api::crd::all() {
             server.create(serde_json::to_value(crd).unwrap()).unwrap();

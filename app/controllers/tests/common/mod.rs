@@ -95,22 +95,6 @@ pub fn context(client: Client, scope: &str) -> Arc<Context> {
     Arc::new(Context::new(client, config(scope), None))
 }
 
-/// Creates a bucket on moto (unsigned; moto does not check signatures).
-pub fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "bucket creation failed: {resp}"
-    );
-}
-
 /// Keys in a moto bucket (unsigned ListObjects).
 pub fn list_bucket(addr: std::net::SocketAddr, bucket: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

@@ -161,29 +161,6 @@ impl OneBackup {
     }
 }
 
-/// Creates `bucket` on the S3 server at `addr` (moto: no credentials checked).
-pub fn create_bucket(addr: std::net::SocketAddr, bucket: &str) {
-    http_without_body(&addr.to_string(), "PUT", &format!("/{bucket}"), 200);
-}
-
-/// Sends one HTTP/1.1 request without a body to `addr` (`host:port`) and asserts the answer's
-/// status is `expect`.
-pub fn http_without_body(addr: &str, method: &str, path: &str, expect: u16) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with(&format!("HTTP/1.1 {expect}")),
-        "{method} {path} on {addr} failed: {resp}"
-    );
-}
-
 /// BackupPlan `plan` in `ns` backing up to target `ns/t`, with the spec fields of `extra` too;
 /// returns its uid.
 pub fn create_plan(server: &ApiServer, ns: &str, extra: Value) -> String {
