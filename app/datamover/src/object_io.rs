@@ -524,12 +524,18 @@ impl LocalFileSink {
         let end = self.next + keep;
         if end > self.allocated_to {
             let from = self.allocated_to.max(self.next);
-            // As much again as the file holds (a small index stays small), up to a step.
-            let step = end.max(from + self.next.clamp(1 << 20, SINK_ALLOCATION_STEP));
+            // As much again as the file holds (a small index stays small), up to a step —
+            // only while the filesystem has room to spare: blocks held ahead by this file
+            // until its length is set must not starve the other files of the same backup
+            // (its index, beside it) on a nearly full target.
+            let ahead = self.next.clamp(1 << 20, SINK_ALLOCATION_STEP);
+            let spare = rustix::fs::fstatvfs(file)
+                .is_ok_and(|v| v.f_bavail.saturating_mul(v.f_frsize) >= ahead.saturating_mul(16));
+            let step = if spare { end.max(from + ahead) } else { end };
             match self.preallocate.ahead(file, &name, from, step - from) {
                 Ok(()) => self.allocated_to = step,
-                // Near a full filesystem: just what this piece needs, or the error.
-                Err(e) if e.kind() == crate::error::ErrorKind::NoSpace => {
+                // Filled meanwhile: just what this piece needs, or the error.
+                Err(e) if e.kind() == crate::error::ErrorKind::NoSpace && step > end => {
                     self.preallocate.ahead(file, &name, from, end - from)?;
                     self.allocated_to = end;
                 }
