@@ -250,16 +250,18 @@ impl DirectWrites {
     }
 }
 
-/// Allocates a local output's blocks just before its data is written (`fallocate`, size
-/// kept), one call per piece or range instead of the per-block reservations of delayed
-/// allocation that buffered writes otherwise make on ext4 while they hold the inode lock.
-/// Measured on the benchmark's volume (ext4, 410 MiB of data, buffered writes): verified
-/// restore 0.36 -> 0.29 CPU-s, full backup 0.35 -> 0.31 CPU-s, with as many or fewer
-/// extents. Only what will be written is allocated (holes stay holes, the output occupies
-/// what it did), and allocated blocks read as zeros until written. A full filesystem is
-/// reported before the data is written, as [`crate::error::ErrorKind::NoSpace`]. Not used
-/// for block devices, on NFS (each allocation would be a synchronous round trip to the
-/// server), nor where the filesystem does not support it (detected at the first call).
+/// Allocates a local output's blocks just before its data is written (`fallocate`): a
+/// restore allocates each range's data spans (size kept), an image sink allocates ahead in
+/// steps ([`LocalFileSink`]), instead of the per-block reservations of delayed allocation
+/// that buffered writes otherwise make on ext4 while they hold the inode lock; aligned direct
+/// writes into allocated blocks also take that lock shared, so they overlap. Measured on the
+/// benchmark's volume (ext4, 410 MiB of data): verified restore 0.36 -> 0.29 CPU-s, full
+/// backup 0.35 -> 0.31 CPU-s, with about as many extents (see the datamover README). What is
+/// allocated but not written is released again (holes stay holes, the output occupies what
+/// it did), and allocated blocks read as zeros until written. A full filesystem is reported
+/// before the data is written, as [`crate::error::ErrorKind::NoSpace`]. Not used for block
+/// devices, on NFS (each allocation would be a synchronous round trip to the server), nor
+/// where the filesystem does not support it (detected at the first call).
 #[derive(Debug)]
 pub struct Preallocate {
     enabled: std::sync::atomic::AtomicBool,
