@@ -154,14 +154,6 @@ fn plan(volumes: Vec<Value>) -> Value {
         "volumes": volumes, "namespaces": [{"name": DEST, "exists": true}]})
 }
 
-fn arg_after(job: &Job, flag: &str) -> Option<String> {
-    let args = job.spec.as_ref()?.template.spec.as_ref()?.containers[0]
-        .args
-        .clone()?;
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1).cloned()
-}
-
 /// Runs Validation to its Job and completes it with `plan_value`.
 async fn validated(w: &World, name: &str, plan_value: Value) -> Restore {
     let r = w.reconcile(name).await;
@@ -218,7 +210,10 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         ]
         .map(String::from)
     );
-    assert_eq!(arg_after(v, "--target").as_deref(), Some("s3://bucket"));
+    assert_eq!(
+        common::arg_after(v, "--target").as_deref(),
+        Some("s3://bucket")
+    );
     assert_eq!(
         v.annotations()
             .get("triliovault.trilio.io/restore-ref")
@@ -275,11 +270,20 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         .collect();
     assert_eq!(data_jobs.len(), 1, "bounded by maxParallelDataJobs");
     let first = &data_jobs[0];
-    assert_eq!(arg_after(first, "--plan").as_deref(), Some("plan-uid"));
-    assert_eq!(arg_after(first, "--backup").as_deref(), Some("bkp-uid"));
-    assert_eq!(arg_after(first, "--volume").as_deref(), Some("uid-data"));
     assert_eq!(
-        arg_after(first, "--dest").as_deref(),
+        common::arg_after(first, "--plan").as_deref(),
+        Some("plan-uid")
+    );
+    assert_eq!(
+        common::arg_after(first, "--backup").as_deref(),
+        Some("bkp-uid")
+    );
+    assert_eq!(
+        common::arg_after(first, "--volume").as_deref(),
+        Some("uid-data")
+    );
+    assert_eq!(
+        common::arg_after(first, "--dest").as_deref(),
         Some("/dev/tvk-volume")
     );
     let claim_name = first
@@ -378,7 +382,7 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         .collect();
     assert_eq!(second.len(), 1);
     assert_eq!(
-        arg_after(&second[0], "--volume").as_deref(),
+        common::arg_after(&second[0], "--volume").as_deref(),
         Some("uid-raw")
     );
     let claim2 = object_claim(&second[0]);
@@ -418,7 +422,10 @@ async fn a_restore_of_a_backup_runs_every_phase_to_completed() {
         .collect();
     assert_eq!(meta.len(), 1);
     assert_eq!(common::job_args(&meta[0])[0], "restore");
-    assert_eq!(arg_after(&meta[0], "--location").as_deref(), Some(LOCATION));
+    assert_eq!(
+        common::arg_after(&meta[0], "--location").as_deref(),
+        Some(LOCATION)
+    );
     assert_eq!(state(&r).1, Some(RestorePhase::MetadataRestore));
     w.finish_job(&meta[0].name_any(), true, "").await;
     let r = w.reconcile("rst").await;
@@ -554,11 +561,11 @@ async fn a_location_source_validates_with_the_target_and_location() {
     let jobs = w.jobs(&r.uid().unwrap()).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(
-        arg_after(&jobs[0], "--location").as_deref(),
+        common::arg_after(&jobs[0], "--location").as_deref(),
         Some("p-1/b-2")
     );
     assert_eq!(
-        arg_after(&jobs[0], "--target").as_deref(),
+        common::arg_after(&jobs[0], "--target").as_deref(),
         Some("s3://bucket")
     );
     // A location is not known to be encrypted: no --require-sealed.
@@ -705,7 +712,7 @@ async fn a_failed_data_job_with_cleanup_on_failure_deletes_only_what_the_restore
         .filter(|j| j.name_any().starts_with("tvk-datarestore-"))
         .collect();
     assert_eq!(data_jobs.len(), 2, "both volumes in parallel (max 4)");
-    let (ok, bad) = if arg_after(&data_jobs[0], "--volume").as_deref() == Some("uid-data") {
+    let (ok, bad) = if common::arg_after(&data_jobs[0], "--volume").as_deref() == Some("uid-data") {
         (&data_jobs[0], &data_jobs[1])
     } else {
         (&data_jobs[1], &data_jobs[0])
@@ -1347,7 +1354,10 @@ async fn image_restore_runs_its_job_after_data_restore_and_before_metadata_resto
         ]
         .map(String::from)
     );
-    assert_eq!(arg_after(job, "--target").as_deref(), Some("s3://bucket"));
+    assert_eq!(
+        common::arg_after(job, "--target").as_deref(),
+        Some("s3://bucket")
+    );
     let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("tvk-metamover"));
     assert_eq!(
@@ -1510,7 +1520,10 @@ async fn a_data_job_that_exits_75_is_retried_under_a_new_name_and_its_retry_can_
         .find(|j| j.name_any() != first[0].name_any())
         .unwrap();
     assert_eq!(object_claim(second), claim, "the same staging claim");
-    assert_eq!(arg_after(second, "--volume").as_deref(), Some("uid-data"));
+    assert_eq!(
+        common::arg_after(second, "--volume").as_deref(),
+        Some("uid-data")
+    );
     // Reconciling again adopts the retry, no third Job.
     w.reconcile("rst").await;
     assert_eq!(data_jobs(&w, &uid).await.len(), 2);
@@ -2234,7 +2247,7 @@ async fn a_running_restore_jobs_progress_lines_move_the_percentage_forward_only(
     w.reconcile("prog").await;
     let job_of = |jobs: &[Job], volume: &str| {
         jobs.iter()
-            .find(|j| arg_after(j, "--volume").as_deref() == Some(volume))
+            .find(|j| common::arg_after(j, "--volume").as_deref() == Some(volume))
             .unwrap()
             .name_any()
     };
@@ -2338,27 +2351,16 @@ async fn planned_storage_classes_are_created_by_a_metaprocessor_job_before_any_d
     // The class Job first; no data Job while it runs, however often we reconcile.
     w.reconcile("sc").await;
     w.reconcile("sc").await;
-    let first_arg = |j: &Job| {
-        j.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .args
-            .as_ref()
-            .and_then(|a| a.first().cloned())
-    };
     let (class_jobs, data_jobs): (Vec<Job>, Vec<Job>) =
         by_prefix(w.jobs(&uid).await, "tvk-datarestore-")
             .into_iter()
-            .partition(|j| first_arg(j).as_deref() == Some("restore-storage-classes"));
+            .partition(|j| {
+                common::job_args(j).first().map(String::as_str) == Some("restore-storage-classes")
+            });
     assert_eq!(class_jobs.len(), 1, "one restore-storage-classes Job");
     assert!(data_jobs.is_empty(), "no data Job before the classes exist");
     assert_eq!(
-        arg_after(&class_jobs[0], "--name").as_deref(),
+        common::arg_after(&class_jobs[0], "--name").as_deref(),
         Some("sc"),
         "the metaprocessor gets the restore"
     );

@@ -84,14 +84,6 @@ impl World {
     }
 }
 
-fn arg_after(job: &Job, flag: &str) -> Option<String> {
-    let args = job.spec.as_ref()?.template.spec.as_ref()?.containers[0]
-        .args
-        .clone()?;
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1).cloned()
-}
-
 fn failed_validation(r: &Restore) -> String {
     let s = r.status.as_ref().unwrap();
     assert_eq!(
@@ -120,7 +112,7 @@ async fn a_backup_plan_source_restores_its_latest_available_backup_and_keeps_it(
     let jobs = w.jobs(&uid).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(
-        arg_after(&jobs[0], "--location").as_deref(),
+        common::arg_after(&jobs[0], "--location").as_deref(),
         Some("plan-uid/latest-uid"),
         "the latest Available backup, not the later Failed one"
     );
@@ -160,7 +152,7 @@ async fn a_backup_plan_source_restores_its_latest_available_backup_and_keeps_it(
         .find(|j| j.name_any().starts_with("tvk-metadatarestore-"))
         .expect("metadata Job");
     assert_eq!(
-        arg_after(&meta, "--location").as_deref(),
+        common::arg_after(&meta, "--location").as_deref(),
         Some("plan-uid/latest-uid"),
         "pinned by the plan"
     );

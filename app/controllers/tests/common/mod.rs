@@ -168,6 +168,14 @@ pub fn job_args(job: &k8s_openapi::api::batch::v1::Job) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The argument after `flag` in a Job's first container.
+#[allow(dead_code)]
+pub fn arg_after(job: &k8s_openapi::api::batch::v1::Job, flag: &str) -> Option<String> {
+    let args = job_args(job);
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).cloned()
+}
+
 /// The Job controller's part: Job `name` of the install namespace ends `Complete` (`ok`) or
 /// `Failed` (BackoffLimitExceeded) with `message`.
 pub async fn finish_job(client: &Client, name: &str, ok: bool, message: &str) {
