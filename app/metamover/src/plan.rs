@@ -687,15 +687,7 @@ pub fn rewrite(
             meta.remove("labels");
             meta.remove("annotations");
         }
-        let labels = meta
-            .entry("labels")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(l) = labels.as_object_mut() {
-            l.insert(
-                RESTORE_UID_LABEL.into(),
-                Value::String(restore_uid.to_owned()),
-            );
-        }
+        label_restored(meta, restore_uid);
     }
     obj
 }
@@ -1178,6 +1170,19 @@ pub fn object_claim_classes(
 /// Reason of a StorageClass planned by `restoreFlags.restoreStorageClass`.
 pub const STORAGE_CLASS_REASON: &str = "restoreFlags.restoreStorageClass: missing in the destination, created from the backup before the claims (an existing class is never replaced or patched)";
 
+/// Labels an object's `metadata` as made by restore `restore_uid` ([`RESTORE_UID_LABEL`]).
+fn label_restored(meta: &mut Map<String, Value>, restore_uid: &str) {
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert(
+            RESTORE_UID_LABEL.into(),
+            Value::String(restore_uid.to_owned()),
+        );
+    }
+}
+
 /// The StorageClass objects `restoreFlags.restoreStorageClass` creates (pure), in name order:
 /// each named class the backup holds, as backed up (cleaned), without the default-class
 /// annotations (the destination keeps its own default) and with the restore label.
@@ -1197,15 +1202,7 @@ pub fn storage_class_objects(
                     a.remove("storageclass.kubernetes.io/is-default-class");
                     a.remove("storageclass.beta.kubernetes.io/is-default-class");
                 }
-                let labels = meta
-                    .entry("labels")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Some(l) = labels.as_object_mut() {
-                    l.insert(
-                        RESTORE_UID_LABEL.into(),
-                        Value::String(restore_uid.to_owned()),
-                    );
-                }
+                label_restored(meta, restore_uid);
             }
             let planned = PlannedObject {
                 api_version: str_at(&obj, "/apiVersion")
