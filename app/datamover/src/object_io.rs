@@ -521,10 +521,10 @@ impl LocalFileSink {
         if !self.preallocate.enabled() {
             return Ok(());
         }
-        let name = self.partial.display().to_string();
         let file = &self.file.0;
         let end = self.next + keep;
         if end > self.allocated_to {
+            let name = self.partial.display().to_string();
             let from = self.allocated_to.max(self.next);
             // As much again as the file holds (a small index stays small), up to a step —
             // only while the filesystem has room to spare: blocks held ahead by this file
