@@ -118,6 +118,12 @@ impl World {
     }
 }
 
+/// Asserts `r` failed in `phase` and returns that phase's condition reason.
+fn failed_in(r: &Restore, phase: RestorePhase) -> String {
+    assert_eq!(state(r), (Some(RestoreState::Failed), Some(phase)));
+    condition(r, phase).1
+}
+
 fn condition(r: &Restore, phase: RestorePhase) -> (Option<RestorePhaseStatus>, String) {
     let c = r
         .status
@@ -584,11 +590,7 @@ async fn a_blocking_plan_fails_validation_with_every_problem_and_writes_nothing(
         "StorageClass fast does not exist; create it or map it with restoreStorageClass"
     ]);
     let r = validated(&w, "rst", p).await;
-    assert_eq!(
-        state(&r),
-        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
-    );
-    let (_, reason) = condition(&r, RestorePhase::Validation);
+    let reason = failed_in(&r, RestorePhase::Validation);
     assert!(
         reason.contains("2 problem(s)")
             && reason.contains("dest/settings")
@@ -727,11 +729,7 @@ async fn a_failed_data_job_with_cleanup_on_failure_deletes_only_what_the_restore
     )
     .await;
     let r = w.reconcile("rst").await;
-    assert_eq!(
-        state(&r),
-        (Some(RestoreState::Failed), Some(RestorePhase::DataRestore))
-    );
-    let (_, reason) = condition(&r, RestorePhase::DataRestore);
+    let reason = failed_in(&r, RestorePhase::DataRestore);
     assert!(
         reason.contains("volume dest/raw") && reason.contains("digest mismatch"),
         "{reason}"
@@ -1107,11 +1105,7 @@ async fn a_location_without_a_commit_object_is_refused_before_any_job() {
         .create(restore_obj("half", source("p-1/b-half"), json!({})))
         .unwrap();
     let r = w.reconcile("half").await;
-    assert_eq!(
-        state(&r),
-        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
-    );
-    let (_, reason) = condition(&r, RestorePhase::Validation);
+    let reason = failed_in(&r, RestorePhase::Validation);
     assert!(
         reason.contains("p-1/b-half/_metadata/commit.json does not exist"),
         "{reason}"
@@ -1762,11 +1756,7 @@ async fn a_failed_post_restore_hook_fails_the_restore_naming_hook_pod_and_contai
     let r = w.reconcile("hooked").await;
     assert_eq!(state(&r).1, Some(RestorePhase::Unquiesce));
     let r = w.reconcile("hooked").await;
-    assert_eq!(
-        state(&r),
-        (Some(RestoreState::Failed), Some(RestorePhase::Unquiesce))
-    );
-    let (_, reason) = condition(&r, RestorePhase::Unquiesce);
+    let reason = failed_in(&r, RestorePhase::Unquiesce);
     assert!(
         reason.contains("Restore dest/hooked")
             && reason.contains("reindex")
@@ -1898,11 +1888,7 @@ async fn spec_env_reaches_the_restore_jobs_without_replacing_the_control_planes_
         ))
         .unwrap();
     let r = w.reconcile("secretenv").await;
-    assert_eq!(
-        state(&r),
-        (Some(RestoreState::Failed), Some(RestorePhase::Validation))
-    );
-    let (_, reason) = condition(&r, RestorePhase::Validation);
+    let reason = failed_in(&r, RestorePhase::Validation);
     assert!(
         reason.contains("spec.env[0] TOKEN reads Secret tok")
             && reason.contains("namespace trilio-system"),
